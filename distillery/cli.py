@@ -1,0 +1,104 @@
+"""The ``distillery`` command: one Typer app for operators."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(help="Continuous online distillation with a feedback loop.", no_args_is_help=True)
+
+
+def _scheduler() -> Any:
+    import ray
+
+    from monitoring.scheduler import ACTOR_NAME, NAMESPACE
+
+    ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False)
+    try:
+        return ray.get_actor(ACTOR_NAME)
+    except ValueError:
+        typer.echo("no running distillery found (start it with `distillery up`)", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def up() -> None:
+    """Start broker, Ray, the Serve app, labeler, store and scheduler; Ctrl-C stops them all."""
+    from services.launcher import up as launch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    running = launch()
+    typer.echo(f"ready in {running.startup_s:.1f}s; Ctrl-C to stop")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        typer.echo("stopping…")
+        running.stop()
+        typer.echo("stopped")
+
+
+@app.command()
+def status() -> None:
+    """Current version, labels since the last round, the last round's gate, drift."""
+    import ray
+
+    typer.echo(json.dumps(ray.get(_scheduler().status.remote()), indent=2, default=str))
+
+
+@app.command()
+def retrain() -> None:
+    """Run one distillation round now and print its gate decision."""
+    import ray
+
+    typer.echo("round started (Ray Train)…")
+    report = ray.get(_scheduler().retrain.remote("operator: distillery retrain"))
+    typer.echo(json.dumps(report, indent=2, default=str))
+
+
+@app.command()
+def history(state_dir: Path = Path("state")) -> None:
+    """Every registry transition: registered, promoted, rejected, with reasons."""
+    from training.registry import Registry
+
+    for event in Registry(state_dir.resolve() / "registry").history():
+        typer.echo(json.dumps(event))
+
+
+@app.command("fetch-data")
+def fetch_data(data_dir: Path = Path("data")) -> None:
+    """Download VADER's human-labelled sentences (movies, tweets, amazon, nyt) into data/."""
+    from distillery import vader
+
+    path = vader.fetch(data_dir.resolve())
+    typer.echo(f"VADER data in {path}")
+
+
+@app.command()
+def demo(
+    url: str = "http://127.0.0.1:8000",
+    per_phase: int = typer.Option(1200, help="texts replayed per phase"),
+    eval_size: int = typer.Option(400, help="held-out texts per domain, scored before/after"),
+    timeout_s: float = typer.Option(900, help="how long to wait for the automatic retrain"),
+    out: Path | None = typer.Option(None, help="also write the results as JSON here"),
+) -> None:
+    """Replay movie reviews, then tweets, through the HTTP API; print accuracy before/after."""
+    from distillery.demo import run_demo
+
+    result = run_demo(url, per_phase, eval_size, timeout_s, say=typer.echo)
+    typer.echo(result.table())
+    if out is not None:
+        out.write_text(json.dumps(result.to_dict(), indent=2))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,167 @@
+"""``distillery demo``: VADER movie reviews, then tweets, replayed as live traffic over HTTP.
+
+Per phase it scores the teacher and the served student against the human labels on held-out
+texts (sent with ``allow_training: false`` so they never train), before the phase's traffic and
+after the automatic retrain the traffic causes. A share of users send feedback: a rating, and
+the right label when the answer was wrong.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+from distillery import vader
+from distillery.settings import Settings
+from distillery.task import load_task
+
+CHUNK = 16  # texts per request
+
+
+@dataclass
+class Phase:
+    domain: str
+    teacher_accuracy: float
+    student_before: float
+    student_after: float
+    version_before: int
+    version_after: int
+    requests: int
+    feedback: int
+    wait_s: float
+
+
+@dataclass
+class DemoResult:
+    phases: list[Phase] = field(default_factory=list)
+
+    def table(self) -> str:
+        columns = ["phase", "teacher acc", "student before", "student after", "version"]
+        columns += ["texts", "feedback", "wait for retrain"]
+        rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for p in self.phases:
+            rows.append(
+                f"| {p.domain} | {p.teacher_accuracy:.3f} | {p.student_before:.3f} | "
+                f"{p.student_after:.3f} | v{p.version_before} → v{p.version_after} | "
+                f"{p.requests} | {p.feedback} | {p.wait_s:.0f} s |"
+            )
+        return "\n".join(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"phases": [asdict(p) for p in self.phases]}
+
+
+def predict(client: httpx.Client, texts: list[str], train: bool) -> list[dict[str, Any]]:
+    response = client.post("/v1/predict", json={"text": texts, "allow_training": train})
+    response.raise_for_status()
+    predictions: list[dict[str, Any]] = response.json()["predictions"]
+    return predictions
+
+
+def accuracy(client: httpx.Client, rows: list[vader.VaderRow]) -> tuple[float, int]:
+    """Served student's accuracy on rows (never sampled) and the version that answered."""
+    answers: list[dict[str, Any]] = []
+    for i in range(0, len(rows), CHUNK):
+        answers += predict(client, [r.text for r in rows[i : i + CHUNK]], train=False)
+    hits = [a["label"] == r.label for a, r in zip(answers, rows, strict=True)]
+    return float(np.mean(hits)), max(a["model_version"] for a in answers)
+
+
+def replay(client: httpx.Client, rows: list[vader.VaderRow], feedback_rate: float) -> int:
+    """Send rows as traffic with 4 concurrent clients; returns feedback posts sent."""
+    rng = random.Random(0)
+
+    def one(chunk: list[vader.VaderRow]) -> int:
+        sent = 0
+        for answer, row in zip(predict(client, [r.text for r in chunk], True), chunk, strict=True):
+            if rng.random() < feedback_rate:
+                wrong = answer["label"] != row.label
+                body = {
+                    "request_id": answer["request_id"],
+                    "feedback_token": answer["feedback_token"],
+                    "rating": 1 if wrong else 5,
+                    "corrected_label": row.label if wrong else None,
+                }
+                client.post("/v1/feedback", json=body).raise_for_status()
+                sent += 1
+        return sent
+
+    chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
+    with ThreadPoolExecutor(4) as pool:
+        return sum(pool.map(one, chunks))
+
+
+def wait_for_version(client: httpx.Client, after: int, timeout_s: float) -> tuple[int, float]:
+    start = time.monotonic()
+    version = after
+    while time.monotonic() - start < timeout_s:
+        version = client.get("/readyz").json()["model_version"]
+        if version > after:
+            break
+        time.sleep(2)
+    return version, time.monotonic() - start
+
+
+def teacher_accuracy(rows: list[vader.VaderRow], settings: Settings) -> float:
+    from services.teacher import ZeroShotTeacher
+
+    task = load_task(settings.paths.task_file)
+    cfg = settings.teacher
+    teacher = ZeroShotTeacher(
+        cfg.resolved_model_path(), task.prompts, cfg.temperature, cfg.max_tokens
+    )
+    predicted = teacher.logits([r.text for r in rows]).argmax(1)
+    return float(
+        np.mean([task.label_names[i] == r.label for i, r in zip(predicted, rows, strict=True)])
+    )
+
+
+def run_demo(
+    url: str,
+    per_phase: int,
+    eval_size: int,
+    timeout_s: float,
+    domains: tuple[str, ...] = ("movies", "tweets"),
+    feedback_rate: float = 0.05,
+    say: Callable[[str], Any] = print,
+) -> DemoResult:
+    settings = Settings()
+    result = DemoResult()
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for domain in domains:
+            rows = vader.load(domain, settings.paths.data_dir)
+            random.Random(1).shuffle(rows)
+            held, traffic = rows[:eval_size], rows[eval_size : eval_size + per_phase]
+            teacher = teacher_accuracy(held, settings)
+            before, version = accuracy(client, held)
+            say(
+                f"{domain}: teacher {teacher:.3f}, student v{version} {before:.3f}; "
+                f"replaying {len(traffic)} texts"
+            )
+            feedback = replay(client, traffic, feedback_rate)
+            new_version, waited = wait_for_version(client, version, timeout_s)
+            after, new_version = accuracy(client, held)
+            say(
+                f"{domain}: after retrain student v{new_version} {after:.3f} (waited {waited:.0f}s)"
+            )
+            result.phases.append(
+                Phase(
+                    domain,
+                    teacher,
+                    before,
+                    after,
+                    version,
+                    new_version,
+                    len(traffic),
+                    feedback,
+                    waited,
+                )
+            )
+    return result

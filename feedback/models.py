@@ -1,0 +1,69 @@
+"""The HTTP contract: request and response bodies of ``/v1/predict`` and ``/v1/feedback``.
+
+Bounds that depend on settings (text length, items per request) are checked in ``check_texts`` so
+the 422 names the field and the limit.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr | list[StrictStr] = Field(
+        description="one text, or a list of texts answered in the same order"
+    )
+    allow_training: bool = Field(
+        default=True,
+        description="false: never send this request to the teacher or keep it for training",
+    )
+
+    def texts(self) -> list[str]:
+        return [self.text] if isinstance(self.text, str) else list(self.text)
+
+
+class Prediction(BaseModel):
+    request_id: str
+    label: str
+    probabilities: dict[str, float] = Field(description="per label, summing to 1")
+    model_version: int
+    feedback_token: str = Field(description="send it back with feedback on this answer")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: StrictStr = Field(min_length=1, max_length=200)
+    feedback_token: StrictStr = Field(
+        min_length=1, max_length=400, description="the token returned with the prediction"
+    )
+    rating: int = Field(ge=1, le=5, description="1 (bad) … 5 (good)")
+    corrected_label: StrictStr | None = Field(
+        default=None, description="the right label, one of the task's labels"
+    )
+
+
+class FeedbackAccepted(BaseModel):
+    request_id: str
+    status: str = "accepted"
+
+
+def check_texts(texts: list[str], max_items: int, max_chars: int) -> str | None:
+    """A reason naming the field if the texts break a bound, else None."""
+    if not texts:
+        return "text: must hold at least one text"
+    if len(texts) > max_items:
+        return f"text: {len(texts)} texts in one request, the limit is {max_items}"
+    for i, text in enumerate(texts):
+        where = "text" if len(texts) == 1 else f"text[{i}]"
+        if not text.strip():
+            return f"{where}: empty or whitespace-only text"
+        if len(text) > max_chars:
+            return f"{where}: {len(text)} characters, the limit is {max_chars}"
+    return None

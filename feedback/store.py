@@ -1,0 +1,136 @@
+"""The example store: teacher labels and feedback from Kafka, kept as Parquet shards on disk.
+
+One shard per flush, written atomically (temporary file, fsync, rename), then the offsets are
+committed. Readers dedupe by request id, so a replayed batch never counts twice. Each row keeps its
+topic, partition and offset: the lineage a model version points to.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from distillery import bus
+from distillery.events import DecodeError, FeedbackEvent, TeacherLabel, Topics, decode
+from distillery.settings import Settings
+from training.registry import write_atomic
+
+log = logging.getLogger(__name__)
+GROUP = "distillery-store"
+KINDS = {Topics.LABELS: "labels", Topics.FEEDBACK: "feedback"}
+
+
+def write_shard(store_dir: Path, kind: str, rows: list[dict[str, Any]]) -> Path:
+    """Write rows as one new Parquet shard named ``{kind}-{ns}.parquet``; returns its path."""
+    import io
+
+    buffer = io.BytesIO()
+    pd.DataFrame(rows).to_parquet(buffer, index=False)
+    path = store_dir / f"{kind}-{time.time_ns():020d}.parquet"
+    write_atomic(path, buffer.getvalue())
+    return path
+
+
+def read_kind(store_dir: Path, kind: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Every row of one kind, in arrival order, before dedupe."""
+    shards = sorted(store_dir.glob(f"{kind}-*.parquet"))
+    if not shards:
+        return pd.DataFrame(columns=columns or [])
+    return pd.concat([pd.read_parquet(s, columns=columns) for s in shards], ignore_index=True)
+
+
+def read_labels(store_dir: Path) -> pd.DataFrame:
+    """Teacher labels, one row per request id (the first written wins)."""
+    frame = read_kind(store_dir, "labels")
+    return frame.drop_duplicates("request_id", keep="first").reset_index(drop=True)
+
+
+def read_feedback(store_dir: Path) -> pd.DataFrame:
+    """Feedback, one row per request id (the latest rating wins)."""
+    frame = read_kind(store_dir, "feedback")
+    if frame.empty:
+        return frame
+    frame = frame.sort_values("ts", kind="stable")
+    return frame.drop_duplicates("request_id", keep="last").reset_index(drop=True)
+
+
+def count_labels_since(store_dir: Path, since_ts: float) -> int:
+    frame = read_kind(store_dir, "labels", columns=["request_id", "ts"])
+    if frame.empty:
+        return 0
+    return int(frame[frame["ts"] > since_ts]["request_id"].nunique())
+
+
+def to_row(record: bus.Record, event: TeacherLabel | FeedbackEvent) -> dict[str, Any]:
+    row = event.model_dump()
+    row.update(topic=record.topic, partition=record.partition, offset=record.offset)
+    return row
+
+
+class ExampleStore:
+    """Runs as a Ray actor (``max_concurrency`` ≥ 2): ``run`` loops until ``stop``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir = settings.paths.store_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.counts = {"labels": 0, "feedback": 0, "dead_letters": 0}
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        from monitoring.metrics import loop_metrics
+
+        metrics = loop_metrics()
+        consumer = bus.make_consumer(self.settings.kafka, GROUP, list(KINDS))
+        producer = bus.make_producer(self.settings.kafka)
+        pending: dict[str, list[dict[str, Any]]] = {"labels": [], "feedback": []}
+        last_flush = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                for record in bus.poll(consumer, 500, self.settings.store.flush_rows):
+                    self._take(record, pending, producer)
+                size = sum(len(rows) for rows in pending.values())
+                due = time.monotonic() - last_flush >= self.settings.store.flush_s
+                if size >= self.settings.store.flush_rows or (due and size):
+                    self._flush(pending, producer, metrics)
+                    consumer.commit()
+                    last_flush = time.monotonic()
+        finally:
+            consumer.close()
+            producer.close()
+
+    def _take(
+        self, record: bus.Record, pending: dict[str, list[dict[str, Any]]], producer: Any
+    ) -> None:
+        kind = KINDS[record.topic]
+        try:
+            event: TeacherLabel | FeedbackEvent = (
+                decode(TeacherLabel, record.value)
+                if kind == "labels"
+                else decode(FeedbackEvent, record.value)
+            )
+        except DecodeError as exc:
+            bus.send_dead_letter(producer, record, str(exc))
+            self.counts["dead_letters"] += 1
+            return
+        pending[kind].append(to_row(record, event))
+
+    def _flush(self, pending: dict[str, list[dict[str, Any]]], producer: Any, metrics: Any) -> None:
+        producer.flush()  # dead letters are safe before the offsets move
+        for kind, rows in pending.items():
+            if rows:
+                write_shard(self.dir, kind, rows)
+                self.counts[kind] += len(rows)
+                metrics.stored_rows.inc(len(rows), tags={"kind": kind})
+                rows.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counts)

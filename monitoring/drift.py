@@ -1,0 +1,266 @@
+"""Input/prediction drift between a reference window and a current window, via Evidently 0.7.
+
+Evidently is an implementation detail: callers get a ``DriftResult`` and never see its types.
+It is imported lazily inside ``data_drift`` (the import takes seconds); nothing here does I/O.
+
+Evidently picks a different default test per column at 1,000 rows, so the numerical method, the
+categorical method and the threshold are always passed explicitly, and the snapshot's metric
+configs are checked to carry them.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+LABEL_COLUMN = "predicted_label"
+_VALUE_DRIFT_TYPE = "evidently:metric_v2:ValueDrift"
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """Outcome of one drift check.
+
+    ``column_scores`` holds Evidently's per-column score: a p-value for test methods (``ks``,
+    ``chisquare``: drift when below ``threshold``) or a distance for distance methods
+    (``wasserstein``, ``psi``: drift when at or above ``threshold``).
+    """
+
+    drift_share: float  # share of columns drifted, 0..1
+    drifted_columns: tuple[str, ...]
+    column_scores: dict[str, float]
+    method: str
+    reference_rows: int
+    current_rows: int
+
+
+def text_features(
+    texts: Sequence[str],
+    predicted_labels: Sequence[str],
+    unknown_share: Sequence[float] | None = None,
+) -> pd.DataFrame:
+    """Cheap per-text features for drift checks, one row per text.
+
+    ``char_length`` is in characters, ``word_count`` in whitespace-separated words.
+    ``digit_share`` and ``non_ascii_share`` are fractions (0..1) of all characters;
+    ``upper_share`` is the fraction of alphabetic characters that are upper case.
+    ``unknown_token_share`` (0..1, tokenizer unknown tokens over tokens) comes from the caller,
+    0.0 when not given. Raises ValueError if the sequences differ in length.
+    """
+    n = len(texts)
+    if len(predicted_labels) != n:
+        raise ValueError(f"{n} texts but {len(predicted_labels)} predicted labels")
+    if unknown_share is not None and len(unknown_share) != n:
+        raise ValueError(f"{n} texts but {len(unknown_share)} unknown_share values")
+    rows = [_char_features(text) for text in texts]
+    frame = pd.DataFrame(
+        rows,
+        columns=["char_length", "word_count", "digit_share", "upper_share", "non_ascii_share"],
+    )
+    frame = frame.astype(
+        {
+            "char_length": "int64",
+            "word_count": "int64",
+            "digit_share": "float64",
+            "upper_share": "float64",
+            "non_ascii_share": "float64",
+        }
+    )
+    shares = [0.0] * n if unknown_share is None else [float(v) for v in unknown_share]
+    frame["unknown_token_share"] = pd.Series(shares, dtype="float64")
+    frame[LABEL_COLUMN] = pd.Series([str(label) for label in predicted_labels], dtype=object)
+    return frame
+
+
+def _char_features(text: str) -> tuple[int, int, float, float, float]:
+    length = len(text)
+    letters = sum(ch.isalpha() for ch in text)
+    digits = sum(ch.isdigit() for ch in text)
+    upper = sum(ch.isupper() for ch in text)
+    non_ascii = sum(not ch.isascii() for ch in text)
+    per_char = max(length, 1)
+    return (
+        length,
+        len(text.split()),
+        digits / per_char,
+        upper / letters if letters else 0.0,
+        non_ascii / per_char,
+    )
+
+
+def data_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    num_method: str = "ks",
+    cat_method: str = "chisquare",
+    threshold: float = 0.05,
+) -> DriftResult:
+    """Compare ``current`` with ``reference`` column by column with Evidently's DataDriftPreset.
+
+    Numeric columns use ``num_method``; ``predicted_label`` and any other non-numeric column use
+    ``cat_method``; every column uses ``threshold`` (a p-value or a distance, per method).
+    A column that is constant with the same value in both frames cannot have drifted: it is not
+    sent to Evidently (some tests return NaN or fail on it) and gets the method's no-drift score.
+    Raises ValueError if a frame is empty, the columns differ, or a method is unknown.
+    """
+    numerical, categorical = _split_columns(reference, current)
+    no_drift = {
+        "num": _no_drift_score(num_method, "num", threshold),
+        "cat": _no_drift_score(cat_method, "cat", threshold),
+    }
+    stable = [
+        c for c in (*numerical, *categorical) if _constant_and_equal(reference[c], current[c])
+    ]
+    scores = {c: no_drift["num" if c in numerical else "cat"] for c in stable}
+    drifted: tuple[str, ...] = ()
+    columns = [*numerical, *categorical]
+    checked = [c for c in columns if c not in stable]
+    if checked:
+        metrics, tests = _run_report(
+            reference,
+            current,
+            [c for c in numerical if c not in stable],
+            [c for c in categorical if c not in stable],
+            {"num": num_method, "cat": cat_method, "threshold": threshold},
+        )
+        scores.update(
+            _column_scores(metrics, checked, numerical, num_method, cat_method, threshold)
+        )
+        drifted = _drifted_columns(tests)
+    return DriftResult(
+        drift_share=len(drifted) / len(columns),
+        drifted_columns=tuple(c for c in columns if c in drifted),
+        column_scores={c: scores[c] for c in columns},
+        method=f"num={num_method},cat={cat_method},threshold={threshold}",
+        reference_rows=len(reference),
+        current_rows=len(current),
+    )
+
+
+def _split_columns(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Validate the frames; return (numerical, categorical) column names in reference order."""
+    if reference.empty or current.empty:
+        which = "reference" if reference.empty else "current"
+        raise ValueError(f"{which} frame is empty; drift needs at least one row in each frame")
+    if set(reference.columns) != set(current.columns):
+        only_ref = sorted(set(reference.columns) - set(current.columns))
+        only_cur = sorted(set(current.columns) - set(reference.columns))
+        raise ValueError(
+            f"columns differ: only in reference {only_ref}, only in current {only_cur}"
+        )
+    numerical: list[str] = []
+    categorical: list[str] = []
+    for column in reference.columns:
+        name = str(column)
+        dtype = reference[column].dtype
+        is_num = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+        if name == LABEL_COLUMN or not is_num:
+            categorical.append(name)
+        else:
+            numerical.append(name)
+    return numerical, categorical
+
+
+def _constant_and_equal(reference: pd.Series, current: pd.Series) -> bool:
+    values = pd.concat([reference, current], ignore_index=True)
+    return bool(values.notna().all()) and values.nunique() == 1
+
+
+def _no_drift_score(method: str, kind: str, threshold: float) -> float:
+    """Score the method gives two identical samples (1.0 for p-values, 0.0 for distances).
+
+    Also validates the method name for the column kind (raises ValueError otherwise).
+    """
+    from evidently.legacy.calculations.stattests import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    if kind == "num":
+        sample = pd.Series([float(v % 7) for v in range(60)])
+        column_type = ColumnType.Numerical
+    else:
+        sample = pd.Series(["a", "b", "c"] * 20)
+        column_type = ColumnType.Categorical
+    stattest = get_stattest(sample, sample, column_type, method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stattest(sample, sample.copy(), column_type, threshold).drift_score)
+
+
+def _run_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numerical: list[str],
+    categorical: list[str],
+    pinned: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run DataDriftPreset with pinned methods; return the snapshot's metrics and tests."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+    columns = [*numerical, *categorical]
+    preset = DataDriftPreset(
+        columns=columns,
+        num_method=pinned["num"],
+        cat_method=pinned["cat"],
+        threshold=pinned["threshold"],
+    )
+    report = Report([preset], include_tests=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = report.run(
+            Dataset.from_pandas(
+                current[columns].reset_index(drop=True), data_definition=definition
+            ),
+            Dataset.from_pandas(
+                reference[columns].reset_index(drop=True), data_definition=definition
+            ),
+        )
+    payload = snapshot.dict()
+    return list(payload["metrics"]), list(payload.get("tests", []))
+
+
+def _column_scores(
+    metrics: list[dict[str, Any]],
+    expected_columns: list[str],
+    numerical: list[str],
+    num_method: str,
+    cat_method: str,
+    threshold: float,
+) -> dict[str, float]:
+    """Per-column ValueDrift scores, after checking each used the pinned method and threshold."""
+    scores: dict[str, float] = {}
+    for metric in metrics:
+        config = metric["config"]
+        if config.get("type") != _VALUE_DRIFT_TYPE:
+            continue
+        column = str(config["column"])
+        expected = num_method if column in numerical else cat_method
+        used = (config.get("method"), config.get("threshold"))
+        if used[0] != expected or used[1] is None or not math.isclose(used[1], threshold):
+            raise RuntimeError(
+                f"Evidently ran {column!r} with method/threshold {used}, "
+                f"not the pinned ({expected!r}, {threshold})"
+            )
+        scores[column] = float(metric["value"])
+    missing = sorted(set(expected_columns) - set(scores))
+    if missing:
+        raise RuntimeError(f"Evidently reported no ValueDrift score for {missing}")
+    return scores
+
+
+def _drifted_columns(tests: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Columns whose ValueDrift test failed, i.e. Evidently judged them drifted."""
+    drifted: list[str] = []
+    for test in tests:
+        params = test.get("metric_config", {}).get("params", {})
+        status = getattr(test.get("status"), "value", test.get("status"))
+        if params.get("type") == _VALUE_DRIFT_TYPE and str(status) == "FAIL":
+            drifted.append(str(params["column"]))
+    return tuple(drifted)

@@ -1,0 +1,104 @@
+"""Every metric, defined once. Created lazily inside Ray processes (replicas, actors), never at
+import time; Ray's metrics export port serves them all to one Prometheus scrape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+LATENCY_BOUNDARIES_MS = [
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    20.0,
+    50.0,
+    100.0,
+    200.0,
+    500.0,
+    1000.0,
+    2000.0,
+    5000.0,
+]
+
+
+def _tags(*keys: str) -> Any:
+    """Tag keys as Ray wants them (its annotation admits one key only; it takes any number)."""
+    return keys
+
+
+@dataclass
+class ServeMetrics:
+    predictions: Any  # texts answered, by model_version
+    latency_ms: Any  # request latency of /v1/predict
+    sampled: Any  # events sent to the teacher, by reason
+    sample_dropped: Any  # sampled events lost before Kafka, by reason
+    feedback: Any  # feedback accepted, by rating
+    rejected: Any  # requests refused, by route and status
+
+
+def serve_metrics() -> ServeMetrics:
+    from ray.serve import metrics
+
+    return ServeMetrics(
+        predictions=metrics.Counter(
+            "distillery_predictions_total", "Texts answered.", tag_keys=_tags("model_version")
+        ),
+        latency_ms=metrics.Histogram(
+            "distillery_predict_latency_ms",
+            "Latency of /v1/predict inside the replica, ms.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+        ),
+        sampled=metrics.Counter(
+            "distillery_sampled_total", "Predictions sent to the teacher.", tag_keys=_tags("reason")
+        ),
+        sample_dropped=metrics.Counter(
+            "distillery_sample_dropped_total",
+            "Sampled predictions not delivered to Kafka.",
+            tag_keys=_tags("reason"),
+        ),
+        feedback=metrics.Counter(
+            "distillery_feedback_total", "Feedback accepted.", tag_keys=_tags("rating")
+        ),
+        rejected=metrics.Counter(
+            "distillery_rejected_total", "Requests refused.", tag_keys=_tags("route", "status")
+        ),
+    )
+
+
+@dataclass
+class LoopMetrics:
+    labels: Any  # teacher labels written
+    dead_letters: Any  # messages sent to the dead-letter topic, by source
+    stored_rows: Any  # rows written to the example store, by kind
+    rounds: Any  # distillation rounds, by outcome
+    current_version: Any  # promoted student version
+    drift_share: Any  # share of drifted columns, training window vs recent traffic
+    labels_since_round: Any  # teacher labels since the last round
+
+
+def loop_metrics() -> LoopMetrics:
+    from ray.util import metrics
+
+    return LoopMetrics(
+        labels=metrics.Counter("distillery_teacher_labels_total", "Teacher labels written."),
+        dead_letters=metrics.Counter(
+            "distillery_dead_letters_total", "Messages dead-lettered.", tag_keys=_tags("topic")
+        ),
+        stored_rows=metrics.Counter(
+            "distillery_store_rows_total",
+            "Rows written to the example store.",
+            tag_keys=_tags("kind"),
+        ),
+        rounds=metrics.Counter(
+            "distillery_rounds_total", "Distillation rounds.", tag_keys=_tags("outcome")
+        ),
+        current_version=metrics.Gauge("distillery_current_version", "Promoted student version."),
+        drift_share=metrics.Gauge(
+            "distillery_drift_share",
+            "Share of drifted features (Evidently), training window vs recent traffic.",
+        ),
+        labels_since_round=metrics.Gauge(
+            "distillery_labels_since_round", "Teacher labels since the last round."
+        ),
+    )

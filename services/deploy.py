@@ -1,0 +1,80 @@
+"""Deploy the Serve app from a config, the way ``serve deploy`` does.
+
+Deploying the same config with only ``user_config`` changed makes Serve call ``reconfigure`` on
+the running replicas in place (``serve.run`` would replace every replica): that is the hot swap.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from distillery.settings import Settings
+
+APP_NAME = "distillery"
+DEPLOYMENT = "StudentIngress"
+
+
+def serve_config(settings: Settings, version: int, model_path: Path) -> dict[str, Any]:
+    """A Serve multi-application config whose only moving part is the student's user_config."""
+    public = settings.model_dump(mode="json", exclude={"serve": {"feedback_secret"}})
+    serve_cfg = settings.serve
+    return {
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": "services.app:app_builder",
+                "args": {"settings": public},
+                "deployments": [
+                    {
+                        "name": DEPLOYMENT,
+                        "num_replicas": serve_cfg.num_replicas,
+                        "max_ongoing_requests": serve_cfg.max_ongoing_requests,
+                        "ray_actor_options": {"num_cpus": serve_cfg.replica_cpus},
+                        "user_config": {"version": version, "path": str(model_path)},
+                    }
+                ],
+            }
+        ]
+    }
+
+
+def deploy(dashboard_url: str, config: dict[str, Any]) -> None:
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    ServeSubmissionClient(dashboard_url).deploy_applications(config)
+
+
+def deployed_version(dashboard_url: str) -> int | None:
+    """The student version in the target config Serve is running or moving to."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    details = ServeSubmissionClient(dashboard_url).get_serve_details()
+    app = details.get("applications", {}).get(APP_NAME)
+    if not app:
+        return None
+    deployment = app["deployments"][DEPLOYMENT]["deployment_config"]
+    user_config = deployment.get("user_config") or {}
+    return user_config.get("version")
+
+
+def wait_running(dashboard_url: str, version: int, timeout_s: float = 120) -> None:
+    """Block until every replica of the app runs ``version``; raise with Serve's message if not."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    client = ServeSubmissionClient(dashboard_url)
+    deadline = time.monotonic() + timeout_s
+    status = "unknown"
+    while time.monotonic() < deadline:
+        app = client.get_serve_details().get("applications", {}).get(APP_NAME) or {}
+        status = app.get("status", "missing")
+        if status == "RUNNING" and deployed_version(dashboard_url) == version:
+            deployment = app["deployments"][DEPLOYMENT]
+            if deployment.get("status") == "HEALTHY":
+                return
+        if status == "DEPLOY_FAILED":
+            raise RuntimeError(f"Serve could not deploy v{version}: {app.get('message')}")
+        time.sleep(0.5)
+    raise TimeoutError(f"v{version} not running after {timeout_s}s (app status {status})")

@@ -1,0 +1,148 @@
+"""``distillery up``: start the broker (unless KAFKA_BOOTSTRAP_SERVERS), Ray (unless RAY_ADDRESS),
+the Serve app, the labeler, the example store and the scheduler; stop all of it on the way out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from distillery import bus
+from distillery.settings import KafkaSettings, Settings
+from distillery.task import Task, load_task
+from feedback.tokens import load_secret
+from services.broker import EmbeddedBroker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    """What ``up`` started, and how to reach it."""
+
+    settings: Settings
+    task: Task
+    api_url: str
+    dashboard_url: str
+    metrics_url: str
+    scheduler: Any
+    labeler: Any
+    store: Any
+    startup_s: float
+    broker: EmbeddedBroker | None = None
+    started_ray: bool = False
+    loops: list[Any] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop everything this launcher started, newest first; safe to call twice."""
+        import ray
+        from ray import serve
+
+        for actor in (self.scheduler, self.labeler, self.store):
+            try:
+                ray.get(actor.stop.remote(), timeout=10)
+            except Exception:
+                log.debug("actor already gone", exc_info=True)
+        if ray.is_initialized():
+            try:
+                serve.shutdown()
+            finally:
+                for actor in (self.scheduler, self.labeler, self.store):
+                    try:
+                        ray.kill(actor)
+                    except Exception:
+                        log.debug("actor already gone", exc_info=True)
+                ray.shutdown()
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def _start_ray(settings: Settings) -> tuple[str, bool]:
+    """Join RAY_ADDRESS if set, else start a local Ray; returns (dashboard URL, started)."""
+    import ray
+
+    address = os.environ.get("RAY_ADDRESS")
+    context = ray.init(
+        address=address or None,
+        namespace="distillery",
+        _metrics_export_port=None if address else settings.serve.metrics_export_port,
+        include_dashboard=True if not address else None,
+        log_to_driver=True,
+    )
+    dashboard = os.environ.get("RAY_DASHBOARD_ADDRESS") or f"http://{context.dashboard_url}"
+    return dashboard, not address
+
+
+def _start_actors(settings: Settings, task: Task, dashboard_url: str) -> tuple[Any, Any, Any]:
+    import ray
+
+    from feedback.store import ExampleStore
+    from monitoring.scheduler import ACTOR_NAME, Scheduler
+    from services.labeler import Labeler
+
+    store = ray.remote(ExampleStore).options(num_cpus=0.1, max_concurrency=2).remote(settings)
+    labeler = (
+        ray.remote(Labeler)
+        .options(num_cpus=settings.teacher.labeler_cpus, max_concurrency=2)
+        .remote(settings, task)
+    )
+    scheduler = (
+        ray.remote(Scheduler)
+        .options(name=ACTOR_NAME, num_cpus=0.1, max_concurrency=4, get_if_exists=False)
+        .remote(settings, task, dashboard_url)
+    )
+    return store, labeler, scheduler
+
+
+def up(settings: Settings | None = None, say: Any = print) -> Running:
+    """Start the whole loop and return once the student answers. Units: seconds."""
+    import ray
+    from ray import serve
+
+    start = time.monotonic()
+    settings = settings or Settings()
+    task = load_task(settings.paths.task_file)
+    broker = None
+    if not settings.kafka.bootstrap_servers:
+        broker = EmbeddedBroker(log_path=_log_path(settings, "broker.log")).start()
+        settings = settings.model_copy(
+            update={"kafka": KafkaSettings(bootstrap_servers=broker.bootstrap_servers)}
+        )
+        say(f"embedded Kafka broker on {broker.bootstrap_servers} (in memory)")
+    try:
+        bus.ensure_topics(settings.kafka)
+        load_secret(settings.serve.feedback_secret, settings.paths.state_dir)
+        dashboard_url, started_ray = _start_ray(settings)
+        serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
+        store, labeler, scheduler = _start_actors(settings, task, dashboard_url)
+        loops = [store.run.remote(), labeler.run.remote()]
+        first = ray.get(scheduler.bootstrap.remote())
+        if first is not None:
+            say(
+                f"first student v{first['version']} distilled from seed traffic "
+                f"in {first['seconds']:.0f}s"
+            )
+        version = ray.get(scheduler.deploy_current.remote())
+        loops.append(scheduler.run.remote())
+    except BaseException:
+        if broker is not None:
+            broker.stop()
+        if ray.is_initialized():
+            ray.shutdown()
+        raise
+    api_url = f"http://{settings.serve.host}:{settings.serve.port}"
+    metrics_url = f"http://127.0.0.1:{settings.serve.metrics_export_port}/metrics"
+    say(f"serving student v{version} at {api_url}/v1/predict  (docs {api_url}/docs)")
+    say(f"Ray dashboard {dashboard_url}  metrics {metrics_url}")
+    return Running(
+        settings, task, api_url, dashboard_url, metrics_url, scheduler, labeler, store,
+        time.monotonic() - start, broker, started_ray, loops,
+    )  # fmt: skip
+
+
+def _log_path(settings: Settings, name: str) -> Any:
+    logs = settings.paths.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs / name

@@ -1,0 +1,62 @@
+"""The zero-shot teacher: all-MiniLM-L6-v2 sentence embeddings compared to one prompt per label.
+
+logits = cos(embed(text), embed(prompt_c)) / temperature, probs = softmax(logits). Embeddings are
+mean-pooled over non-padding tokens and L2-normalised (Reimers & Gurevych 2019, Sentence-BERT).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, AutoTokenizer
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of token states where ``mask`` is 1. hidden (B, L, H), mask (B, L) → (B, H)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+class ZeroShotTeacher:
+    """Soft labels for one prompt per label; the order of ``prompts`` is the label order."""
+
+    def __init__(
+        self, model_path: Path, prompts: list[str], temperature: float, max_tokens: int = 128
+    ) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        self.model = AutoModel.from_pretrained(str(model_path)).eval()
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.label_embeddings = self.embed(prompts)  # (C, H)
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised sentence embeddings, (B, H)."""
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        hidden = self.model(**batch).last_hidden_state  # (B, L, H)
+        return F.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1)
+
+    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Cosine similarity to each label prompt over the temperature, (B, C)."""
+        out = []
+        for start in range(0, len(texts), batch_size):
+            emb = self.embed(texts[start : start + batch_size])  # (b, H)
+            out.append((emb @ self.label_embeddings.T / self.temperature).numpy())  # (b, C)
+        if not out:
+            return np.zeros((0, len(self.label_embeddings)), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, (B, C) → (B, C)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return result

@@ -1,0 +1,193 @@
+"""The running loop on a real local Ray and the real embedded broker: serve → sample → label,
+feedback → topic, bad input → 4xx, metrics scrapeable, a round → registry → hot swap under load."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from distillery import bus
+from distillery.events import FeedbackEvent, TeacherLabel, Topics, decode
+from distillery.settings import (
+    GateSettings,
+    PathSettings,
+    SchedulerSettings,
+    ServeSettings,
+    Settings,
+    TrainSettings,
+)
+from services.broker import free_port
+from services.launcher import Running, up
+from tests.conftest import DATA, TASK
+from training.registry import Registry
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iterator[Running]:
+    state = tmp_path_factory.mktemp("state")
+    settings = Settings(
+        paths=PathSettings(state_dir=state, data_dir=DATA, task_file=TASK),
+        serve=ServeSettings(port=free_port(), metrics_export_port=free_port(), sample_rate=1.0),
+        scheduler=SchedulerSettings(enabled=False, seed_size=300, drift_every_s=5, poll_s=1),
+        train=TrainSettings(epochs=2),
+        gate=GateSettings(
+            agreement_margin=1.0,
+            correction_margin=1.0,
+            min_holdout=5,
+            first_version_min_agreement=0,
+        ),
+    )
+    running = up(settings)
+    yield running
+    running.stop()
+
+
+def _predict(running: Running, text: Any) -> httpx.Response:
+    return httpx.post(f"{running.api_url}/v1/predict", json={"text": text}, timeout=30)
+
+
+def test_prediction_is_sampled_then_labelled_by_the_teacher(loop: Running) -> None:
+    answer = _predict(loop, "What a wonderful, heartfelt film.").json()["predictions"][0]
+    assert answer["model_version"] == 1
+    assert set(answer["probabilities"]) == {"negative", "positive"}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        labels = [
+            decode(TeacherLabel, r.value) for r in bus.read_all(loop.settings.kafka, Topics.LABELS)
+        ]
+        mine = [lab for lab in labels if lab.request_id == answer["request_id"]]
+        if mine:
+            break
+        time.sleep(1)
+    assert mine, "the sampled prediction never got a teacher label"
+    assert mine[0].teacher_probs[1] > 0.5
+    assert mine[0].model_version == 1
+
+
+def test_feedback_reaches_its_topic_with_the_served_label(loop: Running) -> None:
+    answer = _predict(loop, "Terrible acting and a boring plot.").json()["predictions"][0]
+    body = {
+        "request_id": answer["request_id"],
+        "feedback_token": answer["feedback_token"],
+        "rating": 1,
+        "corrected_label": "negative",
+    }
+    response = httpx.post(f"{loop.api_url}/v1/feedback", json=body, timeout=30)
+    assert response.status_code == 202, response.text
+    events = [
+        decode(FeedbackEvent, r.value) for r in bus.read_all(loop.settings.kafka, Topics.FEEDBACK)
+    ]
+    mine = [e for e in events if e.request_id == answer["request_id"]]
+    assert len(mine) == 1
+    assert mine[0].predicted_label == answer["label"]
+    assert mine[0].corrected_label == "negative"
+
+
+def _token(loop: Running) -> dict[str, Any]:
+    answer = _predict(loop, "fine").json()["predictions"][0]
+    return {"request_id": answer["request_id"], "feedback_token": answer["feedback_token"]}
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "status", "field"),
+    [
+        ("predict", {"text": ""}, 422, "text"),
+        ("predict", {"text": "   "}, 422, "text"),
+        ("predict", {"text": 5}, 422, "text"),
+        ("predict", {"text": ["ok", 7]}, 422, "text"),
+        ("predict", {"text": "x" * 2001}, 422, "2000"),
+        ("predict", {"text": ["ok"] * 65}, 422, "64"),
+        ("predict", {"txt": "ok"}, 422, "txt"),
+        ("feedback", {"rating": 9}, 422, "rating"),
+        ("feedback", {"rating": 2, "corrected_label": "neutral"}, 422, "corrected_label"),
+        ("feedback", {"rating": 2, "request_id": "never-issued"}, 403, "feedback_token"),
+    ],
+)
+def test_bad_input_gets_a_4xx_naming_the_field(
+    loop: Running, route: str, body: dict[str, Any], status: int, field: str
+) -> None:
+    if route == "feedback":
+        body = {**_token(loop), **body}
+    response = httpx.post(f"{loop.api_url}/v1/{route}", json=body, timeout=30)
+    assert response.status_code == status, response.text
+    assert field in response.text
+
+
+def test_metrics_are_scrapeable_from_rays_export_port(loop: Running) -> None:
+    _predict(loop, ["good", "bad"])
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(loop.metrics_url, timeout=10).text
+        if "distillery_predictions_total" in text and "distillery_teacher_labels_total" in text:
+            break
+        time.sleep(2)
+    assert "distillery_predictions_total" in text
+    assert "distillery_teacher_labels_total" in text
+
+
+def test_round_registers_a_version_and_hot_swaps_with_no_failed_request(loop: Running) -> None:
+    import ray
+
+    for i in range(6):  # fresh traffic for the round's recent window
+        _predict(loop, [f"sample {i}: a great movie", f"sample {i}: an awful movie"] * 8)
+    time.sleep(5)  # labeler + store flush
+    outcomes: Counter[str] = Counter()
+    versions: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=loop.api_url, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post("/v1/predict", json={"text": "steady traffic"})
+                    outcomes[str(r.status_code)] += 1
+                    versions.append((time.monotonic(), r.json()["predictions"][0]["model_version"]))
+                except httpx.HTTPError as exc:
+                    outcomes[type(exc).__name__] += 1
+
+    clients = [threading.Thread(target=hammer) for _ in range(4)]
+    for c in clients:
+        c.start()
+    report = ray.get(loop.scheduler.retrain.remote("integration test"))
+    swapped_at = time.monotonic()
+    time.sleep(3)
+    stop.set()
+    for c in clients:
+        c.join()
+    assert report["promoted"], report
+    assert set(outcomes) == {"200"}, outcomes
+    seen = {v for _, v in versions}
+    assert seen == {1, 2}, seen
+    assert all(v == 2 for t, v in versions if t > swapped_at + 0.5)
+    registry = Registry(loop.settings.paths.registry_dir)
+    assert registry.current() == 2
+    meta = registry.get(2)
+    assert meta.lineage.parent == 1
+    assert Topics.LABELS in meta.lineage.offsets
+    assert meta.gate is not None and meta.gate["passed"]
+
+
+def test_status_reports_version_labels_and_drift(loop: Running) -> None:
+    import ray
+
+    deadline = time.monotonic() + 60
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = ray.get(loop.scheduler.status.remote())
+        if status["drift"] is not None:
+            break
+        time.sleep(2)
+    assert status["current_version"] == 2
+    assert status["labels_since_last_round"] >= 0
+    assert status["last_round"]["version"] == 2
+    assert 0.0 <= status["drift"]["drift_share"] <= 1.0

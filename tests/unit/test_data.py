@@ -1,0 +1,273 @@
+"""A round's data: joining labels with feedback, the stable holdout, window, replay, lineage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distillery.events import FeedbackEvent, TeacherLabel, Topics
+from distillery.task import Label, Task
+from feedback.store import read_feedback, read_labels, write_shard
+from training.data import build_round, in_holdout, join, offset_ranges
+
+TASK = Task(
+    name="sentiment",
+    labels=(Label(name="negative", prompt="bad"), Label(name="positive", prompt="good")),
+)
+NAMES = ["negative", "positive"]
+
+
+def _label_row(i: int, labels: Any = None, **extra: Any) -> dict[str, Any]:
+    labels = NAMES if labels is None else labels
+    logits = [float(i % 3), -float(i % 3)] + [0.0] * (len(labels) - 2)
+    probs = list(np.exp(logits) / np.exp(logits).sum())
+    row = {
+        "schema_version": 1,
+        "request_id": f"req-{i}",
+        "ts": float(i),
+        "text": f"text number {i}",
+        "labels": labels,
+        "teacher_logits": logits,
+        "teacher_probs": probs,
+        "student_probs": [1 / len(labels)] * len(labels),
+        "model_version": 1,
+        "source_partition": i % 2,
+        "source_offset": i,
+        "topic": Topics.LABELS,
+        "partition": i % 2,
+        "offset": 1000 + i,
+    }
+    row.update(extra)
+    return row
+
+
+def _feedback_row(i: int, rating: int, corrected: str | None, ts: float = 0.0) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "request_id": f"req-{i}",
+        "ts": ts,
+        "rating": rating,
+        "corrected_label": corrected,
+        "predicted_label": "positive",
+        "model_version": 1,
+        "topic": Topics.FEEDBACK,
+        "partition": 0,
+        "offset": i,
+    }
+
+
+def _labels(ids: range | list[int]) -> pd.DataFrame:
+    return pd.DataFrame([_label_row(i) for i in ids])
+
+
+NO_FEEDBACK = pd.DataFrame(columns=list(_feedback_row(0, 1, None)))
+
+
+def test_label_and_feedback_columns_match_the_events() -> None:
+    # The hand-built frames mirror what feedback/store.py writes: event fields + lineage.
+    lineage = {"topic", "partition", "offset"}
+    assert set(_label_row(0)) == set(TeacherLabel.model_fields) | lineage
+    assert set(_feedback_row(0, 1, None)) == set(FeedbackEvent.model_fields) | lineage
+
+
+def test_join_keeps_only_rows_of_this_tasks_labels() -> None:
+    frame = pd.DataFrame(
+        [
+            _label_row(0),
+            _label_row(1, ["positive", "negative"]),  # same names, other order
+            _label_row(2, ["negative", "neutral", "positive"]),
+            _label_row(3, ["negative"]),
+            _label_row(4, np.array(NAMES, dtype=object)),  # how Parquet gives lists back
+        ]
+    )
+    rows = join(frame, NO_FEEDBACK, TASK)
+    assert rows["request_id"].tolist() == ["req-0", "req-4"]
+    assert rows["correction"].tolist() == [-1, -1]
+    assert rows["rating"].isna().all()
+
+
+def test_join_maps_corrected_labels_to_indices() -> None:
+    feedback = pd.DataFrame(
+        [
+            _feedback_row(0, 1, "negative"),
+            _feedback_row(1, 2, "positive"),
+            _feedback_row(2, 5, None),
+            _feedback_row(3, 1, "neutral"),  # not a label of this task
+            _feedback_row(99, 1, "negative"),  # feedback without a teacher label
+        ]
+    )
+    rows = join(_labels(range(5)), feedback, TASK)
+    assert rows["request_id"].tolist() == [f"req-{i}" for i in range(5)]
+    assert rows["correction"].tolist() == [0, 1, -1, -1, -1]
+    assert rows["rating"].tolist()[:4] == [1, 2, 5, 1]
+    assert np.isnan(rows["rating"].iloc[4])
+
+
+def test_join_of_no_labels_is_empty_with_correction_column() -> None:
+    rows = join(pd.DataFrame(), NO_FEEDBACK, TASK)
+    assert rows.empty
+    assert {"correction", "rating"} <= set(rows.columns)
+
+
+def test_join_through_parquet_shards(tmp_path: Path) -> None:
+    write_shard(tmp_path, "labels", [_label_row(i) for i in range(4)])
+    write_shard(tmp_path, "labels", [_label_row(0, text="a replayed duplicate")])
+    write_shard(tmp_path, "feedback", [_feedback_row(1, 5, None, ts=1.0)])
+    write_shard(tmp_path, "feedback", [_feedback_row(1, 1, "negative", ts=2.0)])
+    rows = join(read_labels(tmp_path), read_feedback(tmp_path), TASK)
+    assert rows["request_id"].tolist() == ["req-0", "req-1", "req-2", "req-3"]
+    assert rows["text"].iloc[0] == "text number 0"  # first written wins
+    assert rows["correction"].tolist() == [-1, 0, -1, -1]  # latest feedback wins
+    assert rows["rating"].iloc[1] == 1
+
+
+def test_in_holdout_is_stable_and_close_to_the_fraction() -> None:
+    ids = [f"req-{i}" for i in range(5_000)]
+    first = [in_holdout(rid, 0.2) for rid in ids]
+    assert first == [in_holdout(rid, 0.2) for rid in ids]
+    assert sum(first) / len(ids) == pytest.approx(0.2, abs=0.03)
+    assert not any(in_holdout(rid, 0.0) for rid in ids[:100])
+    # A larger fraction only adds ids: nothing moves from holdout back to train.
+    assert all(in_holdout(rid, 0.5) for rid, held in zip(ids, first, strict=True) if held)
+
+
+def _joined(n: int, corrections: dict[int, str] | None = None) -> pd.DataFrame:
+    feedback = pd.DataFrame(
+        [_feedback_row(i, 1, label) for i, label in (corrections or {}).items()]
+    )
+    return join(_labels(range(n)), feedback if len(feedback) else NO_FEEDBACK, TASK)
+
+
+def _held(rows: pd.DataFrame, fraction: float) -> set[str]:
+    return {rid for rid in rows["request_id"] if in_holdout(rid, fraction)}
+
+
+def test_holdout_rows_never_train() -> None:
+    rows = _joined(200)
+    data = build_round(
+        rows, since_ts=100.0, window_size=1_000, replay_ratio=9.0, holdout_fraction=0.3
+    )
+    held = _held(rows, 0.3)
+    assert 30 < len(held) < 90
+    assert not held & set(data.train["request_id"])
+    assert set(data.holdout["request_id"]) == {r for r in held if int(r[4:]) > 100}
+    assert len(data.train) + len(held) == 200  # a large replay ratio replays every older row
+
+
+def test_split_is_stable_across_row_order() -> None:
+    rows = _joined(120)
+    shuffled = rows.sample(frac=1.0, random_state=3)
+    a = build_round(rows, 60.0, 1_000, 0.0, 0.25)
+    b = build_round(shuffled, 60.0, 1_000, 0.0, 0.25)
+    assert set(a.holdout["request_id"]) == set(b.holdout["request_id"])
+    assert sorted(a.train["request_id"]) == sorted(b.train["request_id"])
+    assert a.train["request_id"].tolist() == b.train["request_id"].tolist()  # sorted by ts
+
+
+@pytest.mark.parametrize(("ratio", "window"), [(0.0, 1_000), (0.5, 1_000), (0.26, 1_000), (1.0, 5)])
+def test_replay_count_is_ratio_times_recent(ratio: float, window: int) -> None:
+    rows = _joined(200)
+    data = build_round(
+        rows, since_ts=99.0, window_size=window, replay_ratio=ratio, holdout_fraction=0.2
+    )
+    held = _held(rows, 0.2)
+    recent_ids = [f"req-{i}" for i in range(100, 200) if f"req-{i}" not in held][-window:]
+    older_ids = {f"req-{i}" for i in range(100) if f"req-{i}" not in held}
+    n_replay = min(len(older_ids), round(ratio * len(recent_ids)))
+    assert data.lineage.recent_rows == len(recent_ids)
+    assert data.lineage.replay_rows == n_replay
+    assert data.train["request_id"].tolist()[: len(recent_ids)] == recent_ids
+    replayed = data.train["request_id"].tolist()[len(recent_ids) :]
+    assert len(replayed) == n_replay
+    assert set(replayed) <= older_ids
+    assert len(set(replayed)) == n_replay
+    assert data.lineage.rows == len(data.train) == len(recent_ids) + n_replay
+
+
+def test_replay_is_capped_by_older_rows() -> None:
+    rows = _joined(60)
+    data = build_round(
+        rows, since_ts=49.0, window_size=1_000, replay_ratio=10.0, holdout_fraction=0.2
+    )
+    older = {f"req-{i}" for i in range(50)} - _held(rows, 0.2)
+    assert data.lineage.replay_rows == len(older)
+    assert set(data.train["request_id"]) >= older
+
+
+def test_replay_sample_depends_on_seed_only() -> None:
+    rows = _joined(200)
+    pick = [
+        build_round(rows, 150.0, 1_000, 0.5, 0.2, seed=s).train["request_id"].tolist()
+        for s in (1, 1, 2)
+    ]
+    assert pick[0] == pick[1]
+    assert pick[0] != pick[2]
+
+
+def test_window_size_keeps_the_newest_recent_rows() -> None:
+    rows = _joined(50).sample(frac=1.0, random_state=0)  # arrival order is not time order
+    data = build_round(rows, since_ts=-1.0, window_size=4, replay_ratio=0.0, holdout_fraction=0.2)
+    not_held = [i for i in range(50) if not in_holdout(f"req-{i}", 0.2)]
+    assert data.train["request_id"].tolist() == [f"req-{i}" for i in not_held[-4:]]
+    assert data.train["ts"].is_monotonic_increasing
+
+
+def test_corrected_rows_get_kd_weight_zero_and_golden_holds_held_corrections() -> None:
+    corrections = {i: ("negative" if i % 2 else "positive") for i in range(0, 80, 3)}
+    rows = _joined(80, corrections)
+    data = build_round(
+        rows, since_ts=-1.0, window_size=1_000, replay_ratio=0.0, holdout_fraction=0.3
+    )
+    train = data.train.set_index("request_id")
+    for rid, row in train.iterrows():
+        i = int(str(rid)[4:])
+        assert row["kd_weight"] == (0.0 if i in corrections else 1.0), rid
+        assert row["correction"] == (-1 if i not in corrections else 1 - i % 2), rid
+    assert data.train["kd_weight"].dtype == np.float32
+    held = _held(rows, 0.3)
+    assert set(data.golden["request_id"]) == {f"req-{i}" for i in corrections} & held
+    assert (data.golden["correction"] >= 0).all()
+    assert data.lineage.correction_rows == sum(f"req-{i}" in set(train.index) for i in corrections)
+    assert data.lineage.correction_rows > 0
+
+
+def test_lineage_offsets_are_min_max_per_topic_partition() -> None:
+    rows = _joined(40)
+    rows.loc[rows.index[:5], "topic"] = "other.topic"
+    data = build_round(
+        rows, since_ts=-1.0, window_size=1_000, replay_ratio=0.0, holdout_fraction=0.2
+    )
+    expected: dict[str, dict[str, list[int]]] = {}
+    for (topic, partition), group in data.train.groupby(["topic", "partition"]):
+        expected.setdefault(str(topic), {})[str(partition)] = [
+            int(group["offset"].min()),
+            int(group["offset"].max()),
+        ]
+    assert data.lineage.offsets == expected
+    assert set(expected) == {Topics.LABELS, "other.topic"}
+    assert set(expected[Topics.LABELS]) == {"0", "1"}
+    train_ids = [int(r[4:]) for r in data.train["request_id"]]
+    labels_even = [1000 + i for i in train_ids if i >= 5 and i % 2 == 0]
+    assert expected[Topics.LABELS]["0"] == [min(labels_even), max(labels_even)]
+
+
+def test_offset_ranges_of_nothing_is_empty() -> None:
+    assert offset_ranges(_labels([]).reindex(columns=["topic", "partition", "offset"])) == {}
+    frame = pd.DataFrame({"topic": ["t", "t", "t"], "partition": [3, 3, 3], "offset": [9, 2, 5]})
+    assert offset_ranges(frame) == {"t": {"3": [2, 9]}}
+
+
+def test_window_end_and_holdout_fallback() -> None:
+    rows = _joined(30)
+    data = build_round(
+        rows, since_ts=1_000.0, window_size=1_000, replay_ratio=1.0, holdout_fraction=0.3
+    )
+    assert data.lineage.window_end_ts == 29.0
+    assert data.lineage.recent_rows == 0
+    assert data.lineage.replay_rows == 0  # replay follows the recent count
+    assert set(data.holdout["request_id"]) == _held(rows, 0.3)  # no recent held rows: all of them
+    assert data.train.empty

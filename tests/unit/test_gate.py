@@ -1,0 +1,150 @@
+"""The promotion gate: ``decide`` on hand-built measures, ``measure`` on a tiny random student."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from transformers import AutoTokenizer
+
+from distillery.settings import GateSettings, StudentSettings, TeacherSettings
+from services.student import Student, new_student
+from training.gate import Check, Measures, decide, measure
+
+SETTINGS = GateSettings(
+    agreement_margin=0.01,
+    correction_margin=0.02,
+    min_holdout=20,
+    first_version_min_agreement=0.6,
+)
+
+
+def _m(agreement: float, golden: float | None = None, rows: int = 100) -> Measures:
+    return Measures(agreement, golden, rows, 0 if golden is None else 10)
+
+
+def test_passes_when_equal_or_within_margin() -> None:
+    for candidate in (0.80, 0.795, 0.9):
+        report = decide(_m(candidate), _m(0.80), SETTINGS)
+        assert report.passed, candidate
+        assert report.reason == "all checks passed"
+        assert [c.name for c in report.checks] == ["agreement"]
+
+
+def test_fails_when_agreement_drops_beyond_margin() -> None:
+    report = decide(_m(0.70), _m(0.80), SETTINGS)
+    assert not report.passed
+    assert report.checks == [Check("agreement", 0.70, 0.80, pytest.approx(0.79), False)]
+    assert report.reason == "agreement 0.700 < 0.790 (current 0.800)"
+
+
+def test_golden_check_runs_only_when_both_have_golden_accuracy() -> None:
+    assert [c.name for c in decide(_m(0.8, 0.1), _m(0.8), SETTINGS).checks] == ["agreement"]
+    assert [c.name for c in decide(_m(0.8), _m(0.8, 0.9), SETTINGS).checks] == ["agreement"]
+    both = decide(_m(0.8, 0.9), _m(0.8, 0.9), SETTINGS)
+    assert [c.name for c in both.checks] == ["agreement", "golden_accuracy"]
+    assert both.passed
+
+
+def test_golden_accuracy_drop_fails_and_is_named() -> None:
+    report = decide(_m(0.9, 0.50), _m(0.8, 0.60), SETTINGS)
+    assert not report.passed
+    assert report.reason == "golden_accuracy 0.500 < 0.580 (current 0.600)"
+    assert [c.passed for c in report.checks] == [True, False]
+
+
+def test_golden_within_margin_passes() -> None:
+    assert decide(_m(0.8, 0.585), _m(0.8, 0.60), SETTINGS).passed
+
+
+def test_both_failures_are_listed() -> None:
+    report = decide(_m(0.5, 0.1), _m(0.8, 0.9), SETTINGS)
+    assert not report.passed
+    assert report.reason.split("; ") == [
+        "agreement 0.500 < 0.790 (current 0.800)",
+        "golden_accuracy 0.100 < 0.880 (current 0.900)",
+    ]
+
+
+def test_too_small_holdout_fails_with_reason() -> None:
+    report = decide(_m(1.0, rows=19), _m(0.1), SETTINGS)
+    assert not report.passed
+    assert report.checks == []
+    assert report.reason == "holdout has 19 rows, need 20"
+    assert decide(_m(1.0, rows=20), _m(0.1), SETTINGS).passed
+
+
+def test_first_version_uses_the_minimum_agreement() -> None:
+    passed = decide(_m(0.6), None, SETTINGS)
+    assert passed.passed
+    assert passed.checks == [Check("agreement", 0.6, 0.0, 0.6, True)]
+    failed = decide(_m(0.59), None, SETTINGS)
+    assert not failed.passed
+    assert failed.reason == "agreement 0.590 < 0.600 (current 0.000)"
+
+
+def test_first_version_also_needs_enough_holdout() -> None:
+    report = decide(_m(0.99, rows=3), None, SETTINGS)
+    assert not report.passed
+    assert "holdout has 3 rows" in report.reason
+
+
+def test_report_to_dict_is_plain_data() -> None:
+    data = decide(_m(0.5), _m(0.8), SETTINGS).to_dict()
+    assert data["passed"] is False
+    assert data["checks"][0]["name"] == "agreement"
+    assert data["checks"][0]["current"] == 0.8
+
+
+@pytest.fixture(scope="module")
+def student() -> Student:
+    path = TeacherSettings().resolved_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    shape = StudentSettings(layers=1, hidden=16, heads=2, intermediate=32, max_positions=64)
+    model = new_student(["negative", "positive"], shape, tokenizer.vocab_size, seed=0)
+    return Student(model, tokenizer, max_tokens=64)
+
+
+TEXTS = [
+    "a wonderful film",
+    "dull and far too long",
+    "I loved every minute",
+    "the plot makes no sense",
+    "fine",
+    "the worst acting I have seen",
+]
+
+
+def _golden(texts: list[str], correction: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({"text": texts, "correction": correction})
+
+
+def test_measure_agreement_in_unit_interval_and_no_golden(student: Student) -> None:
+    rng = np.random.default_rng(0)
+    teacher = rng.dirichlet([1, 1], len(TEXTS)).tolist()
+    holdout = pd.DataFrame({"text": TEXTS, "teacher_probs": teacher})
+    result = measure(student, holdout, _golden([], []))
+    assert 0.0 <= result.agreement <= 1.0
+    assert result.golden_accuracy is None
+    assert (result.holdout_rows, result.golden_rows) == (len(TEXTS), 0)
+
+
+def test_measure_counts_argmax_matches(student: Student) -> None:
+    predicted = student.predict_proba(TEXTS).argmax(1)
+    agree = np.eye(2)[predicted]
+    disagree = np.eye(2)[1 - predicted]
+    half = np.concatenate([agree[:3], disagree[3:]])
+    for teacher, expected in ((agree, 1.0), (disagree, 0.0), (half, 0.5)):
+        holdout = pd.DataFrame({"text": TEXTS, "teacher_probs": list(teacher)})
+        assert measure(student, holdout, _golden([], [])).agreement == pytest.approx(expected)
+    golden = _golden(TEXTS[:4], [int(predicted[0]), int(1 - predicted[1]), *predicted[2:4]])
+    result = measure(student, holdout, golden)
+    assert result.golden_accuracy == pytest.approx(0.75)
+    assert result.golden_rows == 4
+
+
+def test_measure_empty_holdout_is_zero_agreement(student: Student) -> None:
+    empty = pd.DataFrame({"text": [], "teacher_probs": []})
+    result = measure(student, empty, _golden([], []))
+    assert (result.agreement, result.holdout_rows) == (0.0, 0)
+    assert not decide(result, None, SETTINGS).passed

@@ -1,0 +1,157 @@
+"""Distillation losses: the KD term against torch's own KL, weights, corrections, the mix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.losses import correction_loss, distillation_loss, kd_loss
+
+
+def _reference_kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    return (
+        F.kl_div(
+            F.log_softmax(student / t, dim=-1),
+            F.softmax(teacher / t, dim=-1),
+            reduction="batchmean",
+        )
+        * t**2
+    )
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0, 4.0])
+def test_kd_loss_matches_torch_kl_div(classes: int, temperature: float) -> None:
+    gen = torch.Generator().manual_seed(classes * 100 + int(temperature * 10))
+    student = torch.randn(7, classes, generator=gen) * 3
+    teacher = torch.randn(7, classes, generator=gen) * 3
+    got = kd_loss(student, teacher, temperature)
+    expected = _reference_kd(student, teacher, temperature)
+    assert got.shape == ()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-7)
+    assert got.item() > 0
+
+
+def test_kd_loss_is_zero_when_student_equals_teacher() -> None:
+    logits = torch.randn(4, 3)
+    assert kd_loss(logits, logits.clone(), 2.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kd_loss_scales_with_temperature_squared() -> None:
+    # With logits scaled by T the soft distributions are the same, so only the T² factor differs.
+    student, teacher = torch.randn(5, 4), torch.randn(5, 4)
+    base = kd_loss(student, teacher, 1.0)
+    scaled = kd_loss(student * 3, teacher * 3, 3.0)
+    assert scaled.item() == pytest.approx(9 * base.item(), rel=1e-5)
+
+
+def test_kd_loss_all_ones_weights_equal_unweighted() -> None:
+    student, teacher = torch.randn(6, 5), torch.randn(6, 5)
+    unweighted = kd_loss(student, teacher, 2.0)
+    weighted = kd_loss(student, teacher, 2.0, torch.ones(6))
+    assert weighted.item() == pytest.approx(unweighted.item(), rel=1e-6)
+
+
+def test_kd_loss_zero_weight_removes_a_row() -> None:
+    student, teacher = torch.randn(5, 3), torch.randn(5, 3)
+    student[2, 0] += 50  # a row that would dominate the mean if it counted
+    weights = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0])
+    keep = torch.tensor([0, 1, 3, 4])
+    got = kd_loss(student, teacher, 1.5, weights)
+    expected = _reference_kd(student[keep], teacher[keep], 1.5)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert got.item() < kd_loss(student, teacher, 1.5).item()
+
+
+def test_kd_loss_fractional_weights_are_a_weighted_mean() -> None:
+    student, teacher = torch.randn(3, 2), torch.randn(3, 2)
+    per_row = torch.stack(
+        [_reference_kd(student[i : i + 1], teacher[i : i + 1], 1.0) for i in range(3)]
+    )
+    weights = torch.tensor([0.5, 2.0, 1.5])
+    expected = (per_row * weights).sum() / weights.sum()
+    assert kd_loss(student, teacher, 1.0, weights).item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )
+
+
+def test_kd_loss_all_zero_weights_give_zero_not_nan() -> None:
+    loss = kd_loss(torch.randn(3, 2), torch.randn(3, 2), 1.0, torch.zeros(3))
+    assert loss.item() == 0.0
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0])
+def test_kd_loss_rejects_non_positive_temperature(temperature: float) -> None:
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        kd_loss(torch.randn(2, 2), torch.randn(2, 2), temperature)
+
+
+def test_kd_loss_gradient_flows_to_student_only() -> None:
+    student = torch.randn(4, 3, requires_grad=True)
+    teacher = torch.randn(4, 3)
+    kd_loss(student, teacher, 2.0).backward()
+    assert student.grad is not None
+    assert student.grad.abs().sum().item() > 0
+
+
+def test_correction_loss_ignores_minus_one_targets() -> None:
+    logits = torch.randn(5, 3)
+    targets = torch.tensor([2, -1, 0, -1, 1])
+    rows = targets >= 0
+    expected = F.cross_entropy(logits[rows], targets[rows])
+    assert correction_loss(logits, targets).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_correction_loss_rows_without_target_do_not_matter() -> None:
+    logits = torch.randn(4, 2)
+    targets = torch.tensor([1, -1, 0, -1])
+    changed = logits.clone()
+    changed[1] = torch.tensor([100.0, -100.0])
+    changed[3] = torch.tensor([-100.0, 100.0])
+    assert correction_loss(changed, targets).item() == pytest.approx(
+        correction_loss(logits, targets).item(), rel=1e-6
+    )
+
+
+def test_correction_loss_with_weights_uses_the_target_rows_weights() -> None:
+    logits = torch.randn(4, 3)
+    targets = torch.tensor([0, -1, 2, 1])
+    weights = torch.tensor([1.0, 100.0, 3.0, 0.0])
+    per_row = F.cross_entropy(logits[[0, 2, 3]], targets[[0, 2, 3]], reduction="none")
+    expected = (per_row * weights[[0, 2, 3]]).sum() / weights[[0, 2, 3]].sum()
+    got = correction_loss(logits, targets, weights)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_correction_loss_without_targets_is_zero_with_grad() -> None:
+    logits = torch.randn(3, 2, requires_grad=True)
+    loss = correction_loss(logits, torch.full((3,), -1))
+    assert loss.item() == 0.0
+    assert loss.requires_grad
+    loss.backward()
+    assert logits.grad is not None
+    assert torch.equal(logits.grad, torch.zeros(3, 2))
+
+
+def test_distillation_loss_combines_with_weights() -> None:
+    student, teacher = torch.randn(6, 3), torch.randn(6, 3)
+    corrections = torch.tensor([-1, 2, -1, 0, -1, -1])
+    kd_weights = (corrections < 0).float()
+    kd = kd_loss(student, teacher, 2.0, kd_weights)
+    ce = correction_loss(student, corrections)
+    got = distillation_loss(student, teacher, corrections, 2.0, 0.3, 1.7, kd_weights)
+    assert got.item() == pytest.approx(0.3 * kd.item() + 1.7 * ce.item(), rel=1e-6)
+    only_kd = distillation_loss(student, teacher, corrections, 2.0, 1.0, 0.0, kd_weights)
+    only_ce = distillation_loss(student, teacher, corrections, 2.0, 0.0, 1.0, kd_weights)
+    assert only_kd.item() == pytest.approx(kd.item(), rel=1e-6)
+    assert only_ce.item() == pytest.approx(ce.item(), rel=1e-6)
+
+
+def test_distillation_loss_kd_weights_do_not_weight_corrections() -> None:
+    student, teacher = torch.randn(4, 2), torch.randn(4, 2)
+    corrections = torch.tensor([1, 0, -1, -1])
+    kd_weights = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    got = distillation_loss(student, teacher, corrections, 1.0, 0.0, 1.0, kd_weights)
+    expected = F.cross_entropy(student[:2], corrections[:2])
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)

@@ -1,0 +1,200 @@
+"""A whole retraining cycle: data → Ray Train round → registry → gate → promote (hot swap).
+
+``bootstrap`` makes version 1 when the registry is empty: the teacher labels a seed slice of
+traffic (the task's ``seed_file``), which also stays in the store as replay for later rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from distillery.settings import Settings
+from distillery.task import Task
+from feedback.store import read_feedback, read_labels, write_shard
+from services import deploy
+from services.student import Student
+from training import gate
+from training.data import RoundData, build_round, join
+from training.registry import Registry, VersionMeta
+from training.round import run_round
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    version: int
+    parent: int | None
+    promoted: bool
+    reason: str
+    gate: dict[str, Any]
+    train_metrics: dict[str, float]
+    rows: int
+    seconds: float
+
+
+def window_start(registry: Registry) -> float:
+    """Labels newer than this are 'recent': the end of the promoted version's data window."""
+    current = registry.current()
+    return 0.0 if current is None else registry.get(current).lineage.window_end_ts
+
+
+def last_round_end(registry: Registry) -> tuple[float, float]:
+    """(window end, wall time) of the newest registered version, promoted or not."""
+    versions = registry.versions()
+    if not versions:
+        return 0.0, 0.0
+    meta = registry.get(versions[-1])
+    return meta.lineage.window_end_ts, meta.created
+
+
+def retrain(settings: Settings, task: Task, dashboard_url: str | None, reason: str) -> RoundReport:
+    """Run one round from the example store and promote the candidate if the gate passes."""
+    registry = Registry(settings.paths.registry_dir)
+    rows = join(
+        read_labels(settings.paths.store_dir), read_feedback(settings.paths.store_dir), task
+    )
+    if rows.empty:
+        raise RuntimeError("the example store holds no teacher labels yet: nothing to train on")
+    cfg = settings.train
+    data = build_round(
+        rows,
+        window_start(registry),
+        cfg.window_size,
+        cfg.replay_ratio,
+        cfg.holdout_fraction,
+        cfg.seed,
+    )
+    return _train_gate_promote(settings, task, registry, data, dashboard_url, reason)
+
+
+def _train_gate_promote(
+    settings: Settings,
+    task: Task,
+    registry: Registry,
+    data: RoundData,
+    dashboard_url: str | None,
+    reason: str,
+) -> RoundReport:
+    start = time.monotonic()
+    parent = registry.current()
+    parent_dir = None if parent is None else registry.path(parent)
+    name = f"round-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}"
+    log.info("round %s: %d rows (%s)", name, len(data.train), reason)
+    checkpoint, metrics = run_round(settings, task, data, parent_dir, name)
+    meta = VersionMeta(
+        version=0,
+        lineage=data.lineage.model_copy(update={"parent": parent}),
+        config={"train": settings.train.model_dump(), "student": settings.student.model_dump()},
+        metrics=metrics,
+    )
+    meta = registry.register(checkpoint, meta)
+    report = _gate(settings, registry, meta.version, parent, data)
+    if report.passed:
+        registry.update(meta.version, gate=report.to_dict())
+        registry.promote(meta.version, f"{reason}; gate: {report.reason}")
+        if dashboard_url:
+            hot_swap(settings, registry, dashboard_url)
+    else:
+        registry.reject(meta.version, f"gate: {report.reason}", report.to_dict())
+    seconds = time.monotonic() - start
+    return RoundReport(
+        meta.version, parent, report.passed, report.reason, report.to_dict(), metrics,
+        len(data.train), seconds,
+    )  # fmt: skip
+
+
+def _gate(
+    settings: Settings, registry: Registry, candidate: int, current: int | None, data: RoundData
+) -> gate.GateReport:
+    max_tokens = settings.serve.max_tokens
+    cand = gate.measure(
+        Student.load(registry.path(candidate), max_tokens), data.holdout, data.golden
+    )
+    cur = None
+    if current is not None:
+        cur = gate.measure(
+            Student.load(registry.path(current), max_tokens), data.holdout, data.golden
+        )
+    report = gate.decide(cand, cur, settings.gate)
+    details = {"candidate": asdict(cand), "current": None if cur is None else asdict(cur)}
+    log.info("gate v%d vs v%s: %s %s", candidate, current, report.reason, json.dumps(details))
+    return gate.GateReport(report.passed, report.checks, report.reason)
+
+
+def hot_swap(settings: Settings, registry: Registry, dashboard_url: str) -> int:
+    """Point Serve at the registry's current version (``reconfigure`` in place); wait for it."""
+    version = registry.current()
+    if version is None:
+        raise RuntimeError("the registry has no promoted version to serve")
+    config = deploy.serve_config(settings, version, registry.path(version))
+    deploy.deploy(dashboard_url, config)
+    deploy.wait_running(dashboard_url, version)
+    return version
+
+
+def seed_rows(settings: Settings, task: Task) -> int:
+    """Teacher-label the seed slice into the store; returns the number of rows written."""
+    from services.labeler import to_labels
+    from services.teacher import ZeroShotTeacher
+
+    if task.seed_file is None or not task.seed_file.is_file():
+        raise FileNotFoundError(f"seed file {task.seed_file} missing: run `make data` first")
+    lines = task.seed_file.read_text().splitlines()
+    texts = [json.loads(line)["text"] for line in lines if line.strip()]
+    texts = _spread(texts, settings.scheduler.seed_size)
+    cfg = settings.teacher
+    teacher = ZeroShotTeacher(
+        cfg.resolved_model_path(), task.prompts, cfg.temperature, cfg.max_tokens
+    )
+    events = _seed_events(texts, len(task.labels))
+    labels = to_labels(events, task, teacher)
+    rows = [
+        {**lab.model_dump(), "topic": "seed", "partition": 0, "offset": i}
+        for i, lab in enumerate(labels)
+    ]
+    write_shard(settings.paths.store_dir, "labels", rows)
+    return len(rows)
+
+
+def _spread(texts: list[str], n: int) -> list[str]:
+    step = max(1, len(texts) // n)
+    return texts[::step][:n]
+
+
+def _seed_events(texts: list[str], n_labels: int) -> list[Any]:
+    from distillery import bus
+    from distillery.events import SampledPrediction
+
+    uniform = [1.0 / n_labels] * n_labels
+    return [
+        (
+            bus.Record("seed", 0, i, b""),
+            SampledPrediction(
+                request_id=f"seed-{i:06d}", text=t, student_probs=uniform, model_version=0
+            ),
+        )
+        for i, t in enumerate(texts)
+    ]
+
+
+def bootstrap(settings: Settings, task: Task) -> RoundReport | None:
+    """Make and promote version 1 from seed traffic if the registry is empty; else None."""
+    registry = Registry(settings.paths.registry_dir)
+    if registry.current() is not None:
+        return None
+    if read_labels(settings.paths.store_dir).empty:
+        seed_rows(settings, task)
+    report = retrain(settings, task, None, "bootstrap from seed traffic")
+    if not report.promoted:
+        raise RuntimeError(f"the first student failed its gate: {report.reason}")
+    return report
+
+
+def model_dir(settings: Settings, version: int) -> Path:
+    return Registry(settings.paths.registry_dir).path(version)

@@ -1,0 +1,93 @@
+"""A round's data: recent teacher labels + replay of older ones, joined with feedback.
+
+Rows carry ``teacher_logits`` (C,), ``correction`` (label index, -1 if none) and ``kd_weight``:
+a human correction overrides the teacher, so its row gets kd_weight 0 and a cross-entropy target.
+Held-out rows (a stable hash of the request id) never train; the gate measures on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from distillery.task import Task
+from training.registry import Lineage
+
+
+@dataclass(frozen=True)
+class RoundData:
+    train: pd.DataFrame  # text, teacher_logits, teacher_probs, correction, kd_weight
+    holdout: pd.DataFrame  # recent rows kept out of training: agreement with the teacher
+    golden: pd.DataFrame  # held-out rows with a human correction: accuracy on people's labels
+    lineage: Lineage
+
+
+def in_holdout(request_id: str, fraction: float) -> bool:
+    """Stable split: the same request id is always on the same side."""
+    digest = hashlib.sha256(request_id.encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+def join(labels: pd.DataFrame, feedback: pd.DataFrame, task: Task) -> pd.DataFrame:
+    """Labels for this task's label list, with rating and correction index (-1) joined in."""
+    if labels.empty:
+        return labels.assign(correction=[], rating=[])
+    same_task = labels["labels"].map(lambda names: list(names) == task.label_names)
+    rows = labels[same_task].copy()
+    if feedback.empty:
+        rows["rating"] = np.nan
+        rows["correction"] = -1
+        return rows
+    fb = feedback.set_index("request_id")
+    rows["rating"] = rows["request_id"].map(fb["rating"])
+    corrected = rows["request_id"].map(fb["corrected_label"])
+    rows["correction"] = [
+        task.label_names.index(c) if isinstance(c, str) and c in task.label_names else -1
+        for c in corrected
+    ]
+    return rows
+
+
+def build_round(
+    rows: pd.DataFrame,
+    since_ts: float,
+    window_size: int,
+    replay_ratio: float,
+    holdout_fraction: float,
+    seed: int = 0,
+) -> RoundData:
+    """Split joined rows into train (recent window + replay) / holdout / golden, with lineage."""
+    held = rows["request_id"].map(lambda rid: in_holdout(rid, holdout_fraction)).astype(bool)
+    recent = rows[(rows["ts"] > since_ts) & ~held].sort_values("ts").tail(window_size)
+    older = rows[(rows["ts"] <= since_ts) & ~held]
+    n_replay = min(len(older), round(replay_ratio * len(recent)))
+    replay = older.sample(n=n_replay, random_state=seed) if n_replay else older.iloc[:0]
+    train = pd.concat([recent, replay], ignore_index=True)
+    train["kd_weight"] = (train["correction"] < 0).astype(np.float32)
+    holdout = rows[held & (rows["ts"] > since_ts)]
+    if len(holdout) == 0:
+        holdout = rows[held]
+    golden = rows[held & (rows["correction"] >= 0)]
+    lineage = Lineage(
+        offsets=offset_ranges(train),
+        rows=len(train),
+        recent_rows=len(recent),
+        replay_rows=len(replay),
+        correction_rows=int((train["correction"] >= 0).sum()),
+        window_end_ts=float(rows["ts"].max()) if len(rows) else since_ts,
+    )
+    return RoundData(train.reset_index(drop=True), holdout, golden, lineage)
+
+
+def offset_ranges(rows: pd.DataFrame) -> dict[str, dict[str, list[int]]]:
+    """topic → partition → [first, last] offset among ``rows``."""
+    out: dict[str, dict[str, list[int]]] = {}
+    if rows.empty:
+        return out
+    grouped = rows.groupby(["topic", "partition"])["offset"].agg(["min", "max"])
+    for (topic, partition), (first, last) in grouped.iterrows():
+        out.setdefault(str(topic), {})[str(partition)] = [int(first), int(last)]
+    return out

@@ -1,0 +1,64 @@
+"""Distillation losses as pure functions.
+
+Knowledge distillation: Hinton, Vinyals & Dean (2015), "Distilling the Knowledge in a Neural
+Network", arXiv:1503.02531. Soft targets at temperature T; the KL term is multiplied by T² so its
+gradients keep their scale as T changes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """T² · KL(softmax(teacher/T) ‖ softmax(student/T)), weighted mean over the batch.
+
+    student_logits, teacher_logits: (B, C); weights: (B,) non-negative, or None for all ones.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)  # (B, C)
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)  # (B, C)
+    per_example = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)  # (B,)
+    return _weighted_mean(per_example, weights) * temperature**2
+
+
+def correction_loss(
+    student_logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy on human corrections. targets (B,) label index, -1 where there is none."""
+    has_target = targets >= 0  # (B,)
+    if not bool(has_target.any()):
+        return student_logits.sum() * 0.0
+    per_example = F.cross_entropy(
+        student_logits[has_target], targets[has_target], reduction="none"
+    )  # (b,)
+    selected = None if weights is None else weights[has_target]
+    return _weighted_mean(per_example, selected)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    corrections: torch.Tensor,
+    temperature: float,
+    kd_weight: float,
+    correction_weight: float,
+    kd_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """kd_weight · kd_loss + correction_weight · correction_loss. Shapes as above."""
+    kd = kd_loss(student_logits, teacher_logits, temperature, kd_weights)
+    ce = correction_loss(student_logits, corrections)
+    return kd_weight * kd + correction_weight * ce
+
+
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is None:
+        return values.mean()
+    return (values * weights).sum() / weights.sum().clamp(min=1e-12)

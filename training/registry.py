@@ -1,0 +1,138 @@
+"""The model registry on local disk: numbered versions, their lineage, and the promoted pointer.
+
+Layout under ``root``::
+
+    versions/000001/   model + tokenizer files, meta.json (lineage, config, metrics, gate)
+    current.json       {"version": N}: the version users get
+    history.jsonl      every transition (registered, promoted, rejected) with its reason
+
+Every write is atomic (temporary file or folder, fsync, ``os.replace``/``rename``): a crash leaves
+the old state or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Status = Literal["candidate", "promoted", "rejected"]
+
+
+class Lineage(BaseModel):
+    """What a version was made from."""
+
+    parent: int | None = None
+    offsets: dict[str, dict[str, list[int]]] = Field(
+        default_factory=dict, description="topic → partition → [first, last] offset used"
+    )
+    rows: int = 0
+    recent_rows: int = 0
+    replay_rows: int = 0
+    correction_rows: int = 0
+    window_end_ts: float = 0.0
+
+
+class VersionMeta(BaseModel):
+    version: int
+    created: float = Field(default_factory=time.time)
+    status: Status = "candidate"
+    lineage: Lineage = Field(default_factory=Lineage)
+    config: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    gate: dict[str, Any] | None = None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so readers see the old or the new file, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Registry:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.versions_dir = root / "versions"
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, version: int) -> Path:
+        return self.versions_dir / f"{version:06d}"
+
+    def versions(self) -> list[int]:
+        return sorted(int(p.name) for p in self.versions_dir.iterdir() if p.name.isdigit())
+
+    def get(self, version: int) -> VersionMeta:
+        meta = self.path(version) / "meta.json"
+        if not meta.is_file():
+            raise KeyError(f"version {version} is not in the registry at {self.root}")
+        return VersionMeta.model_validate_json(meta.read_bytes())
+
+    def register(self, model_dir: Path, meta: VersionMeta) -> VersionMeta:
+        """Copy ``model_dir`` in as the next version number; returns the meta with that number."""
+        staging = Path(tempfile.mkdtemp(dir=self.versions_dir, prefix=".staging-"))
+        try:
+            shutil.copytree(model_dir, staging, dirs_exist_ok=True)
+            while True:
+                version = (self.versions() or [0])[-1] + 1
+                meta = meta.model_copy(update={"version": version})
+                write_atomic(staging / "meta.json", meta.model_dump_json(indent=2).encode())
+                try:
+                    staging.rename(self.path(version))
+                    break
+                except OSError:  # another writer took the number: take the next
+                    continue
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._log("registered", version, f"parent={meta.lineage.parent}")
+        return meta
+
+    def update(self, version: int, **changes: Any) -> VersionMeta:
+        meta = self.get(version).model_copy(update=changes)
+        write_atomic(self.path(version) / "meta.json", meta.model_dump_json(indent=2).encode())
+        return meta
+
+    def current(self) -> int | None:
+        pointer = self.root / "current.json"
+        if not pointer.is_file():
+            return None
+        version: int = json.loads(pointer.read_bytes())["version"]
+        return version
+
+    def promote(self, version: int, reason: str) -> None:
+        self.get(version)  # raises if unknown
+        self.update(version, status="promoted")
+        write_atomic(self.root / "current.json", json.dumps({"version": version}).encode())
+        self._log("promoted", version, reason)
+
+    def reject(self, version: int, reason: str, gate: dict[str, Any]) -> None:
+        self.update(version, status="rejected", gate=gate)
+        self._log("rejected", version, reason)
+
+    def history(self) -> list[dict[str, Any]]:
+        log = self.root / "history.jsonl"
+        if not log.is_file():
+            return []
+        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+    def _log(self, event: str, version: int, reason: str) -> None:
+        line = json.dumps({"ts": time.time(), "event": event, "version": version, "reason": reason})
+        with open(self.root / "history.jsonl", "a") as out:
+            out.write(line + "\n")
+            out.flush()
+            os.fsync(out.fileno())

@@ -1,0 +1,160 @@
+"""One distillation round on Ray Train: ``TorchTrainer`` runs ``train_loop`` on each worker.
+
+The loop minimises ``distillation_loss`` (KD to the teacher's logits + cross-entropy on human
+corrections) from the parent student's weights, or from a fresh student for the first version.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from distillery.settings import Settings
+from distillery.task import Task
+from training.data import RoundData
+
+
+def _batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _tensors(frame: pd.DataFrame, tokenizer: Any, max_tokens: int) -> dict[str, Any]:
+    import torch
+
+    enc = tokenizer(
+        list(frame["text"]), truncation=True, max_length=max_tokens, padding=True,
+        return_tensors="pt",
+    )  # fmt: skip
+    return {
+        "input_ids": enc["input_ids"],  # (B, L)
+        "attention_mask": enc["attention_mask"],  # (B, L)
+        "teacher_logits": torch.tensor(
+            np.stack(frame["teacher_logits"].to_list()), dtype=torch.float32
+        ),
+        "correction": torch.tensor(list(frame["correction"]), dtype=torch.long),  # (B,)
+        "kd_weight": torch.tensor(list(frame["kd_weight"]), dtype=torch.float32),  # (B,)
+    }
+
+
+def _load_model(config: dict[str, Any]) -> Any:
+    from transformers import BertForSequenceClassification
+
+    from distillery.settings import StudentSettings
+    from services.student import new_student
+
+    if config["init_dir"]:
+        return BertForSequenceClassification.from_pretrained(config["init_dir"])
+    shape = StudentSettings.model_validate(config["student"])
+    teacher = Path(config["teacher_dir"])
+    return new_student(config["labels"], shape, config["vocab_size"], config["seed"], teacher)
+
+
+def _epoch(model: Any, optimizer: Any, frame: pd.DataFrame, tokenizer: Any, cfg: dict) -> float:
+    from training.losses import distillation_loss
+
+    model.train()
+    total, seen = 0.0, 0
+    for batch_ids in _batches(len(frame), cfg["batch_size"], cfg["seed"] + cfg["epoch"]):
+        t = _tensors(frame.iloc[batch_ids], tokenizer, cfg["max_tokens"])
+        logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
+        loss = distillation_loss(
+            logits, t["teacher_logits"], t["correction"], cfg["kd_temperature"],
+            cfg["kd_weight"], cfg["correction_weight"], t["kd_weight"],
+        )  # fmt: skip
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(batch_ids)
+        seen += len(batch_ids)
+    return total / max(seen, 1)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: its shard of the rows, ``epochs`` passes, rank 0 saves."""
+    import ray.train
+    import torch
+    from ray.train import Checkpoint
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(1)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    frame = pd.read_parquet(config["train_path"]).iloc[rank::world].reset_index(drop=True)
+    tokenizer = AutoTokenizer.from_pretrained(config["tokenizer_dir"])
+    model = ray.train.torch.prepare_model(_load_model(config))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"])
+    start = time.perf_counter()
+    for epoch in range(config["epochs"]):
+        loss = _epoch(model, optimizer, frame, tokenizer, {**config, "epoch": epoch})
+        elapsed = time.perf_counter() - start
+        metrics = {
+            "epoch": epoch + 1,
+            "loss": loss,
+            "examples_per_s": len(frame) * (epoch + 1) / elapsed,
+        }
+        if epoch + 1 < config["epochs"]:
+            ray.train.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0:
+                unwrapped: Any = getattr(model, "module", model)
+                unwrapped.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+                (Path(tmp) / "train_metrics.json").write_text(json.dumps(metrics))
+            checkpoint = Checkpoint.from_directory(tmp) if rank == 0 else None
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def run_round(
+    settings: Settings, task: Task, data: RoundData, init_dir: Path | None, name: str
+) -> tuple[Path, dict[str, float]]:
+    """Train a candidate; returns its checkpoint folder and the final training metrics."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    workdir = settings.paths.train_dir / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    train_path = workdir / "train.parquet"
+    data.train.to_parquet(train_path, index=False)
+    cfg = settings.train
+    loop_config = {
+        **cfg.model_dump(include={"kd_temperature", "kd_weight", "correction_weight", "epochs"}),
+        **cfg.model_dump(include={"batch_size", "learning_rate", "seed"}),
+        "train_path": str(train_path),
+        "tokenizer_dir": str(init_dir or settings.teacher.resolved_model_path()),
+        "init_dir": str(init_dir) if init_dir else None,
+        "teacher_dir": str(settings.teacher.resolved_model_path()),
+        "labels": task.label_names,
+        "student": settings.student.model_dump(),
+        "vocab_size": _vocab_size(settings),
+        "max_tokens": settings.serve.max_tokens,
+    }
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, resources_per_worker={"CPU": cfg.worker_cpus}
+        ),
+        run_config=RunConfig(name=name, storage_path=str(settings.paths.train_dir / "ray")),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"round {name} ended without a checkpoint: {result.error}")
+    path = Path(result.checkpoint.path)
+    metrics = json.loads((path / "train_metrics.json").read_text())
+    return path, {k: float(v) for k, v in metrics.items()}
+
+
+def _vocab_size(settings: Settings) -> int:
+    from transformers import AutoTokenizer
+
+    return int(
+        AutoTokenizer.from_pretrained(str(settings.teacher.resolved_model_path())).vocab_size
+    )
