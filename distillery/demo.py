@@ -35,6 +35,7 @@ class Phase:
     version_after: int
     requests: int
     feedback: int
+    round: str
     wait_s: float
 
 
@@ -44,13 +45,13 @@ class DemoResult:
 
     def table(self) -> str:
         columns = ["phase", "teacher acc", "student before", "student after", "version"]
-        columns += ["texts", "feedback", "wait for retrain"]
+        columns += ["texts", "feedback", "round", "wait for round"]
         rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for p in self.phases:
             rows.append(
                 f"| {p.domain} | {p.teacher_accuracy:.3f} | {p.student_before:.3f} | "
                 f"{p.student_after:.3f} | v{p.version_before} → v{p.version_after} | "
-                f"{p.requests} | {p.feedback} | {p.wait_s:.0f} s |"
+                f"{p.requests} | {p.feedback} | {p.round} | {p.wait_s:.0f} s |"
             )
         return "\n".join(rows)
 
@@ -98,15 +99,24 @@ def replay(client: httpx.Client, rows: list[vader.VaderRow], feedback_rate: floa
         return sum(pool.map(one, chunks))
 
 
-def wait_for_version(client: httpx.Client, after: int, timeout_s: float) -> tuple[int, float]:
+def newest_version(client: httpx.Client) -> int:
+    response = client.get("/v1/status")
+    response.raise_for_status()
+    versions: list[int] = response.json()["versions"]
+    return max(versions, default=0)
+
+
+def wait_for_round(client: httpx.Client, after: int, timeout_s: float) -> tuple[str, float]:
+    """Wait until a round registers a version newer than ``after`` and finishes its gate."""
     start = time.monotonic()
-    version = after
     while time.monotonic() - start < timeout_s:
-        version = client.get("/readyz").json()["model_version"]
-        if version > after:
-            break
+        status = client.get("/v1/status").json()
+        last = status["last_round"] or {}
+        if last.get("version", 0) > after and not status["round_running"]:
+            verdict = "promoted" if last["promoted"] else f"rejected ({last['reason']})"
+            return f"v{last['version']} {verdict}", time.monotonic() - start
         time.sleep(2)
-    return version, time.monotonic() - start
+    return "no round", time.monotonic() - start
 
 
 def teacher_accuracy(rows: list[vader.VaderRow], settings: Settings) -> float:
@@ -123,6 +133,34 @@ def teacher_accuracy(rows: list[vader.VaderRow], settings: Settings) -> float:
     )
 
 
+def run_phase(
+    client: httpx.Client,
+    domain: str,
+    settings: Settings,
+    sizes: tuple[int, int],
+    timeout_s: float,
+    feedback_rate: float,
+    say: Callable[[str], Any],
+) -> Phase:
+    """Score on held-out texts, replay traffic, wait for the round it triggers, score again."""
+    eval_size, per_phase = sizes
+    rows = vader.load(domain, settings.paths.data_dir)
+    random.Random(1).shuffle(rows)
+    held, traffic = rows[:eval_size], rows[eval_size : eval_size + per_phase]
+    teacher = teacher_accuracy(held, settings)
+    before, version = accuracy(client, held)
+    say(f"{domain}: teacher {teacher:.3f}, student v{version} {before:.3f}; {len(traffic)} texts")
+    newest = newest_version(client)
+    feedback = replay(client, traffic, feedback_rate)
+    verdict, waited = wait_for_round(client, newest, timeout_s)
+    after, new_version = accuracy(client, held)
+    say(f"{domain}: round {verdict}; student v{new_version} {after:.3f} ({waited:.0f}s)")
+    return Phase(
+        domain, teacher, before, after, version, new_version, len(traffic), feedback,
+        verdict, waited,
+    )  # fmt: skip
+
+
 def run_demo(
     url: str,
     per_phase: int,
@@ -132,36 +170,12 @@ def run_demo(
     feedback_rate: float = 0.05,
     say: Callable[[str], Any] = print,
 ) -> DemoResult:
+    """Each domain in turn as live traffic; returns per-phase accuracy before and after."""
     settings = Settings()
     result = DemoResult()
     with httpx.Client(base_url=url, timeout=60) as client:
         for domain in domains:
-            rows = vader.load(domain, settings.paths.data_dir)
-            random.Random(1).shuffle(rows)
-            held, traffic = rows[:eval_size], rows[eval_size : eval_size + per_phase]
-            teacher = teacher_accuracy(held, settings)
-            before, version = accuracy(client, held)
-            say(
-                f"{domain}: teacher {teacher:.3f}, student v{version} {before:.3f}; "
-                f"replaying {len(traffic)} texts"
-            )
-            feedback = replay(client, traffic, feedback_rate)
-            new_version, waited = wait_for_version(client, version, timeout_s)
-            after, new_version = accuracy(client, held)
-            say(
-                f"{domain}: after retrain student v{new_version} {after:.3f} (waited {waited:.0f}s)"
-            )
-            result.phases.append(
-                Phase(
-                    domain,
-                    teacher,
-                    before,
-                    after,
-                    version,
-                    new_version,
-                    len(traffic),
-                    feedback,
-                    waited,
-                )
-            )
+            sizes = (eval_size, per_phase)
+            phase = run_phase(client, domain, settings, sizes, timeout_s, feedback_rate, say)
+            result.phases.append(phase)
     return result

@@ -184,6 +184,20 @@ class StudentIngress:
             raise HTTPException(503, "no student loaded yet", headers={"Retry-After": "5"})
         return {"status": "ready", "model_version": self.loaded.version}
 
+    @api.get("/v1/status")
+    async def status(self) -> dict[str, Any]:
+        """The scheduler's view: current version, versions, labels since the last round, drift."""
+        import ray
+
+        from monitoring.scheduler import ACTOR_NAME, NAMESPACE
+
+        try:
+            scheduler = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+            result: dict[str, Any] = await scheduler.status.remote()
+        except Exception as exc:
+            raise HTTPException(503, f"scheduler unavailable: {exc}", {"Retry-After": "5"}) from exc
+        return result
+
     @api.get("/v1/model")
     async def model(self) -> dict[str, Any]:
         version = None if self.loaded is None else self.loaded.version

@@ -1,0 +1,116 @@
+"""The whole loop as a user runs it: `distillery up` in a subprocess, VADER movie reviews then
+tweets through the HTTP API, automatic retraining after each shift, `distillery status`, then
+Ctrl-C, after which no broker or Ray process is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from distillery.demo import run_demo
+from services.broker import free_port
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+BIN = Path(sys.executable).parent
+
+
+def _processes(name: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-f", name], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iterator[str]:
+    state = tmp_path_factory.mktemp("e2e-state")
+    port = free_port()
+    env = {
+        **os.environ,
+        "DISTILLERY_STATE_DIR": str(state),
+        "DISTILLERY_SERVE_PORT": str(port),
+        "DISTILLERY_SERVE_METRICS_EXPORT_PORT": str(free_port()),
+        "DISTILLERY_SCHEDULER_SEED_SIZE": "600",
+        "DISTILLERY_SERVE_SAMPLE_RATE": "0.5",
+        "DISTILLERY_SCHEDULER_MIN_NEW_LABELS": "60",
+        "DISTILLERY_SCHEDULER_POLL_S": "2",
+        "DISTILLERY_TRAIN_EPOCHS": "3",
+        "DISTILLERY_GATE_MIN_HOLDOUT": "10",
+        "DISTILLERY_GATE_AGREEMENT_MARGIN": "0.1",
+        "DISTILLERY_GATE_FIRST_VERSION_MIN_AGREEMENT": "0.5",
+    }
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env.pop("RAY_ADDRESS", None)
+    log = open(state / "up.log", "w")  # noqa: SIM115
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(BIN / "distillery"), "up"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc, state / "up.log")
+        print(f"distillery up: first answer after {time.monotonic() - started:.1f}s")
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=90)
+        finally:
+            proc.kill()
+            log.close()
+    assert proc.returncode == 0, (state / "up.log").read_text()[-3000:]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"distillery up exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise AssertionError(f"not ready after 600s: {log.read_text()[-3000:]}")
+
+
+def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> None:
+    result = run_demo(service, per_phase=300, eval_size=150, timeout_s=400)
+    movies, tweets = result.phases
+    print(result.table())
+    assert movies.teacher_accuracy > 0.6 and tweets.teacher_accuracy > 0.7
+    assert movies.round != "no round", "the movie traffic did not trigger a round"
+    assert tweets.round != "no round", "the shift to tweets did not trigger a round"
+    assert tweets.student_after >= tweets.student_before - 0.05
+
+
+def test_status_command_reports_the_running_loop(service: str) -> None:
+    out = subprocess.run(
+        [str(BIN / "distillery"), "status"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout[out.stdout.index("{") :])
+    assert len(status["versions"]) >= 3  # v1 from the seed, then one round per phase at least
+    served = httpx.get(f"{service}/readyz", timeout=10).json()["model_version"]
+    assert status["current_version"] == served
+    assert status["last_round"]["gate"]["checks"], status["last_round"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _nothing_left_behind() -> Iterator[None]:
+    """After Ctrl-C (the ``service`` teardown, which runs first), no broker or Ray is left."""
+    yield
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (_processes("tansu") or _processes("raylet")):
+        time.sleep(1)
+    assert not _processes("tansu"), "embedded broker left running"
+    assert not _processes("raylet"), "Ray left running"
