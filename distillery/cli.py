@@ -86,7 +86,7 @@ def fetch_data(data_dir: Path = Path("data")) -> None:
 @app.command()
 def demo(
     url: str = "http://127.0.0.1:8000",
-    per_phase: int = typer.Option(1200, help="texts replayed per phase"),
+    per_phase: int = typer.Option(1600, help="texts replayed per phase"),
     eval_size: int = typer.Option(400, help="held-out texts per domain, scored before/after"),
     timeout_s: float = typer.Option(900, help="how long to wait for the automatic retrain"),
     out: Path | None = typer.Option(None, help="also write the results as JSON here"),

@@ -155,9 +155,9 @@ class GateSettings(BaseSettings):
 
     model_config = _prefix("GATE_")
 
-    agreement_margin: float = Field(default=0.01, ge=0, le=1)
+    agreement_margin: float = Field(default=0.02, ge=0, le=1)
     correction_margin: float = Field(default=0.02, ge=0, le=1)
-    min_holdout: int = Field(default=20, ge=1)
+    min_holdout: int = Field(default=40, ge=1)
     first_version_min_agreement: float = Field(default=0.6, ge=0, le=1)
 
 
@@ -167,7 +167,7 @@ class SchedulerSettings(BaseSettings):
     model_config = _prefix("SCHEDULER_")
 
     interval_minutes: float = Field(default=30, gt=0)
-    min_new_labels: int = Field(default=200, ge=1)
+    min_new_labels: int = Field(default=300, ge=1)
     min_labels_for_time_trigger: int = Field(default=20, ge=1)
     poll_s: float = Field(default=5, gt=0)
     drift_every_s: float = Field(default=60, gt=0)
