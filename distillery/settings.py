@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, BaseModel, Field, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -196,3 +203,12 @@ class Settings(BaseModel):
     gate: GateSettings = Field(default_factory=GateSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+
+    @model_validator(mode="after")
+    def _tokens_fit_the_student(self) -> Settings:
+        if self.serve.max_tokens > self.student.max_positions:
+            raise ValueError(
+                f"serve.max_tokens={self.serve.max_tokens} exceeds "
+                f"student.max_positions={self.student.max_positions}"
+            )
+        return self

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Status = Literal["candidate", "promoted", "rejected"]
+Status = Literal["candidate", "promoted", "retired", "rejected"]
 
 
 class Lineage(BaseModel):
@@ -116,9 +116,12 @@ class Registry:
 
     def promote(self, version: int, reason: str) -> None:
         self.get(version)  # raises if unknown
-        self.update(version, status="promoted")
+        previous = self.current()
         write_atomic(self.root / "current.json", json.dumps({"version": version}).encode())
         self._log("promoted", version, reason)
+        self.update(version, status="promoted")
+        if previous is not None and previous != version:
+            self.update(previous, status="retired")
 
     def reject(self, version: int, reason: str, gate: dict[str, Any]) -> None:
         self.update(version, status="rejected", gate=gate)

@@ -144,12 +144,40 @@ def run_round(
         ),
         run_config=RunConfig(name=name, storage_path=str(settings.paths.train_dir / "ray")),
     )
-    result = trainer.fit()
+    check_resources(cfg.num_workers * cfg.worker_cpus)
+    result = _fit_with_timeout(trainer, cfg.round_timeout_s)
     if result.checkpoint is None:
         raise RuntimeError(f"round {name} ended without a checkpoint: {result.error}")
     path = Path(result.checkpoint.path)
     metrics = json.loads((path / "train_metrics.json").read_text())
     return path, {k: float(v) for k, v in metrics.items()}
+
+
+def check_resources(cpus: float) -> None:
+    """Fail fast: Ray Train waits forever for workers the cluster can never place."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0.0)
+    if total < cpus:
+        raise RuntimeError(
+            f"a round needs {cpus} CPU (num_workers × worker_cpus) but the cluster has {total}"
+        )
+
+
+def _fit_with_timeout(trainer: Any, timeout_s: float) -> Any:
+    """``trainer.fit()`` bounded by ``timeout_s`` seconds (TimeoutError names the limit)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="round")
+    try:
+        return pool.submit(trainer.fit).result(timeout=timeout_s)
+    except FutureTimeout:
+        raise TimeoutError(
+            f"round did not finish in DISTILLERY_TRAIN_ROUND_TIMEOUT_S={timeout_s}s"
+        ) from None
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _vocab_size(settings: Settings) -> int:

@@ -121,3 +121,10 @@ def test_out_of_range_values_name_the_field(cls: type, kwargs: dict, field: str)
     with pytest.raises(ValidationError) as info:
         cls(**kwargs)
     assert info.value.errors()[0]["loc"] == (field,)
+
+
+def test_max_tokens_beyond_the_students_positions_is_refused() -> None:
+    from distillery.settings import ServeSettings, Settings, StudentSettings
+
+    with pytest.raises(ValidationError, match=r"max_tokens=128 exceeds student\.max_positions=64"):
+        Settings(serve=ServeSettings(max_tokens=128), student=StudentSettings(max_positions=64))
