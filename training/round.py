@@ -125,8 +125,10 @@ def run_round(
     data.train.to_parquet(train_path, index=False)
     cfg = settings.train
     loop_config = {
-        **cfg.model_dump(include={"kd_temperature", "kd_weight", "correction_weight", "epochs"}),
-        **cfg.model_dump(include={"batch_size", "learning_rate", "seed"}),
+        **cfg.model_dump(include={"kd_temperature", "kd_weight", "correction_weight"}),
+        **cfg.model_dump(include={"batch_size", "seed"}),
+        "epochs": cfg.epochs if init_dir else cfg.scratch_epochs,
+        "learning_rate": cfg.learning_rate if init_dir else cfg.scratch_learning_rate,
         "train_path": str(train_path),
         "tokenizer_dir": str(init_dir or settings.teacher.resolved_model_path()),
         "init_dir": str(init_dir) if init_dir else None,

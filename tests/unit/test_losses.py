@@ -134,18 +134,28 @@ def test_correction_loss_without_targets_is_zero_with_grad() -> None:
     assert torch.equal(logits.grad, torch.zeros(3, 2))
 
 
-def test_distillation_loss_combines_with_weights() -> None:
+def test_distillation_loss_sums_per_example_over_the_batch() -> None:
+    """Each term is a per-example sum over the batch divided by B (one correction = one row)."""
     student, teacher = torch.randn(6, 3), torch.randn(6, 3)
     corrections = torch.tensor([-1, 2, -1, 0, -1, -1])
     kd_weights = (corrections < 0).float()
-    kd = kd_loss(student, teacher, 2.0, kd_weights)
-    ce = correction_loss(student, corrections)
+    log_q = F.log_softmax(student / 2.0, dim=-1)
+    p = F.softmax(teacher / 2.0, dim=-1)
+    kd_rows = (p * (p.log() - log_q)).sum(-1) * 4.0  # (B,) T² KL per row
+    ce_rows = F.cross_entropy(student[[1, 3]], corrections[[1, 3]], reduction="none")
+    expected = (0.3 * (kd_rows * kd_weights).sum() + 1.7 * ce_rows.sum()) / 6
     got = distillation_loss(student, teacher, corrections, 2.0, 0.3, 1.7, kd_weights)
-    assert got.item() == pytest.approx(0.3 * kd.item() + 1.7 * ce.item(), rel=1e-6)
-    only_kd = distillation_loss(student, teacher, corrections, 2.0, 1.0, 0.0, kd_weights)
-    only_ce = distillation_loss(student, teacher, corrections, 2.0, 0.0, 1.0, kd_weights)
-    assert only_kd.item() == pytest.approx(kd.item(), rel=1e-6)
-    assert only_ce.item() == pytest.approx(ce.item(), rel=1e-6)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_one_correction_weighs_as_much_as_one_teacher_row_not_a_whole_batch() -> None:
+    student, teacher = torch.randn(32, 2), torch.randn(32, 2)
+    corrections = torch.full((32,), -1)
+    corrections[0] = 1
+    kd_weights = (corrections < 0).float()
+    only_ce = distillation_loss(student, teacher, corrections, 1.0, 0.0, 1.0, kd_weights)
+    one_row = F.cross_entropy(student[:1], corrections[:1])
+    assert only_ce.item() == pytest.approx(one_row.item() / 32, rel=1e-5)
 
 
 def test_distillation_loss_kd_weights_do_not_weight_corrections() -> None:
@@ -153,5 +163,5 @@ def test_distillation_loss_kd_weights_do_not_weight_corrections() -> None:
     corrections = torch.tensor([1, 0, -1, -1])
     kd_weights = torch.tensor([0.0, 0.0, 1.0, 1.0])
     got = distillation_loss(student, teacher, corrections, 1.0, 0.0, 1.0, kd_weights)
-    expected = F.cross_entropy(student[:2], corrections[:2])
+    expected = F.cross_entropy(student[:2], corrections[:2], reduction="sum") / 4
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)

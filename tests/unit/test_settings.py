@@ -42,11 +42,11 @@ def test_bad_env_value_fails_the_whole_settings(monkeypatch: pytest.MonkeyPatch)
 def test_good_env_values_are_read_and_typed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISTILLERY_SERVE_SAMPLE_RATE", "0.75")
     monkeypatch.setenv("DISTILLERY_SERVE_PORT", "9001")
-    monkeypatch.setenv("DISTILLERY_TRAIN_EPOCHS", "2")
+    monkeypatch.setenv("DISTILLERY_TRAIN_EPOCHS", "5")
     settings = Settings()
     assert settings.serve.sample_rate == 0.75
     assert settings.serve.port == 9001
-    assert settings.train.epochs == 2
+    assert settings.train.epochs == 5
     assert ServeSettings().max_items == 64  # untouched fields keep their defaults
 
 
