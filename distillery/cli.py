@@ -33,14 +33,15 @@ def up() -> None:
     from services.launcher import up as launch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     running = launch()
     typer.echo(f"ready in {running.startup_s:.1f}s; Ctrl-C to stop")
     done = threading.Event()
+    # Both set explicitly: a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
     try:
         done.wait()
-    except KeyboardInterrupt:
-        pass
     finally:
         typer.echo("stopping…")
         running.stop()
