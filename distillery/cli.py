@@ -98,6 +98,7 @@ def demo(
     result = run_demo(url, per_phase, eval_size, timeout_s, say=typer.echo)
     typer.echo(result.table())
     if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result.to_dict(), indent=2))
 
 
