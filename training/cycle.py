@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from distillery.settings import Settings
@@ -124,7 +123,7 @@ def _gate(
     report = gate.decide(cand, cur, settings.gate)
     details = {"candidate": asdict(cand), "current": None if cur is None else asdict(cur)}
     log.info("gate v%d vs v%s: %s %s", candidate, current, report.reason, json.dumps(details))
-    return gate.GateReport(report.passed, report.checks, report.reason)
+    return report
 
 
 def hot_swap(settings: Settings, registry: Registry, dashboard_url: str) -> int:
@@ -194,7 +193,3 @@ def bootstrap(settings: Settings, task: Task) -> RoundReport | None:
     if not report.promoted:
         raise RuntimeError(f"the first student failed its gate: {report.reason}")
     return report
-
-
-def model_dir(settings: Settings, version: int) -> Path:
-    return Registry(settings.paths.registry_dir).path(version)
