@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup data up demo test lint unit integration clean
+.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap wrk
 
 setup: $(STAMP) data
 
@@ -25,6 +25,17 @@ up: setup
 
 demo: setup
 	$(BIN)/distillery demo --out bench/results/demo.json
+
+# Benchmarks: each starts a stack of its own (state/bench-*) and writes bench/results/*.json + .md.
+wrk:
+	@command -v wrk >/dev/null || apt-get install -y -q wrk || \
+	  (echo "wrk is needed: apt-get install wrk (as root)"; exit 1)
+
+bench-serve: setup wrk
+	$(BIN)/python -m bench.serve
+
+bench-swap: setup
+	$(BIN)/python -m bench.swap
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,18 @@ def ensure_topics(settings: KafkaSettings, topics: Iterable[str] = Topics.ALL) -
                 admin.create_topics(new)
     finally:
         admin.close()
+
+
+def reachable(settings: KafkaSettings, timeout_s: float = 1.0) -> bool:
+    """True if a TCP connection to one of the bootstrap servers opens within ``timeout_s``."""
+    for server in (settings.bootstrap_servers or "").split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def make_producer(settings: KafkaSettings) -> KafkaProducer:

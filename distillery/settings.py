@@ -82,19 +82,24 @@ class ServeSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    num_replicas: int = Field(default=1, ge=1)
-    replica_cpus: float = Field(default=0.5, gt=0)
+    num_replicas: int = Field(default=2, ge=1)
+    replica_cpus: float = Field(default=0.25, gt=0)
     max_batch_size: int = Field(default=32, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
+    batch_wait_timeout_s: float = Field(default=0.001, ge=0, le=1)
     max_ongoing_requests: int = Field(default=128, ge=1)
     max_text_chars: int = Field(default=2_000, ge=1)
     max_items: int = Field(default=64, ge=1)
     max_tokens: int = Field(default=128, ge=8, le=512)
+    max_body_bytes: int = Field(default=1_048_576, ge=1_024)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    access_log: bool = False
     sample_rate: float = Field(default=0.2, ge=0, le=1)
     sample_queue_size: int = Field(default=10_000, ge=1)
     unsampled_cache_size: int = Field(default=50_000, ge=0)
     feedback_secret: str | None = Field(default=None, min_length=16)
     metrics_export_port: int = Field(default=8080, ge=1, le=65535)
+    quantize: bool = False
+    haproxy_ingress: bool = True
 
 
 class TeacherSettings(BaseSettings):

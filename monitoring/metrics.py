@@ -35,6 +35,8 @@ class ServeMetrics:
     sample_dropped: Any  # sampled events lost before Kafka, by reason
     feedback: Any  # feedback accepted, by rating
     rejected: Any  # requests refused, by route and status
+    batch_size: Any  # texts per student forward, as @serve.batch formed them
+    swap_failed: Any  # hot swaps whose new version could not load (the old one kept serving)
 
 
 def serve_metrics() -> ServeMetrics:
@@ -62,6 +64,14 @@ def serve_metrics() -> ServeMetrics:
         ),
         rejected=metrics.Counter(
             "distillery_rejected_total", "Requests refused.", tag_keys=_tags("route", "status")
+        ),
+        batch_size=metrics.Histogram(
+            "distillery_batch_size",
+            "Texts per student forward.",
+            boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
+        ),
+        swap_failed=metrics.Counter(
+            "distillery_swap_failed_total", "Hot swaps that kept the old version."
         ),
     )
 

@@ -28,7 +28,7 @@ NAMESPACE = "distillery"
 
 
 class Scheduler:
-    """Runs as a Ray actor (``max_concurrency`` ≥ 3: ``run``, a round, and ``status`` at once)."""
+    """Runs as a threaded Ray actor: ``run``, a round, ``status`` and replica reports at once."""
 
     def __init__(self, settings: Settings, task: Task, dashboard_url: str | None) -> None:
         import torch
@@ -44,6 +44,7 @@ class Scheduler:
         self.last_error: str | None = None
         self.drift: dict[str, Any] | None = None
         self._metrics: Any = None
+        self.serving: dict[str, int] = {}  # Serve replica id → student version it answers with
 
     def bootstrap(self) -> dict[str, Any] | None:
         with self._round_lock:
@@ -55,13 +56,38 @@ class Scheduler:
     def deploy_current(self) -> int:
         if self.dashboard_url is None:
             raise RuntimeError("no dashboard address: cannot deploy")
-        return cycle.hot_swap(self.settings, self.registry, self.dashboard_url)
+        return cycle.hot_swap(self.settings, self.registry, self.dashboard_url, self.replicas)
+
+    def report_serving(self, replica: str, version: int) -> None:
+        """Called by each replica once it answers with ``version``."""
+        self.serving[replica] = version
+
+    def replicas(self) -> dict[str, int]:
+        return dict(self.serving)
+
+    def promote(self, version: int, reason: str) -> dict[str, Any]:
+        """Make a registered ``version`` the served one now; returns when every replica has it."""
+        if self.dashboard_url is None:
+            raise RuntimeError("no dashboard address: cannot deploy")
+        with self._round_lock:
+            start = time.monotonic()
+            self.registry.promote(version, reason)
+            promoted_at = time.time()
+            cycle.hot_swap(self.settings, self.registry, self.dashboard_url, self.replicas)
+        return {
+            "version": version,
+            "promoted_at": promoted_at,
+            "swapped_at": time.time(),
+            "swap_s": round(time.monotonic() - start, 3),
+        }
 
     def retrain(self, reason: str = "operator: distillery retrain") -> dict[str, Any]:
         """One round now (waits for a running one to finish first)."""
         with self._round_lock:
             try:
-                report = cycle.retrain(self.settings, self.task, self.dashboard_url, reason)
+                report = cycle.retrain(
+                    self.settings, self.task, self.dashboard_url, reason, self.replicas
+                )
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._metric("rounds", outcome="error")
@@ -140,6 +166,7 @@ class Scheduler:
             "last_round": self.last_round,
             "last_error": self.last_error,
             "drift": self.drift,
+            "replicas": self.replicas(),
         }
 
     def stop(self) -> None:

@@ -7,16 +7,20 @@ ones and one reference switches, so no request fails and each answer names the v
 """
 
 import asyncio
+import logging
+import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request, Response
 from ray import serve
 
+from distillery import bus
 from distillery.events import FeedbackEvent, SampledPrediction, Topics
 from distillery.settings import Settings
 from distillery.task import load_task
@@ -30,14 +34,29 @@ from feedback.models import (
 )
 from feedback.tokens import load_secret, sign, verify
 from monitoring.metrics import serve_metrics
+from services.edge import ERRORS, body_schema, json_response, parse, within
 from services.sampling import Publisher, Sampler
 from services.student import Student
 
+log = logging.getLogger(__name__)
 api = FastAPI(
     title="distillery",
     version="1",
     description="A student classifier that keeps learning from a teacher on live traffic.",
 )
+
+
+def report_serving(version: int) -> None:
+    """Tell the scheduler which version this replica now answers with (fire and forget)."""
+    import ray
+
+    from monitoring.scheduler import ACTOR_NAME, NAMESPACE
+
+    replica = serve.get_replica_context().replica_id.unique_id
+    try:
+        ray.get_actor(ACTOR_NAME, namespace=NAMESPACE).report_serving.remote(replica, version)
+    except ValueError:
+        log.info("no scheduler to tell that replica %s serves v%d", replica, version)
 
 
 @dataclass(frozen=True)
@@ -67,54 +86,104 @@ class StudentIngress:
             on_drop=lambda reason: self.metrics.sample_dropped.inc(tags={"reason": reason}),
         )
         self.loaded: Loaded | None = None
+        self._wanted: int | None = None
+        self._swap_lock = threading.Lock()
         batched: Any = self._forward
         batched.set_max_batch_size(serve_cfg.max_batch_size)
         batched.set_batch_wait_timeout_s(serve_cfg.batch_wait_timeout_s)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """user_config = {"version": N, "path": model folder}: load beside, then switch."""
-        version = int(user_config["version"])
-        if self.loaded is not None and self.loaded.version == version:
+        """user_config = {"version": N, "path": model folder}.
+
+        The first call (at start) loads at once. Later calls return at once and load the new
+        version on a thread beside the old one, then switch one reference: Serve marks a replica
+        not ready while ``reconfigure`` runs (ray issue 54509), so loading here would stall it.
+        """
+        version, path = int(user_config["version"]), Path(user_config["path"])
+        with self._swap_lock:
+            if version in (self._wanted, getattr(self.loaded, "version", None)):
+                return
+            self._wanted = version
+        if self.loaded is None:
+            self._switch(version, self._load(version, path))
             return
-        student = Student.load(Path(user_config["path"]), self.settings.serve.max_tokens)
+        threading.Thread(
+            target=self._load_and_switch, args=(version, path), name=f"load-v{version}", daemon=True
+        ).start()
+
+    def _load(self, version: int, path: Path) -> Student:
+        serve_cfg = self.settings.serve
+        student = Student.load(path, serve_cfg.max_tokens, serve_cfg.quantize)
         if student.labels != self.task.label_names:
             raise ValueError(
                 f"student v{version} has labels {student.labels}, task has {self.task.label_names}"
             )
-        self.loaded = Loaded(student, version)
+        student.predict_proba(["warm up"])
+        return student
+
+    def _load_and_switch(self, version: int, path: Path) -> None:
+        try:
+            student = self._load(version, path)
+        except Exception:
+            log.exception("could not load v%d: still serving %s", version, self.loaded)
+            self.metrics.swap_failed.inc()
+            with self._swap_lock:
+                if self._wanted == version:  # let a later deploy of this version try again
+                    self._wanted = getattr(self.loaded, "version", None)
+            return
+        self._switch(version, student)
+
+    def _switch(self, version: int, student: Student) -> None:
+        with self._swap_lock:
+            if self._wanted != version:
+                return  # a newer version was asked for while this one loaded
+            self.loaded = Loaded(student, version)
+        report_serving(version)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _forward(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         loaded = self.loaded
         if loaded is None:
             raise RuntimeError("no student loaded yet")
+        self.metrics.batch_size.observe(len(texts))
         probs = loaded.student.predict_proba(texts)  # (B, C)
         return [(row, loaded.version) for row in probs]
 
-    @api.post("/v1/predict", response_model=PredictResponse)
-    async def predict(self, body: PredictRequest) -> PredictResponse:
+    @api.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        openapi_extra=body_schema(PredictRequest),
+        responses=ERRORS,
+    )
+    async def predict(self, request: Request) -> Response:
+        """Label one text or a list; each answer carries its version and a feedback_token."""
         start = time.perf_counter()
+        serve_cfg = self.settings.serve
+        body = await parse(request, PredictRequest, serve_cfg.max_body_bytes)
         texts = body.texts()
-        reason = check_texts(
-            texts, self.settings.serve.max_items, self.settings.serve.max_text_chars
-        )
+        reason = check_texts(texts, serve_cfg.max_items, serve_cfg.max_text_chars)
         if reason:
             self.metrics.rejected.inc(tags={"route": "predict", "status": "422"})
             raise HTTPException(status_code=422, detail=reason)
         if self.loaded is None:
             raise HTTPException(503, "no student loaded yet", headers={"Retry-After": "5"})
-        answers = await asyncio.gather(*(self._forward(text) for text in texts))
+        answers = await within(
+            asyncio.gather(*(self._forward(text) for text in texts)),
+            serve_cfg.request_timeout_s,
+            "prediction",
+        )
         predictions = [
             self._answer(text, probs, version, body.allow_training)
             for text, (probs, version) in zip(texts, answers, strict=True)
         ]
+        for version, count in Counter(version for _, version in answers).items():
+            self.metrics.predictions.inc(count, tags={"model_version": str(version)})
         self.metrics.latency_ms.observe((time.perf_counter() - start) * 1000)
-        return PredictResponse(predictions=predictions)
+        return json_response(PredictResponse(predictions=predictions))
 
     def _answer(self, text: str, probs: np.ndarray, version: int, sample: bool) -> Prediction:
         request_id = uuid.uuid4().hex
         label = self.task.label_names[int(probs.argmax())]
-        self.metrics.predictions.inc(tags={"model_version": str(version)})
         if sample:
             event = SampledPrediction(
                 request_id=request_id,
@@ -134,8 +203,20 @@ class StudentIngress:
             feedback_token=sign(self.secret, request_id, version, label),
         )
 
-    @api.post("/v1/feedback", status_code=202, response_model=FeedbackAccepted)
-    async def feedback(self, body: FeedbackRequest) -> FeedbackAccepted:
+    @api.post(
+        "/v1/feedback",
+        status_code=202,
+        response_model=FeedbackAccepted,
+        openapi_extra=body_schema(FeedbackRequest),
+        responses={**ERRORS, 403: {"description": "feedback_token is not one this service issued"}},
+    )
+    async def feedback(self, request: Request) -> Response:
+        """A rating (1–5) and optionally the right label for an answer, with its feedback_token.
+
+        The token is an HMAC over (request_id, model_version, label) under the server's secret,
+        so feedback on a request this service never answered is refused with 403.
+        """
+        body = await parse(request, FeedbackRequest, self.settings.serve.max_body_bytes)
         served = verify(self.secret, body.request_id, body.feedback_token)
         if served is None:
             self.metrics.rejected.inc(tags={"route": "feedback", "status": "403"})
@@ -172,17 +253,24 @@ class StudentIngress:
                 503, f"feedback not stored, try again: {type(exc).__name__}", {"Retry-After": "5"}
             ) from exc
         self.metrics.feedback.inc(tags={"rating": str(body.rating)})
-        return FeedbackAccepted(request_id=body.request_id)
+        return json_response(FeedbackAccepted(request_id=body.request_id), 202)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/readyz")
+    @api.get("/readyz", responses={503: {"description": "no student loaded, or no broker"}})
     async def readyz(self) -> dict[str, Any]:
+        """Ready: a student is loaded and the Kafka broker is reachable (feedback can be kept)."""
         if self.loaded is None:
             raise HTTPException(503, "no student loaded yet", headers={"Retry-After": "5"})
-        return {"status": "ready", "model_version": self.loaded.version}
+        if not await asyncio.to_thread(bus.reachable, self.settings.kafka):
+            raise HTTPException(
+                503,
+                f"Kafka broker {self.settings.kafka.bootstrap_servers} unreachable",
+                {"Retry-After": "5"},
+            )
+        return {"status": "ready", "model_version": self.loaded.version, "broker": "reachable"}
 
     @api.get("/v1/status")
     async def status(self) -> dict[str, Any]:

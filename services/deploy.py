@@ -7,6 +7,7 @@ the running replicas in place (``serve.run`` would replace every replica): that 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ def serve_config(settings: Settings, version: int, model_path: Path) -> dict[str
                         "num_replicas": serve_cfg.num_replicas,
                         "max_ongoing_requests": serve_cfg.max_ongoing_requests,
                         "ray_actor_options": {"num_cpus": serve_cfg.replica_cpus},
+                        "logging_config": {"enable_access_log": serve_cfg.access_log},
                         "user_config": {"version": version, "path": str(model_path)},
                     }
                 ],
@@ -78,3 +80,33 @@ def wait_running(dashboard_url: str, version: int, timeout_s: float = 120) -> No
             raise RuntimeError(f"Serve could not deploy v{version}: {app.get('message')}")
         time.sleep(0.5)
     raise TimeoutError(f"v{version} not running after {timeout_s}s (app status {status})")
+
+
+def running_replicas(dashboard_url: str) -> list[str]:
+    """Ids of the app's replicas in state RUNNING."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    app = ServeSubmissionClient(dashboard_url).get_serve_details()["applications"][APP_NAME]
+    replicas = app["deployments"][DEPLOYMENT]["replicas"]
+    return [r["replica_id"] for r in replicas if r["state"] == "RUNNING"]
+
+
+def wait_serving(
+    dashboard_url: str,
+    version: int,
+    replicas: Callable[[], dict[str, int]],
+    timeout_s: float = 120,
+) -> None:
+    """Block until every running replica reports that it answers with ``version``."""
+    deadline = time.monotonic() + timeout_s
+    behind: list[str] = []
+    while time.monotonic() < deadline:
+        serving = replicas()
+        behind = [r for r in running_replicas(dashboard_url) if serving.get(r) != version]
+        if not behind:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(
+        f"replicas {behind} do not answer with v{version} after {timeout_s}s "
+        "(a load that failed keeps the old version: see distillery_swap_failed_total)"
+    )

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distillery import bus
-from distillery.settings import KafkaSettings, Settings
+from distillery.settings import KafkaSettings, ServeSettings, Settings
 from distillery.task import Task, load_task
 from feedback.tokens import load_secret
-from services.broker import EmbeddedBroker
+from services.broker import EmbeddedBroker, free_port
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,31 @@ class Running:
             self.broker.stop()
 
 
+def ingress_env(serve_cfg: ServeSettings) -> dict[str, str]:
+    """Environment for the Serve processes a local Ray starts (a joined cluster sets its own).
+
+    HAProxy in front, routing straight to the replicas' HTTP servers (Ray's throughput mode);
+    its stats and metrics ports are free ones, so two stacks can share a machine; its per-request
+    log metrics are off (a Python actor parses a log line per request; the replicas export ours).
+    """
+    if not serve_cfg.haproxy_ingress:
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
+
+
 def _start_ray(settings: Settings) -> tuple[str, bool]:
     """Join RAY_ADDRESS if set, else start a local Ray; returns (dashboard URL, started)."""
     import ray
 
     address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        os.environ.update(ingress_env(settings.serve))
     context = ray.init(
         address=address or None,
         namespace="distillery",
@@ -90,7 +110,7 @@ def _start_actors(settings: Settings, task: Task, dashboard_url: str) -> tuple[A
     )
     scheduler = (
         ray.remote(Scheduler)
-        .options(name=ACTOR_NAME, num_cpus=0.1, max_concurrency=4, get_if_exists=False)
+        .options(name=ACTOR_NAME, num_cpus=0.1, max_concurrency=8, get_if_exists=False)
         .remote(settings, task, dashboard_url)
     )
     return store, labeler, scheduler

@@ -75,6 +75,17 @@ def length_buckets(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def quantize_linear(model: BertForSequenceClassification) -> BertForSequenceClassification:
+    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised
+    per batch at run time); embeddings and LayerNorm stay fp32. Inference only."""
+    from torch.ao.quantization import quantize_dynamic
+
+    quantized: BertForSequenceClassification = quantize_dynamic(
+        model.eval(), {torch.nn.Linear}, dtype=torch.qint8
+    )
+    return quantized
+
+
 class Student:
     """A loaded student version: ``predict_proba`` maps texts to (B, C) probabilities."""
 
@@ -88,8 +99,11 @@ class Student:
         self.labels = [id2label[i] for i in sorted(id2label)]
 
     @classmethod
-    def load(cls, path: Path, max_tokens: int = 128) -> Student:
+    def load(cls, path: Path, max_tokens: int = 128, quantize: bool = False) -> Student:
+        """A saved student; ``quantize`` makes its linear layers dynamic int8 (CPU serving)."""
         model = BertForSequenceClassification.from_pretrained(str(path))
+        if quantize:
+            model = quantize_linear(model)
         return cls(model, AutoTokenizer.from_pretrained(str(path)), max_tokens)
 
     @torch.inference_mode()

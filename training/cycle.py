@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from training.registry import Registry, VersionMeta
 from training.round import run_round
 
 log = logging.getLogger(__name__)
+Replicas = Callable[[], dict[str, int]]  # Serve replica id → the version it answers with
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,13 @@ def last_round_end(registry: Registry) -> tuple[float, float]:
     return meta.lineage.window_end_ts, meta.created
 
 
-def retrain(settings: Settings, task: Task, dashboard_url: str | None, reason: str) -> RoundReport:
+def retrain(
+    settings: Settings,
+    task: Task,
+    dashboard_url: str | None,
+    reason: str,
+    replicas: Replicas | None = None,
+) -> RoundReport:
     """Run one round from the example store and promote the candidate if the gate passes."""
     registry = Registry(settings.paths.registry_dir)
     rows = join(
@@ -69,7 +77,7 @@ def retrain(settings: Settings, task: Task, dashboard_url: str | None, reason: s
         cfg.holdout_fraction,
         cfg.seed,
     )
-    return _train_gate_promote(settings, task, registry, data, dashboard_url, reason)
+    return _train_gate_promote(settings, task, registry, data, dashboard_url, reason, replicas)
 
 
 def _train_gate_promote(
@@ -79,6 +87,7 @@ def _train_gate_promote(
     data: RoundData,
     dashboard_url: str | None,
     reason: str,
+    replicas: Replicas | None,
 ) -> RoundReport:
     start = time.monotonic()
     parent = registry.current()
@@ -98,7 +107,7 @@ def _train_gate_promote(
         registry.update(meta.version, gate=report.to_dict())
         registry.promote(meta.version, f"{reason}; gate: {report.reason}")
         if dashboard_url:
-            hot_swap(settings, registry, dashboard_url)
+            hot_swap(settings, registry, dashboard_url, replicas)
     else:
         registry.reject(meta.version, f"gate: {report.reason}", report.to_dict())
     seconds = time.monotonic() - start
@@ -126,14 +135,19 @@ def _gate(
     return report
 
 
-def hot_swap(settings: Settings, registry: Registry, dashboard_url: str) -> int:
-    """Point Serve at the registry's current version (``reconfigure`` in place); wait for it."""
+def hot_swap(
+    settings: Settings, registry: Registry, dashboard_url: str, replicas: Replicas | None = None
+) -> int:
+    """Point Serve at the registry's current version (``reconfigure`` in place) and wait until
+    Serve has applied it and, with ``replicas``, every replica answers with it."""
     version = registry.current()
     if version is None:
         raise RuntimeError("the registry has no promoted version to serve")
     config = deploy.serve_config(settings, version, registry.path(version))
     deploy.deploy(dashboard_url, config)
     deploy.wait_running(dashboard_url, version)
+    if replicas is not None:
+        deploy.wait_serving(dashboard_url, version, replicas)
     return version
 
 

@@ -125,3 +125,13 @@ def test_project_embeddings_keeps_the_main_directions() -> None:
     first = projected[:, 0]
     assert abs(torch.corrcoef(torch.stack([first, scale[:, 0]]))[0, 1].item()) > 0.999
     assert projected[:, 1:].abs().max().item() < 1e-3 * first.abs().max().item()
+
+
+def test_int8_student_stays_close_to_fp32(student: Student, tmp_path: Path) -> None:
+    student.model.save_pretrained(tmp_path)
+    student.tokenizer.save_pretrained(tmp_path)  # type: ignore[attr-defined]
+    texts = ["good film", "bad film", "the plot was fine", "awful", "great great great"]
+    fp32 = Student.load(tmp_path, 32).predict_proba(texts)  # (5, C)
+    int8 = Student.load(tmp_path, 32, quantize=True)
+    assert any("quantized" in type(m).__module__ for m in int8.model.modules())
+    np.testing.assert_allclose(int8.predict_proba(texts), fp32, atol=0.05)

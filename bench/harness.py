@@ -1,0 +1,119 @@
+"""What the benchmarks share: a stack of their own, the ``wrk`` load generator, texts, results.
+
+Each benchmark keeps its state under ``state/bench-<name>`` (bootstrapped once, reused), serves on
+free ports, and writes ``bench/results/<name>.json`` plus a markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from distillery.settings import PathSettings, SchedulerSettings, ServeSettings, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+WRK_SCRIPT = ROOT / "bench" / "wrk_post.lua"
+
+
+def bench_settings(name: str, **serve: Any) -> Settings:
+    """Settings for a benchmark's own stack: its own state, free ports, no scheduler rounds."""
+    from services.broker import free_port
+
+    paths = PathSettings(state_dir=ROOT / "state" / f"bench-{name}")
+    return Settings(
+        paths=paths,
+        serve=ServeSettings(port=free_port(), metrics_export_port=free_port(), **serve),
+        scheduler=SchedulerSettings(enabled=False),
+    )
+
+
+def texts(n: int, data_dir: Path, seed: int = 0) -> list[str]:
+    """``n`` real sentences from the four VADER domains, shuffled (fetched if missing)."""
+    from distillery import vader
+
+    vader.fetch(data_dir)
+    rows = [row.text for domain in vader.DOMAINS for row in vader.load(domain, data_dir)]
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """One ``wrk`` run: throughput (requests/s), latency percentiles (ms) and failed requests."""
+
+    clients: int
+    seconds: float
+    requests: int
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+
+    def row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def require_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("wrk is not installed: `apt-get install -y wrk` (make bench does it)")
+    return path
+
+
+def run_wrk(url: str, bodies: Path, clients: int, seconds: float) -> LoadResult:
+    """``clients`` keep-alive connections on one wrk thread POST ``bodies`` (a JSON body a line)."""
+    cmd = [
+        require_wrk(), "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "10s",
+        "-s", str(WRK_SCRIPT), url, "--", str(bodies),
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 60)
+    match = re.search(r"WRK_JSON (\{.*\})", out.stdout)
+    if match is None:
+        raise RuntimeError(f"wrk printed no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
+    raw = json.loads(match.group(1))
+    duration_s = raw["duration_us"] / 1e6
+    errors = sum(raw[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return LoadResult(
+        clients=clients,
+        seconds=round(duration_s, 2),
+        requests=raw["requests"],
+        rps=round(raw["requests"] / duration_s, 1),
+        p50_ms=raw["p50_us"] / 1000,
+        p90_ms=raw["p90_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        max_ms=raw["max_us"] / 1000,
+        errors=errors,
+    )
+
+
+def scrape(metrics_url: str, name: str) -> float:
+    """The sum of every series of metric ``name`` on a Prometheus text endpoint (0 if none)."""
+    import httpx
+
+    body = httpx.get(metrics_url, timeout=10).text
+    pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.eE+-]+)$", re.MULTILINE)
+    return sum(float(value) for value in pattern.findall(body))
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(name: str, payload: dict[str, Any], table: str) -> tuple[Path, Path]:
+    """``bench/results/<name>.json`` and ``.md``; returns both paths."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    md_path.write_text(table)
+    return json_path, md_path
