@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.harness import bench_settings, markdown_table, run_wrk, scrape, texts, write_results
 
-CLIENTS = (1, 16, 64)
+LOADS = ((1, 1), (16, 1), (64, 1), (64, 8))  # (clients, texts per request)
 RAW_BATCHES = (1, 8, 32)
 
 
@@ -82,11 +82,31 @@ def agreement(path: Path, sample: list[str]) -> float:
     return float((fp32 == int8).mean())
 
 
-def _batches(metrics_url: str) -> tuple[float, float]:
-    """(texts, batches) the replicas have run so far, from their batch-size histogram."""
-    return scrape(metrics_url, "ray_distillery_batch_size_sum"), scrape(
-        metrics_url, "ray_distillery_batch_size_count"
-    )
+def _batches(metrics_url: str, quiet_s: float = 11.0) -> tuple[float, float]:
+    """(texts, batches) the replicas have run so far, once the figures have not moved for
+    ``quiet_s`` (Ray exports each replica's metrics every 10 s)."""
+
+    def now() -> tuple[float, float]:
+        return scrape(metrics_url, "ray_distillery_predictions_total"), scrape(
+            metrics_url, "ray_distillery_batches_total"
+        )
+
+    last, since = now(), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        time.sleep(1)
+        current = now()
+        if current != last:
+            last, since = current, time.monotonic()
+    return last
+
+
+def _bodies(folder: Path, sample: list[str], per_request: int) -> Path:
+    """A JSON body a line, each with ``per_request`` texts (one text as a plain string)."""
+    path = folder / f"bodies-{per_request}.jsonl"
+    groups = [sample[i : i + per_request] for i in range(0, len(sample), per_request)]
+    lines = [json.dumps({"text": g[0] if per_request == 1 else g}) for g in groups]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def serve_phase(args: argparse.Namespace, sample: list[str]) -> tuple[dict, Path]:
@@ -104,19 +124,18 @@ def serve_phase(args: argparse.Namespace, sample: list[str]) -> tuple[dict, Path
     )
     running = up(settings)
     try:
-        bodies = settings.paths.state_dir / "bodies.jsonl"
-        bodies.write_text("".join(json.dumps({"text": t}) + "\n" for t in sample))
         url = f"{running.api_url}/v1/predict"
-        run_wrk(url, bodies, 16, 5)  # warm up
-        time.sleep(12)  # let the warm-up batches reach the metrics before the first count
+        run_wrk(url, _bodies(settings.paths.state_dir, sample, 1), 16, 5)  # warm up
         loads = []
-        for clients in CLIENTS:
+        for clients, per_request in LOADS:
+            bodies = _bodies(settings.paths.state_dir, sample, per_request)
             before = _batches(running.metrics_url)
             result = run_wrk(url, bodies, clients, args.seconds).row()
-            time.sleep(12)  # Ray exports replica metrics about 10 s late
             after = _batches(running.metrics_url)
             count = after[1] - before[1]
             result["mean_batch"] = round((after[0] - before[0]) / count, 1) if count else None
+            result["texts_per_request"] = per_request
+            result["texts_per_s"] = round(result["rps"] * per_request, 1)
             loads.append(result)
             print(json.dumps(result))
         registry = Registry(settings.paths.registry_dir)
@@ -144,7 +163,7 @@ def raw_phase(path: Path, sample: list[str], formed_batch: int, args: argparse.N
 
 
 def verdict(result: dict, quantize: bool) -> dict:
-    served = {row["clients"]: row for row in result["served"]}
+    served = {row["clients"]: row for row in result["served"] if row["texts_per_request"] == 1}
     kind = "int8" if quantize else "fp32"
     raw_rps = result["raw"][f"{kind}_per_core"]["examples_per_s"]
     raw_b1 = next(r for r in result["raw"][kind] if r["batch"] == 1)["p50_ms"]
@@ -173,10 +192,12 @@ def table(result: dict) -> str:
              "", "", "", ""]
         )  # fmt: skip
     for s in result["served"]:
+        what = f"served, {s['clients']} clients"
+        if s["texts_per_request"] > 1:
+            what += f" × {s['texts_per_request']} texts"
         rows.append(
-            [f"served, {s['clients']} clients", "", s["rps"], s["p50_ms"], s["p99_ms"],
-             s["errors"], s["mean_batch"]]
-        )  # fmt: skip
+            [what, "", s["texts_per_s"], s["p50_ms"], s["p99_ms"], s["errors"], s["mean_batch"]]
+        )
     header = ["what", "processes", "texts/s", "p50 ms", "p99 ms", "errors", "mean batch"]
     v = result["verdict"]
     return markdown_table(header, rows) + (
@@ -212,7 +233,7 @@ def main() -> None:
     if args.skip_raw:
         print(json.dumps(result["served"]))
         return
-    formed = max(1, round(result["served"][-1]["mean_batch"] or 1))
+    formed = max(1, round(result["served"][2]["mean_batch"] or 1))  # 64 clients, 1 text
     result["raw"] = raw_phase(model_path, sample, formed, args)
     result["verdict"] = verdict(result, args.quantize)
     json_path, _ = write_results(args.name, result, table(result))

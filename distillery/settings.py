@@ -85,7 +85,7 @@ class ServeSettings(BaseSettings):
     num_replicas: int = Field(default=2, ge=1)
     replica_cpus: float = Field(default=0.25, gt=0)
     max_batch_size: int = Field(default=32, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(default=0.001, ge=0, le=1)
+    batch_wait_timeout_s: float = Field(default=0.0, ge=0, le=1)
     max_ongoing_requests: int = Field(default=128, ge=1)
     max_text_chars: int = Field(default=2_000, ge=1)
     max_items: int = Field(default=64, ge=1)
@@ -100,6 +100,7 @@ class ServeSettings(BaseSettings):
     metrics_export_port: int = Field(default=8080, ge=1, le=65535)
     quantize: bool = False
     haproxy_ingress: bool = True
+    drain_period_s: float = Field(default=3.0, gt=0)
 
 
 class TeacherSettings(BaseSettings):

@@ -36,6 +36,7 @@ class ServeMetrics:
     feedback: Any  # feedback accepted, by rating
     rejected: Any  # requests refused, by route and status
     batch_size: Any  # texts per student forward, as @serve.batch formed them
+    batches: Any  # student forwards (predictions_total / batches_total = mean batch)
     swap_failed: Any  # hot swaps whose new version could not load (the old one kept serving)
 
 
@@ -70,6 +71,7 @@ def serve_metrics() -> ServeMetrics:
             "Texts per student forward.",
             boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
         ),
+        batches=metrics.Counter("distillery_batches_total", "Student forwards."),
         swap_failed=metrics.Counter(
             "distillery_swap_failed_total", "Hot swaps that kept the old version."
         ),

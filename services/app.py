@@ -146,6 +146,7 @@ class StudentIngress:
         if loaded is None:
             raise RuntimeError("no student loaded yet")
         self.metrics.batch_size.observe(len(texts))
+        self.metrics.batches.inc()
         probs = loaded.student.predict_proba(texts)  # (B, C)
         return [(row, loaded.version) for row in probs]
 

@@ -64,7 +64,9 @@ def ingress_env(serve_cfg: ServeSettings) -> dict[str, str]:
 
     HAProxy in front, routing straight to the replicas' HTTP servers (Ray's throughput mode);
     its stats and metrics ports are free ones, so two stacks can share a machine; its per-request
-    log metrics are off (a Python actor parses a log line per request; the replicas export ours).
+    log metrics are off (a Python actor parses a log line per request; the replicas export ours);
+    a stopping replica drains for ``drain_period_s`` (Ray's default, 30 s, is sized for remote
+    load balancers; here HAProxy is on the same node).
     """
     if not serve_cfg.haproxy_ingress:
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
@@ -74,6 +76,7 @@ def ingress_env(serve_cfg: ServeSettings) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": f"{serve_cfg.drain_period_s:g}",
     }
 
 

