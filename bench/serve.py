@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,28 @@ LOADS = ((1, 1), (16, 1), (64, 1), (64, 8))  # (clients, texts per request)
 RAW_BATCHES = (1, 8, 32)
 
 
-def _student(path: Path, max_tokens: int, quantize: bool) -> Any:
-    import torch
+@dataclass(frozen=True)
+class Weights:
+    """The served student: its folder and the token limit the replicas truncate to."""
 
-    from services.student import Student
+    path: Path
+    max_tokens: int
 
-    torch.set_num_threads(1)
-    return Student.load(path, max_tokens, quantize=quantize)
+    def load(self, quantize: bool) -> Any:
+        """On one torch thread, like a replica."""
+        import torch
+
+        from services.student import Student
+
+        torch.set_num_threads(1)
+        return Student.load(self.path, self.max_tokens, quantize=quantize)
 
 
-def time_forward(path: Path, sample: list[str], batch: int, seconds: float, quantize: bool) -> dict:
+def time_forward(
+    weights: Weights, sample: list[str], batch: int, seconds: float, quantize: bool
+) -> dict:
     """One thread: examples/s and per-call latency (ms) of ``predict_proba`` on ``batch`` texts."""
-    student = _student(path, 128, quantize)
+    student = weights.load(quantize)
     student.predict_proba(sample[:batch])  # warm
     calls: list[float] = []
     done, i = 0, 0
@@ -57,17 +68,17 @@ def time_forward(path: Path, sample: list[str], batch: int, seconds: float, quan
     }
 
 
-def _worker(args: tuple[Path, list[str], int, float, bool]) -> dict:
+def _worker(args: tuple[Weights, list[str], int, float, bool]) -> dict:
     return time_forward(*args)
 
 
 def parallel_forward(
-    path: Path, sample: list[str], batch: int, seconds: float, procs: int, quantize: bool
+    weights: Weights, sample: list[str], batch: int, seconds: float, procs: int, quantize: bool
 ) -> dict:
     """``procs`` processes at once, one thread each: summed examples/s."""
     ctx = mp.get_context("spawn")
     with ctx.Pool(procs) as pool:
-        parts = pool.map(_worker, [(path, sample, batch, seconds, quantize)] * procs)
+        parts = pool.map(_worker, [(weights, sample, batch, seconds, quantize)] * procs)
     return {
         "batch": batch,
         "processes": procs,
@@ -75,10 +86,10 @@ def parallel_forward(
     }
 
 
-def agreement(path: Path, sample: list[str]) -> float:
+def agreement(weights: Weights, sample: list[str]) -> float:
     """Share of texts where the int8 student's label equals the fp32 student's."""
-    fp32 = _student(path, 128, False).predict_proba(sample).argmax(1)
-    int8 = _student(path, 128, True).predict_proba(sample).argmax(1)
+    fp32 = weights.load(False).predict_proba(sample).argmax(1)
+    int8 = weights.load(True).predict_proba(sample).argmax(1)
     return float((fp32 == int8).mean())
 
 
@@ -109,7 +120,7 @@ def _bodies(folder: Path, sample: list[str], per_request: int) -> Path:
     return path
 
 
-def serve_phase(args: argparse.Namespace, sample: list[str]) -> tuple[dict, Path]:
+def serve_phase(args: argparse.Namespace, sample: list[str]) -> tuple[dict, Weights]:
     from services.launcher import up
     from training.registry import Registry
 
@@ -142,23 +153,24 @@ def serve_phase(args: argparse.Namespace, sample: list[str]) -> tuple[dict, Path
         version = registry.current()
         assert version is not None
         config = settings.serve.model_dump(exclude={"feedback_secret"})
-        return {"served": loads, "serve_config": config, "version": version}, registry.path(version)
+        weights = Weights(registry.path(version), settings.serve.max_tokens)
+        return {"served": loads, "serve_config": config, "version": version}, weights
     finally:
         running.stop()
 
 
-def raw_phase(path: Path, sample: list[str], formed_batch: int, args: argparse.Namespace) -> dict:
-    raw = [time_forward(path, sample, b, args.raw_seconds, False) for b in RAW_BATCHES]
+def raw_phase(weights: Weights, sample: list[str], formed_batch: int, seconds: float) -> dict:
+    raw = [time_forward(weights, sample, b, seconds, False) for b in RAW_BATCHES]
     procs = os.cpu_count() or 1
-    per_core = parallel_forward(path, sample, formed_batch, args.raw_seconds, procs, False)
-    int8 = [time_forward(path, sample, b, args.raw_seconds, True) for b in RAW_BATCHES]
-    int8_per_core = parallel_forward(path, sample, formed_batch, args.raw_seconds, procs, True)
+    per_core = parallel_forward(weights, sample, formed_batch, seconds, procs, False)
+    int8 = [time_forward(weights, sample, b, seconds, True) for b in RAW_BATCHES]
+    int8_per_core = parallel_forward(weights, sample, formed_batch, seconds, procs, True)
     return {
         "fp32": raw,
         "fp32_per_core": per_core,
         "int8": int8,
         "int8_per_core": int8_per_core,
-        "int8_agreement": round(agreement(path, sample), 4),
+        "int8_agreement": round(agreement(weights, sample), 4),
     }
 
 
@@ -229,12 +241,12 @@ def main() -> None:
     if args.batch_wait_ms is None:
         args.batch_wait_ms = defaults.batch_wait_timeout_s * 1000
     sample = texts(512, PathSettings().data_dir)
-    result, model_path = serve_phase(args, sample)
+    result, weights = serve_phase(args, sample)
     if args.skip_raw:
         print(json.dumps(result["served"]))
         return
     formed = max(1, round(result["served"][2]["mean_batch"] or 1))  # 64 clients, 1 text
-    result["raw"] = raw_phase(model_path, sample, formed, args)
+    result["raw"] = raw_phase(weights, sample, formed, args.raw_seconds)
     result["verdict"] = verdict(result, args.quantize)
     json_path, _ = write_results(args.name, result, table(result))
     print(table(result))

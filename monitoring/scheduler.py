@@ -53,10 +53,13 @@ class Scheduler:
             self.last_round = asdict(report)
         return self.last_round
 
-    def deploy_current(self) -> int:
+    def _dashboard(self) -> str:
         if self.dashboard_url is None:
             raise RuntimeError("no dashboard address: cannot deploy")
-        return cycle.hot_swap(self.settings, self.registry, self.dashboard_url, self.replicas)
+        return self.dashboard_url
+
+    def deploy_current(self) -> int:
+        return cycle.hot_swap(self.settings, self.registry, self._dashboard(), self.replicas)
 
     def report_serving(self, replica: str, version: int) -> None:
         """Called by each replica once it answers with ``version``."""
@@ -67,13 +70,12 @@ class Scheduler:
 
     def promote(self, version: int, reason: str) -> dict[str, Any]:
         """Make a registered ``version`` the served one now; returns when every replica has it."""
-        if self.dashboard_url is None:
-            raise RuntimeError("no dashboard address: cannot deploy")
+        dashboard_url = self._dashboard()
         with self._round_lock:
             start = time.monotonic()
             self.registry.promote(version, reason)
             promoted_at = time.time()
-            cycle.hot_swap(self.settings, self.registry, self.dashboard_url, self.replicas)
+            cycle.hot_swap(self.settings, self.registry, dashboard_url, self.replicas)
         return {
             "version": version,
             "promoted_at": promoted_at,

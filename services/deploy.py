@@ -49,12 +49,16 @@ def deploy(dashboard_url: str, config: dict[str, Any]) -> None:
     ServeSubmissionClient(dashboard_url).deploy_applications(config)
 
 
-def deployed_version(dashboard_url: str) -> int | None:
-    """The student version in the target config Serve is running or moving to."""
+def app_details(dashboard_url: str) -> dict[str, Any]:
+    """Serve's details of the distillery app ({} when it is not deployed)."""
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     details = ServeSubmissionClient(dashboard_url).get_serve_details()
-    app = details.get("applications", {}).get(APP_NAME)
+    app: dict[str, Any] = details.get("applications", {}).get(APP_NAME) or {}
+    return app
+
+
+def _version_of(app: dict[str, Any]) -> int | None:
     if not app:
         return None
     deployment = app["deployments"][DEPLOYMENT]["deployment_config"]
@@ -62,17 +66,19 @@ def deployed_version(dashboard_url: str) -> int | None:
     return user_config.get("version")
 
 
+def deployed_version(dashboard_url: str) -> int | None:
+    """The student version in the target config Serve is running or moving to."""
+    return _version_of(app_details(dashboard_url))
+
+
 def wait_running(dashboard_url: str, version: int, timeout_s: float = 120) -> None:
     """Block until every replica of the app runs ``version``; raise with Serve's message if not."""
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
-
-    client = ServeSubmissionClient(dashboard_url)
     deadline = time.monotonic() + timeout_s
     status = "unknown"
     while time.monotonic() < deadline:
-        app = client.get_serve_details().get("applications", {}).get(APP_NAME) or {}
+        app = app_details(dashboard_url)
         status = app.get("status", "missing")
-        if status == "RUNNING" and deployed_version(dashboard_url) == version:
+        if status == "RUNNING" and _version_of(app) == version:
             deployment = app["deployments"][DEPLOYMENT]
             if deployment.get("status") == "HEALTHY":
                 return
@@ -84,10 +90,8 @@ def wait_running(dashboard_url: str, version: int, timeout_s: float = 120) -> No
 
 def running_replicas(dashboard_url: str) -> list[str]:
     """Ids of the app's replicas in state RUNNING."""
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
-
-    app = ServeSubmissionClient(dashboard_url).get_serve_details()["applications"][APP_NAME]
-    replicas = app["deployments"][DEPLOYMENT]["replicas"]
+    app = app_details(dashboard_url)
+    replicas = app["deployments"][DEPLOYMENT]["replicas"] if app else []
     return [r["replica_id"] for r in replicas if r["state"] == "RUNNING"]
 
 
