@@ -22,6 +22,10 @@ RESULTS = ROOT / "bench" / "results"
 WRK_SCRIPT = ROOT / "bench" / "wrk_post.lua"
 
 
+# Nothing goes to the teacher: it would share the two cores with what is measured.
+NO_SAMPLING = {"sample_rate": 0.0, "sample_margin_below": 0.0, "sample_novelty_above": 1e9}
+
+
 def bench_settings(name: str, **serve: Any) -> Settings:
     """Settings for a benchmark's own stack: its own state, free ports, no scheduler rounds."""
     from services.broker import free_port

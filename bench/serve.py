@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import bench_settings, markdown_table, run_wrk, scrape, texts, write_results
+from bench.harness import (
+    NO_SAMPLING,
+    bench_settings,
+    markdown_table,
+    run_wrk,
+    scrape,
+    texts,
+    write_results,
+)
 
 LOADS = ((1, 1), (16, 1), (64, 1), (64, 8))  # (clients, texts per request)
 RAW_BATCHES = (1, 8, 32)
@@ -126,7 +134,7 @@ def serve_phase(args: argparse.Namespace, sample: list[str]) -> tuple[dict, Weig
 
     settings = bench_settings(
         "serve",
-        sample_rate=0.0,
+        **NO_SAMPLING,
         num_replicas=args.replicas,
         replica_cpus=args.replica_cpus,
         max_batch_size=args.max_batch,

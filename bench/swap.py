@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import bench_settings, markdown_table, texts, write_results
+from bench.harness import NO_SAMPLING, bench_settings, markdown_table, texts, write_results
 
 Answer = tuple[float, float, int, int | None]  # (start, end) wall s, HTTP status, model_version
 
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from services.launcher import up
     from training.registry import Registry
 
-    settings = bench_settings("swap", sample_rate=0.0)
+    settings = bench_settings("swap", **NO_SAMPLING)
     running = up(settings)
     try:
         registry = Registry(settings.paths.registry_dir)

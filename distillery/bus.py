@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,17 @@ def ensure_topics(settings: KafkaSettings, topics: Iterable[str] = Topics.ALL) -
         admin.close()
 
 
+def missing_topics(settings: KafkaSettings, topics: Iterable[str]) -> set[str]:
+    """Which of ``topics`` the broker does not have."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.servers(), request_timeout_ms=settings.request_timeout_ms
+    )
+    try:
+        return set(topics) - set(admin.list_topics())
+    finally:
+        admin.close()
+
+
 def reachable(settings: KafkaSettings, timeout_s: float = 1.0) -> bool:
     """True if a TCP connection to one of the bootstrap servers opens within ``timeout_s``."""
     for server in (settings.bootstrap_servers or "").split(","):
@@ -52,23 +64,35 @@ def reachable(settings: KafkaSettings, timeout_s: float = 1.0) -> bool:
     return False
 
 
-def make_producer(settings: KafkaSettings) -> KafkaProducer:
-    """acks=all with retries; not idempotent (it stays broken after an embedded broker restart)."""
+def make_producer(settings: KafkaSettings, in_order: bool = False) -> KafkaProducer:
+    """acks=all with retries; not idempotent (it stays broken after an embedded broker restart).
+
+    ``in_order``: one request in flight per connection, so a retry cannot reorder a partition,
+    and every send reports success or failure within ``send_timeout_s`` (delivery timeout): a
+    record that failed is never delivered later behind the caller's back.
+    """
+    timeout_ms = int(settings.send_timeout_s * 1000)
+    bounded = {"request_timeout_ms": timeout_ms - 10, "delivery_timeout_ms": timeout_ms}
     return KafkaProducer(
         bootstrap_servers=settings.servers(),
         acks="all",
         retries=5,
         linger_ms=5,
+        batch_size=settings.batch_bytes,
         enable_idempotence=False,
-        max_block_ms=int(settings.send_timeout_s * 1000),
-        request_timeout_ms=settings.request_timeout_ms,
+        max_in_flight_requests_per_connection=1 if in_order else 5,
+        max_block_ms=timeout_ms,
+        allow_auto_create_topics=False,  # topics are made by ensure_topics, with our partitions
+        **(bounded if in_order else {"request_timeout_ms": settings.request_timeout_ms}),
     )
 
 
-def make_consumer(settings: KafkaSettings, group: str, topics: list[str]) -> KafkaConsumer:
-    """A consumer-group member that commits only by hand, after its output is safe."""
-    return KafkaConsumer(
-        *topics,
+def make_consumer(
+    settings: KafkaSettings, group: str, topics: list[str], on_assigned: Any = None
+) -> KafkaConsumer:
+    """A consumer-group member that commits only by hand, after its output is safe;
+    ``on_assigned(partitions)`` runs whenever the group hands it partitions."""
+    consumer = KafkaConsumer(
         bootstrap_servers=settings.servers(),
         group_id=group,
         enable_auto_commit=False,
@@ -79,6 +103,20 @@ def make_consumer(settings: KafkaSettings, group: str, topics: list[str]) -> Kaf
         heartbeat_interval_ms=2000,
         request_timeout_ms=max(settings.request_timeout_ms, 7_000),
     )
+    listener = None
+    if on_assigned is not None:
+        from kafka import ConsumerRebalanceListener
+
+        class _Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                pass
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                on_assigned(assigned)
+
+        listener = _Listener()
+    consumer.subscribe(topics, listener=listener)
+    return consumer
 
 
 def send(producer: KafkaProducer, topic: str, event: BaseModel, key: str) -> Any:
@@ -105,6 +143,17 @@ def poll(consumer: KafkaConsumer, timeout_ms: int, max_records: int) -> list[Rec
     ]
 
 
+def offsets_after(records: list[Record]) -> dict[Any, Any]:
+    """What to commit once ``records`` are done: per partition, one past the highest offset."""
+    from kafka.structs import OffsetAndMetadata
+
+    last: dict[Any, int] = {}
+    for record in records:
+        tp = partition_of(record)
+        last[tp] = max(last.get(tp, -1), record.offset)
+    return {tp: OffsetAndMetadata(offset + 1, "", -1) for tp, offset in last.items()}
+
+
 def send_dead_letter(producer: KafkaProducer, record: Record, reason: str) -> Any:
     log.warning("dead letter from %s@%d: %s", record.topic, record.offset, reason)
     letter = dead_letter(record.topic, record.partition, record.offset, reason, record.value)
@@ -114,22 +163,56 @@ def send_dead_letter(producer: KafkaProducer, record: Record, reason: str) -> An
 
 def read_all(settings: KafkaSettings, topic: str, timeout_s: float = 5.0) -> list[Record]:
     """Every message on ``topic`` now (no group, no commit): for status, tests and audits."""
+    return read_tail(settings, topic, None, timeout_s)
+
+
+def make_reader(settings: KafkaSettings) -> KafkaConsumer:
+    """A consumer outside any group: it assigns its own partitions and commits nothing."""
+    return KafkaConsumer(
+        bootstrap_servers=settings.servers(),
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",
+        allow_auto_create_topics=False,
+        request_timeout_ms=max(settings.request_timeout_ms, 7_000),
+    )
+
+
+def partitions(consumer: KafkaConsumer, topic: str) -> list[Any]:
+    """The topic's partitions; raises if the broker does not know the topic."""
     from kafka import TopicPartition
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.servers(), enable_auto_commit=False, group_id=None
-    )
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        out: list[Record] = []
-        import time
+    found = consumer.partitions_for_topic(topic)
+    if not found:
+        raise LookupError(f"topic {topic} does not exist (yet)")
+    return [TopicPartition(topic, p) for p in sorted(found)]
 
+
+def partition_of(record: Record) -> Any:
+    from kafka import TopicPartition
+
+    return TopicPartition(record.topic, record.partition)
+
+
+def read_tail(
+    settings: KafkaSettings, topic: str, per_partition: int | None, timeout_s: float = 10.0
+) -> list[Record]:
+    """The last ``per_partition`` messages of each partition (all if None), up to now."""
+    consumer = make_reader(settings)
+    try:
+        try:
+            parts = partitions(consumer, topic)
+        except LookupError:
+            return []
+        consumer.assign(parts)
+        start, end = consumer.beginning_offsets(parts), consumer.end_offsets(parts)
+        for tp in parts:
+            first = start[tp] if per_partition is None else max(start[tp], end[tp] - per_partition)
+            consumer.seek(tp, first)
+        out: list[Record] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and any(consumer.position(tp) < end[tp] for tp in parts):
-            out.extend(poll(consumer, 200, 10_000))
+            out.extend(r for r in poll(consumer, 200, 10_000) if r.offset < end[partition_of(r)])
         return out
     finally:
         consumer.close()

@@ -49,6 +49,25 @@ def up() -> None:
 
 
 @app.command()
+def labeler() -> None:
+    """Run one teacher labeler in this process, a member of the labelers' consumer group (start
+    more to label faster). Needs KAFKA_BOOTSTRAP_SERVERS; stops cleanly on SIGTERM or Ctrl-C."""
+    from distillery.settings import Settings
+    from distillery.task import load_task
+    from services.labeler import Labeler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    settings = Settings()
+    settings.kafka.servers()  # raises, naming KAFKA_BOOTSTRAP_SERVERS, if it is not set
+    worker = Labeler(settings, load_task(settings.paths.task_file))
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    worker.run()
+    typer.echo(json.dumps(worker.stats()))
+
+
+@app.command()
 def status() -> None:
     """Current version, labels since the last round, the last round's gate, drift."""
     import ray

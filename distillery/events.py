@@ -13,6 +13,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
+SampleReason = Literal["uniform", "low_margin", "novel", "feedback"]
 
 
 class Topics:
@@ -40,7 +41,10 @@ class SampledPrediction(Event):
     text: str
     student_probs: list[float]  # (C,) in task label order
     model_version: int
-    reason: Literal["uniform", "feedback"] = "uniform"
+    reason: SampleReason = "uniform"
+    novelty: float | None = Field(
+        default=None, description="distance to the training window, in units of its 95th pct"
+    )
 
 
 class FeedbackEvent(Event):
@@ -63,6 +67,8 @@ class TeacherLabel(Event):
     model_version: int
     source_partition: int
     source_offset: int
+    predicted_at: float | None = Field(default=None, description="the prediction's Unix time")
+    reason: SampleReason = "uniform"
 
 
 class DeadLetter(BaseModel):
@@ -100,6 +106,11 @@ def decode(model: type[E], raw: bytes) -> E:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "payload"
+        if where == "schema_version":
+            raise DecodeError(
+                f"{model.__name__}: unknown schema_version {first['input']!r} "
+                f"(this consumer reads {SCHEMA_VERSION})"
+            ) from exc
         raise DecodeError(f"{model.__name__}: {where}: {first['msg']}") from exc
 
 

@@ -49,6 +49,10 @@ class PathSettings(BaseSettings):
     def train_dir(self) -> Path:
         return self.state_dir / "train"
 
+    @property
+    def spool_dir(self) -> Path:
+        return self.state_dir / "spool"
+
 
 class KafkaSettings(BaseSettings):
     """The broker. With no bootstrap servers, ``distillery up`` starts the embedded broker."""
@@ -64,6 +68,15 @@ class KafkaSettings(BaseSettings):
         ),
     )
     partitions: int = Field(default=3, ge=1, le=64)
+    batch_bytes: int = Field(
+        default=1,
+        ge=0,
+        description=(
+            "producer batch size; 1 puts each record in its own batch, which the embedded tansu "
+            "0.6.0 needs (it keeps only the first record of a multi-record batch); a production "
+            "Kafka can take 16384 or more"
+        ),
+    )
     request_timeout_ms: int = Field(default=10_000, ge=1_000)
     send_timeout_s: float = Field(default=5.0, gt=0)
 
@@ -93,7 +106,13 @@ class ServeSettings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1_024)
     request_timeout_s: float = Field(default=10.0, gt=0)
     access_log: bool = False
-    sample_rate: float = Field(default=0.2, ge=0, le=1)
+    sample_rate: float = Field(default=0.2, ge=0, le=1, description="uniform base rate")
+    sample_margin_below: float = Field(
+        default=0.2, ge=0, le=1, description="top-1 minus top-2 probability that counts as unsure"
+    )
+    sample_novelty_above: float = Field(
+        default=1.0, gt=0, description="novelty (1.0 = training window's 95th pct) to prioritise"
+    )
     sample_queue_size: int = Field(default=10_000, ge=1)
     unsampled_cache_size: int = Field(default=50_000, ge=0)
     feedback_secret: str | None = Field(default=None, min_length=16)
@@ -114,6 +133,12 @@ class TeacherSettings(BaseSettings):
     max_tokens: int = Field(default=128, ge=8, le=512)
     labeler_cpus: float = Field(default=0.5, gt=0)
     batch_wait_s: float = Field(default=1.0, gt=0)
+    budget_per_min: float = Field(
+        default=1_200, gt=0, description="teacher labels per minute, all replicas together"
+    )
+    dedupe_scan: int = Field(
+        default=20_000, ge=0, description="labels per partition read back at start to dedupe"
+    )
 
     def resolved_model_path(self) -> Path:
         if self.model_path is not None:
@@ -191,12 +216,15 @@ class SchedulerSettings(BaseSettings):
 
 
 class StoreSettings(BaseSettings):
-    """The example store: how often it flushes a Parquet shard."""
+    """The example store: how often it flushes a Parquet shard; how late feedback may join."""
 
     model_config = _prefix("STORE_")
 
     flush_rows: int = Field(default=256, ge=1)
     flush_s: float = Field(default=2.0, gt=0)
+    join_window_s: float = Field(
+        default=3_600, gt=0, description="feedback later than this after its prediction is late"
+    )
 
 
 class Settings(BaseModel):

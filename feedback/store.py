@@ -83,9 +83,18 @@ class ExampleStore:
         self._stop = threading.Event()
 
     def run(self) -> None:
+        """Store until ``stop``; a Kafka failure (a broker restart) reconnects after 2 s."""
         from monitoring.metrics import loop_metrics
 
         metrics = loop_metrics()
+        while not self._stop.is_set():
+            try:
+                self._run_connected(metrics)
+            except Exception:
+                log.exception("store lost Kafka; reconnecting (unflushed rows are replayed)")
+                self._stop.wait(2.0)
+
+    def _run_connected(self, metrics: Any) -> None:
         consumer = bus.make_consumer(self.settings.kafka, GROUP, list(KINDS))
         producer = bus.make_producer(self.settings.kafka)
         pending: dict[str, list[dict[str, Any]]] = {"labels": [], "feedback": []}
@@ -102,7 +111,7 @@ class ExampleStore:
                     last_flush = time.monotonic()
         finally:
             consumer.close()
-            producer.close()
+            producer.close(timeout=5)
 
     def _take(
         self, record: bus.Record, pending: dict[str, list[dict[str, Any]]], producer: Any

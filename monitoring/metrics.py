@@ -32,12 +32,15 @@ class ServeMetrics:
     predictions: Any  # texts answered, by model_version
     latency_ms: Any  # request latency of /v1/predict
     sampled: Any  # events sent to the teacher, by reason
+    skipped: Any  # predictions not sent to the teacher, by reason and candidate reason
     sample_dropped: Any  # sampled events lost before Kafka, by reason
     feedback: Any  # feedback accepted, by rating
     rejected: Any  # requests refused, by route and status
     batch_size: Any  # texts per student forward, as @serve.batch formed them
     batches: Any  # student forwards (predictions_total / batches_total = mean batch)
     swap_failed: Any  # hot swaps whose new version could not load (the old one kept serving)
+    spool_pending: Any  # feedback bytes spooled and not yet acknowledged by the broker
+    replayed: Any  # spooled feedback events the broker acknowledged on replay
 
 
 def serve_metrics() -> ServeMetrics:
@@ -55,13 +58,20 @@ def serve_metrics() -> ServeMetrics:
         sampled=metrics.Counter(
             "distillery_sampled_total", "Predictions sent to the teacher.", tag_keys=_tags("reason")
         ),
+        skipped=metrics.Counter(
+            "distillery_sample_skipped_total",
+            "Predictions not sent to the teacher: not_selected, over_budget or opt_out.",
+            tag_keys=_tags("reason", "candidate"),
+        ),
         sample_dropped=metrics.Counter(
             "distillery_sample_dropped_total",
             "Sampled predictions not delivered to Kafka.",
             tag_keys=_tags("reason"),
         ),
         feedback=metrics.Counter(
-            "distillery_feedback_total", "Feedback accepted.", tag_keys=_tags("rating")
+            "distillery_feedback_total",
+            "Feedback accepted, sent to the broker or spooled to disk.",
+            tag_keys=_tags("rating", "stored"),
         ),
         rejected=metrics.Counter(
             "distillery_rejected_total", "Requests refused.", tag_keys=_tags("route", "status")
@@ -74,6 +84,13 @@ def serve_metrics() -> ServeMetrics:
         batches=metrics.Counter("distillery_batches_total", "Student forwards."),
         swap_failed=metrics.Counter(
             "distillery_swap_failed_total", "Hot swaps that kept the old version."
+        ),
+        spool_pending=metrics.Gauge(
+            "distillery_spool_pending_bytes",
+            "Feedback spooled on this replica and not yet acknowledged by the broker.",
+        ),
+        replayed=metrics.Counter(
+            "distillery_spool_replayed_total", "Spooled feedback acknowledged on replay."
         ),
     )
 

@@ -1,7 +1,9 @@
 """The Ray Serve application: a FastAPI ingress in front of the student, with dynamic batching.
 
 A request's life: ``/v1/predict`` → ``_forward`` (``@serve.batch``) → answer with a signed
-``feedback_token`` → the sampler sends a share to the teacher through Kafka, off the request path.
+``feedback_token`` → the sampler sends a share to the teacher through Kafka, off the request path
+(``services.sampling``). Feedback is acknowledged by the broker or spooled to disk before the 202
+(``feedback.delivery``); feedback on an unsampled request recalls its text (``services.recall``).
 The student is hot-swapped by ``reconfigure(user_config)``: the new weights load beside the old
 ones and one reference switches, so no request fails and each answer names the version it used.
 """
@@ -21,9 +23,10 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from ray import serve
 
 from distillery import bus
-from distillery.events import FeedbackEvent, SampledPrediction, Topics
+from distillery.events import FeedbackEvent, SampledPrediction, Topics, encode
 from distillery.settings import Settings
 from distillery.task import load_task
+from feedback.delivery import Delivery
 from feedback.models import (
     FeedbackAccepted,
     FeedbackRequest,
@@ -35,7 +38,8 @@ from feedback.models import (
 from feedback.tokens import load_secret, sign, verify
 from monitoring.metrics import serve_metrics
 from services.edge import ERRORS, body_schema, json_response, parse, within
-from services.sampling import Publisher, Sampler
+from services.recall import Recall
+from services.sampling import Policy, Publisher, Sampler, TokenBucket
 from services.student import Student
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,16 @@ def report_serving(version: int) -> None:
         log.info("no scheduler to tell that replica %s serves v%d", replica, version)
 
 
+def make_sampler(settings: Settings) -> Sampler:
+    """This replica's sampler: its share of the teacher budget, the cache for the join window."""
+    serve_cfg = settings.serve
+    policy = Policy(
+        serve_cfg.sample_rate, serve_cfg.sample_margin_below, serve_cfg.sample_novelty_above
+    )
+    budget = TokenBucket(settings.teacher.budget_per_min / serve_cfg.num_replicas)
+    return Sampler(policy, budget, serve_cfg.unsampled_cache_size, settings.store.join_window_s)
+
+
 @dataclass(frozen=True)
 class Loaded:
     student: Student
@@ -79,12 +93,18 @@ class StudentIngress:
         )
         self.metrics = serve_metrics()
         serve_cfg = self.settings.serve
-        self.sampler = Sampler(serve_cfg.sample_rate, serve_cfg.unsampled_cache_size)
+        self.sampler = make_sampler(self.settings)
         self.publisher = Publisher(
             self.settings.kafka,
             serve_cfg.sample_queue_size,
             on_drop=lambda reason: self.metrics.sample_dropped.inc(tags={"reason": reason}),
         )
+        replica = serve.get_replica_context().replica_id.unique_id
+        self._replayed = 0
+        self.delivery = Delivery(
+            self.settings.kafka, self.settings.paths.spool_dir, replica, on_probe=self._on_probe
+        )
+        self.recall = Recall(self.settings.kafka, self.sampler.on_feedback, self._send_recalled)
         self.loaded: Loaded | None = None
         self._wanted: int | None = None
         self._swap_lock = threading.Lock()
@@ -141,14 +161,19 @@ class StudentIngress:
         report_serving(version)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _forward(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
+    async def _forward(self, texts: list[str]) -> list[tuple[np.ndarray, int, float | None]]:
+        """Per text: (probabilities (C,), version, novelty or None)."""
         loaded = self.loaded
         if loaded is None:
             raise RuntimeError("no student loaded yet")
         self.metrics.batch_size.observe(len(texts))
         self.metrics.batches.inc()
-        probs = loaded.student.predict_proba(texts)  # (B, C)
-        return [(row, loaded.version) for row in probs]
+        probs, pooled = loaded.student.predict(texts)  # (B, C), (B, H)
+        novelty = loaded.student.novelty(pooled)  # (B,) or None
+        return [
+            (row, loaded.version, None if novelty is None else float(novelty[i]))
+            for i, row in enumerate(probs)
+        ]
 
     @api.post(
         "/v1/predict",
@@ -174,15 +199,17 @@ class StudentIngress:
             "prediction",
         )
         predictions = [
-            self._answer(text, probs, version, body.allow_training)
-            for text, (probs, version) in zip(texts, answers, strict=True)
+            self._answer(text, probs, version, novelty, body.allow_training)
+            for text, (probs, version, novelty) in zip(texts, answers, strict=True)
         ]
-        for version, count in Counter(version for _, version in answers).items():
+        for version, count in Counter(answer[1] for answer in answers).items():
             self.metrics.predictions.inc(count, tags={"model_version": str(version)})
         self.metrics.latency_ms.observe((time.perf_counter() - start) * 1000)
         return json_response(PredictResponse(predictions=predictions))
 
-    def _answer(self, text: str, probs: np.ndarray, version: int, sample: bool) -> Prediction:
+    def _answer(
+        self, text: str, probs: np.ndarray, version: int, novelty: float | None, sample: bool
+    ) -> Prediction:
         request_id = uuid.uuid4().hex
         label = self.task.label_names[int(probs.argmax())]
         if sample:
@@ -191,11 +218,11 @@ class StudentIngress:
                 text=text,
                 student_probs=[float(p) for p in probs],
                 model_version=version,
+                novelty=novelty,
             )
-            if self.sampler.decide(event) and self.publisher.offer(
-                Topics.SAMPLED, event, request_id
-            ):
-                self.metrics.sampled.inc(tags={"reason": "uniform"})
+            self._sample(event)
+        else:
+            self.metrics.skipped.inc(tags={"reason": "opt_out", "candidate": "none"})
         return Prediction(
             request_id=request_id,
             label=label,
@@ -203,6 +230,25 @@ class StudentIngress:
             model_version=version,
             feedback_token=sign(self.secret, request_id, version, label),
         )
+
+    def _on_probe(self, pending_bytes: int, replayed: int) -> None:
+        self.metrics.spool_pending.set(pending_bytes)
+        if replayed > self._replayed:
+            self.metrics.replayed.inc(replayed - self._replayed)
+            self._replayed = replayed
+
+    def _sample(self, event: SampledPrediction) -> None:
+        decision = self.sampler.decide(event)
+        if decision.event is None:
+            self.metrics.skipped.inc(
+                tags={"reason": decision.reason, "candidate": decision.candidate}
+            )
+        elif self.publisher.offer(Topics.SAMPLED, decision.event, event.request_id):
+            self.metrics.sampled.inc(tags={"reason": decision.reason})
+
+    def _send_recalled(self, event: SampledPrediction) -> None:
+        if self.publisher.offer(Topics.SAMPLED, event, event.request_id):
+            self.metrics.sampled.inc(tags={"reason": "feedback"})
 
     @api.post(
         "/v1/feedback",
@@ -236,42 +282,38 @@ class StudentIngress:
             predicted_label=served.label,
             model_version=served.model_version,
         )
-        unsampled = self.sampler.on_feedback(body.request_id)
-        if unsampled is not None and self.publisher.offer(
-            Topics.SAMPLED, unsampled, body.request_id
-        ):
-            self.metrics.sampled.inc(tags={"reason": "feedback"})
         try:
-            await asyncio.to_thread(
-                self.publisher.send_and_wait,
-                Topics.FEEDBACK,
-                event,
-                body.request_id,
-                self.settings.kafka.send_timeout_s,
+            outcome = await asyncio.to_thread(
+                self.delivery.put, Topics.FEEDBACK, body.request_id, encode(event)
             )
-        except Exception as exc:
+        except OSError as exc:  # neither the broker nor the local disk took it
             raise HTTPException(
-                503, f"feedback not stored, try again: {type(exc).__name__}", {"Retry-After": "5"}
+                503, f"feedback not stored, try again: {exc}", {"Retry-After": "5"}
             ) from exc
-        self.metrics.feedback.inc(tags={"rating": str(body.rating)})
+        self.metrics.feedback.inc(tags={"rating": str(body.rating), "stored": outcome})
         return json_response(FeedbackAccepted(request_id=body.request_id), 202)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/readyz", responses={503: {"description": "no student loaded, or no broker"}})
+    @api.get("/readyz", responses={503: {"description": "no student loaded yet"}})
     async def readyz(self) -> dict[str, Any]:
-        """Ready: a student is loaded and the Kafka broker is reachable (feedback can be kept)."""
+        """Ready: a student is loaded, and feedback can be kept: the broker is reachable, or
+        feedback is being spooled to disk until it is back."""
         if self.loaded is None:
             raise HTTPException(503, "no student loaded yet", headers={"Retry-After": "5"})
-        if not await asyncio.to_thread(bus.reachable, self.settings.kafka):
-            raise HTTPException(
-                503,
-                f"Kafka broker {self.settings.kafka.bootstrap_servers} unreachable",
-                {"Retry-After": "5"},
-            )
-        return {"status": "ready", "model_version": self.loaded.version, "broker": "reachable"}
+        reachable = await asyncio.to_thread(bus.reachable, self.settings.kafka)
+        pending = self.delivery.spool.pending()
+        broker = "reachable" if reachable else "unreachable"
+        feedback = "spooling" if self.delivery.spooling() or not reachable else "direct"
+        return {
+            "status": "ready",
+            "model_version": self.loaded.version,
+            "broker": broker,
+            "feedback": feedback,
+            "spool_pending_bytes": pending,
+        }
 
     @api.get("/v1/status")
     async def status(self) -> dict[str, Any]:

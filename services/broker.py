@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -67,6 +72,9 @@ class EmbeddedBroker:
         _wait_listening(self.port, self._proc, timeout_s)
         return self
 
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def stop(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
             return
@@ -82,3 +90,37 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Supervisor:
+    """Keeps an embedded broker up: when its process has died, start it again on the same port
+    and call ``on_restart`` (recreate the topics: it comes back empty). Clients reconnect by
+    themselves; the replicas' spools replay the feedback the broker missed."""
+
+    def __init__(
+        self, broker: EmbeddedBroker, on_restart: Callable[[], None], every_s: float = 1.0
+    ) -> None:
+        self.broker = broker
+        self.on_restart = on_restart
+        self.every_s = every_s
+        self.restarts = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name="broker-supervisor", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every_s):
+            if self.broker.alive():
+                continue
+            log.error(
+                "embedded broker died: restarting it on %s; what it held in memory is lost",
+                self.broker.bootstrap_servers,
+            )
+            try:
+                self.broker.start()
+                self.on_restart()
+                self.restarts += 1
+            except Exception:
+                log.exception("could not restart the embedded broker; retrying")
+
+    def stop(self) -> None:
+        self._stop.set()

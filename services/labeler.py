@@ -1,8 +1,14 @@
 """The teacher labeler: a consumer group on sampled traffic that writes soft labels.
 
-Per batch: poll → decode (bad messages to the dead-letter topic) → dedupe by request id → teacher
-→ send labels → wait for the broker's acks → commit offsets. A crash before the commit replays the
-batch; the example store dedupes by request id, so each request lands once in the training set.
+Per batch: poll (up to ``batch_size``, or what came within ``batch_wait_s``) → decode (bad
+messages to the dead-letter topic) → dedupe by request id → teacher → send labels → wait for the
+broker's acks → commit offsets.
+
+Exactly once, without Kafka transactions: a crash after the labels are acknowledged but before
+the commit replays the batch. So whenever the group hands this labeler partitions (at start,
+after a crash, on a rebalance), it first reads back the tail of the labels topic and remembers
+which request ids are labelled; a replayed event whose id is there is skipped, not relabelled.
+The example store also dedupes by request id on read.
 """
 
 from __future__ import annotations
@@ -10,10 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from distillery import bus
 from distillery.events import DecodeError, SampledPrediction, TeacherLabel, Topics, decode
+from distillery.faults import failpoint
 from distillery.settings import Settings
 from distillery.task import Task
 from services.teacher import ZeroShotTeacher, softmax
@@ -58,13 +68,55 @@ def to_labels(
             model_version=event.model_version,
             source_partition=record.partition,
             source_offset=record.offset,
+            predicted_at=event.ts,
+            reason=event.reason,
         )
         for i, (record, event) in enumerate(batch)
     ]
 
 
+def _one_torch_thread() -> None:
+    """torch's intra-op thread count is per thread (OpenMP): set it in the teacher's thread too."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A batch handed to the teacher: its records (for the commit), what is being labelled,
+    what goes to the dead-letter topic, how many were already labelled."""
+
+    records: list[bus.Record]
+    batch: list[tuple[bus.Record, SampledPrediction]]
+    bad: list[tuple[bus.Record, str]]
+    skipped: int
+    future: Future[list[TeacherLabel]] | None
+
+
+class Recent:
+    """A bounded set of request ids, oldest forgotten first."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, request_id: str) -> None:
+        self._ids[request_id] = None
+        self._ids.move_to_end(request_id)
+        while len(self._ids) > self.maxsize:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
 class Labeler:
-    """Runs as a Ray actor (``max_concurrency`` ≥ 2 so ``stop`` and ``stats`` answer mid-run)."""
+    """Runs as a Ray actor (``max_concurrency`` ≥ 2 so ``stop`` and ``stats`` answer mid-run),
+    or as its own process (``distillery labeler``)."""
 
     def __init__(self, settings: Settings, task: Task) -> None:
         import torch
@@ -76,25 +128,64 @@ class Labeler:
         self.teacher = ZeroShotTeacher(
             cfg.resolved_model_path(), task.prompts, cfg.temperature, cfg.max_tokens
         )
-        self.counts = {"labelled": 0, "dead_letters": 0, "batches": 0}
+        self.counts = {"labelled": 0, "dead_letters": 0, "batches": 0, "already_labelled": 0}
+        self._labelled = Recent(max(cfg.dedupe_scan * settings.kafka.partitions, 10_000))
+        self._inflight: set[str] = set()
+        self._rescan = threading.Event()
         self._stop = threading.Event()
         self._metrics: Any = None
 
     def run(self) -> None:
+        """Label until ``stop``; a Kafka failure (a broker restart) reconnects after 2 s."""
         from monitoring.metrics import loop_metrics
 
         self._metrics = loop_metrics()
-        consumer = bus.make_consumer(self.settings.kafka, GROUP, [Topics.SAMPLED])
+        while not self._stop.is_set():
+            try:
+                self._run_connected()
+            except Exception:
+                log.exception("labeler lost Kafka; reconnecting (uncommitted work is replayed)")
+                self._stop.wait(2.0)
+
+    def _run_connected(self) -> None:
+        """Pipelined: while the teacher labels batch n on its thread, this thread fetches batch
+        n + 1 and queues it behind n, then sends n's labels, waits for their acks and commits
+        n's own offsets; so the teacher never waits on Kafka."""
+        self._rescan.set()
+        consumer = bus.make_consumer(
+            self.settings.kafka, GROUP, [Topics.SAMPLED], on_assigned=lambda _: self._rescan.set()
+        )
         producer = bus.make_producer(self.settings.kafka)
+        self._inflight.clear()
+        pool = ThreadPoolExecutor(1, "teacher", initializer=_one_torch_thread)
         try:
+            pending: deque[Pending] = deque()
             while not self._stop.is_set():
                 records = self._gather(consumer)
+                if self._rescan.is_set():
+                    self._rescan.clear()
+                    self.remember_labelled()
                 if records:
-                    self._label(records, producer)
-                    consumer.commit()
+                    pending.append(self._start(records, pool))
+                while len(pending) > (1 if records else 0):
+                    self._finish(pending.popleft(), producer, consumer)
+            while pending:
+                self._finish(pending.popleft(), producer, consumer)
         finally:
+            pool.shutdown(wait=True)
             consumer.close()
-            producer.close()
+            producer.close(timeout=5)
+
+    def remember_labelled(self) -> int:
+        """Read the tail of the labels topic into the set of labelled request ids."""
+        tail = bus.read_tail(self.settings.kafka, Topics.LABELS, self.settings.teacher.dedupe_scan)
+        for record in tail:
+            try:
+                self._labelled.add(decode(TeacherLabel, record.value).request_id)
+            except DecodeError:
+                continue
+        log.info("labeler: %d labels read back, %d ids remembered", len(tail), len(self._labelled))
+        return len(tail)
 
     def _gather(self, consumer: Any) -> list[bus.Record]:
         """Up to one teacher batch, waiting at most ``batch_wait_s`` once the first arrives."""
@@ -105,22 +196,45 @@ class Labeler:
             records += bus.poll(consumer, 100, size - len(records))
         return records
 
-    def _label(self, records: list[bus.Record], producer: Any) -> None:
-        batch, bad = parse_batch(records, len(self.task.labels))
-        futures = [bus.send_dead_letter(producer, record, reason) for record, reason in bad]
-        if batch:
-            labels = to_labels(batch, self.task, self.teacher)
-            futures += [bus.send(producer, Topics.LABELS, lab, lab.request_id) for lab in labels]
+    def _start(self, records: list[bus.Record], pool: ThreadPoolExecutor) -> Pending:
+        """Decode, dedupe (against labelled and in-flight ids) and hand the batch to the teacher."""
+        parsed, bad = parse_batch(records, len(self.task.labels))
+        batch = [
+            (r, e)
+            for r, e in parsed
+            if e.request_id not in self._labelled and e.request_id not in self._inflight
+        ]
+        if len(batch) < len(parsed):
+            log.info("labeler: skipped %d already labelled (a replay)", len(parsed) - len(batch))
+        self._inflight.update(e.request_id for _, e in batch)
+        future = pool.submit(to_labels, batch, self.task, self.teacher) if batch else None
+        return Pending(records, batch, bad, len(parsed) - len(batch), future)
+
+    def _finish(self, pending: Pending, producer: Any, consumer: Any) -> None:
+        """Send the labels and dead letters, wait for the acks, then commit these offsets."""
+        labels = pending.future.result() if pending.future is not None else []
+        failpoint("labeler.before_send")
+        futures = [bus.send_dead_letter(producer, r, reason) for r, reason in pending.bad]
+        futures += [bus.send(producer, Topics.LABELS, lab, lab.request_id) for lab in labels]
         producer.flush()
         for future in futures:
             future.get(timeout=self.settings.kafka.send_timeout_s)  # raise before committing
-        self.counts["labelled"] += len(batch)
-        self.counts["dead_letters"] += len(bad)
+        for lab in labels:
+            self._labelled.add(lab.request_id)
+            self._inflight.discard(lab.request_id)
+        failpoint("labeler.before_commit")
+        consumer.commit(offsets=bus.offsets_after(pending.records))
+        self._count(pending)
+
+    def _count(self, pending: Pending) -> None:
+        self.counts["labelled"] += len(pending.batch)
+        self.counts["already_labelled"] += pending.skipped
+        self.counts["dead_letters"] += len(pending.bad)
         self.counts["batches"] += 1
-        if batch:
-            self._metrics.labels.inc(len(batch))
-        if bad:
-            self._metrics.dead_letters.inc(len(bad), tags={"topic": Topics.SAMPLED})
+        if pending.batch:
+            self._metrics.labels.inc(len(pending.batch))
+        if pending.bad:
+            self._metrics.dead_letters.inc(len(pending.bad), tags={"topic": Topics.SAMPLED})
 
     def stop(self) -> None:
         self._stop.set()

@@ -13,7 +13,7 @@ from distillery import bus
 from distillery.settings import KafkaSettings, ServeSettings, Settings
 from distillery.task import Task, load_task
 from feedback.tokens import load_secret
-from services.broker import EmbeddedBroker, free_port
+from services.broker import EmbeddedBroker, Supervisor, free_port
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class Running:
     broker: EmbeddedBroker | None = None
     started_ray: bool = False
     loops: list[Any] = field(default_factory=list)
+    supervisor: Supervisor | None = None
 
     def stop(self) -> None:
         """Stop everything this launcher started, newest first; safe to call twice."""
@@ -55,6 +56,8 @@ class Running:
                     except Exception:
                         log.debug("actor already gone", exc_info=True)
                 ray.shutdown()
+        if self.supervisor is not None:
+            self.supervisor.stop()
         if self.broker is not None:
             self.broker.stop()
 
@@ -80,7 +83,7 @@ def ingress_env(serve_cfg: ServeSettings) -> dict[str, str]:
     }
 
 
-def _start_ray(settings: Settings) -> tuple[str, bool]:
+def start_ray(settings: Settings) -> tuple[str, bool]:
     """Join RAY_ADDRESS if set, else start a local Ray; returns (dashboard URL, started)."""
     import ray
 
@@ -134,10 +137,14 @@ def up(settings: Settings | None = None, say: Any = print) -> Running:
             update={"kafka": KafkaSettings(bootstrap_servers=broker.bootstrap_servers)}
         )
         say(f"embedded Kafka broker on {broker.bootstrap_servers} (in memory)")
+    supervisor = None
     try:
         bus.ensure_topics(settings.kafka)
+        if broker is not None:
+            kafka = settings.kafka
+            supervisor = Supervisor(broker, lambda: bus.ensure_topics(kafka))
         load_secret(settings.serve.feedback_secret, settings.paths.state_dir)
-        dashboard_url, started_ray = _start_ray(settings)
+        dashboard_url, started_ray = start_ray(settings)
         serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
         store, labeler, scheduler = _start_actors(settings, task, dashboard_url)
         loops = [store.run.remote(), labeler.run.remote()]
@@ -150,6 +157,8 @@ def up(settings: Settings | None = None, say: Any = print) -> Running:
         version = ray.get(scheduler.deploy_current.remote())
         loops.append(scheduler.run.remote())
     except BaseException:
+        if supervisor is not None:
+            supervisor.stop()
         if broker is not None:
             broker.stop()
         if ray.is_initialized():
@@ -161,7 +170,7 @@ def up(settings: Settings | None = None, say: Any = print) -> Running:
     say(f"Ray dashboard {dashboard_url}  metrics {metrics_url}")
     return Running(
         settings, task, api_url, dashboard_url, metrics_url, scheduler, labeler, store,
-        time.monotonic() - start, broker, started_ray, loops,
+        time.monotonic() - start, broker, started_ray, loops, supervisor,
     )  # fmt: skip
 
 

@@ -1,8 +1,15 @@
 """Which predictions go to the teacher, and the bounded, non-blocking path that sends them.
 
+The sampler spends a teacher budget (labels per minute) where labels teach most: every request
+that got feedback, then predictions the student is unsure of (low margin between its top two
+labels: uncertainty sampling, Lewis & Gale 1994), then inputs far from its training window
+(``services.novelty``), then a uniform base rate that keeps the training data representative.
+Uniform picks may only spend the upper half of the bucket, so a burst of routine traffic cannot
+starve the priority reasons. Unsampled requests stay in a bounded, expiring cache so that feedback
+on them can still bring their text to the teacher.
+
 Predictions never wait on Kafka: sampled events go into a bounded queue drained by one thread;
-when it is full the event is dropped and counted. Unsampled requests stay in a bounded cache so
-that feedback on them can still bring their text to the teacher.
+when it is full the event is dropped and counted.
 """
 
 from __future__ import annotations
@@ -11,47 +18,146 @@ import logging
 import queue
 import random
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 from distillery import bus
-from distillery.events import SampledPrediction
+from distillery.events import SampledPrediction, SampleReason
 from distillery.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """When a prediction is a candidate for the teacher."""
+
+    base_rate: float  # uniform share of all predictions
+    margin_below: float  # top-1 minus top-2 probability under which the student is unsure
+    novelty_above: float  # novelty score over which an input is far from the training window
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.base_rate <= 1:
+            raise ValueError(f"sample rate must be in [0, 1], got {self.base_rate}")
+        if not 0 <= self.margin_below <= 1:
+            raise ValueError(f"margin threshold must be in [0, 1], got {self.margin_below}")
+        if self.novelty_above <= 0:
+            raise ValueError(f"novelty threshold must be > 0, got {self.novelty_above}")
+
+
+def margin(probs: list[float]) -> float:
+    """Top-1 minus top-2 probability; 1.0 for a single label."""
+    top = np.sort(np.asarray(probs))[::-1]
+    return float(top[0] - top[1]) if len(top) > 1 else 1.0
+
+
+def candidate(event: SampledPrediction, policy: Policy, draw: float) -> SampleReason | None:
+    """Why ``event`` should go to the teacher, or None; ``draw`` is uniform in [0, 1)."""
+    if margin(event.student_probs) < policy.margin_below:
+        return "low_margin"
+    if event.novelty is not None and event.novelty > policy.novelty_above:
+        return "novel"
+    if draw < policy.base_rate:
+        return "uniform"
+    return None
+
+
+class TokenBucket:
+    """``per_min`` tokens a minute, holding at most one minute's worth."""
+
+    def __init__(self, per_min: float, clock: Clock = time.monotonic) -> None:
+        if per_min <= 0:
+            raise ValueError(f"budget must be > 0 labels per minute, got {per_min}")
+        self.rate = per_min / 60.0  # tokens per second
+        self.capacity = max(per_min, 1.0)
+        self.level = self.capacity
+        self.clock = clock
+        self._last = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.level = min(self.capacity, self.level + (now - self._last) * self.rate)
+        self._last = now
+
+    def take(self, floor: float = 0.0) -> bool:
+        """Spend one token if at least ``floor`` stay; False leaves the bucket unchanged."""
+        self._refill()
+        if self.level - 1 < floor:
+            return False
+        self.level -= 1
+        return True
+
+    def force(self) -> None:
+        """Spend one token even into debt (at most one minute's worth): feedback always goes."""
+        self._refill()
+        self.level = max(self.level - 1, -self.capacity)
+
+
+@dataclass(frozen=True)
+class Decision:
+    event: SampledPrediction | None  # what to send, with its reason; None if skipped
+    reason: str  # the sample reason, or why it was skipped: "not_selected" / "over_budget"
+    candidate: str  # what it was a candidate for ("none" if nothing)
 
 
 class Sampler:
-    """Uniform sampling at ``rate``; an LRU cache of the unsampled for feedback-driven sampling."""
+    """Decides per prediction under the budget; keeps the unsampled for ``ttl_s`` seconds."""
 
-    def __init__(self, rate: float, cache_size: int, rng: random.Random | None = None) -> None:
-        if not 0 <= rate <= 1:
-            raise ValueError(f"sample rate must be in [0, 1], got {rate}")
-        self.rate = rate
+    UNIFORM_RESERVE = 0.5  # uniform picks leave this share of the bucket to priority reasons
+
+    def __init__(
+        self,
+        policy: Policy,
+        budget: TokenBucket,
+        cache_size: int,
+        ttl_s: float = 3_600,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self.budget = budget
         self.cache_size = cache_size
+        self.ttl_s = ttl_s
         self.rng = rng or random.Random()
-        self._unsampled: OrderedDict[str, SampledPrediction] = OrderedDict()
+        self._unsampled: OrderedDict[str, tuple[float, SampledPrediction]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def decide(self, event: SampledPrediction) -> bool:
-        """True: send ``event`` to the teacher now. False: keep it in case feedback arrives."""
-        if self.rng.random() < self.rate:
-            return True
-        if self.cache_size:
-            with self._lock:
-                self._unsampled[event.request_id] = event
-                while len(self._unsampled) > self.cache_size:
-                    self._unsampled.popitem(last=False)
-        return False
+    def decide(self, event: SampledPrediction) -> Decision:
+        """Send ``event`` to the teacher now, or keep it in case feedback arrives."""
+        reason = candidate(event, self.policy, self.rng.random())
+        with self._lock:
+            if reason is not None:
+                floor = self.budget.capacity * self.UNIFORM_RESERVE if reason == "uniform" else 0
+                if self.budget.take(floor):
+                    return Decision(event.model_copy(update={"reason": reason}), reason, reason)
+            self._keep(event)
+        return Decision(None, "not_selected" if reason is None else "over_budget", reason or "none")
+
+    def _keep(self, event: SampledPrediction) -> None:
+        if not self.cache_size:
+            return
+        now = self.budget.clock()
+        self._unsampled[event.request_id] = (now + self.ttl_s, event)
+        while self._unsampled and (
+            len(self._unsampled) > self.cache_size or next(iter(self._unsampled.values()))[0] < now
+        ):
+            self._unsampled.popitem(last=False)
 
     def on_feedback(self, request_id: str) -> SampledPrediction | None:
-        """The cached event for a request that got feedback but was not sampled, once."""
+        """The cached event for a request that got feedback but was not sampled, once; it
+        spends budget even when none is left."""
         with self._lock:
-            event = self._unsampled.pop(request_id, None)
-        return None if event is None else event.model_copy(update={"reason": "feedback"})
+            entry = self._unsampled.pop(request_id, None)
+            if entry is None or entry[0] < self.budget.clock():
+                return None
+            self.budget.force()
+        return entry[1].model_copy(update={"reason": "feedback"})
 
 
 class Publisher:
@@ -84,10 +190,6 @@ class Publisher:
         except queue.Full:
             self.on_drop("queue_full")
             return False
-
-    def send_and_wait(self, topic: str, event: BaseModel, key: str, timeout_s: float) -> None:
-        """Send and block until the broker acknowledged (raises on failure or timeout)."""
-        bus.send(self.producer(), topic, event, key).get(timeout=timeout_s)
 
     def _drain(self) -> None:
         while True:

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from distillery.settings import StudentSettings
+from services.novelty import Reference
 
 
 def project_embeddings(teacher: torch.Tensor, width: int) -> torch.Tensor:
@@ -87,14 +88,20 @@ def quantize_linear(model: BertForSequenceClassification) -> BertForSequenceClas
 
 
 class Student:
-    """A loaded student version: ``predict_proba`` maps texts to (B, C) probabilities."""
+    """A loaded student version: ``predict`` maps texts to (B, C) probabilities and (B, H)
+    pooled embeddings; ``reference`` (if saved with it) scores how novel those embeddings are."""
 
     def __init__(
-        self, model: BertForSequenceClassification, tokenizer: object, max_tokens: int = 128
+        self,
+        model: BertForSequenceClassification,
+        tokenizer: object,
+        max_tokens: int = 128,
+        reference: Reference | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
+        self.reference = reference
         id2label: Any = model.config.id2label
         self.labels = [id2label[i] for i in sorted(id2label)]
 
@@ -104,14 +111,27 @@ class Student:
         model = BertForSequenceClassification.from_pretrained(str(path))
         if quantize:
             model = quantize_linear(model)
-        return cls(model, AutoTokenizer.from_pretrained(str(path)), max_tokens)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        return cls(model, tokenizer, max_tokens, Reference.load(path))
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Probabilities per label, (B, C)."""
+        return self.predict(texts, batch_size)[0]
+
+    def novelty(self, pooled: np.ndarray) -> np.ndarray | None:
+        """Novelty per row, (B, H) → (B,); None for a student saved without a reference."""
+        return None if self.reference is None else self.reference.score(pooled)
 
     @torch.inference_mode()
-    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Probabilities per label, (B, C); tokenised once, truncated, bucketed by length."""
+    def predict(self, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (B, C), pooled embeddings (B, H)); tokenised once, truncated, bucketed
+        by length. The pooled embedding is the mean of the last layer's token states: the
+        [CLS] pooler output the classifier reads is trained to keep only what separates the
+        labels, and could not tell tweets from movie reviews (AUC 0.49, bench/sampling.py)."""
         encoded = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)  # type: ignore[operator]
         ids: list[list[int]] = encoded["input_ids"]
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)  # (B, C)
+        pooled = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)  # (B, H)
         for bucket in length_buckets([len(x) for x in ids], batch_size):
             width = max(len(ids[i]) for i in bucket)
             input_ids = torch.zeros((len(bucket), width), dtype=torch.long)  # (b, L), 0 = [PAD]
@@ -119,6 +139,10 @@ class Student:
             for row, i in enumerate(bucket):
                 input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
                 mask[row, : len(ids[i])] = 1
-            logits = self.model(input_ids=input_ids, attention_mask=mask).logits  # (b, C)
-            out[bucket] = torch.softmax(logits, dim=-1).numpy()
-        return out
+            out = self.model.bert(input_ids=input_ids, attention_mask=mask)
+            logits = self.model.classifier(out.pooler_output)  # (b, C); dropout is off in eval
+            probs[bucket] = torch.softmax(logits, dim=-1).numpy()
+            weights = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)  # (b, L, 1)
+            mean = (out.last_hidden_state * weights).sum(1) / weights.sum(1)  # (b, H)
+            pooled[bucket] = mean.numpy()
+        return probs, pooled

@@ -15,7 +15,7 @@ from typing import Any
 
 from distillery.settings import Settings
 from distillery.task import Task
-from feedback.store import read_feedback, read_labels, write_shard
+from feedback.store import read_kind, read_labels, write_shard
 from services import deploy
 from services.student import Student
 from training import gate
@@ -63,8 +63,9 @@ def retrain(
 ) -> RoundReport:
     """Run one round from the example store and promote the candidate if the gate passes."""
     registry = Registry(settings.paths.registry_dir)
+    store = settings.paths.store_dir
     rows = join(
-        read_labels(settings.paths.store_dir), read_feedback(settings.paths.store_dir), task
+        read_labels(store), read_kind(store, "feedback"), task, settings.store.join_window_s
     )
     if rows.empty:
         raise RuntimeError("the example store holds no teacher labels yet: nothing to train on")

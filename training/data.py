@@ -8,6 +8,7 @@ Held-out rows (a stable hash of the request id) never train; the gate measures o
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,8 @@ import pandas as pd
 
 from distillery.task import Task
 from training.registry import Lineage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,28 @@ def in_holdout(request_id: str, fraction: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
 
-def join(labels: pd.DataFrame, feedback: pd.DataFrame, task: Task) -> pd.DataFrame:
-    """Labels for this task's label list, with rating and correction index (-1) joined in."""
+def on_time(rows: pd.DataFrame, feedback: pd.DataFrame, window_s: float) -> pd.DataFrame:
+    """Feedback that arrived within ``window_s`` seconds of its prediction, the latest per
+    request. A label row's prediction time is ``predicted_at``, or its own ``ts`` if absent."""
+    if "predicted_at" in rows.columns:
+        predicted = rows["predicted_at"].astype(float).fillna(rows["ts"].astype(float))
+    else:
+        predicted = rows["ts"].astype(float)
+    when = dict(zip(rows["request_id"], predicted, strict=True))
+    fb = feedback[feedback["request_id"].isin(when.keys())]
+    delay = fb["ts"].astype(float) - fb["request_id"].map(when)
+    late = int((delay > window_s).sum())
+    if late:
+        log.info("join: %d feedback events arrived after the %gs window: left out", late, window_s)
+    fb = fb[delay <= window_s].sort_values("ts", kind="stable")
+    return fb.drop_duplicates("request_id", keep="last")
+
+
+def join(
+    labels: pd.DataFrame, feedback: pd.DataFrame, task: Task, window_s: float = float("inf")
+) -> pd.DataFrame:
+    """Labels for this task's label list, with rating and correction index (-1) joined in from
+    the latest feedback that came within ``window_s`` of the prediction."""
     if labels.empty:
         return labels.assign(correction=[], rating=[])
     same_task = labels["labels"].map(lambda names: list(names) == task.label_names)
@@ -41,7 +64,7 @@ def join(labels: pd.DataFrame, feedback: pd.DataFrame, task: Task) -> pd.DataFra
         rows["rating"] = np.nan
         rows["correction"] = -1
         return rows
-    fb = feedback.set_index("request_id")
+    fb = on_time(rows, feedback, window_s).set_index("request_id")
     rows["rating"] = rows["request_id"].map(fb["rating"])
     corrected = rows["request_id"].map(fb["corrected_label"])
     rows["correction"] = [

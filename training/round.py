@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,35 @@ def _epoch(model: Any, optimizer: Any, frame: pd.DataFrame, tokenizer: Any, cfg:
     return total / max(seen, 1)
 
 
+def fit(
+    model: Any,
+    frame: pd.DataFrame,
+    tokenizer: Any,
+    config: dict[str, Any],
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """``config["epochs"]`` passes of AdamW (``learning_rate``) over ``frame`` (text,
+    teacher_logits (C,), correction, kd_weight); no Ray. Returns per-epoch metrics (epoch, mean
+    loss, examples/s) and hands each to ``on_epoch`` as soon as its epoch ends."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"])
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    for epoch in range(config["epochs"]):
+        loss = _epoch(model, optimizer, frame, tokenizer, {**config, "epoch": epoch})
+        elapsed = time.perf_counter() - start
+        metrics: dict[str, float] = {
+            "epoch": epoch + 1,
+            "loss": loss,
+            "examples_per_s": len(frame) * (epoch + 1) / elapsed,
+        }
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics)
+    return history
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: its shard of the rows, ``epochs`` passes, rank 0 saves."""
     import ray.train
@@ -89,27 +119,35 @@ def train_loop(config: dict[str, Any]) -> None:
     frame = pd.read_parquet(config["train_path"]).iloc[rank::world].reset_index(drop=True)
     tokenizer = AutoTokenizer.from_pretrained(config["tokenizer_dir"])
     model = ray.train.torch.prepare_model(_load_model(config))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"])
-    start = time.perf_counter()
-    for epoch in range(config["epochs"]):
-        loss = _epoch(model, optimizer, frame, tokenizer, {**config, "epoch": epoch})
-        elapsed = time.perf_counter() - start
-        metrics = {
-            "epoch": epoch + 1,
-            "loss": loss,
-            "examples_per_s": len(frame) * (epoch + 1) / elapsed,
-        }
-        if epoch + 1 < config["epochs"]:
+
+    def report_unless_last(metrics: dict[str, float]) -> None:
+        if metrics["epoch"] < config["epochs"]:
             ray.train.report(metrics)
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            if rank == 0:
-                unwrapped: Any = getattr(model, "module", model)
-                unwrapped.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-                (Path(tmp) / "train_metrics.json").write_text(json.dumps(metrics))
-            checkpoint = Checkpoint.from_directory(tmp) if rank == 0 else None
-            ray.train.report(metrics, checkpoint=checkpoint)
+
+    metrics = fit(model, frame, tokenizer, config, report_unless_last)[-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        if rank == 0:
+            unwrapped: Any = getattr(model, "module", model)
+            unwrapped.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            save_reference(unwrapped, tokenizer, frame, config["max_tokens"], Path(tmp))
+            (Path(tmp) / "train_metrics.json").write_text(json.dumps(metrics))
+        checkpoint = Checkpoint.from_directory(tmp) if rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def save_reference(
+    model: Any, tokenizer: Any, frame: pd.DataFrame, max_tokens: int, folder: Path
+) -> None:
+    """Save the novelty reference (``services.novelty``) of the rows this student trained on:
+    at most 2,000 of them, enough for a mean and a 95th percentile."""
+    from services.novelty import fit_reference
+    from services.student import Student
+
+    texts = list(frame["text"].sample(n=min(len(frame), 2_000), random_state=0))
+    if len(texts) >= 2:
+        _, pooled = Student(model, tokenizer, max_tokens).predict(texts)  # (N, H)
+        fit_reference(pooled).save(folder)
 
 
 def run_round(

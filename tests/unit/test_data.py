@@ -37,6 +37,8 @@ def _label_row(i: int, labels: Any = None, **extra: Any) -> dict[str, Any]:
         "model_version": 1,
         "source_partition": i % 2,
         "source_offset": i,
+        "predicted_at": float(i),
+        "reason": "uniform",
         "topic": Topics.LABELS,
         "partition": i % 2,
         "offset": 1000 + i,
@@ -105,6 +107,32 @@ def test_join_maps_corrected_labels_to_indices() -> None:
     assert rows["correction"].tolist() == [0, 1, -1, -1, -1]
     assert rows["rating"].tolist()[:4] == [1, 2, 5, 1]
     assert np.isnan(rows["rating"].iloc[4])
+
+
+def test_feedback_after_the_join_window_is_left_out() -> None:
+    labels = _labels(range(3))  # predicted at t = 0, 1, 2
+    feedback = pd.DataFrame(
+        [
+            _feedback_row(0, 1, "negative", ts=0.0 + 30),  # 30 s after: on time
+            _feedback_row(1, 1, "negative", ts=1.0 + 90),  # 90 s after: late
+            _feedback_row(2, 2, "negative", ts=2.0 + 10),  # on time ...
+            _feedback_row(2, 5, "positive", ts=2.0 + 500),  # ... then a late change of mind
+        ]
+    )
+    rows = join(labels, feedback, TASK, window_s=60)
+    assert rows["correction"].tolist() == [0, -1, 0]
+    assert rows["rating"].tolist()[0] == 1 and np.isnan(rows["rating"].iloc[1])
+    assert rows["rating"].iloc[2] == 2  # the latest feedback *within* the window
+    wide = join(labels, feedback, TASK, window_s=1_000)
+    assert wide["correction"].tolist() == [0, 0, 1]
+
+
+def test_join_window_falls_back_to_label_time_for_old_rows() -> None:
+    labels = _labels(range(2)).drop(columns=["predicted_at"])  # shards written before the field
+    labels["ts"] = [100.0, 100.0]
+    feedback = pd.DataFrame([_feedback_row(0, 1, "negative", ts=150.0)])
+    assert join(labels, feedback, TASK, window_s=60)["correction"].tolist() == [0, -1]
+    assert join(labels, feedback, TASK, window_s=10)["correction"].tolist() == [-1, -1]
 
 
 def test_join_of_no_labels_is_empty_with_correction_column() -> None:

@@ -135,3 +135,29 @@ def test_int8_student_stays_close_to_fp32(student: Student, tmp_path: Path) -> N
     int8 = Student.load(tmp_path, 32, quantize=True)
     assert any("quantized" in type(m).__module__ for m in int8.model.modules())
     np.testing.assert_allclose(int8.predict_proba(texts), fp32, atol=0.05)
+
+
+def test_predict_matches_the_model_and_pools_only_real_tokens(student: Student) -> None:
+    probs, pooled = student.predict(TEXTS)
+    assert pooled.shape == (len(TEXTS), student.model.config.hidden_size)
+    enc = student.tokenizer(TEXTS, padding=True, return_tensors="pt")  # type: ignore[operator]
+    with torch.no_grad():
+        out = student.model(**enc, output_hidden_states=True)
+    np.testing.assert_allclose(probs, torch.softmax(out.logits, -1).numpy(), atol=1e-5)
+    mask = enc["attention_mask"].unsqueeze(-1).float()  # (B, L, 1)
+    mean = (out.hidden_states[-1] * mask).sum(1) / mask.sum(1)  # (B, H)
+    np.testing.assert_allclose(pooled, mean.numpy(), atol=1e-4)
+    assert student.novelty(pooled) is None  # saved without a reference
+
+
+def test_a_student_saved_with_a_reference_scores_novelty(student: Student, tmp_path: Path) -> None:
+    from services.novelty import fit_reference
+
+    student.model.save_pretrained(tmp_path)
+    student.tokenizer.save_pretrained(tmp_path)  # type: ignore[attr-defined]
+    _, pooled = student.predict(TEXTS)
+    fit_reference(pooled).save(tmp_path)
+    loaded = Student.load(tmp_path, max_tokens=32)
+    scores = loaded.novelty(loaded.predict(TEXTS)[1])
+    assert scores is not None and scores.shape == (len(TEXTS),)
+    assert np.quantile(scores, 0.95) == pytest.approx(1.0, rel=1e-4)  # units of the 95th pct

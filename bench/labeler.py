@@ -1,0 +1,200 @@
+"""Labeler throughput over the real embedded broker against the teacher's raw speed, and the
+lag from prediction to label at a steady input rate.
+
+``python -m bench.labeler`` (``make bench-labeler``) writes ``bench/results/labeler.{json,md}``.
+All in one process, one torch thread each, as the labeler actor runs. In ``rounds`` rounds: the
+teacher alone on a chunk of texts at the labeler's batch size, then the running labeler draining
+the same chunk as a backlog from Kafka (counted from its first finished batch of the chunk, so
+consumer-group join and model load are left out); then events produced
+at half the teacher's raw rate for ``lag_s`` seconds, each label's lag = the moment it is read
+back from the labels topic minus its prediction time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.harness import markdown_table, texts, write_results
+from distillery import bus
+from distillery.events import SampledPrediction, TeacherLabel, Topics, decode
+from distillery.settings import KafkaSettings, PathSettings, Settings
+from distillery.task import load_task
+from services.broker import EmbeddedBroker
+from services.labeler import Labeler
+
+ROOT = Path(__file__).resolve().parent.parent
+GOAL = 0.9
+
+
+@dataclass(frozen=True)
+class Lag:
+    n: int
+    p50_s: float
+    p95_s: float
+    p99_s: float
+    max_s: float
+
+
+def raw_seconds(labeler: Labeler, chunk: list[str]) -> float:
+    """Seconds the teacher alone takes on ``chunk``, at the labeler's batch size."""
+    start = time.perf_counter()
+    labeler.teacher.logits(chunk, batch_size=labeler.settings.teacher.batch_size)
+    return time.perf_counter() - start
+
+
+def _event(i: int, text: str, prefix: str) -> SampledPrediction:
+    return SampledPrediction(
+        request_id=f"{prefix}-{i}", text=text, student_probs=[0.5, 0.5], model_version=1
+    )
+
+
+def drain(labeler: Labeler, chunk: list[str], kafka: KafkaSettings, tag: str) -> tuple[int, float]:
+    """Put ``chunk`` on the sampled topic as a backlog and wait until the running labeler has
+    labelled it: (labels, seconds) from its first finished batch of this backlog to the batch
+    before its last (the first waits for the backlog to arrive, the last, partial one for the
+    batch window: neither is throughput)."""
+    base = labeler.counts["labelled"]
+    producer = bus.make_producer(kafka)
+    for i, text in enumerate(chunk):
+        bus.send(producer, Topics.SAMPLED, _event(i, text, tag), f"{tag}-{i}")
+    producer.flush()
+    producer.close()
+    while labeler.counts["labelled"] == base:
+        time.sleep(0.05)
+    first, start = labeler.counts["labelled"], time.perf_counter()
+    while (done := labeler.counts["labelled"]) < base + len(
+        chunk
+    ) - labeler.settings.teacher.batch_size:
+        time.sleep(0.05)
+    seconds = time.perf_counter() - start
+    while labeler.counts["labelled"] < base + len(chunk):
+        time.sleep(0.05)
+    return done - first, seconds
+
+
+def interleaved(
+    labeler: Labeler, chunks: list[list[str]], kafka: KafkaSettings
+) -> dict[str, float]:
+    """Teacher alone, then the labeler over Kafka, chunk after chunk: the machine's drift
+    (this one is noisy) hits both alike. Rates in texts per second."""
+    threading.Thread(target=labeler.run, daemon=True).start()
+    raw_n, raw_s, lab_n, lab_s = 0, 0.0, 0, 0.0
+    for i, chunk in enumerate(chunks):
+        raw_s += raw_seconds(labeler, chunk)
+        raw_n += len(chunk)
+        n, seconds = drain(labeler, chunk, kafka, f"backlog{i}")
+        lab_n, lab_s = lab_n + n, lab_s + seconds
+    return {"raw": raw_n / raw_s, "labeler": lab_n / lab_s}
+
+
+def steady_lag(kafka: KafkaSettings, sample: list[str], rate: float, seconds: float) -> Lag:
+    """Produce at ``rate`` events/s for ``seconds``; read labels back; lag percentiles."""
+    lags: list[float] = []
+    wanted = int(rate * seconds)
+    ready, done = threading.Event(), threading.Event()
+    args = (kafka, wanted, lags, ready, done)
+    threading.Thread(target=_read_lags, args=args, daemon=True).start()
+    ready.wait(timeout=30)
+    producer = bus.make_producer(kafka)
+    start = time.monotonic()
+    for i in range(wanted):
+        time.sleep(max(0.0, start + i / rate - time.monotonic()))
+        text = sample[i % len(sample)]
+        bus.send(producer, Topics.SAMPLED, _event(i, text, "steady"), f"steady-{i}")
+    producer.flush()
+    done.wait(timeout=seconds + 120)
+    ordered = sorted(lags)
+    return Lag(
+        len(ordered), _pct(ordered, 0.5), _pct(ordered, 0.95), _pct(ordered, 0.99),
+        round(ordered[-1], 3),
+    )  # fmt: skip
+
+
+def _pct(ordered: list[float], q: float) -> float:
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
+def _read_lags(kafka: KafkaSettings, wanted: int, lags: list[float], ready: Any, done: Any) -> None:
+    consumer = bus.make_reader(kafka)
+    parts = bus.partitions(consumer, Topics.LABELS)
+    consumer.assign(parts)
+    for tp, end in consumer.end_offsets(parts).items():
+        consumer.seek(tp, end)  # explicit: seek_to_end resolves only at the next poll
+    ready.set()
+    while len(lags) < wanted:
+        for record in bus.poll(consumer, 200, 1_000):
+            label = decode(TeacherLabel, record.value)
+            if label.request_id.startswith("steady-") and label.predicted_at is not None:
+                lags.append(time.time() - label.predicted_at)
+    consumer.close()
+    done.set()
+
+
+def run(n: int, rounds: int, lag_s: float) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    with EmbeddedBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        bus.ensure_topics(kafka)
+        settings = Settings(kafka=kafka, paths=PathSettings(state_dir=ROOT / "state/bench-labeler"))
+        labeler = Labeler(settings, load_task(settings.paths.task_file))
+        sample = texts(n, settings.paths.data_dir, seed=3)
+        labeler.teacher.logits(sample[:64])  # warm up
+        size = -(-n // rounds)
+        rates = interleaved(labeler, [sample[i : i + size] for i in range(0, n, size)], kafka)
+        lag = steady_lag(kafka, sample, rates["raw"] / 2, lag_s)
+        labeler.stop()
+    return {
+        "texts": n,
+        "rounds": rounds,
+        "batch_size": settings.teacher.batch_size,
+        "batch_wait_s": settings.teacher.batch_wait_s,
+        "raw_teacher_per_s": round(rates["raw"], 1),
+        "labeler_per_s": round(rates["labeler"], 1),
+        "ratio": round(rates["labeler"] / rates["raw"], 3),
+        "goal": GOAL,
+        "steady_rate_per_s": round(rates["raw"] / 2, 1),
+        "lag_s": lag.__dict__,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    lag = result["lag_s"]
+    met = "met" if result["ratio"] >= GOAL else "NOT met"
+    rows = [
+        ["teacher alone, batch after batch", f"{result['raw_teacher_per_s']} texts/s"],
+        ["labeler over Kafka (backlog)", f"{result['labeler_per_s']} labels/s"],
+        ["ratio (goal ≥ 0.9)", f"{result['ratio']} ({met})"],
+        [
+            f"lag at {result['steady_rate_per_s']} events/s, p50 / p95 / p99 / max",
+            f"{lag['p50_s']} / {lag['p95_s']} / {lag['p99_s']} / {lag['max_s']} s ({lag['n']})",
+        ],
+    ]
+    head = (
+        f"Labeler, {result['texts']} VADER texts in {result['rounds']} interleaved rounds, "
+        f"batch {result['batch_size']}, "
+        f"wait {result['batch_wait_s']} s, one torch thread, embedded broker.\n\n"
+    )
+    return head + markdown_table(["measure", "value"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--texts", type=int, default=1_800)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--lag-seconds", type=float, default=60)
+    args = parser.parse_args()
+    result = run(args.texts, args.rounds, args.lag_seconds)
+    json_path, md_path = write_results("labeler", result, table(result))
+    print(table(result))
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()

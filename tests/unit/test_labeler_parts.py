@@ -1,0 +1,48 @@
+"""The labeler's pure parts: batch parsing with dedupe, the bounded id set, commit offsets."""
+
+from __future__ import annotations
+
+from distillery import bus
+from distillery.events import SampledPrediction, Topics, encode
+from services.labeler import Recent, parse_batch
+
+
+def _record(offset: int, value: bytes, partition: int = 0) -> bus.Record:
+    return bus.Record(Topics.SAMPLED, partition, offset, value)
+
+
+def _sampled(request_id: str, probs: list[float] | None = None) -> bytes:
+    event = SampledPrediction(
+        request_id=request_id, text="t", student_probs=probs or [0.5, 0.5], model_version=1
+    )
+    return encode(event)
+
+
+def test_parse_batch_dedupes_by_request_id_and_sets_aside_the_bad() -> None:
+    records = [
+        _record(0, _sampled("a")),
+        _record(1, b"not json"),
+        _record(2, _sampled("a")),  # the same request sampled twice
+        _record(3, _sampled("b", [0.2, 0.3, 0.5])),  # three labels for a two-label task
+        _record(4, _sampled("c")),
+    ]
+    good, bad = parse_batch(records, n_labels=2)
+    assert [(r.offset, e.request_id) for r, e in good] == [(0, "a"), (4, "c")]
+    assert [r.offset for r, _ in bad] == [1, 3]
+    assert "student_probs has 3 values, task has 2" in bad[1][1]
+
+
+def test_recent_forgets_the_oldest_beyond_its_size() -> None:
+    recent = Recent(3)
+    for rid in "abcd":
+        recent.add(rid)
+    assert "a" not in recent and all(rid in recent for rid in "bcd")
+    recent.add("b")  # seen again: now the newest
+    recent.add("e")
+    assert "c" not in recent and "b" in recent and len(recent) == 3
+
+
+def test_offsets_after_commits_one_past_the_highest_per_partition() -> None:
+    records = [_record(5, b""), _record(3, b""), _record(9, b"", partition=2)]
+    offsets = bus.offsets_after(records)
+    assert {tp.partition: meta.offset for tp, meta in offsets.items()} == {0: 6, 2: 10}
