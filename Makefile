@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap wrk
+.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling wrk
 
 setup: $(STAMP) data
 
@@ -36,6 +36,13 @@ bench-serve: setup wrk
 
 bench-swap: setup
 	$(BIN)/python -m bench.swap
+
+bench-labeler: setup
+	$(BIN)/python -m bench.labeler
+
+# Targeted vs uniform teacher sampling after a domain shift (no Ray; state/bench-sampling).
+bench-sampling: setup
+	$(BIN)/python -m bench.sampling
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
