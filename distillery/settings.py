@@ -183,6 +183,13 @@ class TrainSettings(BaseSettings):
     batch_size: int = Field(default=32, ge=1)
     window_size: int = Field(default=2_000, ge=1)
     replay_ratio: float = Field(default=1.0, ge=0)
+    bad_rating_max: int = Field(default=2, ge=1, le=5, description="ratings this low are 'bad'")
+    bad_agreement_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="KD weight of a teacher label that agrees with a bad-rated answer (0: drop)",
+    )
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
     num_workers: int = Field(default=1, ge=1)
     worker_cpus: float = Field(default=0.5, gt=0)

@@ -77,6 +77,8 @@ def retrain(
         cfg.replay_ratio,
         cfg.holdout_fraction,
         cfg.seed,
+        cfg.bad_rating_max,
+        cfg.bad_agreement_weight,
     )
     return _train_gate_promote(settings, task, registry, data, dashboard_url, reason, replicas)
 

@@ -1,7 +1,8 @@
 """A round's data: recent teacher labels + replay of older ones, joined with feedback.
 
-Rows carry ``teacher_logits`` (C,), ``correction`` (label index, -1 if none) and ``kd_weight``:
-a human correction overrides the teacher, so its row gets kd_weight 0 and a cross-entropy target.
+Rows carry ``teacher_logits`` (C,), ``correction`` (label index, -1 if none) and ``kd_weight``
+(``kd_weights``): a human correction overrides the teacher, so its row gets kd_weight 0 and a
+cross-entropy target; a teacher label that agrees with an answer the user rated bad is distrusted.
 Held-out rows (a stable hash of the request id) never train; the gate measures on them.
 """
 
@@ -57,21 +58,48 @@ def join(
     """Labels for this task's label list, with rating and correction index (-1) joined in from
     the latest feedback that came within ``window_s`` of the prediction."""
     if labels.empty:
-        return labels.assign(correction=[], rating=[])
+        return labels.assign(correction=[], rating=[], served_label=[])
     same_task = labels["labels"].map(lambda names: list(names) == task.label_names)
     rows = labels[same_task].copy()
     if feedback.empty:
         rows["rating"] = np.nan
         rows["correction"] = -1
+        rows["served_label"] = None
         return rows
     fb = on_time(rows, feedback, window_s).set_index("request_id")
     rows["rating"] = rows["request_id"].map(fb["rating"])
+    rows["served_label"] = rows["request_id"].map(fb["predicted_label"])
     corrected = rows["request_id"].map(fb["corrected_label"])
     rows["correction"] = [
         task.label_names.index(c) if isinstance(c, str) and c in task.label_names else -1
         for c in corrected
     ]
     return rows
+
+
+def kd_weights(rows: pd.DataFrame, bad_rating_max: int, bad_agreement_weight: float) -> np.ndarray:
+    """KD weight per row, (N,), float32:
+
+    - 0 where a human corrected the answer: the correction's cross-entropy replaces the teacher;
+    - ``bad_agreement_weight`` where the user rated the answer bad (rating ≤ ``bad_rating_max``)
+      without correcting it and the teacher's top label is the very answer the user rejected:
+      the teacher was probably wrong too, so its label is down-weighted (0 = excluded);
+    - 1 otherwise (no feedback, a good rating, or a teacher that disagreed with the bad answer).
+    """
+    corrected = rows["correction"].to_numpy() >= 0  # (N,)
+    if "rating" in rows:
+        rating = pd.to_numeric(rows["rating"], errors="coerce").to_numpy(dtype=float)  # (N,)
+    else:
+        rating = np.full(len(rows), np.nan)
+    teacher_top = [
+        list(names)[int(np.argmax(probs))]
+        for names, probs in zip(rows["labels"], rows["teacher_probs"], strict=True)
+    ]
+    served = rows["served_label"] if "served_label" in rows else pd.Series([None] * len(rows))
+    agrees = np.array([t == s for t, s in zip(teacher_top, served, strict=True)], dtype=bool)
+    distrusted = (rating <= bad_rating_max) & agrees & ~corrected  # NaN rating → False
+    weights = np.where(distrusted, bad_agreement_weight, 1.0)
+    return np.where(corrected, 0.0, weights).astype(np.float32)
 
 
 def build_round(
@@ -81,6 +109,8 @@ def build_round(
     replay_ratio: float,
     holdout_fraction: float,
     seed: int = 0,
+    bad_rating_max: int = 2,
+    bad_agreement_weight: float = 0.0,
 ) -> RoundData:
     """Split joined rows into train (recent window + replay) / holdout / golden, with lineage."""
     held = rows["request_id"].map(lambda rid: in_holdout(rid, holdout_fraction)).astype(bool)
@@ -89,7 +119,7 @@ def build_round(
     n_replay = min(len(older), round(replay_ratio * len(recent)))
     replay = older.sample(n=n_replay, random_state=seed) if n_replay else older.iloc[:0]
     train = pd.concat([recent, replay], ignore_index=True)
-    train["kd_weight"] = (train["correction"] < 0).astype(np.float32)
+    train["kd_weight"] = kd_weights(train, bad_rating_max, bad_agreement_weight)
     holdout = rows[held & (rows["ts"] > since_ts)]
     if len(holdout) == 0:
         holdout = rows[held]
@@ -100,6 +130,7 @@ def build_round(
         recent_rows=len(recent),
         replay_rows=len(replay),
         correction_rows=int((train["correction"] >= 0).sum()),
+        distrusted_rows=int(((train["kd_weight"] < 1) & (train["correction"] < 0)).sum()),
         window_end_ts=float(rows["ts"].max()) if len(rows) else since_ts,
     )
     return RoundData(train.reset_index(drop=True), holdout, golden, lineage)

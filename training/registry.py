@@ -36,6 +36,9 @@ class Lineage(BaseModel):
     recent_rows: int = 0
     replay_rows: int = 0
     correction_rows: int = 0
+    distrusted_rows: int = Field(
+        default=0, description="teacher labels down-weighted: they agreed with a bad-rated answer"
+    )
     window_end_ts: float = 0.0
 
 

@@ -12,7 +12,7 @@ import pytest
 from distillery.events import FeedbackEvent, TeacherLabel, Topics
 from distillery.task import Label, Task
 from feedback.store import read_feedback, read_labels, write_shard
-from training.data import build_round, in_holdout, join, offset_ranges
+from training.data import build_round, in_holdout, join, kd_weights, offset_ranges
 
 TASK = Task(
     name="sentiment",
@@ -299,3 +299,45 @@ def test_window_end_and_holdout_fallback() -> None:
     assert data.lineage.replay_rows == 0  # replay follows the recent count
     assert set(data.holdout["request_id"]) == _held(rows, 0.3)  # no recent held rows: all of them
     assert data.train.empty
+
+
+def _rated(i: int, rating: int, corrected: str | None, served: str) -> dict[str, Any]:
+    return {**_feedback_row(i, rating, corrected), "predicted_label": served}
+
+
+def test_a_teacher_label_agreeing_with_a_bad_rated_answer_is_distrusted() -> None:
+    labels = _labels(range(5))  # the teacher's top label is "negative" on every row
+    feedback = pd.DataFrame(
+        [
+            _rated(0, 1, None, served="negative"),  # rated bad, teacher agrees: distrusted
+            _rated(1, 1, None, served="positive"),  # rated bad, teacher disagreed: trusted
+            _rated(2, 5, None, served="negative"),  # rated good: trusted
+            _rated(3, 2, "positive", served="negative"),  # corrected: cross-entropy, no KD
+        ]
+    )
+    rows = join(labels, feedback, TASK)  # req-4 has no feedback
+    assert kd_weights(rows, bad_rating_max=2, bad_agreement_weight=0.0).tolist() == [0, 1, 1, 0, 1]
+    assert kd_weights(rows, 2, 0.25).tolist() == [0.25, 1, 1, 0, 1]
+    rows.loc[rows["request_id"] == "req-0", "rating"] = 3
+    assert kd_weights(rows, 2, 0.0).tolist() == [1, 1, 1, 0, 1]  # 3 is not bad at max 2
+    assert kd_weights(rows, 3, 0.0).tolist() == [0, 1, 1, 0, 1]
+
+
+def test_rows_without_feedback_keep_full_kd_weight() -> None:
+    rows = join(_labels(range(3)), NO_FEEDBACK, TASK)
+    assert kd_weights(rows, 2, 0.0).tolist() == [1, 1, 1]
+
+
+def test_build_round_distrusts_and_counts_in_the_lineage() -> None:
+    labels = _labels(range(40))
+    feedback = pd.DataFrame([_rated(i, 1, None, served="negative") for i in range(0, 40, 4)])
+    rows = join(labels, feedback, TASK)
+    data = build_round(
+        rows, since_ts=-1.0, window_size=100, replay_ratio=0.0, holdout_fraction=0.1,
+        bad_rating_max=2, bad_agreement_weight=0.0,
+    )  # fmt: skip
+    train = data.train
+    rated = train["request_id"].isin(feedback["request_id"])
+    assert rated.any() and (train.loc[rated, "kd_weight"] == 0).all()
+    assert (train.loc[~rated, "kd_weight"] == 1).all()
+    assert data.lineage.distrusted_rows == int(rated.sum())
