@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +118,17 @@ def make_consumer(
         listener = _Listener()
     consumer.subscribe(topics, listener=listener)
     return consumer
+
+
+def keep_running(body: Callable[[], None], stop: threading.Event, what: str) -> None:
+    """Run ``body`` (one connected session of a consumer loop) until ``stop``; when Kafka fails
+    it (a broker restart), log and start a new session after 2 s: uncommitted work replays."""
+    while not stop.is_set():
+        try:
+            body()
+        except Exception:
+            log.exception("%s lost Kafka; reconnecting (uncommitted work is replayed)", what)
+            stop.wait(2.0)
 
 
 def send(producer: KafkaProducer, topic: str, event: BaseModel, key: str) -> Any:

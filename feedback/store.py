@@ -50,15 +50,6 @@ def read_labels(store_dir: Path) -> pd.DataFrame:
     return frame.drop_duplicates("request_id", keep="first").reset_index(drop=True)
 
 
-def read_feedback(store_dir: Path) -> pd.DataFrame:
-    """Feedback, one row per request id (the latest rating wins)."""
-    frame = read_kind(store_dir, "feedback")
-    if frame.empty:
-        return frame
-    frame = frame.sort_values("ts", kind="stable")
-    return frame.drop_duplicates("request_id", keep="last").reset_index(drop=True)
-
-
 def count_labels_since(store_dir: Path, since_ts: float) -> int:
     frame = read_kind(store_dir, "labels", columns=["request_id", "ts"])
     if frame.empty:
@@ -87,12 +78,7 @@ class ExampleStore:
         from monitoring.metrics import loop_metrics
 
         metrics = loop_metrics()
-        while not self._stop.is_set():
-            try:
-                self._run_connected(metrics)
-            except Exception:
-                log.exception("store lost Kafka; reconnecting (unflushed rows are replayed)")
-                self._stop.wait(2.0)
+        bus.keep_running(lambda: self._run_connected(metrics), self._stop, "store")
 
     def _run_connected(self, metrics: Any) -> None:
         consumer = bus.make_consumer(self.settings.kafka, GROUP, list(KINDS))

@@ -140,18 +140,13 @@ class Labeler:
         from monitoring.metrics import loop_metrics
 
         self._metrics = loop_metrics()
-        while not self._stop.is_set():
-            try:
-                self._run_connected()
-            except Exception:
-                log.exception("labeler lost Kafka; reconnecting (uncommitted work is replayed)")
-                self._stop.wait(2.0)
+        bus.keep_running(self._run_connected, self._stop, "labeler")
 
     def _run_connected(self) -> None:
         """Pipelined: while the teacher labels batch n on its thread, this thread fetches batch
         n + 1 and queues it behind n, then sends n's labels, waits for their acks and commits
-        n's own offsets; so the teacher never waits on Kafka."""
-        self._rescan.set()
+        n's own offsets; so the teacher never waits on Kafka. Every assignment (this session's
+        first included) reads the labels topic back before any record is labelled."""
         consumer = bus.make_consumer(
             self.settings.kafka, GROUP, [Topics.SAMPLED], on_assigned=lambda _: self._rescan.set()
         )

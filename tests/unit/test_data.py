@@ -11,7 +11,7 @@ import pytest
 
 from distillery.events import FeedbackEvent, TeacherLabel, Topics
 from distillery.task import Label, Task
-from feedback.store import read_feedback, read_labels, write_shard
+from feedback.store import read_kind, read_labels, write_shard
 from training.data import build_round, in_holdout, join, kd_weights, offset_ranges
 
 TASK = Task(
@@ -146,7 +146,7 @@ def test_join_through_parquet_shards(tmp_path: Path) -> None:
     write_shard(tmp_path, "labels", [_label_row(0, text="a replayed duplicate")])
     write_shard(tmp_path, "feedback", [_feedback_row(1, 5, None, ts=1.0)])
     write_shard(tmp_path, "feedback", [_feedback_row(1, 1, "negative", ts=2.0)])
-    rows = join(read_labels(tmp_path), read_feedback(tmp_path), TASK)
+    rows = join(read_labels(tmp_path), read_kind(tmp_path, "feedback"), TASK)
     assert rows["request_id"].tolist() == ["req-0", "req-1", "req-2", "req-3"]
     assert rows["text"].iloc[0] == "text number 0"  # first written wins
     assert rows["correction"].tolist() == [-1, 0, -1, -1]  # latest feedback wins
