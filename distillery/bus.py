@@ -126,6 +126,8 @@ def keep_running(body: Callable[[], None], stop: threading.Event, what: str) -> 
     while not stop.is_set():
         try:
             body()
+        except TopicRecreated as exc:
+            log.warning("%s: %s; a new session reads it from the start", what, exc)
         except Exception:
             log.exception("%s lost Kafka; reconnecting (uncommitted work is replayed)", what)
             stop.wait(2.0)
@@ -153,6 +155,32 @@ def poll(consumer: KafkaConsumer, timeout_ms: int, max_records: int) -> list[Rec
         for messages in batches.values()
         for m in messages
     ]
+
+
+class TopicRecreated(RuntimeError):
+    """A topic this consumer reads was deleted and created again (an in-memory broker that
+    restarted empty): its positions and committed offsets mean nothing any more."""
+
+
+class TopicWatch:
+    """Remembers the id of each topic a consumer reads; ``check`` raises ``TopicRecreated``
+    once one changes. Without it a consumer that outlives a broker restart keeps reading the
+    new, empty topic at its old positions and silently skips what lands below them."""
+
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._cluster = consumer._client.cluster  # topic ids live only here in kafka-python
+        self._consumer = consumer
+        self._ids: dict[str, Any] = {}
+
+    def check(self) -> None:
+        topics = self._consumer.subscription() or {tp.topic for tp in self._consumer.assignment()}
+        for topic in topics:
+            now = self._cluster.topic_id(topic)
+            if now is None:
+                continue
+            seen = self._ids.setdefault(topic, now)
+            if seen != now:
+                raise TopicRecreated(f"topic {topic} was recreated (id {seen} -> {now})")
 
 
 def offsets_after(records: list[Record]) -> dict[Any, Any]:

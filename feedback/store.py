@@ -83,11 +83,18 @@ class ExampleStore:
     def _run_connected(self, metrics: Any) -> None:
         consumer = bus.make_consumer(self.settings.kafka, GROUP, list(KINDS))
         producer = bus.make_producer(self.settings.kafka)
+        watch = bus.TopicWatch(consumer)
         pending: dict[str, list[dict[str, Any]]] = {"labels": [], "feedback": []}
         last_flush = time.monotonic()
         try:
             while not self._stop.is_set():
-                for record in bus.poll(consumer, 500, self.settings.store.flush_rows):
+                records = bus.poll(consumer, 500, self.settings.store.flush_rows)
+                try:
+                    watch.check()
+                except bus.TopicRecreated:  # keep what the old topic gave; re-read the new one
+                    self._flush(pending, producer, metrics)
+                    raise
+                for record in records:
                     self._take(record, pending, producer)
                 size = sum(len(rows) for rows in pending.values())
                 due = time.monotonic() - last_flush >= self.settings.store.flush_s

@@ -151,21 +151,23 @@ class Labeler:
             self.settings.kafka, GROUP, [Topics.SAMPLED], on_assigned=lambda _: self._rescan.set()
         )
         producer = bus.make_producer(self.settings.kafka)
+        watch = bus.TopicWatch(consumer)
         self._inflight.clear()
         pool = ThreadPoolExecutor(1, "teacher", initializer=_one_torch_thread)
         try:
             pending: deque[Pending] = deque()
             while not self._stop.is_set():
                 records = self._gather(consumer)
+                watch.check()  # before a record read at a stale position is labelled
                 if self._rescan.is_set():
                     self._rescan.clear()
                     self.remember_labelled()
                 if records:
                     pending.append(self._start(records, pool))
                 while len(pending) > (1 if records else 0):
-                    self._finish(pending.popleft(), producer, consumer)
+                    self._finish(pending.popleft(), producer, consumer, watch)
             while pending:
-                self._finish(pending.popleft(), producer, consumer)
+                self._finish(pending.popleft(), producer, consumer, watch)
         finally:
             pool.shutdown(wait=True)
             consumer.close()
@@ -205,7 +207,9 @@ class Labeler:
         future = pool.submit(to_labels, batch, self.task, self.teacher) if batch else None
         return Pending(records, batch, bad, len(parsed) - len(batch), future)
 
-    def _finish(self, pending: Pending, producer: Any, consumer: Any) -> None:
+    def _finish(
+        self, pending: Pending, producer: Any, consumer: Any, watch: bus.TopicWatch
+    ) -> None:
         """Send the labels and dead letters, wait for the acks, then commit these offsets."""
         labels = pending.future.result() if pending.future is not None else []
         failpoint("labeler.before_send")
@@ -218,6 +222,7 @@ class Labeler:
             self._labelled.add(lab.request_id)
             self._inflight.discard(lab.request_id)
         failpoint("labeler.before_commit")
+        watch.check()  # offsets of a topic that is gone must not land on its successor
         consumer.commit(offsets=bus.offsets_after(pending.records))
         self._count(pending)
 

@@ -38,7 +38,7 @@ class Recall:
         self._positions: dict[Any, int] = {}  # partition → next offset, kept across reconnects
         threading.Thread(target=self._loop, name="recall", daemon=True).start()
 
-    def _open(self) -> Any:
+    def _open(self) -> tuple[Any, bus.TopicWatch]:
         """A group-less reader of the feedback topic: where it left off, else at the end."""
         consumer = bus.make_reader(self.kafka)
         parts = bus.partitions(consumer, Topics.FEEDBACK)
@@ -47,17 +47,27 @@ class Recall:
         for tp in parts:
             known = self._positions.get(tp)
             # a position past the end means the topic was recreated (embedded broker restart)
-            consumer.seek(tp, end[tp] if known is None else (known if known <= end[tp] else 0))
-        return consumer
+            self._positions[tp] = end[tp] if known is None else (known if known <= end[tp] else 0)
+            consumer.seek(tp, self._positions[tp])
+        return consumer, bus.TopicWatch(consumer)
 
     def _loop(self) -> None:
         consumer = None
         while not self._stop.is_set():
             try:
-                consumer = consumer or self._open()
-                for record in bus.poll(consumer, 1_000, 500):
+                if consumer is None:
+                    consumer, watch = self._open()
+                records = bus.poll(consumer, 1_000, 500)
+                watch.check()
+                for record in records:
                     self._positions[bus.partition_of(record)] = record.offset + 1
                     self._take(record)
+            except bus.TopicRecreated as exc:
+                log.info("recall: %s; reading it from its start", exc)
+                self._positions = {tp: 0 for tp in self._positions}
+                if consumer is not None:
+                    consumer.close()
+                consumer = None
             except Exception as exc:
                 log.info("recall: feedback topic unavailable (%s); retrying", exc)
                 if consumer is not None:

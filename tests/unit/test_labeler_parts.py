@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from distillery import bus
 from distillery.events import SampledPrediction, Topics, encode
 from services.labeler import Recent, parse_batch
@@ -46,3 +48,31 @@ def test_offsets_after_commits_one_past_the_highest_per_partition() -> None:
     records = [_record(5, b""), _record(3, b""), _record(9, b"", partition=2)]
     offsets = bus.offsets_after(records)
     assert {tp.partition: meta.offset for tp, meta in offsets.items()} == {0: 6, 2: 10}
+
+
+class _Cluster:
+    def __init__(self) -> None:
+        self.ids: dict[str, str | None] = {Topics.SAMPLED: None}
+
+    def topic_id(self, topic: str) -> str | None:
+        return self.ids[topic]
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self._client = type("Client", (), {"cluster": _Cluster()})()
+
+    def subscription(self) -> set[str]:
+        return {Topics.SAMPLED}
+
+
+def test_topic_watch_raises_once_a_read_topic_is_recreated() -> None:
+    consumer = _Consumer()
+    watch = bus.TopicWatch(consumer)
+    watch.check()  # no metadata yet: nothing to compare
+    consumer._client.cluster.ids[Topics.SAMPLED] = "id-1"
+    watch.check()
+    watch.check()
+    consumer._client.cluster.ids[Topics.SAMPLED] = "id-2"  # the broker restarted empty
+    with pytest.raises(bus.TopicRecreated, match=r"traffic\.sampled\.v1 was recreated"):
+        watch.check()
