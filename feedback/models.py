@@ -19,6 +19,12 @@ class PredictRequest(BaseModel):
         default=True,
         description="false: never send this request to the teacher or keep it for training",
     )
+    client_key: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="during a canary, requests with the same key get the same student",
+    )
 
     def texts(self) -> list[str]:
         return [self.text] if isinstance(self.text, str) else list(self.text)
@@ -46,6 +52,19 @@ class FeedbackRequest(BaseModel):
     rating: int = Field(ge=1, le=5, description="1 (bad) … 5 (good)")
     corrected_label: StrictStr | None = Field(
         default=None, description="the right label, one of the task's labels"
+    )
+
+
+class AdminAction(BaseModel):
+    """Body of the operator routes ``/v1/admin/{promote,rollback,pause,resume}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: StrictStr = Field(
+        default="operator", min_length=1, max_length=500, description="kept in the history"
+    )
+    version: int | None = Field(
+        default=None, ge=1, description="promote: this version (default: the rollout's candidate)"
     )
 
 

@@ -36,9 +36,17 @@ def write_shard(store_dir: Path, kind: str, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def read_kind(store_dir: Path, kind: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """Every row of one kind, in arrival order, before dedupe."""
-    shards = sorted(store_dir.glob(f"{kind}-*.parquet"))
+def read_kind(
+    store_dir: Path, kind: str, columns: list[str] | None = None, written_after: float = 0.0
+) -> pd.DataFrame:
+    """Every row of one kind, in arrival order, before dedupe; with ``written_after`` (Unix
+    seconds) only shards written since then (a shard's name is its write time in ns)."""
+    after_ns = int(written_after * 1e9)
+    shards = [
+        s
+        for s in sorted(store_dir.glob(f"{kind}-*.parquet"))
+        if int(s.stem.rpartition("-")[2]) >= after_ns
+    ]
     if not shards:
         return pd.DataFrame(columns=columns or [])
     return pd.concat([pd.read_parquet(s, columns=columns) for s in shards], ignore_index=True)

@@ -44,11 +44,12 @@ def verify(secret: bytes, request_id: str, token: str) -> Served | None:
     return Served(int(version_text), label)
 
 
-def load_secret(configured: str | None, state_dir: Path) -> bytes:
-    """The configured secret, else one kept in ``state_dir/feedback_secret`` (created 0600)."""
+def load_secret(configured: str | None, state_dir: Path, name: str = "feedback_secret") -> bytes:
+    """The configured secret, else one kept in ``state_dir/name`` (created 0600): the feedback
+    HMAC key, or (``name="operator_token"``) the admin API's bearer token."""
     if configured:
         return configured.encode()
-    path = state_dir / "feedback_secret"
+    path = state_dir / name
     if not path.exists():
         state_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}")

@@ -41,6 +41,8 @@ class ServeMetrics:
     swap_failed: Any  # hot swaps whose new version could not load (the old one kept serving)
     spool_pending: Any  # feedback bytes spooled and not yet acknowledged by the broker
     replayed: Any  # spooled feedback events the broker acknowledged on replay
+    candidate_errors: Any  # a rollout candidate failed a text (the stable student answered)
+    shadow_compared: Any  # mirrored texts, by whether the shadow agreed with the stable student
 
 
 def serve_metrics() -> ServeMetrics:
@@ -92,6 +94,16 @@ def serve_metrics() -> ServeMetrics:
         replayed=metrics.Counter(
             "distillery_spool_replayed_total", "Spooled feedback acknowledged on replay."
         ),
+        candidate_errors=metrics.Counter(
+            "distillery_candidate_errors_total",
+            "Texts a rollout candidate failed; the stable student answered them.",
+            tag_keys=_tags("stage"),
+        ),
+        shadow_compared=metrics.Counter(
+            "distillery_shadow_compared_total",
+            "Texts mirrored to a shadow candidate, by agreement with the stable student.",
+            tag_keys=_tags("agreed"),
+        ),
     )
 
 
@@ -104,6 +116,11 @@ class LoopMetrics:
     current_version: Any  # promoted student version
     drift_share: Any  # share of drifted columns, training window vs recent traffic
     labels_since_round: Any  # teacher labels since the last round
+    rollout_stage: Any  # 0 none, 1 shadow, 2 canary
+    rollout_transitions: Any  # by the stage entered: shadow, canary, promoted, rolled_back
+    round_progress: Any  # share of the running round done, 0–1
+    round_loss: Any  # its running mean training loss
+    round_examples_per_s: Any  # its throughput, all workers together
 
 
 def loop_metrics() -> LoopMetrics:
@@ -129,5 +146,20 @@ def loop_metrics() -> LoopMetrics:
         ),
         labels_since_round=metrics.Gauge(
             "distillery_labels_since_round", "Teacher labels since the last round."
+        ),
+        rollout_stage=metrics.Gauge(
+            "distillery_rollout_stage", "Rollout stage: 0 none, 1 shadow, 2 canary."
+        ),
+        rollout_transitions=metrics.Counter(
+            "distillery_rollout_transitions_total",
+            "Rollout transitions, by what was entered (shadow, canary, promoted, rolled_back).",
+            tag_keys=_tags("to"),
+        ),
+        round_progress=metrics.Gauge(
+            "distillery_round_progress", "Share of the running distillation round done, 0-1."
+        ),
+        round_loss=metrics.Gauge("distillery_round_loss", "Running round: mean training loss."),
+        round_examples_per_s=metrics.Gauge(
+            "distillery_round_examples_per_second", "Running round: examples/s, all workers."
         ),
     )

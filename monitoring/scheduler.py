@@ -10,17 +10,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from distillery.settings import Settings
 from distillery.task import Task
-from feedback.store import count_labels_since, read_labels
+from feedback.store import count_labels_since, read_kind, read_labels
 from monitoring.triggers import should_retrain
-from training import cycle
+from services.variants import merge
+from training import cycle, rollout
 from training.registry import Registry
+from training.rollout import Evidence, Rollout
 
 log = logging.getLogger(__name__)
 ACTOR_NAME = "distillery-scheduler"
@@ -45,6 +48,11 @@ class Scheduler:
         self.drift: dict[str, Any] | None = None
         self._metrics: Any = None
         self.serving: dict[str, int] = {}  # Serve replica id → student version it answers with
+        self.reports: dict[str, dict[str, Any]] = {}  # replica id → its newest rollout counts
+        self.last_verdict: dict[str, Any] | None = None
+        self.progress: dict[str, Any] | None = None  # the running round's, from its workers
+        self._rollout_lock = threading.RLock()
+        self._applied: tuple[int | None, Any] | None = None  # what Serve was last told to run
 
     def bootstrap(self) -> dict[str, Any] | None:
         with self._round_lock:
@@ -59,7 +67,14 @@ class Scheduler:
         return self.dashboard_url
 
     def deploy_current(self) -> int:
-        return cycle.hot_swap(self.settings, self.registry, self._dashboard(), self.replicas)
+        """Deploy the registry's state (current version, any rollout candidate); wait for it."""
+        with self._rollout_lock:
+            self._applied = None
+            self._apply(self._dashboard(), wait=True)
+        current = self.registry.current()
+        if current is None:
+            raise RuntimeError("the registry has no promoted version to serve")
+        return current
 
     def report_serving(self, replica: str, version: int) -> None:
         """Called by each replica once it answers with ``version``."""
@@ -69,13 +84,14 @@ class Scheduler:
         return dict(self.serving)
 
     def promote(self, version: int, reason: str) -> dict[str, Any]:
-        """Make a registered ``version`` the served one now; returns when every replica has it."""
+        """Make a registered ``version`` the served one now (ending any rollout); returns when
+        every replica has it."""
         dashboard_url = self._dashboard()
-        with self._round_lock:
+        with self._round_lock, self._rollout_lock:
             start = time.monotonic()
-            self.registry.promote(version, reason)
+            self._promote_now(version, reason)
             promoted_at = time.time()
-            cycle.hot_swap(self.settings, self.registry, dashboard_url, self.replicas)
+            self._apply(dashboard_url, wait=True)
         return {
             "version": version,
             "promoted_at": promoted_at,
@@ -84,9 +100,10 @@ class Scheduler:
         }
 
     def retrain(self, reason: str = "operator: distillery retrain") -> dict[str, Any]:
-        """One round now (waits for a running one to finish first)."""
+        """One round now (waits for a running one to finish first); refused during a rollout."""
         with self._round_lock:
             try:
+                self._no_rollout_running()
                 report = cycle.retrain(
                     self.settings, self.task, self.dashboard_url, reason, self.replicas
                 )
@@ -114,7 +131,11 @@ class Scheduler:
                 log.exception("scheduler tick failed")
 
     def tick(self) -> bool:
-        """Start a round if a trigger fires; True if one ran."""
+        """Drive the rollout if one runs; else start a round if a trigger fires (True if one
+        ran): a new round waits until the rollout before it has ended."""
+        self.rollout_tick()
+        if self.registry.rollout() is not None:
+            return False
         new_labels, minutes = self._since_last_round()
         if self._metrics is not None:
             self._metrics.labels_since_round.set(new_labels)
@@ -159,12 +180,16 @@ class Scheduler:
 
     def status(self) -> dict[str, Any]:
         new_labels, minutes = self._since_last_round()
+        running = self.registry.rollout()
         return {
+            "rollout": None if running is None else running.model_dump(),
+            "rollout_verdict": self.last_verdict if running is not None else None,
             "current_version": self.registry.current(),
             "versions": self.registry.versions(),
             "labels_since_last_round": new_labels,
             "minutes_since_last_round": round(minutes, 2),
             "round_running": self._round_lock.locked(),
+            "round_progress": self.progress if self._round_lock.locked() else None,
             "last_round": self.last_round,
             "last_error": self.last_error,
             "drift": self.drift,
@@ -173,3 +198,168 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stop.set()
+
+    # ---- rollout: shadow → canary → full, automatic rollback, operator actions ----
+
+    def report_progress(self, progress: dict[str, Any]) -> None:
+        """Called by a round's rank-0 worker every few batches: epoch, done (0–1), loss,
+        examples_per_s. Shown by ``status`` and exported to Prometheus."""
+        self.progress = progress
+        if self._metrics is not None:
+            self._metrics.round_progress.set(progress["done"])
+            self._metrics.round_loss.set(progress["loss"])
+            self._metrics.round_examples_per_s.set(progress["examples_per_s"])
+
+    def report_variants(self, replica: str, snapshot: dict[str, Any]) -> None:
+        """Called by each replica every ``rollout.report_s`` during a rollout."""
+        self.reports[replica] = snapshot
+
+    def submit(self, model_dir: str, reason: str = "operator: distillery submit") -> dict[str, Any]:
+        """Register a student trained elsewhere; it is gated and rolled out like a round's."""
+        with self._round_lock:
+            self._no_rollout_running()
+            report = cycle.submit(
+                self.settings, self.task, Path(model_dir), self.dashboard_url, reason,
+                self.replicas,
+            )  # fmt: skip
+        self.last_round = asdict(report)
+        return self.last_round
+
+    def _no_rollout_running(self) -> None:
+        running = self.registry.rollout()
+        if running is not None:
+            raise RuntimeError(
+                f"v{running.candidate} is rolling out ({running.stage}): promote, roll back or "
+                "wait for it before a new candidate"
+            )
+
+    def evidence(self, running: Rollout) -> tuple[Evidence, Evidence]:
+        """(stable, candidate) live evidence since the stage began: the replicas' counts, the
+        store's teacher labels (in shadow, the same mirrored texts for both) and feedback."""
+        merged = merge(list(self.reports.values()), f"{running.id}:{running.stage}")
+        store, since = self.settings.paths.store_dir, running.stage_started_at
+        labels = read_kind(store, "labels", written_after=since)
+        if not labels.empty:
+            predicted = labels.get("predicted_at", labels["ts"]).fillna(labels["ts"])
+            labels = labels[predicted.astype(float) >= since].drop_duplicates("request_id")
+        feedback = read_kind(store, "feedback", written_after=since)
+        shadow = running.stage == "shadow"
+        paired = labels
+        if shadow:
+            mirrored = "shadow_version" in labels and not labels.empty
+            paired = (
+                labels[labels["shadow_version"] == running.candidate] if mirrored else labels[:0]
+            )
+        bad = self.settings.train.bad_rating_max
+        out = []
+        for version, rows, own in (
+            (running.stable, paired, False),
+            (running.candidate, labels, shadow),
+        ):
+            labelled, agreed = rollout.teacher_evidence(rows, version, own)
+            rated, negative = rollout.feedback_evidence(feedback, version, bad)
+            base = merged.evidence.get(version, Evidence())
+            out.append(
+                replace(base, labelled=labelled, agreed=agreed, rated=rated, negative=negative)
+            )
+        return out[0], out[1]
+
+    def rollout_tick(self) -> dict[str, Any] | None:
+        """Judge the running rollout on its evidence and act: wait, advance or roll back."""
+        with self._rollout_lock:
+            self._apply(self.dashboard_url, wait=False)
+            running = self.registry.rollout()
+            self._metric_stage(running)
+            if running is None or running.paused:
+                return None
+            stable, candidate = self.evidence(running)
+            elapsed = time.time() - running.stage_started_at
+            verdict = rollout.evaluate(
+                running.stage, elapsed, stable, candidate, self.settings.rollout
+            )
+            self.last_verdict = {
+                **verdict.to_dict(), "stable": asdict(stable), "candidate": asdict(candidate)
+            }  # fmt: skip
+            reason = f"automatic: {verdict.reason}"
+            if verdict.action == "rollback":
+                self.registry.roll_back(reason, self.last_verdict)
+                self._transition("rolled_back")
+            elif verdict.action == "advance" and running.stage == "shadow":
+                self.registry.advance("canary", reason, self.last_verdict)
+                self._transition("canary")
+            elif verdict.action == "advance":
+                self.registry.finish(reason, self.last_verdict)
+                self._transition("promoted")
+            if verdict.action != "wait":
+                log.info("rollout of v%d: %s", running.candidate, reason)
+                self._apply(self.dashboard_url, wait=verdict.action == "advance")
+            return self.last_verdict
+
+    def operate(self, action: str, reason: str, version: int | None = None) -> dict[str, Any]:
+        """An operator's ``promote`` (``version``, default the candidate), ``rollback``,
+        ``pause`` or ``resume``; {"ok": False, "detail": why} when it does not apply now."""
+        try:
+            with self._rollout_lock:
+                if action == "promote":
+                    detail = self._promote_now(version, reason)
+                elif action == "rollback":
+                    detail = self._roll_back_now(reason)
+                elif action in ("pause", "resume"):
+                    self.registry.set_paused(action == "pause", reason)
+                    detail = f"rollout {action}d"
+                else:
+                    raise ValueError(f"unknown action {action!r}")
+                self._apply(self.dashboard_url, wait=action in ("promote", "rollback"))
+        except (ValueError, KeyError) as exc:
+            return {"ok": False, "detail": str(exc).strip("'\"")}
+        running = self.registry.rollout()
+        return {
+            "ok": True,
+            "detail": detail,
+            "current_version": self.registry.current(),
+            "rollout": None if running is None else running.model_dump(),
+        }
+
+    def _promote_now(self, version: int | None, reason: str) -> str:
+        running = self.registry.rollout()
+        if version is None and running is None:
+            raise ValueError("no rollout in progress: name the version to promote")
+        if running is not None and version in (None, running.candidate):
+            self.registry.finish(reason)
+            self._transition("promoted")
+            return f"v{running.candidate} promoted"
+        assert version is not None
+        self.registry.get(version)  # raises KeyError naming an unknown version
+        if running is not None:
+            self.registry.roll_back(f"superseded: v{version} promoted ({reason})")
+            self._transition("rolled_back")
+        self.registry.promote(version, reason)
+        self._transition("promoted")
+        return f"v{version} promoted"
+
+    def _roll_back_now(self, reason: str) -> str:
+        if self.registry.rollout() is not None:
+            version = self.registry.roll_back(reason)
+            self._transition("rolled_back")
+            return f"v{version} rolled back; v{self.registry.current()} serves everyone"
+        previous = self.registry.demote(reason)
+        self._transition("rolled_back")
+        return f"rolled back to v{previous}"
+
+    def _apply(self, dashboard_url: str | None, wait: bool) -> None:
+        """Tell Serve the registry's state (current version + rollout candidate) if it changed
+        since it was last told; with ``wait``, until every replica answers with the current."""
+        version = self.registry.current()
+        state = (version, cycle.candidate_spec(self.settings, self.registry))
+        if dashboard_url is None or version is None or state == self._applied:
+            return
+        cycle.hot_swap(self.settings, self.registry, dashboard_url, self.replicas if wait else None)
+        self._applied = state
+
+    def _transition(self, to: str) -> None:
+        self._metric("rollout_transitions", to=to)
+
+    def _metric_stage(self, running: Rollout | None) -> None:
+        if self._metrics is not None:
+            stage = 0 if running is None else {"shadow": 1, "canary": 2}[running.stage]
+            self._metrics.rollout_stage.set(stage)

@@ -10,6 +10,7 @@ ones and one reference switches, so no request fails and each answer names the v
 
 import asyncio
 import logging
+import random
 import threading
 import time
 import uuid
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, Header, HTTPException, Request, Response
 from ray import serve
 
 from distillery import bus
@@ -28,6 +29,7 @@ from distillery.settings import Settings
 from distillery.task import load_task
 from feedback.delivery import Delivery
 from feedback.models import (
+    AdminAction,
     FeedbackAccepted,
     FeedbackRequest,
     Prediction,
@@ -37,10 +39,13 @@ from feedback.models import (
 )
 from feedback.tokens import load_secret, sign, verify
 from monitoring.metrics import serve_metrics
-from services.edge import ERRORS, body_schema, json_response, parse, within
+from services.edge import ERRORS, body_schema, json_response, parse, require_bearer, within
 from services.recall import Recall
 from services.sampling import Policy, Publisher, Sampler, TokenBucket
+from services.slots import Slot
 from services.student import Student
+from services.variants import VariantStats, report_forever
+from training.rollout import takes_candidate
 
 log = logging.getLogger(__name__)
 api = FastAPI(
@@ -74,9 +79,18 @@ def make_sampler(settings: Settings) -> Sampler:
 
 
 @dataclass(frozen=True)
-class Loaded:
+class Variant:
+    """The rollout candidate as routing sees it: ``shadow`` answers a ``share`` of texts
+    unseen; ``canary`` answers a ``share`` of texts for real."""
+
     student: Student
     version: int
+    stage: str
+    share: float
+    rollout_id: str
+
+
+Answer = tuple[np.ndarray, int, float | None]  # probabilities (C,), version, novelty
 
 
 @serve.deployment(name="StudentIngress")
@@ -91,6 +105,9 @@ class StudentIngress:
         self.secret = load_secret(
             self.settings.serve.feedback_secret, self.settings.paths.state_dir
         )
+        self.operator_token = load_secret(
+            self.settings.serve.operator_token, self.settings.paths.state_dir, "operator_token"
+        )
         self.metrics = serve_metrics()
         serve_cfg = self.settings.serve
         self.sampler = make_sampler(self.settings)
@@ -99,37 +116,59 @@ class StudentIngress:
             serve_cfg.sample_queue_size,
             on_drop=lambda reason: self.metrics.sample_dropped.inc(tags={"reason": reason}),
         )
-        replica = serve.get_replica_context().replica_id.unique_id
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
         self._replayed = 0
         self.delivery = Delivery(
-            self.settings.kafka, self.settings.paths.spool_dir, replica, on_probe=self._on_probe
+            self.settings.kafka,
+            self.settings.paths.spool_dir,
+            self.replica_id,
+            on_probe=self._on_probe,
         )
         self.recall = Recall(self.settings.kafka, self.sampler.on_feedback, self._send_recalled)
-        self.loaded: Loaded | None = None
-        self._wanted: int | None = None
-        self._swap_lock = threading.Lock()
-        batched: Any = self._forward
-        batched.set_max_batch_size(serve_cfg.max_batch_size)
-        batched.set_batch_wait_timeout_s(serve_cfg.batch_wait_timeout_s)
+        self.stable = Slot("stable", self._load, report_serving, self.metrics.swap_failed.inc)
+        self.candidate = Slot("candidate", self._load, None, self.metrics.swap_failed.inc)
+        self.spec: dict[str, Any] | None = None  # the rollout: version, path, stage, share, id
+        self.stats = VariantStats()
+        self._background: set[asyncio.Task[None]] = set()
+        for batched in (self._forward, self._forward_candidate):
+            method: Any = batched
+            method.set_max_batch_size(serve_cfg.max_batch_size)
+            method.set_batch_wait_timeout_s(serve_cfg.batch_wait_timeout_s)
+        threading.Thread(
+            target=report_forever,
+            args=(self.stats, self.replica_id, self.settings.rollout.report_s),
+            name="variants",
+            daemon=True,
+        ).start()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """user_config = {"version": N, "path": model folder}.
+        """user_config = {"version": N, "path": model folder, "candidate": None or {"version",
+        "path", "stage" (shadow | canary), "share", "id"}}.
 
-        The first call (at start) loads at once. Later calls return at once and load the new
-        version on a thread beside the old one, then switch one reference: Serve marks a replica
-        not ready while ``reconfigure`` runs (ray issue 54509), so loading here would stall it.
+        The first call (at start) loads at once. Later calls return at once and load a new
+        version on a thread beside the old one (``services.slots``): Serve marks a replica not
+        ready while ``reconfigure`` runs (ray issue 54509), so loading here would stall it.
+        Promoting the candidate reuses its loaded weights; dropping it (a rollback) is instant.
         """
         version, path = int(user_config["version"]), Path(user_config["path"])
-        with self._swap_lock:
-            if version in (self._wanted, getattr(self.loaded, "version", None)):
-                return
-            self._wanted = version
-        if self.loaded is None:
-            self._switch(version, self._load(version, path))
-            return
-        threading.Thread(
-            target=self._load_and_switch, args=(version, path), name=f"load-v{version}", daemon=True
-        ).start()
+        spec = user_config.get("candidate")
+        ready = self.candidate.loaded
+        if ready is not None and ready.version == version and self.stable.loaded is not None:
+            self.stable.put(version, ready.student)  # the candidate is promoted
+        self.spec = spec
+        if spec is None:
+            self.candidate.clear()
+        else:
+            self.candidate.want(int(spec["version"]), Path(spec["path"]))
+        self.stats.start(None if spec is None else f"{spec['id']}:{spec['stage']}")
+        self.stable.want(version, path, wait=self.stable.loaded is None)
+
+    def _variant(self) -> Variant | None:
+        """The candidate, once the version the rollout names is loaded."""
+        spec, ready = self.spec, self.candidate.loaded
+        if spec is None or ready is None or ready.version != int(spec["version"]):
+            return None
+        return Variant(ready.student, ready.version, spec["stage"], spec["share"], spec["id"])
 
     def _load(self, version: int, path: Path) -> Student:
         serve_cfg = self.settings.serve
@@ -141,29 +180,10 @@ class StudentIngress:
         student.predict_proba(["warm up"])
         return student
 
-    def _load_and_switch(self, version: int, path: Path) -> None:
-        try:
-            student = self._load(version, path)
-        except Exception:
-            log.exception("could not load v%d: still serving %s", version, self.loaded)
-            self.metrics.swap_failed.inc()
-            with self._swap_lock:
-                if self._wanted == version:  # let a later deploy of this version try again
-                    self._wanted = getattr(self.loaded, "version", None)
-            return
-        self._switch(version, student)
-
-    def _switch(self, version: int, student: Student) -> None:
-        with self._swap_lock:
-            if self._wanted != version:
-                return  # a newer version was asked for while this one loaded
-            self.loaded = Loaded(student, version)
-        report_serving(version)
-
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _forward(self, texts: list[str]) -> list[tuple[np.ndarray, int, float | None]]:
+    async def _forward(self, texts: list[str]) -> list[Answer]:
         """Per text: (probabilities (C,), version, novelty or None)."""
-        loaded = self.loaded
+        loaded = self.stable.loaded
         if loaded is None:
             raise RuntimeError("no student loaded yet")
         self.metrics.batch_size.observe(len(texts))
@@ -174,6 +194,77 @@ class StudentIngress:
             (row, loaded.version, None if novelty is None else float(novelty[i]))
             for i, row in enumerate(probs)
         ]
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _forward_candidate(self, texts: list[str]) -> list[Answer]:
+        """The rollout candidate's answers, batched apart from the stable student's."""
+        variant = self._variant()
+        if variant is None:
+            raise RuntimeError("no candidate loaded")
+        probs, _ = variant.student.predict(texts)  # (B, C)
+        return [(row, variant.version, None) for row in probs]
+
+    async def _timed(self, forward: Any, text: str, version: int) -> Answer | None:
+        """``forward(text)``, its model latency and any error counted for the rollout; None if
+        it failed."""
+        start = time.perf_counter()
+        try:
+            answer: Answer = await forward(text)
+        except Exception:
+            log.exception("v%d failed a text", version)
+            self.stats.record(version, 0.0, error=True)
+            return None
+        self.stats.record(answer[1], (time.perf_counter() - start) * 1000)
+        return answer
+
+    async def _route(self, text: str, client_key: str | None) -> Answer:
+        """The canary's share of texts (sticky by ``client_key``) goes to the candidate; if it
+        fails, the stable student answers, so a broken candidate costs users nothing."""
+        variant = self._variant()
+        if (
+            variant is not None
+            and variant.stage == "canary"
+            and takes_candidate(variant.share, variant.rollout_id, client_key)
+        ):
+            answer = await self._timed(self._forward_candidate, text, variant.version)
+            if answer is not None:
+                return answer
+            self.metrics.candidate_errors.inc(tags={"stage": "canary"})
+        stable = getattr(self.stable.loaded, "version", 0)
+        answer = await self._timed(self._forward, text, stable)
+        if answer is None:
+            raise HTTPException(500, f"student v{stable} failed to answer")
+        return answer
+
+    def _after(self, text: str, probs: np.ndarray, event: SampledPrediction | None) -> None:
+        """Mirror the text to a shadow candidate (off the request path), then sample it."""
+        variant = self._variant()
+        if variant is not None and variant.stage == "shadow" and random.random() < variant.share:
+            task = asyncio.get_running_loop().create_task(self._mirror(variant, text, probs, event))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        elif event is not None:
+            self._sample(event)
+
+    async def _mirror(
+        self, variant: Variant, text: str, probs: np.ndarray, event: SampledPrediction | None
+    ) -> None:
+        answer = await self._timed(self._forward_candidate, text, variant.version)
+        if answer is None:
+            self.metrics.candidate_errors.inc(tags={"stage": "shadow"})
+        else:
+            shadow_probs, version, _ = answer
+            agreed = int(shadow_probs.argmax()) == int(probs.argmax())
+            self.stats.compare(agreed)
+            self.metrics.shadow_compared.inc(tags={"agreed": str(agreed).lower()})
+            if event is not None:
+                update = {
+                    "shadow_version": version,
+                    "shadow_probs": [float(p) for p in shadow_probs],
+                }
+                event = event.model_copy(update=update)
+        if event is not None:
+            self._sample(event)
 
     @api.post(
         "/v1/predict",
@@ -191,17 +282,18 @@ class StudentIngress:
         if reason:
             self.metrics.rejected.inc(tags={"route": "predict", "status": "422"})
             raise HTTPException(status_code=422, detail=reason)
-        if self.loaded is None:
+        if self.stable.loaded is None:
             raise HTTPException(503, "no student loaded yet", headers={"Retry-After": "5"})
         answers = await within(
-            asyncio.gather(*(self._forward(text) for text in texts)),
+            asyncio.gather(*(self._route(text, body.client_key) for text in texts)),
             serve_cfg.request_timeout_s,
             "prediction",
         )
-        predictions = [
-            self._answer(text, probs, version, novelty, body.allow_training)
-            for text, (probs, version, novelty) in zip(texts, answers, strict=True)
-        ]
+        predictions = []
+        for text, (probs, version, novelty) in zip(texts, answers, strict=True):
+            prediction, event = self._answer(text, probs, version, novelty, body.allow_training)
+            predictions.append(prediction)
+            self._after(text, probs, event)
         for version, count in Counter(answer[1] for answer in answers).items():
             self.metrics.predictions.inc(count, tags={"model_version": str(version)})
         self.metrics.latency_ms.observe((time.perf_counter() - start) * 1000)
@@ -209,9 +301,11 @@ class StudentIngress:
 
     def _answer(
         self, text: str, probs: np.ndarray, version: int, novelty: float | None, sample: bool
-    ) -> Prediction:
+    ) -> tuple[Prediction, SampledPrediction | None]:
+        """The answer, and the event the sampler may send to the teacher (None: opted out)."""
         request_id = uuid.uuid4().hex
         label = self.task.label_names[int(probs.argmax())]
+        event = None
         if sample:
             event = SampledPrediction(
                 request_id=request_id,
@@ -220,7 +314,6 @@ class StudentIngress:
                 model_version=version,
                 novelty=novelty,
             )
-            self._sample(event)
         else:
             self.metrics.skipped.inc(tags={"reason": "opt_out", "candidate": "none"})
         return Prediction(
@@ -229,7 +322,7 @@ class StudentIngress:
             probabilities=dict(zip(self.task.label_names, map(float, probs), strict=True)),
             model_version=version,
             feedback_token=sign(self.secret, request_id, version, label),
-        )
+        ), event
 
     def _on_probe(self, pending_bytes: int, replayed: int) -> None:
         self.metrics.spool_pending.set(pending_bytes)
@@ -301,7 +394,8 @@ class StudentIngress:
     async def readyz(self) -> dict[str, Any]:
         """Ready: a student is loaded, and feedback can be kept: the broker is reachable, or
         feedback is being spooled to disk until it is back."""
-        if self.loaded is None:
+        loaded = self.stable.loaded
+        if loaded is None:
             raise HTTPException(503, "no student loaded yet", headers={"Retry-After": "5"})
         reachable = await asyncio.to_thread(bus.reachable, self.settings.kafka)
         pending = self.delivery.spool.pending()
@@ -309,7 +403,7 @@ class StudentIngress:
         feedback = "spooling" if self.delivery.spooling() or not reachable else "direct"
         return {
             "status": "ready",
-            "model_version": self.loaded.version,
+            "model_version": loaded.version,
             "broker": broker,
             "feedback": feedback,
             "spool_pending_bytes": pending,
@@ -329,9 +423,51 @@ class StudentIngress:
             raise HTTPException(503, f"scheduler unavailable: {exc}", {"Retry-After": "5"}) from exc
         return result
 
+    @api.post(
+        "/v1/admin/{action}",
+        openapi_extra=body_schema(AdminAction),
+        responses={
+            401: {"description": "no operator token: send Authorization: Bearer <token>"},
+            403: {"description": "the operator token is wrong"},
+            404: {"description": "action is not promote, rollback, pause or resume"},
+            409: {"description": "the action does not apply now (e.g. no rollout to pause)"},
+            422: ERRORS[422],
+        },
+    )
+    async def admin(
+        self, action: str, request: Request, authorization: str | None = Header(default=None)
+    ) -> dict[str, Any]:
+        """Operator actions on the rollout: ``promote`` (the candidate, or ``version``, to every
+        user now), ``rollback`` (drop the candidate, or with none, go back to the version before
+        the current one), ``pause`` / ``resume`` (freeze the rollout's automatic decisions).
+        Needs ``Authorization: Bearer <operator token>``: ``DISTILLERY_SERVE_OPERATOR_TOKEN``,
+        else the one ``distillery up`` keeps in ``state/operator_token``. Each action is kept in
+        the registry's history with its reason."""
+        import ray
+
+        from monitoring.scheduler import ACTOR_NAME, NAMESPACE
+
+        if action not in ("promote", "rollback", "pause", "resume"):
+            raise HTTPException(
+                404, f"action: {action!r} is not promote, rollback, pause or resume"
+            )
+        require_bearer(authorization, self.operator_token)
+        raw = await request.body()
+        body = AdminAction() if not raw.strip() else await parse(request, AdminAction, 65_536)
+        try:
+            scheduler = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+            result: dict[str, Any] = await scheduler.operate.remote(
+                action, f"operator (API): {body.reason}", body.version
+            )
+        except Exception as exc:
+            raise HTTPException(503, f"scheduler unavailable: {exc}", {"Retry-After": "5"}) from exc
+        if not result["ok"]:
+            raise HTTPException(409, result["detail"])
+        return result
+
     @api.get("/v1/model")
     async def model(self) -> dict[str, Any]:
-        version = None if self.loaded is None else self.loaded.version
+        version = getattr(self.stable.loaded, "version", None)
         return {"task": self.task.name, "labels": self.task.label_names, "model_version": version}
 
 

@@ -17,9 +17,14 @@ APP_NAME = "distillery"
 DEPLOYMENT = "StudentIngress"
 
 
-def serve_config(settings: Settings, version: int, model_path: Path) -> dict[str, Any]:
-    """A Serve multi-application config whose only moving part is the student's user_config."""
-    public = settings.model_dump(mode="json", exclude={"serve": {"feedback_secret"}})
+def serve_config(
+    settings: Settings, version: int, model_path: Path, candidate: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A Serve multi-application config whose only moving part is the student's user_config:
+    the stable version, and a rollout ``candidate`` ({version, path, stage, share, id}) if any."""
+    public = settings.model_dump(
+        mode="json", exclude={"serve": {"feedback_secret", "operator_token"}}
+    )
     serve_cfg = settings.serve
     return {
         "applications": [
@@ -35,7 +40,11 @@ def serve_config(settings: Settings, version: int, model_path: Path) -> dict[str
                         "max_ongoing_requests": serve_cfg.max_ongoing_requests,
                         "ray_actor_options": {"num_cpus": serve_cfg.replica_cpus},
                         "logging_config": {"enable_access_log": serve_cfg.access_log},
-                        "user_config": {"version": version, "path": str(model_path)},
+                        "user_config": {
+                            "version": version,
+                            "path": str(model_path),
+                            "candidate": candidate,
+                        },
                     }
                 ],
             }

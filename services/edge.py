@@ -10,6 +10,7 @@ pydantic-core to bytes. The OpenAPI schema still documents both models.
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -76,3 +77,12 @@ async def within(work: Awaitable[T], timeout_s: float, what: str) -> T:
         raise HTTPException(
             503, f"{what} took longer than {timeout_s:g}s; try again", {"Retry-After": "1"}
         ) from None
+
+
+def require_bearer(authorization: str | None, token: bytes) -> None:
+    """401 without ``Authorization: Bearer <token>``, 403 with the wrong token."""
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise HTTPException(401, "operator token missing", {"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(given.strip().encode(), token):
+        raise HTTPException(403, "operator token is wrong")

@@ -70,6 +70,8 @@ def to_labels(
             source_offset=record.offset,
             predicted_at=event.ts,
             reason=event.reason,
+            shadow_version=event.shadow_version,
+            shadow_probs=event.shadow_probs,
         )
         for i, (record, event) in enumerate(batch)
     ]

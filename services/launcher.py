@@ -101,6 +101,32 @@ def start_ray(settings: Settings) -> tuple[str, bool]:
     return dashboard, not address
 
 
+ACTOR_CPUS = 0.1  # the example store and the scheduler each
+
+
+def cpu_plan(settings: Settings) -> dict[str, float]:
+    """Ray CPUs each part reserves: Serve and a round hold explicit shares, so a round runs
+    beside serving instead of queueing behind it or starving it."""
+    return {
+        "serve": settings.serve.num_replicas * settings.serve.replica_cpus,
+        "labeler": settings.teacher.labeler_cpus,
+        "store+scheduler": 2 * ACTOR_CPUS,
+        "round": settings.train.num_workers * settings.train.worker_cpus,
+    }
+
+
+def check_cpu_plan(settings: Settings, cluster_cpus: float) -> None:
+    """Refuse to start a loop whose parts cannot all run at once, naming the shares."""
+    plan = cpu_plan(settings)
+    if sum(plan.values()) > cluster_cpus + 1e-9:
+        shares = ", ".join(f"{k} {v:g}" for k, v in plan.items())
+        raise ValueError(
+            f"the loop needs {sum(plan.values()):g} CPUs at once ({shares}) but the cluster has "
+            f"{cluster_cpus:g}: lower DISTILLERY_SERVE_REPLICA_CPUS, DISTILLERY_TRAIN_WORKER_CPUS "
+            "or DISTILLERY_TRAIN_NUM_WORKERS"
+        )
+
+
 def _start_actors(settings: Settings, task: Task, dashboard_url: str) -> tuple[Any, Any, Any]:
     import ray
 
@@ -108,7 +134,9 @@ def _start_actors(settings: Settings, task: Task, dashboard_url: str) -> tuple[A
     from monitoring.scheduler import ACTOR_NAME, Scheduler
     from services.labeler import Labeler
 
-    store = ray.remote(ExampleStore).options(num_cpus=0.1, max_concurrency=2).remote(settings)
+    store = (
+        ray.remote(ExampleStore).options(num_cpus=ACTOR_CPUS, max_concurrency=2).remote(settings)
+    )
     labeler = (
         ray.remote(Labeler)
         .options(num_cpus=settings.teacher.labeler_cpus, max_concurrency=2)
@@ -116,7 +144,7 @@ def _start_actors(settings: Settings, task: Task, dashboard_url: str) -> tuple[A
     )
     scheduler = (
         ray.remote(Scheduler)
-        .options(name=ACTOR_NAME, num_cpus=0.1, max_concurrency=8, get_if_exists=False)
+        .options(name=ACTOR_NAME, num_cpus=ACTOR_CPUS, max_concurrency=8, get_if_exists=False)
         .remote(settings, task, dashboard_url)
     )
     return store, labeler, scheduler
@@ -144,7 +172,9 @@ def up(settings: Settings | None = None, say: Any = print) -> Running:
             kafka = settings.kafka
             supervisor = Supervisor(broker, lambda: bus.ensure_topics(kafka))
         load_secret(settings.serve.feedback_secret, settings.paths.state_dir)
+        load_secret(settings.serve.operator_token, settings.paths.state_dir, "operator_token")
         dashboard_url, started_ray = start_ray(settings)
+        check_cpu_plan(settings, ray.cluster_resources().get("CPU", 0.0))
         serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
         store, labeler, scheduler = _start_actors(settings, task, dashboard_url)
         loops = [store.run.remote(), labeler.run.remote()]
@@ -168,6 +198,9 @@ def up(settings: Settings | None = None, say: Any = print) -> Running:
     metrics_url = f"http://127.0.0.1:{settings.serve.metrics_export_port}/metrics"
     say(f"serving student v{version} at {api_url}/v1/predict  (docs {api_url}/docs)")
     say(f"Ray dashboard {dashboard_url}  metrics {metrics_url}")
+    if settings.serve.operator_token is None:
+        token = settings.paths.state_dir / "operator_token"
+        say(f"admin API /v1/admin/*: Authorization: Bearer $(cat {token})")
     return Running(
         settings, task, api_url, dashboard_url, metrics_url, scheduler, labeler, store,
         time.monotonic() - start, broker, started_ray, loops, supervisor,

@@ -1,4 +1,4 @@
-"""A whole retraining cycle: data → Ray Train round → registry → gate → promote (hot swap).
+"""A whole retraining cycle: data → Ray Train round → registry → gate → rollout (or promote).
 
 ``bootstrap`` makes version 1 when the registry is empty: the teacher labels a seed slice of
 traffic (the task's ``seed_file``), which also stays in the store as replay for later rounds.
@@ -10,7 +10,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from distillery.settings import Settings
@@ -18,7 +19,7 @@ from distillery.task import Task
 from feedback.store import read_kind, read_labels, write_shard
 from services import deploy
 from services.student import Student
-from training import gate
+from training import gate, replay
 from training.data import RoundData, build_round, join
 from training.registry import Registry, VersionMeta
 from training.round import run_round
@@ -31,12 +32,13 @@ Replicas = Callable[[], dict[str, int]]  # Serve replica id → the version it a
 class RoundReport:
     version: int
     parent: int | None
-    promoted: bool
+    promoted: bool  # serves every user now
     reason: str
     gate: dict[str, Any]
     train_metrics: dict[str, float]
     rows: int
     seconds: float
+    outcome: str = ""  # promoted | shadow (rollout started) | rejected
 
 
 def window_start(registry: Registry) -> float:
@@ -54,15 +56,8 @@ def last_round_end(registry: Registry) -> tuple[float, float]:
     return meta.lineage.window_end_ts, meta.created
 
 
-def retrain(
-    settings: Settings,
-    task: Task,
-    dashboard_url: str | None,
-    reason: str,
-    replicas: Replicas | None = None,
-) -> RoundReport:
-    """Run one round from the example store and promote the candidate if the gate passes."""
-    registry = Registry(settings.paths.registry_dir)
+def round_data(settings: Settings, task: Task, registry: Registry) -> RoundData:
+    """The example store as a round sees it: recent window + replay, holdout, golden set."""
     store = settings.paths.store_dir
     rows = join(
         read_labels(store), read_kind(store, "feedback"), task, settings.store.join_window_s
@@ -70,7 +65,7 @@ def retrain(
     if rows.empty:
         raise RuntimeError("the example store holds no teacher labels yet: nothing to train on")
     cfg = settings.train
-    data = build_round(
+    return build_round(
         rows,
         window_start(registry),
         cfg.window_size,
@@ -79,44 +74,89 @@ def retrain(
         cfg.seed,
         cfg.bad_rating_max,
         cfg.bad_agreement_weight,
+        replay.load(settings.paths.replay_dir, cfg.replay_capacity),
     )
-    return _train_gate_promote(settings, task, registry, data, dashboard_url, reason, replicas)
 
 
-def _train_gate_promote(
+def retrain(
     settings: Settings,
     task: Task,
+    dashboard_url: str | None,
+    reason: str,
+    replicas: Replicas | None = None,
+) -> RoundReport:
+    """Run one round from the example store; its candidate goes through ``admit``."""
+    start = time.monotonic()
+    registry = Registry(settings.paths.registry_dir)
+    data = round_data(settings, task, registry)
+    parent = registry.current()
+    name = f"round-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}"
+    log.info("round %s: %d rows (%s)", name, len(data.train), reason)
+    parent_dir = None if parent is None else registry.path(parent)
+    checkpoint, metrics = run_round(settings, task, data, parent_dir, name)
+    if data.reservoir is not None:  # the rows this round offered stay offered
+        replay.save(data.reservoir, settings.paths.replay_dir)
+    report = admit(settings, registry, checkpoint, metrics, data, dashboard_url, reason, replicas)
+    return replace(report, seconds=time.monotonic() - start)
+
+
+def submit(
+    settings: Settings,
+    task: Task,
+    model_dir: Path,
+    dashboard_url: str | None,
+    reason: str,
+    replicas: Replicas | None = None,
+) -> RoundReport:
+    """A student trained elsewhere (an operator's): registered, gated on the store's current
+    holdout and golden set, and rolled out exactly like a round's candidate."""
+    start = time.monotonic()
+    registry = Registry(settings.paths.registry_dir)
+    data = round_data(settings, task, registry)
+    report = admit(settings, registry, model_dir, {}, data, dashboard_url, reason, replicas)
+    return replace(report, seconds=time.monotonic() - start)
+
+
+def admit(
+    settings: Settings,
     registry: Registry,
+    model_dir: Path,
+    metrics: dict[str, float],
     data: RoundData,
     dashboard_url: str | None,
     reason: str,
     replicas: Replicas | None,
 ) -> RoundReport:
-    start = time.monotonic()
+    """Register ``model_dir`` as a candidate and gate it against the current student. Passing,
+    it starts a shadow → canary rollout (``rollout.enabled``, a current student and Serve), or
+    is promoted at once; failing, it is rejected with each failing check recorded."""
     parent = registry.current()
-    parent_dir = None if parent is None else registry.path(parent)
-    name = f"round-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}"
-    log.info("round %s: %d rows (%s)", name, len(data.train), reason)
-    checkpoint, metrics = run_round(settings, task, data, parent_dir, name)
     meta = VersionMeta(
         version=0,
         lineage=data.lineage.model_copy(update={"parent": parent}),
         config={"train": settings.train.model_dump(), "student": settings.student.model_dump()},
         metrics=metrics,
     )
-    meta = registry.register(checkpoint, meta)
+    meta = registry.register(model_dir, meta)
     report = _gate(settings, registry, meta.version, parent, data)
-    if report.passed:
-        registry.update(meta.version, gate=report.to_dict())
-        registry.promote(meta.version, f"{reason}; gate: {report.reason}")
-        if dashboard_url:
-            hot_swap(settings, registry, dashboard_url, replicas)
-    else:
+    outcome = "rejected"
+    if not report.passed:
         registry.reject(meta.version, f"gate: {report.reason}", report.to_dict())
-    seconds = time.monotonic() - start
+    else:
+        registry.update(meta.version, gate=report.to_dict())
+        why = f"{reason}; gate: {report.reason}"
+        if settings.rollout.enabled and parent is not None and dashboard_url:
+            registry.start_rollout(meta.version, why)
+            hot_swap(settings, registry, dashboard_url)
+            outcome = "shadow"
+        else:
+            registry.promote(meta.version, why)
+            if dashboard_url:
+                hot_swap(settings, registry, dashboard_url, replicas)
+            outcome = "promoted"
     return RoundReport(
-        meta.version, parent, report.passed, report.reason, report.to_dict(), metrics,
-        len(data.train), seconds,
+        meta.version, parent, outcome == "promoted", report.reason, report.to_dict(), metrics,
+        len(data.train), 0.0, outcome,
     )  # fmt: skip
 
 
@@ -124,29 +164,47 @@ def _gate(
     settings: Settings, registry: Registry, candidate: int, current: int | None, data: RoundData
 ) -> gate.GateReport:
     max_tokens = settings.serve.max_tokens
-    cand = gate.measure(
-        Student.load(registry.path(candidate), max_tokens), data.holdout, data.golden
-    )
+    cand_student = Student.load(registry.path(candidate), max_tokens)
+    cur_student = None if current is None else Student.load(registry.path(current), max_tokens)
+    texts = list(data.holdout["text"][:60])
+    students = [cand_student] if cur_student is None else [cand_student, cur_student]
+    p50 = gate.latency_p50(students, texts) if texts else [None, None]
+    cand = gate.measure(cand_student, data.holdout, data.golden, p50[0])
     cur = None
-    if current is not None:
-        cur = gate.measure(
-            Student.load(registry.path(current), max_tokens), data.holdout, data.golden
-        )
+    if cur_student is not None:
+        cur = gate.measure(cur_student, data.holdout, data.golden, p50[1])
     report = gate.decide(cand, cur, settings.gate)
     details = {"candidate": asdict(cand), "current": None if cur is None else asdict(cur)}
     log.info("gate v%d vs v%s: %s %s", candidate, current, report.reason, json.dumps(details))
     return report
 
 
+def candidate_spec(settings: Settings, registry: Registry) -> dict[str, Any] | None:
+    """The rollout's candidate as the Serve replicas take it in ``user_config``, or None."""
+    rollout = registry.rollout()
+    if rollout is None:
+        return None
+    cfg = settings.rollout
+    return {
+        "version": rollout.candidate,
+        "path": str(registry.path(rollout.candidate)),
+        "stage": rollout.stage,
+        "share": cfg.shadow_share if rollout.stage == "shadow" else cfg.canary_share,
+        "id": rollout.id,
+    }
+
+
 def hot_swap(
     settings: Settings, registry: Registry, dashboard_url: str, replicas: Replicas | None = None
 ) -> int:
-    """Point Serve at the registry's current version (``reconfigure`` in place) and wait until
-    Serve has applied it and, with ``replicas``, every replica answers with it."""
+    """Point Serve at the registry's state, the current version and any rollout candidate
+    (``reconfigure`` in place), and wait until Serve has applied it and, with ``replicas``,
+    every replica answers with the current version."""
     version = registry.current()
     if version is None:
         raise RuntimeError("the registry has no promoted version to serve")
-    config = deploy.serve_config(settings, version, registry.path(version))
+    spec = candidate_spec(settings, registry)
+    config = deploy.serve_config(settings, version, registry.path(version), spec)
     deploy.deploy(dashboard_url, config)
     deploy.wait_running(dashboard_url, version)
     if replicas is not None:

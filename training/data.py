@@ -17,6 +17,7 @@ import pandas as pd
 
 from distillery.task import Task
 from training.registry import Lineage
+from training.replay import Reservoir, advance
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class RoundData:
     holdout: pd.DataFrame  # recent rows kept out of training: agreement with the teacher
     golden: pd.DataFrame  # held-out rows with a human correction: accuracy on people's labels
     lineage: Lineage
+    reservoir: Reservoir | None = None  # the replay reservoir after this round's offer
 
 
 def in_holdout(request_id: str, fraction: float) -> bool:
@@ -111,11 +113,17 @@ def build_round(
     seed: int = 0,
     bad_rating_max: int = 2,
     bad_agreement_weight: float = 0.0,
+    reservoir: Reservoir | None = None,
 ) -> RoundData:
-    """Split joined rows into train (recent window + replay) / holdout / golden, with lineage."""
+    """Split joined rows into train (recent window + replay) / holdout / golden, with lineage.
+    Replay: ``replay_ratio × recent`` older rows, drawn from ``reservoir`` once it has taken in
+    the rows older than ``since_ts`` (``training.replay``), else from all older rows."""
     held = rows["request_id"].map(lambda rid: in_holdout(rid, holdout_fraction)).astype(bool)
     recent = rows[(rows["ts"] > since_ts) & ~held].sort_values("ts").tail(window_size)
     older = rows[(rows["ts"] <= since_ts) & ~held]
+    if reservoir is not None:
+        reservoir = advance(reservoir, older, since_ts, np.random.default_rng(seed))
+        older = reservoir.rows
     n_replay = min(len(older), round(replay_ratio * len(recent)))
     replay = older.sample(n=n_replay, random_state=seed) if n_replay else older.iloc[:0]
     train = pd.concat([recent, replay], ignore_index=True)
@@ -133,7 +141,7 @@ def build_round(
         distrusted_rows=int(((train["kd_weight"] < 1) & (train["correction"] < 0)).sum()),
         window_end_ts=float(rows["ts"].max()) if len(rows) else since_ts,
     )
-    return RoundData(train.reset_index(drop=True), holdout, golden, lineage)
+    return RoundData(train.reset_index(drop=True), holdout, golden, lineage, reservoir)
 
 
 def offset_ranges(rows: pd.DataFrame) -> dict[str, dict[str, list[int]]]:

@@ -1,11 +1,15 @@
 """The evaluation gate: a candidate replaces the current student only if it is not worse.
 
-``measure`` runs a student on held-out rows; ``decide`` is the pure decision, each check recorded
-with both values and its threshold so a failed gate says exactly why.
+On held-out recent teacher-labelled traffic and on the golden set (held-out rows a human
+corrected), ``measure`` takes: agreement with the teacher, accuracy on the golden set, agreement
+per input-length slice, expected calibration error and p50 latency. ``decide`` is the pure
+decision: each check is recorded with both values and its threshold (all from ``GateSettings``),
+so a failed gate says exactly why.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +19,34 @@ import pandas as pd
 from distillery.settings import GateSettings
 from services.student import Student
 
+SLICES = ((8, "short"), (24, "medium"), (10**9, "long"))  # words, inclusive upper bound
+ECE_BINS = 10
+
+
+def length_slice(text: str) -> str:
+    """The input-length slice of a text: short (≤ 8 words), medium (≤ 24) or long."""
+    words = len(text.split())
+    return next(name for bound, name in SLICES if words <= bound)
+
+
+def expected_calibration_error(
+    probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """ECE (Guo et al. 2017, "On Calibration of Modern Neural Networks", arXiv:1706.04599):
+    Σ_b |B_b|/N · |accuracy(B_b) − confidence(B_b)| over equal-width confidence bins.
+    probs (N, C); targets (N,) label index."""
+    if len(probs) == 0:
+        return 0.0
+    confidence = probs.max(1)  # (N,)
+    correct = (probs.argmax(1) == targets).astype(float)  # (N,)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)  # (N,) bin index
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total)
+
 
 @dataclass(frozen=True)
 class Measures:
@@ -22,6 +54,9 @@ class Measures:
     golden_accuracy: float | None  # share of human corrections matched; None without any
     holdout_rows: int
     golden_rows: int
+    slices: dict[str, list[float]] = field(default_factory=dict)  # name → [agreement, rows]
+    ece: float | None = None  # calibration against the teacher's top label, on the holdout
+    p50_ms: float | None = None  # median one-text latency, measured beside the other student
 
 
 @dataclass(frozen=True)
@@ -29,8 +64,9 @@ class Check:
     name: str
     candidate: float
     current: float
-    threshold: float  # candidate must be ≥ threshold
+    threshold: float  # the candidate's worst acceptable value
     passed: bool
+    higher_is_better: bool = True
 
 
 @dataclass(frozen=True)
@@ -43,17 +79,35 @@ class GateReport:
         return asdict(self)
 
 
-def measure(student: Student, holdout: pd.DataFrame, golden: pd.DataFrame) -> Measures:
-    agreement = 0.0
+def measure(
+    student: Student, holdout: pd.DataFrame, golden: pd.DataFrame, p50_ms: float | None = None
+) -> Measures:
+    agreement, ece, slices = 0.0, None, {}
     if len(holdout):
         probs = student.predict_proba(list(holdout["text"]))  # (N, C)
-        teacher = np.array(list(holdout["teacher_probs"]))  # (N, C)
-        agreement = float((probs.argmax(1) == teacher.argmax(1)).mean())
+        teacher = np.array(list(holdout["teacher_probs"])).argmax(1)  # (N,)
+        hits = probs.argmax(1) == teacher  # (N,)
+        agreement = float(hits.mean())
+        ece = expected_calibration_error(probs, teacher)
+        names = np.array([length_slice(t) for t in holdout["text"]])
+        slices = {n: [float(hits[names == n].mean()), int((names == n).sum())] for n in set(names)}
     golden_accuracy = None
     if len(golden):
         probs = student.predict_proba(list(golden["text"]))
         golden_accuracy = float((probs.argmax(1) == golden["correction"].to_numpy()).mean())
-    return Measures(agreement, golden_accuracy, len(holdout), len(golden))
+    return Measures(agreement, golden_accuracy, len(holdout), len(golden), slices, ece, p50_ms)
+
+
+def latency_p50(students: list[Student], texts: list[str]) -> list[float]:
+    """Median one-text latency (ms) of each student, taking turns text by text so that both
+    see the same machine load."""
+    times: list[list[float]] = [[] for _ in students]
+    for text in texts:
+        for i, student in enumerate(students):
+            start = time.perf_counter()
+            student.predict_proba([text])
+            times[i].append((time.perf_counter() - start) * 1000)
+    return [float(np.median(t)) if t else 0.0 for t in times]
 
 
 def decide(candidate: Measures, current: Measures | None, settings: GateSettings) -> GateReport:
@@ -78,7 +132,27 @@ def decide(candidate: Measures, current: Measures | None, settings: GateSettings
                 settings.correction_margin,
             )
         )
+    checks += _slice_checks(candidate, current, settings)
+    if candidate.ece is not None and current.ece is not None:
+        checks.append(
+            _at_most("ece", candidate.ece, current.ece + settings.ece_margin, current.ece)
+        )
+    if candidate.p50_ms is not None and current.p50_ms is not None:
+        limit = max(
+            current.p50_ms * settings.latency_ratio, current.p50_ms + settings.latency_slack_ms
+        )
+        checks.append(_at_most("p50_latency_ms", candidate.p50_ms, limit, current.p50_ms))
     return _report(checks)
+
+
+def _slice_checks(candidate: Measures, current: Measures, settings: GateSettings) -> list[Check]:
+    """Teacher agreement per input-length slice with enough rows (the same rows for both)."""
+    found = []
+    for name, (agreement, rows) in sorted(candidate.slices.items()):
+        if rows >= settings.min_slice_rows and name in current.slices:
+            before = current.slices[name][0]
+            found.append(_at_least(f"slice:{name}", agreement, before, settings.slice_margin))
+    return found
 
 
 def _at_least(name: str, candidate: float, current: float, margin: float) -> Check:
@@ -86,9 +160,15 @@ def _at_least(name: str, candidate: float, current: float, margin: float) -> Che
     return Check(name, candidate, current, threshold, candidate >= threshold)
 
 
+def _at_most(name: str, candidate: float, limit: float, current: float) -> Check:
+    return Check(name, candidate, current, limit, candidate <= limit, higher_is_better=False)
+
+
 def _report(checks: list[Check]) -> GateReport:
     failed = [c for c in checks if not c.passed]
     reason = "; ".join(
-        f"{c.name} {c.candidate:.3f} < {c.threshold:.3f} (current {c.current:.3f})" for c in failed
+        f"{c.name} {c.candidate:.3f} {'<' if c.higher_is_better else '>'} {c.threshold:.3f} "
+        f"(current {c.current:.3f})"
+        for c in failed
     )
     return GateReport(not failed, checks, reason or "all checks passed")

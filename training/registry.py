@@ -4,7 +4,9 @@ Layout under ``root``::
 
     versions/000001/   model + tokenizer files, meta.json (lineage, config, metrics, gate)
     current.json       {"version": N}: the version users get
-    history.jsonl      every transition (registered, promoted, rejected) with its reason
+    rollout.json       the rollout in progress, if any (``training.rollout.Rollout``)
+    history.jsonl      every transition (registered, rejected, shadow, canary, promoted,
+                       rolled_back, paused, resumed) with its reason
 
 Every write is atomic (temporary file or folder, fsync, ``os.replace``/``rename``): a crash leaves
 the old state or the new one, never half of either.
@@ -22,7 +24,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Status = Literal["candidate", "promoted", "retired", "rejected"]
+from training.rollout import Rollout, Stage
+
+Status = Literal["candidate", "shadow", "canary", "promoted", "retired", "rejected", "rolled_back"]
 
 
 class Lineage(BaseModel):
@@ -50,6 +54,9 @@ class VersionMeta(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     gate: dict[str, Any] | None = None
+    online: dict[str, Any] = Field(
+        default_factory=dict, description="rollout stage → the verdict that ended it, with checks"
+    )
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -129,6 +136,95 @@ class Registry:
     def reject(self, version: int, reason: str, gate: dict[str, Any]) -> None:
         self.update(version, status="rejected", gate=gate)
         self._log("rejected", version, reason)
+
+    def rollout(self) -> Rollout | None:
+        path = self.root / "rollout.json"
+        return Rollout.model_validate_json(path.read_bytes()) if path.is_file() else None
+
+    def _save_rollout(self, rollout: Rollout) -> Rollout:
+        write_atomic(self.root / "rollout.json", rollout.model_dump_json(indent=2).encode())
+        return rollout
+
+    def start_rollout(self, candidate: int, reason: str) -> Rollout:
+        """Put a gate-passing ``candidate`` in shadow beside the current version."""
+        stable = self.current()
+        if stable is None:
+            raise ValueError("no promoted version to roll out against: promote instead")
+        if (running := self.rollout()) is not None:
+            raise ValueError(f"v{running.candidate} is already rolling out ({running.stage})")
+        now = time.time()
+        rollout = Rollout(
+            id=f"r{candidate}-{time.time_ns() % 10**9:09d}",
+            candidate=candidate,
+            stable=stable,
+            started_at=now,
+            stage_started_at=now,
+            reason=reason,
+        )
+        self.update(candidate, status="shadow")
+        self._log("shadow", candidate, reason)
+        return self._save_rollout(rollout)
+
+    def advance(self, stage: Stage, reason: str, verdict: dict[str, Any]) -> Rollout:
+        """The rollout enters ``stage`` (canary); ``verdict`` ended the stage before it."""
+        rollout = self._running()
+        self._keep_verdict(rollout, verdict)
+        self.update(rollout.candidate, status=stage)
+        self._log(stage, rollout.candidate, reason)
+        update = {"stage": stage, "stage_started_at": time.time()}
+        return self._save_rollout(rollout.model_copy(update=update))
+
+    def finish(self, reason: str, verdict: dict[str, Any] | None = None) -> int:
+        """Promote the rollout's candidate to every user; returns its version."""
+        rollout = self._running()
+        if verdict is not None:
+            self._keep_verdict(rollout, verdict)
+        self.promote(rollout.candidate, reason)
+        (self.root / "rollout.json").unlink(missing_ok=True)
+        return rollout.candidate
+
+    def roll_back(self, reason: str, verdict: dict[str, Any] | None = None) -> int:
+        """End the rollout: its candidate never reaches users again; returns its version."""
+        rollout = self._running()
+        if verdict is not None:
+            self._keep_verdict(rollout, verdict)
+        self.update(rollout.candidate, status="rolled_back")
+        self._log("rolled_back", rollout.candidate, reason)
+        (self.root / "rollout.json").unlink(missing_ok=True)
+        return rollout.candidate
+
+    def set_paused(self, paused: bool, reason: str) -> Rollout:
+        rollout = self._running()
+        self._log("paused" if paused else "resumed", rollout.candidate, reason)
+        return self._save_rollout(rollout.model_copy(update={"paused": paused}))
+
+    def demote(self, reason: str) -> int:
+        """With no rollout running: serve the version promoted before the current one again;
+        returns it. The current one is marked rolled back."""
+        if (running := self.rollout()) is not None:
+            raise ValueError(f"v{running.candidate} is rolling out: roll that back first")
+        current = self.current()
+        promoted = [e["version"] for e in self.history() if e["event"] == "promoted"]
+        earlier = [
+            v for v in promoted if v != current and self.get(v).status != "rolled_back"
+        ]  # a version rolled back once is never the way back
+        if current is None or not earlier:
+            raise ValueError("no earlier promoted version to roll back to")
+        previous = earlier[-1]
+        self.promote(previous, reason)
+        self.update(current, status="rolled_back")
+        self._log("rolled_back", current, reason)
+        return previous
+
+    def _running(self) -> Rollout:
+        rollout = self.rollout()
+        if rollout is None:
+            raise ValueError("no rollout in progress")
+        return rollout
+
+    def _keep_verdict(self, rollout: Rollout, verdict: dict[str, Any]) -> None:
+        online = {**self.get(rollout.candidate).online, rollout.stage: verdict}
+        self.update(rollout.candidate, online=online)
 
     def history(self) -> list[dict[str, Any]]:
         log = self.root / "history.jsonl"

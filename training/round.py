@@ -7,6 +7,7 @@ corrections) from the parent student's weights, or from a fresh student for the 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -57,12 +58,23 @@ def _load_model(config: dict[str, Any]) -> Any:
     return new_student(config["labels"], shape, config["vocab_size"], config["seed"], teacher)
 
 
-def _epoch(model: Any, optimizer: Any, frame: pd.DataFrame, tokenizer: Any, cfg: dict) -> float:
+OnBatch = Callable[[int, int, int, float], None]  # (epoch, batch, batches, loss)
+
+
+def _epoch(
+    model: Any,
+    optimizer: Any,
+    frame: pd.DataFrame,
+    tokenizer: Any,
+    cfg: dict,
+    on_batch: OnBatch | None = None,
+) -> float:
     from training.losses import distillation_loss
 
     model.train()
     total, seen = 0.0, 0
-    for batch_ids in _batches(len(frame), cfg["batch_size"], cfg["seed"] + cfg["epoch"]):
+    batches = _batches(len(frame), cfg["batch_size"], cfg["seed"] + cfg["epoch"])
+    for step, batch_ids in enumerate(batches):
         t = _tensors(frame.iloc[batch_ids], tokenizer, cfg["max_tokens"])
         logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
         loss = distillation_loss(
@@ -74,6 +86,8 @@ def _epoch(model: Any, optimizer: Any, frame: pd.DataFrame, tokenizer: Any, cfg:
         optimizer.step()
         total += float(loss.detach()) * len(batch_ids)
         seen += len(batch_ids)
+        if on_batch is not None:
+            on_batch(cfg["epoch"], step + 1, len(batches), total / seen)
     return total / max(seen, 1)
 
 
@@ -82,35 +96,57 @@ def fit(
     frame: pd.DataFrame,
     tokenizer: Any,
     config: dict[str, Any],
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_epoch: Callable[[dict[str, float], Any], None] | None = None,
+    optimizer: Any = None,
+    first_epoch: int = 0,
+    on_batch: OnBatch | None = None,
 ) -> list[dict[str, float]]:
-    """``config["epochs"]`` passes of AdamW (``learning_rate``) over ``frame`` (text,
-    teacher_logits (C,), correction, kd_weight); no Ray. Returns per-epoch metrics (epoch, mean
-    loss, examples/s) and hands each to ``on_epoch`` as soon as its epoch ends."""
+    """Epochs ``first_epoch`` … ``config["epochs"] - 1`` of AdamW (``learning_rate``) over
+    ``frame`` (text, teacher_logits (C,), correction, kd_weight); no Ray. Returns per-epoch
+    metrics (epoch, mean loss, examples/s) and hands each, with the optimizer, to ``on_epoch``
+    as soon as its epoch ends. Pass a restored ``optimizer`` to resume."""
     import torch
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"])
+    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=config["learning_rate"])
     history: list[dict[str, float]] = []
     start = time.perf_counter()
-    for epoch in range(config["epochs"]):
-        loss = _epoch(model, optimizer, frame, tokenizer, {**config, "epoch": epoch})
+    for epoch in range(first_epoch, config["epochs"]):
+        loss = _epoch(model, optimizer, frame, tokenizer, {**config, "epoch": epoch}, on_batch)
         elapsed = time.perf_counter() - start
         metrics: dict[str, float] = {
             "epoch": epoch + 1,
             "loss": loss,
-            "examples_per_s": len(frame) * (epoch + 1) / elapsed,
+            "examples_per_s": len(frame) * (epoch + 1 - first_epoch) / elapsed,
         }
         history.append(metrics)
         if on_epoch is not None:
-            on_epoch(metrics)
+            on_epoch(metrics, optimizer)
     return history
 
 
-def train_loop(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker: its shard of the rows, ``epochs`` passes, rank 0 saves."""
+def _restore(model: Any, config: dict[str, Any]) -> tuple[Any, int]:
+    """(optimizer, first epoch) from this run's latest checkpoint, if a worker died after one:
+    Ray Train restarts the workers (``FailureConfig``) and they pick up from there."""
     import ray.train
     import torch
-    from ray.train import Checkpoint
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"])
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return optimizer, 0
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / "resume.pt", weights_only=True)
+    getattr(model, "module", model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return optimizer, int(state["epoch"])
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: its shard of the rows, ``epochs`` passes. After each
+    epoch rank 0 checkpoints weights + optimizer (a restarted worker group resumes from it);
+    after the last, the student folder (``save_pretrained``) is the final checkpoint."""
+    import ray.train
+    import torch
     from transformers import AutoTokenizer
 
     torch.set_num_threads(1)
@@ -119,12 +155,33 @@ def train_loop(config: dict[str, Any]) -> None:
     frame = pd.read_parquet(config["train_path"]).iloc[rank::world].reset_index(drop=True)
     tokenizer = AutoTokenizer.from_pretrained(config["tokenizer_dir"])
     model = ray.train.torch.prepare_model(_load_model(config))
+    optimizer, first_epoch = _restore(model, config)
 
-    def report_unless_last(metrics: dict[str, float]) -> None:
-        if metrics["epoch"] < config["epochs"]:
-            ray.train.report(metrics)
+    def checkpoint_unless_last(metrics: dict[str, float], optimizer: Any) -> None:
+        if metrics["epoch"] >= config["epochs"]:
+            return
+        metrics = {**metrics, "resumed_at_epoch": first_epoch}
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0:
+                state = {
+                    "model": getattr(model, "module", model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": int(metrics["epoch"]),
+                }
+                torch.save(state, Path(tmp) / "resume.pt")
+            checkpoint = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
+            ray.train.report(metrics, checkpoint=checkpoint)
+        if config.get("failpoint") == "train.after_first_epoch" and first_epoch == 0:
+            import os
+            import signal
 
-    metrics = fit(model, frame, tokenizer, config, report_unless_last)[-1]
+            os.kill(os.getpid(), signal.SIGKILL)  # a worker dies mid-round (tests only)
+
+    progress = _progress_sender(config, len(frame) * world) if rank == 0 else None
+    history = fit(
+        model, frame, tokenizer, config, checkpoint_unless_last, optimizer, first_epoch, progress
+    )
+    metrics = {**history[-1], "resumed_at_epoch": first_epoch} if history else {}
     with tempfile.TemporaryDirectory() as tmp:
         if rank == 0:
             unwrapped: Any = getattr(model, "module", model)
@@ -132,8 +189,37 @@ def train_loop(config: dict[str, Any]) -> None:
             tokenizer.save_pretrained(tmp)
             save_reference(unwrapped, tokenizer, frame, config["max_tokens"], Path(tmp))
             (Path(tmp) / "train_metrics.json").write_text(json.dumps(metrics))
-        checkpoint = Checkpoint.from_directory(tmp) if rank == 0 else None
+        checkpoint = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _progress_sender(config: dict[str, Any], rows: int) -> OnBatch | None:
+    """Rank 0's progress, every 5 batches, to the scheduler actor if one runs (it exports it
+    to Prometheus and `distillery retrain` draws it as a bar)."""
+    import ray
+
+    from monitoring.scheduler import ACTOR_NAME, NAMESPACE
+
+    try:
+        scheduler = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None
+    start, epochs, steps = time.perf_counter(), config["epochs"], [0]
+
+    def send(epoch: int, batch: int, batches: int, loss: float) -> None:
+        steps[0] += 1  # batches since this worker started (or resumed)
+        if batch % 5 and batch != batches:
+            return
+        seen = rows * steps[0] / batches  # examples, all workers together
+        scheduler.report_progress.remote(
+            {
+                "round": config["name"], "epoch": epoch + 1, "epochs": epochs,
+                "done": (epoch + batch / batches) / epochs, "loss": loss,
+                "examples_per_s": seen / max(time.perf_counter() - start, 1e-9),
+            }
+        )  # fmt: skip
+
+    return send
 
 
 def save_reference(
@@ -154,7 +240,7 @@ def run_round(
     settings: Settings, task: Task, data: RoundData, init_dir: Path | None, name: str
 ) -> tuple[Path, dict[str, float]]:
     """Train a candidate; returns its checkpoint folder and the final training metrics."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     workdir = settings.paths.train_dir / name
@@ -175,6 +261,8 @@ def run_round(
         "student": settings.student.model_dump(),
         "vocab_size": _vocab_size(settings),
         "max_tokens": settings.serve.max_tokens,
+        "failpoint": os.environ.get("DISTILLERY_FAILPOINT"),
+        "name": name,
     }
     trainer = TorchTrainer(
         train_loop,
@@ -182,7 +270,11 @@ def run_round(
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers, resources_per_worker={"CPU": cfg.worker_cpus}
         ),
-        run_config=RunConfig(name=name, storage_path=str(settings.paths.train_dir / "ray")),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(settings.paths.train_dir / "ray"),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
     )
     check_resources(cfg.num_workers * cfg.worker_cpus)
     result = _fit_with_timeout(trainer, cfg.round_timeout_s)

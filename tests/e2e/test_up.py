@@ -46,6 +46,10 @@ def service(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iter
         "DISTILLERY_GATE_MIN_HOLDOUT": "10",
         "DISTILLERY_GATE_AGREEMENT_MARGIN": "0.1",
         "DISTILLERY_GATE_FIRST_VERSION_MIN_AGREEMENT": "0.5",
+        "DISTILLERY_ROLLOUT_SHADOW_S": "10",
+        "DISTILLERY_ROLLOUT_CANARY_S": "15",
+        "DISTILLERY_ROLLOUT_MAX_STAGE_S": "45",
+        "DISTILLERY_ROLLOUT_CANARY_SHARE": "0.3",
     }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("RAY_ADDRESS", None)

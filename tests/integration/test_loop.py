@@ -7,8 +7,6 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,40 +14,10 @@ import pytest
 
 from distillery import bus
 from distillery.events import FeedbackEvent, TeacherLabel, Topics, decode
-from distillery.settings import (
-    GateSettings,
-    PathSettings,
-    SchedulerSettings,
-    ServeSettings,
-    Settings,
-    TrainSettings,
-)
-from services.broker import free_port
-from services.launcher import Running, up
-from tests.conftest import DATA, TASK
+from services.launcher import Running
 from training.registry import Registry
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iterator[Running]:
-    state = tmp_path_factory.mktemp("state")
-    settings = Settings(
-        paths=PathSettings(state_dir=state, data_dir=DATA, task_file=TASK),
-        serve=ServeSettings(port=free_port(), metrics_export_port=free_port(), sample_rate=1.0),
-        scheduler=SchedulerSettings(enabled=False, seed_size=300, drift_every_s=5, poll_s=1),
-        train=TrainSettings(epochs=2, scratch_epochs=3),
-        gate=GateSettings(
-            agreement_margin=1.0,
-            correction_margin=1.0,
-            min_holdout=5,
-            first_version_min_agreement=0,
-        ),
-    )
-    running = up(settings)
-    yield running
-    running.stop()
 
 
 def _predict(running: Running, text: Any) -> httpx.Response:
@@ -188,10 +156,14 @@ def test_round_registers_a_version_and_hot_swaps_with_no_failed_request(loop: Ru
     stop = threading.Event()
 
     def hammer() -> None:
+        texts = [f"review {i}: a great movie" for i in range(8)]
+        texts += [f"review {i}: an awful, boring movie" for i in range(8)]
+        n = 0
         with httpx.Client(base_url=loop.api_url, timeout=30) as client:
             while not stop.is_set():
+                n += 1
                 try:
-                    r = client.post("/v1/predict", json={"text": "steady traffic"})
+                    r = client.post("/v1/predict", json={"text": texts[n % len(texts)]})
                     outcomes[str(r.status_code)] += 1
                     versions.append((time.monotonic(), r.json()["predictions"][0]["model_version"]))
                 except httpx.HTTPError as exc:
@@ -201,12 +173,12 @@ def test_round_registers_a_version_and_hot_swaps_with_no_failed_request(loop: Ru
     for c in clients:
         c.start()
     report = ray.get(loop.scheduler.retrain.remote("integration test"))
-    swapped_at = time.monotonic()  # retrain returns once every replica answers with v2
+    assert report["outcome"] == "shadow", report  # the gate passed: shadow → canary → full
+    swapped_at = _wait_promoted(loop, report["version"])
     time.sleep(3)
     stop.set()
     for c in clients:
         c.join()
-    assert report["promoted"], report
     assert set(outcomes) == {"200"}, outcomes
     seen = {v for _, v in versions}
     assert seen == {1, 2}, seen
@@ -217,6 +189,26 @@ def test_round_registers_a_version_and_hot_swaps_with_no_failed_request(loop: Ru
     assert meta.lineage.parent == 1
     assert Topics.LABELS in meta.lineage.offsets
     assert meta.gate is not None and meta.gate["passed"]
+    assert set(meta.online) == {"shadow", "canary"}  # each stage's verdict, with its checks
+    events = [e["event"] for e in registry.history() if e["version"] == 2]
+    assert events == ["registered", "shadow", "canary", "promoted"]
+
+
+def _wait_promoted(loop: Running, version: int, timeout_s: float = 120) -> float:
+    """Wait until ``version`` is current and every replica answers with it."""
+    import ray
+
+    registry = Registry(loop.settings.paths.registry_dir)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = ray.get(loop.scheduler.status.remote())
+        if registry.current() == version:
+            if set(status["replicas"].values()) == {version}:
+                return time.monotonic()
+        else:
+            assert registry.rollout() is not None, registry.history()[-3:]
+        time.sleep(0.5)
+    raise AssertionError(f"v{version} not promoted after {timeout_s}s: {registry.history()[-3:]}")
 
 
 def test_status_reports_version_labels_and_drift(loop: Running) -> None:

@@ -39,6 +39,8 @@ def _label_row(i: int, labels: Any = None, **extra: Any) -> dict[str, Any]:
         "source_offset": i,
         "predicted_at": float(i),
         "reason": "uniform",
+        "shadow_version": None,
+        "shadow_probs": None,
         "topic": Topics.LABELS,
         "partition": i % 2,
         "offset": 1000 + i,
@@ -341,3 +343,20 @@ def test_build_round_distrusts_and_counts_in_the_lineage() -> None:
     assert rated.any() and (train.loc[rated, "kd_weight"] == 0).all()
     assert (train.loc[~rated, "kd_weight"] == 1).all()
     assert data.lineage.distrusted_rows == int(rated.sum())
+
+
+def test_replay_comes_from_the_reservoir_once_it_took_the_older_rows() -> None:
+    from training import replay
+
+    rows = _joined(200)
+    data = build_round(
+        rows, 150.0, 1_000, 0.2, 0.2, reservoir=replay.empty(10), seed=3
+    )  # 151 older rows offered, 10 kept
+    assert data.reservoir is not None
+    assert data.reservoir.horizon_ts == 150.0 and len(data.reservoir.rows) == 10
+    held = _held(rows, 0.2)
+    assert data.reservoir.seen == sum(1 for i in range(151) if f"req-{i}" not in held)
+    replayed = set(data.train["request_id"]) - {f"req-{i}" for i in range(151, 200)}
+    assert replayed and replayed <= set(data.reservoir.rows["request_id"])
+    again = build_round(rows, 150.0, 1_000, 0.2, 0.2, reservoir=data.reservoir, seed=3)
+    assert again.reservoir is not None and again.reservoir.seen == data.reservoir.seen

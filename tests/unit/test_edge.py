@@ -98,6 +98,6 @@ def test_within_turns_a_timeout_into_503_with_retry_after() -> None:
 def test_json_response_and_body_schema() -> None:
     response = json_response(PredictRequest(text="hi"), 202)
     assert response.status_code == 202
-    assert response.body == b'{"text":"hi","allow_training":true}'
+    assert response.body == b'{"text":"hi","allow_training":true,"client_key":null}'
     schema = body_schema(PredictRequest)["requestBody"]["content"]["application/json"]["schema"]
     assert schema["properties"]["text"]

@@ -9,7 +9,14 @@ from transformers import AutoTokenizer
 
 from distillery.settings import GateSettings, StudentSettings, TeacherSettings
 from services.student import Student, new_student
-from training.gate import Check, Measures, decide, measure
+from training.gate import (
+    Check,
+    Measures,
+    decide,
+    expected_calibration_error,
+    length_slice,
+    measure,
+)
 
 SETTINGS = GateSettings(
     agreement_margin=0.01,
@@ -148,3 +155,87 @@ def test_measure_empty_holdout_is_zero_agreement(student: Student) -> None:
     result = measure(student, empty, _golden([], []))
     assert (result.agreement, result.holdout_rows) == (0.0, 0)
     assert not decide(result, None, SETTINGS).passed
+
+
+def test_ece_on_a_hand_computed_example() -> None:
+    probs = np.array(
+        [
+            [0.9, 0.05, 0.05],  # conf 0.9, correct   → upper bin
+            [0.7, 0.2, 0.1],  # conf 0.7, wrong       → upper bin
+            [0.4, 0.3, 0.3],  # conf 0.4, correct     → lower bin
+            [0.2, 0.45, 0.35],  # conf 0.45, wrong    → lower bin
+        ]
+    )
+    targets = np.array([0, 1, 0, 2])
+    # lower: ½·|0.5 − 0.425| = 0.0375; upper: ½·|0.5 − 0.8| = 0.15
+    assert expected_calibration_error(probs, targets, bins=2) == pytest.approx(0.1875)
+
+
+def test_ece_extremes() -> None:
+    labels = np.array([0, 1, 2, 1])
+    one_hot = np.eye(3)[labels]
+    assert expected_calibration_error(one_hot, labels) == pytest.approx(0.0)
+    assert expected_calibration_error(one_hot, (labels + 1) % 3) == pytest.approx(1.0)
+    assert expected_calibration_error(np.zeros((0, 3)), np.zeros(0, dtype=int)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("words", "name"), [(0, "short"), (8, "short"), (9, "medium"), (24, "medium"), (25, "long")]
+)
+def test_length_slice_boundaries(words: int, name: str) -> None:
+    assert length_slice(" ".join(["word"] * words)) == name
+
+
+FULL = GateSettings(
+    agreement_margin=0.01,
+    slice_margin=0.05,
+    min_slice_rows=20,
+    ece_margin=0.05,
+    latency_ratio=1.5,
+    latency_slack_ms=2.0,
+    min_holdout=20,
+)
+
+
+def _full(
+    slices: dict[str, list[float]] | None = None, ece: float | None = None, p50: float | None = None
+) -> Measures:
+    return Measures(0.8, None, 100, 0, slices or {}, ece, p50)
+
+
+def test_slice_agreement_drop_fails_and_small_slices_are_not_checked() -> None:
+    current = _full({"short": [0.80, 30], "medium": [0.8, 20], "long": [0.9, 19]})
+    candidate = _full({"short": [0.70, 30], "medium": [0.76, 20], "long": [0.1, 19]})
+    report = decide(candidate, current, FULL)
+    assert not report.passed
+    assert [(c.name, c.passed) for c in report.checks] == [
+        ("agreement", True),
+        ("slice:medium", True),
+        ("slice:short", False),
+    ]
+    assert report.reason == "slice:short 0.700 < 0.750 (current 0.800)"
+    only_new = decide(_full({"short": [0.0, 50]}), _full(), FULL)  # no current slice to compare
+    assert only_new.passed and [c.name for c in only_new.checks] == ["agreement"]
+
+
+def test_ece_rise_beyond_margin_fails() -> None:
+    assert decide(_full(ece=0.14), _full(ece=0.10), FULL).passed
+    report = decide(_full(ece=0.20), _full(ece=0.10), FULL)
+    assert not report.passed
+    assert report.reason == "ece 0.200 > 0.150 (current 0.100)"
+    assert [c.name for c in decide(_full(ece=0.9), _full(), FULL).checks] == ["agreement"]
+
+
+@pytest.mark.parametrize(
+    ("current_ms", "limit", "ok_ms", "bad_ms"),
+    [(10.0, 15.0, 15.0, 15.1), (2.0, 4.0, 3.9, 4.1)],  # ratio larger; slack larger (ratio: 3)
+)
+def test_p50_latency_limit_is_the_larger_of_ratio_and_slack(
+    current_ms: float, limit: float, ok_ms: float, bad_ms: float
+) -> None:
+    ok = decide(_full(p50=ok_ms), _full(p50=current_ms), FULL)
+    assert ok.passed
+    assert ok.checks[-1] == Check("p50_latency_ms", ok_ms, current_ms, limit, True, False)
+    bad = decide(_full(p50=bad_ms), _full(p50=current_ms), FULL)
+    assert not bad.passed
+    assert bad.reason == f"p50_latency_ms {bad_ms:.3f} > {limit:.3f} (current {current_ms:.3f})"

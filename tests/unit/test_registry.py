@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from training import registry as registry_module
 from training.registry import Lineage, Registry, VersionMeta, write_atomic
 
 
@@ -166,3 +168,134 @@ def test_failed_promote_keeps_the_old_pointer(
     with pytest.raises(OSError, match="crash"):
         registry.promote(2, "second")
     assert registry.current() == 1
+
+
+@pytest.fixture()
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The ``time`` module inside ``training.registry``, frozen at ``clock[0]``."""
+    now = [1_000.0]
+    fake = SimpleNamespace(time=lambda: now[0], time_ns=lambda: int(now[0] * 1e9))
+    monkeypatch.setattr(registry_module, "time", fake)
+    return now
+
+
+def _rolling(registry: Registry, model_dir: Path) -> None:
+    """v1 promoted, v2 in shadow."""
+    for parent in (None, 1):
+        registry.register(model_dir, _meta(parent))
+    registry.promote(1, "first")
+    registry.start_rollout(2, "gate passed")
+
+
+def _last(registry: Registry) -> tuple[str, int, str]:
+    event = registry.history()[-1]
+    return event["event"], event["version"], event["reason"]
+
+
+def test_start_rollout_needs_a_current_version_and_only_one_runs(
+    registry: Registry, model_dir: Path, clock: list[float]
+) -> None:
+    registry.register(model_dir, _meta())
+    with pytest.raises(ValueError, match="no promoted version"):
+        registry.start_rollout(1, "gate passed")
+    assert (registry.rollout(), registry.get(1).status) == (None, "candidate")
+    registry.register(model_dir, _meta(parent=1))
+    registry.promote(1, "first")
+    rollout = registry.start_rollout(2, "gate passed")
+    assert (rollout.candidate, rollout.stable, rollout.stage) == (2, 1, "shadow")
+    assert rollout.started_at == rollout.stage_started_at == 1_000.0
+    assert (registry.get(2).status, _last(registry)) == ("shadow", ("shadow", 2, "gate passed"))
+    registry.register(model_dir, _meta(parent=1))
+    with pytest.raises(ValueError, match="v2 is already rolling out"):
+        registry.start_rollout(3, "also passed")
+    assert (registry.rollout(), registry.get(3).status) == (rollout, "candidate")
+
+
+def test_advance_enters_canary_and_keeps_the_shadow_verdict(
+    registry: Registry, model_dir: Path, clock: list[float]
+) -> None:
+    _rolling(registry, model_dir)
+    clock[0] = 1_030.0
+    verdict = {"action": "advance", "reason": "shadow: every check passed", "checks": []}
+    rollout = registry.advance("canary", "shadow passed", verdict)
+    assert (rollout.stage, rollout.started_at, rollout.stage_started_at) == (
+        "canary",
+        1_000.0,
+        1_030.0,
+    )
+    assert registry.rollout() == rollout
+    assert (registry.get(2).status, registry.get(2).online) == ("canary", {"shadow": verdict})
+    assert (_last(registry), registry.current()) == (("canary", 2, "shadow passed"), 1)
+
+
+def test_finish_promotes_the_candidate(registry: Registry, model_dir: Path) -> None:
+    _rolling(registry, model_dir)
+    registry.advance("canary", "shadow passed", {"action": "advance"})
+    assert registry.finish("canary passed", {"action": "advance"}) == 2
+    assert registry.current() == 2
+    assert (registry.get(2).status, registry.get(1).status) == ("promoted", "retired")
+    assert set(registry.get(2).online) == {"shadow", "canary"}
+    assert registry.rollout() is None and not (registry.root / "rollout.json").exists()
+    assert _last(registry) == ("promoted", 2, "canary passed")
+
+
+def test_roll_back_keeps_the_stable_version(registry: Registry, model_dir: Path) -> None:
+    _rolling(registry, model_dir)
+    verdict = {"action": "rollback", "reason": "shadow: error_rate 0.1 > 0.01"}
+    assert registry.roll_back("errors", verdict) == 2
+    assert registry.current() == 1
+    assert (registry.get(2).status, registry.get(1).status) == ("rolled_back", "promoted")
+    assert registry.get(2).online == {"shadow": verdict}
+    assert registry.rollout() is None and not (registry.root / "rollout.json").exists()
+    assert _last(registry) == ("rolled_back", 2, "errors")
+    with pytest.raises(ValueError, match="no rollout in progress"):
+        registry.finish("again")
+
+
+def test_set_paused_logs_paused_and_resumed(registry: Registry, model_dir: Path) -> None:
+    _rolling(registry, model_dir)
+    assert registry.set_paused(True, "operator").paused
+    assert (registry.rollout() or pytest.fail()).paused
+    assert _last(registry) == ("paused", 2, "operator")
+    assert not registry.set_paused(False, "go on").paused
+    assert _last(registry) == ("resumed", 2, "go on")
+
+
+def test_demote_goes_back_to_the_previous_version(registry: Registry, model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="no earlier promoted version"):
+        registry.demote("nothing promoted")
+    for _ in range(2):
+        registry.register(model_dir, _meta())
+    registry.promote(1, "first")
+    with pytest.raises(ValueError, match="no earlier promoted version"):
+        registry.demote("only one")
+    registry.promote(2, "second")
+    assert registry.demote("users complain") == 1
+    assert registry.current() == 1
+    assert (registry.get(1).status, registry.get(2).status) == ("promoted", "rolled_back")
+    assert [(e["event"], e["version"]) for e in registry.history()[-2:]] == [
+        ("promoted", 1),
+        ("rolled_back", 2),
+    ]
+    assert _last(registry) == ("rolled_back", 2, "users complain")
+
+
+def test_second_demote_does_not_bring_back_the_rolled_back_version(
+    registry: Registry, model_dir: Path
+) -> None:
+    for version in (1, 2, 3):
+        registry.register(model_dir, _meta())
+        registry.promote(version, f"v{version}")
+    assert registry.demote("v3 is bad") == 2
+    assert registry.demote("v2 is bad too") == 1
+
+
+def test_demote_is_refused_while_a_rollout_runs(registry: Registry, model_dir: Path) -> None:
+    for _ in range(3):
+        registry.register(model_dir, _meta())
+    registry.promote(1, "v1")
+    registry.promote(2, "v2")
+    registry.start_rollout(3, "gate passed")
+    with pytest.raises(ValueError, match="v3 is rolling out"):
+        registry.demote("no")
+    assert registry.current() == 2

@@ -128,3 +128,22 @@ def test_max_tokens_beyond_the_students_positions_is_refused() -> None:
 
     with pytest.raises(ValidationError, match=r"max_tokens=128 exceeds student\.max_positions=64"):
         Settings(serve=ServeSettings(max_tokens=128), student=StudentSettings(max_positions=64))
+
+
+def test_cpu_plan_refuses_a_loop_that_cannot_run_serving_and_a_round_at_once() -> None:
+    from services.launcher import check_cpu_plan, cpu_plan
+
+    settings = Settings()
+    assert cpu_plan(settings) == {
+        "serve": 0.5, "labeler": 0.5, "store+scheduler": 0.2, "round": 0.5,
+    }  # fmt: skip
+    check_cpu_plan(settings, 2.0)
+    two = settings.model_copy(
+        update={"train": settings.train.model_copy(update={"num_workers": 2, "worker_cpus": 0.4})}
+    )
+    check_cpu_plan(two, 2.0)  # two Ray Train workers fit beside Serve on this 2-core machine
+    big = settings.model_copy(
+        update={"train": settings.train.model_copy(update={"num_workers": 2, "worker_cpus": 1.0})}
+    )
+    with pytest.raises(ValueError, match=r"needs 3\.2 CPUs at once \(.*round 2\) but the cluster"):
+        check_cpu_plan(big, 2.0)

@@ -1,0 +1,54 @@
+"""The running loop, shared by test_loop.py and test_rollout.py (started once for both)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distillery.settings import (
+    GateSettings,
+    PathSettings,
+    RolloutSettings,
+    SchedulerSettings,
+    ServeSettings,
+    Settings,
+    TrainSettings,
+)
+from services.broker import free_port
+from services.launcher import Running, up
+from tests.conftest import DATA, TASK
+
+
+@pytest.fixture(scope="package")
+def loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iterator[Running]:
+    state = tmp_path_factory.mktemp("state")
+    settings = Settings(
+        paths=PathSettings(state_dir=state, data_dir=DATA, task_file=TASK),
+        serve=ServeSettings(port=free_port(), metrics_export_port=free_port(), sample_rate=1.0),
+        scheduler=SchedulerSettings(enabled=False, seed_size=300, drift_every_s=5, poll_s=1),
+        train=TrainSettings(epochs=2, scratch_epochs=3),
+        gate=GateSettings(
+            agreement_margin=0.15,
+            correction_margin=1.0,
+            slice_margin=1.0,
+            ece_margin=1.0,
+            latency_ratio=5.0,
+            min_holdout=5,
+            first_version_min_agreement=0,
+        ),
+        rollout=RolloutSettings(
+            shadow_s=5,
+            canary_s=8,
+            max_stage_s=20,
+            canary_share=0.5,
+            min_requests=20,
+            min_labels=10,
+            min_feedback=5,
+            report_s=1,
+        ),
+    )
+    running = up(settings)
+    yield running
+    running.stop()

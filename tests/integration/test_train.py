@@ -1,0 +1,36 @@
+"""Ray Train rounds on the live cluster: two workers at fractional CPUs beside Serve, and a
+round whose workers are killed after the first epoch resumes from that epoch's checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.launcher import Running
+from services.student import Student
+from training.cycle import round_data
+from training.registry import Registry
+from training.round import run_round
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_workers_killed_after_an_epoch_resume_from_its_checkpoint(
+    loop: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train = loop.settings.train.model_copy(
+        update={"num_workers": 2, "worker_cpus": 0.4, "epochs": 3, "max_failures": 1}
+    )
+    settings = loop.settings.model_copy(update={"train": train})
+    registry = Registry(settings.paths.registry_dir)
+    data = round_data(settings, loop.task, registry)
+    parent = registry.path(registry.current() or 1)
+    monkeypatch.setenv("DISTILLERY_FAILPOINT", "train.after_first_epoch")
+    checkpoint, metrics = run_round(settings, loop.task, data, parent, "resume-test")
+    assert metrics["epoch"] == 3
+    assert metrics["resumed_at_epoch"] == 1  # the second worker group started at epoch 2
+    assert json.loads((checkpoint / "train_metrics.json").read_text())["resumed_at_epoch"] == 1
+    student = Student.load(checkpoint, settings.serve.max_tokens)
+    assert student.labels == loop.task.label_names
+    assert student.predict_proba(["a fine film"]).shape == (1, len(loop.task.label_names))

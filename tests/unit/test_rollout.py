@@ -1,0 +1,250 @@
+"""The rollout state machine: ``evaluate`` on hand-built evidence, routing, store evidence."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from distillery.settings import RolloutSettings
+from training.rollout import (
+    Evidence,
+    Verdict,
+    evaluate,
+    feedback_evidence,
+    takes_candidate,
+    teacher_evidence,
+)
+
+CFG = RolloutSettings(
+    shadow_s=10,
+    canary_s=20,
+    max_stage_s=100,
+    min_requests=10,
+    min_labels=10,
+    min_feedback=5,
+    max_agreement_drop=0.05,
+    max_negative_feedback_rise=0.10,
+    max_error_rate_rise=0.01,
+    max_p99_ratio=1.5,
+    p99_slack_ms=20.0,
+)
+# every check has its evidence and the candidate equals the stable version
+GOOD = Evidence(requests=100, errors=0, p99_ms=50.0, labelled=20, agreed=18, rated=10, negative=1)
+
+
+def _states(verdict: Verdict) -> dict[str, str]:
+    return {c.name: c.state for c in verdict.checks}
+
+
+def test_agreement_drop_beyond_limit_rolls_back_naming_values() -> None:
+    worse = replace(GOOD, agreed=16)  # 0.80 against 0.90, limit 0.85
+    verdict = evaluate("shadow", 5, GOOD, worse, CFG)
+    assert verdict.action == "rollback"
+    assert verdict.reason == "shadow: teacher_agreement 0.800 < 0.850 (stable 0.900)"
+    check = next(c for c in verdict.checks if c.name == "teacher_agreement")
+    assert (check.state, check.candidate, check.stable) == ("fail", 0.8, 0.9)
+    assert check.limit == pytest.approx(0.85)
+    assert evaluate("shadow", 5, GOOD, replace(GOOD, agreed=17), CFG).action == "wait"
+
+
+def test_agreement_drop_is_pending_until_both_versions_have_min_labels() -> None:
+    few = replace(GOOD, labelled=9, agreed=0)  # terrible, but below min_labels
+    for stable, cand in ((GOOD, few), (few, GOOD)):
+        verdict = evaluate("shadow", 50, stable, cand, CFG)
+        assert verdict.action == "wait"
+        assert _states(verdict)["teacher_agreement"] == "pending"
+        assert verdict.reason == "shadow: 50s in, waiting for evidence for teacher_agreement"
+
+
+def test_pending_requests_keep_error_and_latency_checks_waiting() -> None:
+    verdict = evaluate("shadow", 50, GOOD, replace(GOOD, requests=9, errors=9), CFG)
+    assert verdict.action == "wait"
+    assert _states(verdict) == {
+        "teacher_agreement": "pass",
+        "error_rate": "pending",
+        "p99_latency": "pending",
+    }
+    no_p99 = evaluate("shadow", 50, GOOD, replace(GOOD, p99_ms=None), CFG)
+    assert _states(no_p99)["p99_latency"] == "pending"
+
+
+def test_advances_once_stage_time_is_up_and_every_check_passed() -> None:
+    early = evaluate("shadow", 9.9, GOOD, GOOD, CFG)
+    assert early.action == "wait"
+    assert early.reason == "shadow: 10s in, waiting for 10s"
+    verdict = evaluate("shadow", 10, GOOD, GOOD, CFG)
+    assert verdict.action == "advance"
+    assert verdict.reason == "shadow: every check passed after 10s"
+    assert set(_states(verdict).values()) == {"pass"}
+    assert evaluate("canary", 19, GOOD, GOOD, CFG).action == "wait"  # canary_s, not shadow_s
+    assert evaluate("canary", 20, GOOD, GOOD, CFG).action == "advance"
+
+
+def test_max_stage_s_advances_without_evidence_and_names_unmeasured_checks() -> None:
+    quiet = Evidence()
+    assert evaluate("canary", 99, quiet, quiet, CFG).action == "wait"
+    verdict = evaluate("canary", 100, quiet, quiet, CFG)
+    assert verdict.action == "advance"
+    assert verdict.reason == (
+        "canary: no check failed in 100s (not enough evidence for "
+        "teacher_agreement, negative_feedback, error_rate, p99_latency)"
+    )
+    partly = evaluate("shadow", 100, GOOD, replace(GOOD, labelled=0, agreed=0), CFG)
+    assert partly.action == "advance"
+    assert partly.reason.endswith("(not enough evidence for teacher_agreement)")
+
+
+def test_failure_rolls_back_even_after_max_stage_s() -> None:
+    verdict = evaluate("shadow", 1_000, GOOD, replace(GOOD, agreed=0), CFG)
+    assert verdict.action == "rollback"
+
+
+def test_negative_feedback_is_checked_only_in_canary() -> None:
+    bad = replace(GOOD, negative=8)  # 0.8 against 0.1, limit 0.2
+    shadow = evaluate("shadow", 10, GOOD, bad, CFG)
+    assert "negative_feedback" not in _states(shadow)
+    assert shadow.action == "advance"
+    canary = evaluate("canary", 10, GOOD, bad, CFG)
+    assert canary.action == "rollback"
+    assert canary.reason == "canary: negative_feedback 0.800 > 0.200 (stable 0.100)"
+    few = evaluate("canary", 20, GOOD, replace(bad, rated=4), CFG)
+    assert (few.action, _states(few)["negative_feedback"]) == ("wait", "pending")
+
+
+def test_error_rate_rise_beyond_limit_rolls_back() -> None:
+    stable = replace(GOOD, errors=1)  # 0.01, limit 0.02
+    assert evaluate("shadow", 10, stable, replace(GOOD, errors=2), CFG).action == "advance"
+    verdict = evaluate("shadow", 10, stable, replace(GOOD, errors=3), CFG)
+    assert verdict.action == "rollback"
+    assert verdict.reason == "shadow: error_rate 0.0300 > 0.0200 (stable 0.0100)"
+
+
+@pytest.mark.parametrize(
+    ("stable_ms", "limit", "ok_ms", "bad_ms"),
+    [
+        (100.0, 150.0, 150.0, 150.5),  # the ratio is the larger: 100 * 1.5
+        (10.0, 30.0, 29.0, 30.5),  # the slack is the larger: 10 + 20 (the ratio alone: 15)
+    ],
+)
+def test_p99_limit_is_the_larger_of_ratio_and_slack(
+    stable_ms: float, limit: float, ok_ms: float, bad_ms: float
+) -> None:
+    stable = replace(GOOD, p99_ms=stable_ms)
+    ok = evaluate("shadow", 10, stable, replace(GOOD, p99_ms=ok_ms), CFG)
+    assert ok.action == "advance"
+    check = next(c for c in ok.checks if c.name == "p99_latency")
+    assert (check.state, check.limit) == ("pass", limit)
+    bad = evaluate("shadow", 10, stable, replace(GOOD, p99_ms=bad_ms), CFG)
+    assert bad.action == "rollback"
+    assert f"p99_latency {bad_ms:.1f} ms > {limit:.1f} ms" in bad.reason
+
+
+def test_every_failure_is_listed() -> None:
+    bad = replace(GOOD, agreed=0, negative=10, errors=50, p99_ms=500.0)
+    verdict = evaluate("canary", 1, GOOD, bad, CFG)
+    assert verdict.action == "rollback"
+    assert verdict.reason.startswith("canary: ")
+    parts = verdict.reason.removeprefix("canary: ").split("; ")
+    assert [p.split(" ")[0] for p in parts] == [
+        "teacher_agreement",
+        "negative_feedback",
+        "error_rate",
+        "p99_latency",
+    ]
+    assert verdict.to_dict()["checks"][0]["state"] == "fail"
+
+
+def test_settings_refuse_a_stage_longer_than_max_stage_s() -> None:
+    with pytest.raises(ValidationError, match="max_stage_s"):
+        RolloutSettings(shadow_s=30, canary_s=301, max_stage_s=300)
+    with pytest.raises(ValidationError, match="max_stage_s"):
+        RolloutSettings(shadow_s=50, canary_s=10, max_stage_s=40)
+    assert RolloutSettings(shadow_s=40, canary_s=40, max_stage_s=40).max_stage_s == 40
+
+
+def test_takes_candidate_is_sticky_per_key_and_rollout() -> None:
+    first = [takes_candidate(0.5, "r1", f"client-{i}") for i in range(200)]
+    again = [takes_candidate(0.5, "r1", f"client-{i}") for i in range(200)]
+    assert first == again
+    assert 0 < sum(first) < 200
+
+
+def test_takes_candidate_share_over_many_keys() -> None:
+    keys = [f"client-{i}" for i in range(5_000)]
+    chosen = {k for k in keys if takes_candidate(0.1, "r1", k)}
+    assert abs(len(chosen) / len(keys) - 0.1) <= 0.02
+    other = {k for k in keys if takes_candidate(0.1, "r2", k)}
+    assert abs(len(other) / len(keys) - 0.1) <= 0.02
+    assert chosen != other
+    assert len(chosen & other) < len(chosen) / 2  # reshuffled, not shifted slightly
+
+
+def test_takes_candidate_without_key_is_a_coin_flip_with_share() -> None:
+    state = random.getstate()
+    try:
+        random.seed(1234)
+        draws = [takes_candidate(0.3, "r1", None) for _ in range(5_000)]
+    finally:
+        random.setstate(state)
+    assert abs(sum(draws) / len(draws) - 0.3) <= 0.02
+
+
+def _p(label: int) -> list[float]:
+    return list(np.eye(3)[label])
+
+
+def _labels() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "model_version": [1, 1, 1, 2, 2],
+            "student_probs": [_p(0), _p(1), _p(2), _p(0), _p(0)],
+            "teacher_probs": [_p(0), _p(1), _p(0), _p(0), _p(1)],
+            "shadow_version": [2.0, 2.0, 2.0, np.nan, np.nan],
+            "shadow_probs": [_p(0), _p(2), _p(0), None, None],
+        }
+    )
+
+
+def test_teacher_evidence_counts_served_answers() -> None:
+    labels = _labels()
+    assert teacher_evidence(labels, 1, shadow=False) == (3, 2)
+    assert teacher_evidence(labels, 2, shadow=False) == (2, 1)
+    assert teacher_evidence(labels, 3, shadow=False) == (0, 0)
+
+
+def test_teacher_evidence_for_a_shadow_uses_the_mirrored_answers() -> None:
+    labels = _labels()
+    assert teacher_evidence(labels, 2, shadow=True) == (3, 2)  # rows 0, 1, 2: 0 ✓, 2 ✗, 0 ✓
+    assert teacher_evidence(labels, 1, shadow=True) == (0, 0)
+
+
+def test_teacher_evidence_without_shadow_columns_or_rows_is_zero() -> None:
+    plain = _labels().drop(columns=["shadow_version", "shadow_probs"])
+    assert teacher_evidence(plain, 2, shadow=True) == (0, 0)
+    assert teacher_evidence(plain, 1, shadow=False) == (3, 2)
+    empty = _labels().iloc[:0]
+    assert teacher_evidence(empty, 1, shadow=False) == (0, 0)
+    assert teacher_evidence(pd.DataFrame(), 1, shadow=True) == (0, 0)
+
+
+def test_feedback_evidence_keeps_the_latest_rating_per_request() -> None:
+    feedback = pd.DataFrame(
+        {
+            "model_version": [2, 2, 2, 2, 1, 2],
+            "request_id": ["a", "a", "b", "c", "d", "b"],
+            "rating": [5, 1, 1, 2, 1, 5],
+            "ts": [20.0, 10.0, 1.0, 3.0, 1.0, 2.0],
+        }
+    )
+    # a: latest (ts 20) is 5; b: latest (ts 2) is 5; c: 2 is bad
+    assert feedback_evidence(feedback, 2, bad_rating_max=2) == (3, 1)
+    assert feedback_evidence(feedback, 2, bad_rating_max=1) == (3, 0)
+    assert feedback_evidence(feedback, 1, bad_rating_max=2) == (1, 1)
+    assert feedback_evidence(feedback, 9, bad_rating_max=2) == (0, 0)
+    assert feedback_evidence(feedback.iloc[:0], 2, bad_rating_max=2) == (0, 0)
+    assert feedback_evidence(pd.DataFrame(), 2, bad_rating_max=2) == (0, 0)

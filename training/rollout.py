@@ -1,0 +1,199 @@
+"""Shadow → canary → full promotion with automatic rollback: the pure state machine.
+
+A candidate that passed the gate first answers *mirrored* traffic in shadow (users still get the
+stable student's answer), then a share of real traffic in canary, then all of it. In each stage
+``evaluate`` compares the candidate with the stable student on the same window of live evidence:
+
+- teacher agreement, on the requests the sampler sent to the teacher (both stages);
+- negative-feedback rate, the share of ratings ≤ ``bad_rating_max`` (canary: only then do users
+  see the candidate's answers);
+- error rate and p99 model latency, per answered (canary) or mirrored (shadow) request.
+
+A check is *pending* until both versions have its minimum evidence. A check that fails rolls the
+candidate back at once; a stage ends after its time once every check passed, or after
+``max_stage_s`` if none failed (a quiet service still moves on; the unmeasured checks are named
+in the reason, so the registry says what was not verified).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from distillery.settings import RolloutSettings
+
+Stage = Literal["shadow", "canary"]
+Action = Literal["wait", "advance", "rollback"]
+
+
+class Rollout(BaseModel):
+    """The rollout in progress (the registry keeps it in ``rollout.json``)."""
+
+    id: str
+    candidate: int
+    stable: int
+    stage: Stage = "shadow"
+    started_at: float
+    stage_started_at: float
+    paused: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One version's live record since the stage started."""
+
+    requests: int = 0  # answered (canary) or mirrored (shadow) texts
+    errors: int = 0
+    p99_ms: float | None = None  # model latency: queue + batch forward, per text
+    labelled: int = 0  # teacher labels on this version's answers
+    agreed: int = 0  # ... whose top label is the teacher's
+    rated: int = 0  # feedback ratings on this version's answers
+    negative: int = 0  # ... that were bad
+
+
+@dataclass(frozen=True)
+class OnlineCheck:
+    name: str
+    state: Literal["pass", "fail", "pending"]
+    candidate: float | None
+    stable: float | None
+    limit: float | None  # the candidate's worst acceptable value
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    reason: str
+    checks: list[OnlineCheck] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def takes_candidate(share: float, rollout_id: str, client_key: str | None) -> bool:
+    """Canary routing: with a client key the same client always lands on the same side for the
+    whole rollout (a stable hash of rollout id and key); without one, each text is a coin flip."""
+    if client_key is None:
+        return random.random() < share
+    digest = hashlib.sha256(f"{rollout_id}|{client_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def _rate(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+def _pending(name: str, need: str) -> OnlineCheck:
+    return OnlineCheck(name, "pending", None, None, None, f"{name}: waiting for {need}")
+
+
+def _agreement(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCheck:
+    if min(stable.labelled, cand.labelled) < cfg.min_labels:
+        return _pending("teacher_agreement", f"{cfg.min_labels} teacher labels per version")
+    s, c = _rate(stable.agreed, stable.labelled), _rate(cand.agreed, cand.labelled)
+    limit = s - cfg.max_agreement_drop
+    ok = c >= limit
+    detail = f"teacher_agreement {c:.3f} {'≥' if ok else '<'} {limit:.3f} (stable {s:.3f})"
+    return OnlineCheck("teacher_agreement", "pass" if ok else "fail", c, s, limit, detail)
+
+
+def _negative(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCheck:
+    if min(stable.rated, cand.rated) < cfg.min_feedback:
+        return _pending("negative_feedback", f"{cfg.min_feedback} ratings per version")
+    s, c = _rate(stable.negative, stable.rated), _rate(cand.negative, cand.rated)
+    limit = s + cfg.max_negative_feedback_rise
+    ok = c <= limit
+    detail = f"negative_feedback {c:.3f} {'≤' if ok else '>'} {limit:.3f} (stable {s:.3f})"
+    return OnlineCheck("negative_feedback", "pass" if ok else "fail", c, s, limit, detail)
+
+
+def _errors(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCheck:
+    if min(stable.requests, cand.requests) < cfg.min_requests:
+        return _pending("error_rate", f"{cfg.min_requests} requests per version")
+    s, c = _rate(stable.errors, stable.requests), _rate(cand.errors, cand.requests)
+    limit = s + cfg.max_error_rate_rise
+    ok = c <= limit
+    detail = f"error_rate {c:.4f} {'≤' if ok else '>'} {limit:.4f} (stable {s:.4f})"
+    return OnlineCheck("error_rate", "pass" if ok else "fail", c, s, limit, detail)
+
+
+def _latency(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCheck:
+    if min(stable.requests, cand.requests) < cfg.min_requests or None in (
+        stable.p99_ms,
+        cand.p99_ms,
+    ):
+        return _pending("p99_latency", f"{cfg.min_requests} requests per version")
+    s, c = float(stable.p99_ms or 0.0), float(cand.p99_ms or 0.0)
+    limit = max(s * cfg.max_p99_ratio, s + cfg.p99_slack_ms)
+    ok = c <= limit
+    detail = f"p99_latency {c:.1f} ms {'≤' if ok else '>'} {limit:.1f} ms (stable {s:.1f} ms)"
+    return OnlineCheck("p99_latency", "pass" if ok else "fail", c, s, limit, detail)
+
+
+def checks(
+    stage: Stage, stable: Evidence, candidate: Evidence, cfg: RolloutSettings
+) -> list[OnlineCheck]:
+    found = [_agreement(stable, candidate, cfg)]
+    if stage == "canary":
+        found.append(_negative(stable, candidate, cfg))
+    found += [_errors(stable, candidate, cfg), _latency(stable, candidate, cfg)]
+    return found
+
+
+def evaluate(
+    stage: Stage, elapsed_s: float, stable: Evidence, candidate: Evidence, cfg: RolloutSettings
+) -> Verdict:
+    """What to do now, ``elapsed_s`` seconds into ``stage``: roll back on any failed check;
+    advance once the stage time is up and every check passed (or ``max_stage_s`` is up and none
+    failed); else wait."""
+    found = checks(stage, stable, candidate, cfg)
+    failed = [c.detail for c in found if c.state == "fail"]
+    if failed:
+        return Verdict("rollback", f"{stage}: " + "; ".join(failed), found)
+    pending = [c.name for c in found if c.state == "pending"]
+    stage_s = cfg.shadow_s if stage == "shadow" else cfg.canary_s
+    if elapsed_s >= stage_s and not pending:
+        return Verdict("advance", f"{stage}: every check passed after {elapsed_s:.0f}s", found)
+    if elapsed_s >= cfg.max_stage_s:
+        unmeasured = ", ".join(pending)
+        return Verdict(
+            "advance",
+            f"{stage}: no check failed in {elapsed_s:.0f}s (not enough evidence for {unmeasured})",
+            found,
+        )
+    waiting = f"evidence for {', '.join(pending)}" if pending else f"{stage_s:.0f}s"
+    return Verdict("wait", f"{stage}: {elapsed_s:.0f}s in, waiting for {waiting}", found)
+
+
+def teacher_evidence(labels: pd.DataFrame, version: int, shadow: bool) -> tuple[int, int]:
+    """(labelled, agreed) for ``version`` among teacher-label rows: its served answers
+    (``student_probs`` of rows with ``model_version``) or, for a shadow, its mirrored answers
+    (``shadow_probs`` of rows with ``shadow_version``)."""
+    version_col, probs_col = "model_version", "student_probs"
+    if shadow:
+        version_col, probs_col = "shadow_version", "shadow_probs"
+    if labels.empty or version_col not in labels:
+        return 0, 0
+    rows = labels[labels[version_col] == version]
+    if rows.empty:
+        return 0, 0
+    mine = np.stack(rows[probs_col].to_list()).argmax(1)  # (N,)
+    teacher = np.stack(rows["teacher_probs"].to_list()).argmax(1)  # (N,)
+    return len(rows), int((mine == teacher).sum())
+
+
+def feedback_evidence(feedback: pd.DataFrame, version: int, bad_rating_max: int) -> tuple[int, int]:
+    """(rated, negative) for ``version``: the latest rating per request on its answers."""
+    if feedback.empty:
+        return 0, 0
+    rows = feedback[feedback["model_version"] == version].sort_values("ts", kind="stable")
+    rows = rows.drop_duplicates("request_id", keep="last")
+    return len(rows), int((rows["rating"] <= bad_rating_max).sum())
