@@ -75,6 +75,9 @@ class TeacherLabel(Event):
     reason: SampleReason = "uniform"
     shadow_version: int | None = None
     shadow_probs: list[float] | None = None  # (C,) the shadow candidate's unseen answer
+    teacher_embedding: list[float] | None = Field(
+        default=None, description="(H_t,) the teacher's sentence state, for hidden-state loss"
+    )
 
 
 class DeadLetter(BaseModel):

@@ -182,6 +182,11 @@ class StudentSettings(BaseSettings):
     heads: int = Field(default=2, ge=1)
     intermediate: int = Field(default=512, ge=8)
     max_positions: int = Field(default=512, ge=16)
+    init: Literal["pca", "teacher_layers"] = Field(
+        default="pca",
+        description="pca: a narrow student with the teacher's embeddings projected (hidden); "
+        "teacher_layers: the teacher's embeddings and first `layers` layers, at its width",
+    )
 
     @field_validator("heads")
     @classmethod
@@ -200,6 +205,12 @@ class TrainSettings(BaseSettings):
     kd_temperature: float = Field(default=1.0, gt=0)
     kd_weight: float = Field(default=1.0, ge=0)
     correction_weight: float = Field(default=1.0, ge=0)
+    hidden_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="hidden-state loss (TinyBERT) to the teacher's sentence state; > 0 also "
+        "makes the labeler send that state with each label",
+    )
     epochs: int = Field(default=2, ge=1, description="a round that starts from the parent")
     learning_rate: float = Field(default=3e-4, gt=0)
     scratch_epochs: int = Field(default=4, ge=1, description="the first student, from scratch")

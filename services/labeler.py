@@ -53,9 +53,14 @@ def parse_batch(
 
 
 def to_labels(
-    batch: list[tuple[bus.Record, SampledPrediction]], task: Task, teacher: ZeroShotTeacher
+    batch: list[tuple[bus.Record, SampledPrediction]],
+    task: Task,
+    teacher: ZeroShotTeacher,
+    with_states: bool = False,
 ) -> list[TeacherLabel]:
-    logits = teacher.logits([event.text for _, event in batch])  # (B, C)
+    """The teacher's label for each sampled prediction; ``with_states`` also carries its
+    sentence embedding (H,) for the student's hidden-state loss."""
+    logits, states = teacher.logits_and_states([event.text for _, event in batch])  # (B,C),(B,H)
     probs = softmax(logits)  # (B, C)
     return [
         TeacherLabel(
@@ -72,6 +77,7 @@ def to_labels(
             reason=event.reason,
             shadow_version=event.shadow_version,
             shadow_probs=event.shadow_probs,
+            teacher_embedding=[float(x) for x in states[i]] if with_states else None,
         )
         for i, (record, event) in enumerate(batch)
     ]
@@ -206,7 +212,10 @@ class Labeler:
         if len(batch) < len(parsed):
             log.info("labeler: skipped %d already labelled (a replay)", len(parsed) - len(batch))
         self._inflight.update(e.request_id for _, e in batch)
-        future = pool.submit(to_labels, batch, self.task, self.teacher) if batch else None
+        with_states = self.settings.train.hidden_weight > 0
+        future = (
+            pool.submit(to_labels, batch, self.task, self.teacher, with_states) if batch else None
+        )
         return Pending(records, batch, bad, len(parsed) - len(batch), future)
 
     def _finish(

@@ -37,8 +37,14 @@ def new_student(
     teacher_path: Path | None = None,
 ) -> BertForSequenceClassification:
     """A freshly initialised student whose outputs follow ``labels`` order; with
-    ``teacher_path``, its word and position embeddings start from the teacher's (PCA)."""
+    ``teacher_path``, its word and position embeddings start from the teacher's (PCA), or, with
+    ``shape.init == "teacher_layers"``, its embeddings and first ``shape.layers`` layers are the
+    teacher's (DistilBERT-style, Sanh et al. 2019; the width is the teacher's)."""
     torch.manual_seed(seed)
+    if shape.init == "teacher_layers":
+        if teacher_path is None:
+            raise ValueError("student init=teacher_layers needs the teacher's folder")
+        return teacher_layers(labels, shape.layers, teacher_path)
     config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=shape.hidden,
@@ -53,6 +59,21 @@ def new_student(
     model = BertForSequenceClassification(config)
     if teacher_path is not None:
         _init_from_teacher(model, teacher_path)
+    return model
+
+
+def teacher_layers(
+    labels: list[str], layers: int, teacher_path: Path
+) -> BertForSequenceClassification:
+    """The teacher's embeddings and its first ``layers`` transformer layers under a new
+    classification head (Hugging Face drops the layers past ``num_hidden_layers``)."""
+    model: BertForSequenceClassification = BertForSequenceClassification.from_pretrained(
+        str(teacher_path),
+        num_hidden_layers=layers,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
     return model
 
 

@@ -45,13 +45,23 @@ class ZeroShotTeacher:
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Cosine similarity to each label prompt over the temperature, (B, C)."""
-        out = []
+        return self.logits_and_states(texts, batch_size)[0]
+
+    def logits_and_states(
+        self, texts: list[str], batch_size: int = 32
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(logits (B, C), the sentence embeddings they came from (B, H)): the embeddings are
+        the targets of the student's hidden-state loss."""
+        logits, states = [], []
         for start in range(0, len(texts), batch_size):
             emb = self.embed(texts[start : start + batch_size])  # (b, H)
-            out.append((emb @ self.label_embeddings.T / self.temperature).numpy())  # (b, C)
-        if not out:
-            return np.zeros((0, len(self.label_embeddings)), dtype=np.float32)
-        return np.concatenate(out).astype(np.float32)
+            logits.append((emb @ self.label_embeddings.T / self.temperature).numpy())  # (b, C)
+            states.append(emb.numpy())
+        if not logits:
+            width = self.label_embeddings.shape[1]
+            empty = np.zeros((0, len(self.label_embeddings)), dtype=np.float32)
+            return empty, np.zeros((0, width), dtype=np.float32)
+        return np.concatenate(logits).astype(np.float32), np.concatenate(states).astype(np.float32)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

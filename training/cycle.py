@@ -227,7 +227,7 @@ def seed_rows(settings: Settings, task: Task) -> int:
         cfg.resolved_model_path(), task.prompts, cfg.temperature, cfg.max_tokens
     )
     events = _seed_events(texts, len(task.labels))
-    labels = to_labels(events, task, teacher)
+    labels = to_labels(events, task, teacher, settings.train.hidden_weight > 0)
     rows = [
         {**lab.model_dump(), "topic": "seed", "partition": 0, "offset": i}
         for i, lab in enumerate(labels)

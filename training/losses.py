@@ -3,6 +3,10 @@
 Knowledge distillation: Hinton, Vinyals & Dean (2015), "Distilling the Knowledge in a Neural
 Network", arXiv:1503.02531. Soft targets at temperature T; the KL term is multiplied by T² so its
 gradients keep their scale as T changes.
+
+Hidden-state distillation: Jiao et al. (2020), "TinyBERT: Distilling BERT for Natural Language
+Understanding", arXiv:1909.10351, eq. 7: MSE(H^S W_h, H^T), with a learned W_h when the student's
+width differs from the teacher's.
 """
 
 from __future__ import annotations
@@ -68,6 +72,32 @@ def distillation_loss(
     ce = correction_loss(student_logits, corrections)  # mean over corrected rows
     n_corrected = int(has_target.sum())
     return (kd_weight * kd * kd_mass + correction_weight * ce * n_corrected) / batch
+
+
+def hidden_state_loss(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    projection: torch.nn.Module | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MSE(projection(h_s), h_t), averaged over the hidden units and the rows ``mask`` keeps.
+
+    student_hidden (B, H_s); teacher_hidden (B, H_t); projection maps H_s → H_t (None when the
+    widths match, e.g. a student initialised from teacher layers); mask (B,) bool: rows that carry
+    a teacher state (the others contribute nothing).
+    """
+    projected = student_hidden if projection is None else projection(student_hidden)  # (B, H_t)
+    if projected.shape[-1] != teacher_hidden.shape[-1]:
+        raise ValueError(
+            f"student states have width {projected.shape[-1]} after projection, teacher states "
+            f"{teacher_hidden.shape[-1]}: pass a projection"
+        )
+    per_example = ((projected - teacher_hidden) ** 2).mean(-1)  # (B,)
+    if mask is None:
+        return per_example.mean()
+    if not bool(mask.any()):
+        return per_example.sum() * 0.0
+    return per_example[mask].mean()
 
 
 def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,14 +28,16 @@ def _batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _tensors(frame: pd.DataFrame, tokenizer: Any, max_tokens: int) -> dict[str, Any]:
+def _tensors(
+    frame: pd.DataFrame, tokenizer: Any, max_tokens: int, teacher_width: int = 0
+) -> dict[str, Any]:
     import torch
 
     enc = tokenizer(
         list(frame["text"]), truncation=True, max_length=max_tokens, padding=True,
         return_tensors="pt",
     )  # fmt: skip
-    return {
+    out = {
         "input_ids": enc["input_ids"],  # (B, L)
         "attention_mask": enc["attention_mask"],  # (B, L)
         "teacher_logits": torch.tensor(
@@ -43,6 +46,16 @@ def _tensors(frame: pd.DataFrame, tokenizer: Any, max_tokens: int) -> dict[str, 
         "correction": torch.tensor(list(frame["correction"]), dtype=torch.long),  # (B,)
         "kd_weight": torch.tensor(list(frame["kd_weight"]), dtype=torch.float32),  # (B,)
     }
+    if teacher_width:  # the teacher's sentence states, where the label carried one
+        states = frame["teacher_embedding"] if "teacher_embedding" in frame else [None] * len(frame)
+        has = [s is not None and len(s) == teacher_width for s in states]
+        hidden = np.zeros((len(frame), teacher_width), dtype=np.float32)
+        for i, (state, ok) in enumerate(zip(states, has, strict=True)):
+            if ok:
+                hidden[i] = state
+        out["teacher_hidden"] = torch.from_numpy(hidden)  # (B, H_t)
+        out["has_hidden"] = torch.tensor(has, dtype=torch.bool)  # (B,)
+    return out
 
 
 def _load_model(config: dict[str, Any]) -> Any:
@@ -52,10 +65,28 @@ def _load_model(config: dict[str, Any]) -> Any:
     from services.student import new_student
 
     if config["init_dir"]:
-        return BertForSequenceClassification.from_pretrained(config["init_dir"])
-    shape = StudentSettings.model_validate(config["student"])
-    teacher = Path(config["teacher_dir"])
-    return new_student(config["labels"], shape, config["vocab_size"], config["seed"], teacher)
+        model = BertForSequenceClassification.from_pretrained(config["init_dir"])
+    else:
+        shape = StudentSettings.model_validate(config["student"])
+        teacher = Path(config["teacher_dir"])
+        model = new_student(config["labels"], shape, config["vocab_size"], config["seed"], teacher)
+    _attach_projection(model, config)
+    return model
+
+
+def _attach_projection(model: Any, config: dict[str, Any]) -> None:
+    """With a hidden-state loss and a student narrower (or wider) than the teacher, a learned
+    W_h (H_s → H_t) rides on the model while it trains (so the optimizer, DDP and the resume
+    checkpoint see it) and is saved beside it as ``hidden_projection.pt`` for the next round."""
+    import torch
+
+    width, own = int(config.get("teacher_width", 0)), model.config.hidden_size
+    if float(config.get("hidden_weight", 0.0)) <= 0 or width in (0, own):
+        return
+    model.hidden_projection = torch.nn.Linear(own, width)
+    saved = Path(config["init_dir"] or "/nonexistent") / "hidden_projection.pt"
+    if saved.is_file():
+        model.hidden_projection.load_state_dict(torch.load(saved, weights_only=True))
 
 
 OnBatch = Callable[[int, int, int, float], None]  # (epoch, batch, batches, loss)
@@ -69,18 +100,30 @@ def _epoch(
     cfg: dict,
     on_batch: OnBatch | None = None,
 ) -> float:
-    from training.losses import distillation_loss
+    from services.teacher import mean_pool
+    from training.losses import distillation_loss, hidden_state_loss
 
+    hidden_weight = float(cfg.get("hidden_weight", 0.0))
+    width = int(cfg.get("teacher_width", 0)) if hidden_weight > 0 else 0
+    projection = getattr(getattr(model, "module", model), "hidden_projection", None)
     model.train()
     total, seen = 0.0, 0
     batches = _batches(len(frame), cfg["batch_size"], cfg["seed"] + cfg["epoch"])
     for step, batch_ids in enumerate(batches):
-        t = _tensors(frame.iloc[batch_ids], tokenizer, cfg["max_tokens"])
-        logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
+        t = _tensors(frame.iloc[batch_ids], tokenizer, cfg["max_tokens"], width)
+        out = model(
+            input_ids=t["input_ids"], attention_mask=t["attention_mask"],
+            output_hidden_states=bool(width),
+        )  # fmt: skip
         loss = distillation_loss(
-            logits, t["teacher_logits"], t["correction"], cfg["kd_temperature"],
+            out.logits, t["teacher_logits"], t["correction"], cfg["kd_temperature"],
             cfg["kd_weight"], cfg["correction_weight"], t["kd_weight"],
         )  # fmt: skip
+        if width:
+            pooled = mean_pool(out.hidden_states[-1], t["attention_mask"])  # (B, H_s)
+            loss = loss + hidden_weight * hidden_state_loss(
+                pooled, t["teacher_hidden"], projection, t["has_hidden"]
+            )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -160,6 +203,10 @@ def train_loop(config: dict[str, Any]) -> None:
     def checkpoint_unless_last(metrics: dict[str, float], optimizer: Any) -> None:
         if metrics["epoch"] >= config["epochs"]:
             return
+        dies = config.get("failpoint") == "train.second_epoch" and first_epoch == 0
+        if dies and metrics["epoch"] == 2:  # after epoch 1 was checkpointed (tests only)
+            time.sleep(5)  # the controller polls workers for reports every few seconds
+            os.kill(os.getpid(), signal.SIGKILL)
         metrics = {**metrics, "resumed_at_epoch": first_epoch}
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
@@ -171,11 +218,6 @@ def train_loop(config: dict[str, Any]) -> None:
                 torch.save(state, Path(tmp) / "resume.pt")
             checkpoint = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
             ray.train.report(metrics, checkpoint=checkpoint)
-        if config.get("failpoint") == "train.after_first_epoch" and first_epoch == 0:
-            import os
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)  # a worker dies mid-round (tests only)
 
     progress = _progress_sender(config, len(frame) * world) if rank == 0 else None
     history = fit(
@@ -185,6 +227,9 @@ def train_loop(config: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if rank == 0:
             unwrapped: Any = getattr(model, "module", model)
+            projection = unwrapped._modules.pop("hidden_projection", None)  # not a serving part
+            if projection is not None:
+                torch.save(projection.state_dict(), Path(tmp) / "hidden_projection.pt")
             unwrapped.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             save_reference(unwrapped, tokenizer, frame, config["max_tokens"], Path(tmp))
@@ -262,6 +307,8 @@ def run_round(
         "vocab_size": _vocab_size(settings),
         "max_tokens": settings.serve.max_tokens,
         "failpoint": os.environ.get("DISTILLERY_FAILPOINT"),
+        "hidden_weight": cfg.hidden_weight,
+        "teacher_width": _teacher_width(settings),
         "name": name,
     }
     trainer = TorchTrainer(
@@ -310,6 +357,13 @@ def _fit_with_timeout(trainer: Any, timeout_s: float) -> Any:
         ) from None
     finally:
         pool.shutdown(wait=False)
+
+
+def _teacher_width(settings: Settings) -> int:
+    from transformers import AutoConfig
+
+    width = AutoConfig.from_pretrained(str(settings.teacher.resolved_model_path())).hidden_size
+    return int(width)
 
 
 def _vocab_size(settings: Settings) -> int:

@@ -1,5 +1,5 @@
 """Ray Train rounds on the live cluster: two workers at fractional CPUs beside Serve, and a
-round whose workers are killed after the first epoch resumes from that epoch's checkpoint."""
+round whose workers are killed in its second epoch resumes from that epoch's checkpoint."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ import json
 
 import pytest
 
+from feedback.store import read_kind, read_labels
 from services.launcher import Running
 from services.student import Student
-from training.cycle import round_data
+from training.data import build_round, join
 from training.registry import Registry
 from training.round import run_round
 
 pytestmark = pytest.mark.integration
 
 
-def test_two_workers_killed_after_an_epoch_resume_from_its_checkpoint(
+def test_two_workers_killed_in_epoch_2_resume_from_the_epoch_1_checkpoint(
     loop: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     train = loop.settings.train.model_copy(
@@ -24,12 +25,17 @@ def test_two_workers_killed_after_an_epoch_resume_from_its_checkpoint(
     )
     settings = loop.settings.model_copy(update={"train": train})
     registry = Registry(settings.paths.registry_dir)
-    data = round_data(settings, loop.task, registry)
+    rows = join(
+        read_labels(settings.paths.store_dir),
+        read_kind(settings.paths.store_dir, "feedback"),
+        loop.task,
+    )
+    data = build_round(rows, 0.0, 2_000, 0.0, 0.2)  # every stored label: epochs of seconds
     parent = registry.path(registry.current() or 1)
-    monkeypatch.setenv("DISTILLERY_FAILPOINT", "train.after_first_epoch")
+    monkeypatch.setenv("DISTILLERY_FAILPOINT", "train.second_epoch")
     checkpoint, metrics = run_round(settings, loop.task, data, parent, "resume-test")
     assert metrics["epoch"] == 3
-    assert metrics["resumed_at_epoch"] == 1  # the second worker group started at epoch 2
+    assert metrics["resumed_at_epoch"] == 1  # the new worker group started after epoch 1
     assert json.loads((checkpoint / "train_metrics.json").read_text())["resumed_at_epoch"] == 1
     student = Student.load(checkpoint, settings.serve.max_tokens)
     assert student.labels == loop.task.label_names

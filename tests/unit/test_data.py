@@ -41,6 +41,7 @@ def _label_row(i: int, labels: Any = None, **extra: Any) -> dict[str, Any]:
         "reason": "uniform",
         "shadow_version": None,
         "shadow_probs": None,
+        "teacher_embedding": None,
         "topic": Topics.LABELS,
         "partition": i % 2,
         "offset": 1000 + i,

@@ -165,3 +165,49 @@ def test_distillation_loss_kd_weights_do_not_weight_corrections() -> None:
     got = distillation_loss(student, teacher, corrections, 1.0, 0.0, 1.0, kd_weights)
     expected = F.cross_entropy(student[:2], corrections[:2], reduction="sum") / 4
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_hidden_state_loss_is_mse_after_the_projection() -> None:
+    from training.losses import hidden_state_loss
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(6, 8), torch.randn(6, 12)  # (B, H_s), (B, H_t)
+    projection = torch.nn.Linear(8, 12)
+    expected = F.mse_loss(projection(student), teacher)
+    assert torch.allclose(hidden_state_loss(student, teacher, projection), expected)
+    same = torch.randn(6, 12)
+    assert torch.allclose(hidden_state_loss(same, teacher), F.mse_loss(same, teacher))
+
+
+def test_hidden_state_loss_only_counts_rows_with_a_teacher_state() -> None:
+    from training.losses import hidden_state_loss
+
+    student, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    mask = torch.tensor([True, False, True, False])
+    expected = F.mse_loss(student[mask], teacher[mask])
+    assert torch.allclose(hidden_state_loss(student, teacher, None, mask), expected)
+    none = torch.zeros(4, dtype=torch.bool)
+    assert float(hidden_state_loss(student.requires_grad_(), teacher, None, none)) == 0.0
+
+
+def test_hidden_state_loss_names_a_width_mismatch() -> None:
+    from training.losses import hidden_state_loss
+
+    with pytest.raises(ValueError, match="width 5 after projection, teacher states 7"):
+        hidden_state_loss(torch.randn(2, 5), torch.randn(2, 7))
+
+
+def test_hidden_state_loss_trains_the_projection() -> None:
+    from training.losses import hidden_state_loss
+
+    torch.manual_seed(1)
+    student = torch.randn(64, 4)
+    teacher = student @ torch.randn(4, 6)  # a linear map exists
+    projection = torch.nn.Linear(4, 6)
+    optimizer = torch.optim.Adam(projection.parameters(), lr=0.05)
+    first = float(hidden_state_loss(student, teacher, projection))
+    for _ in range(300):
+        optimizer.zero_grad()
+        hidden_state_loss(student, teacher, projection).backward()
+        optimizer.step()
+    assert float(hidden_state_loss(student, teacher, projection)) < first * 0.01
