@@ -251,7 +251,10 @@ class GateSettings(BaseSettings):
     )
     min_slice_rows: int = Field(default=20, ge=1, description="smaller slices are not checked")
     ece_margin: float = Field(
-        default=0.05, ge=0, le=1, description="expected calibration error may rise this much"
+        default=0.10, ge=0, le=1, description="expected calibration error may rise this much"
+    )
+    min_ece_rows: int = Field(
+        default=100, ge=1, description="ECE is checked on a holdout at least this large"
     )
     latency_ratio: float = Field(
         default=1.5, ge=1, description="candidate p50 latency / current p50 latency, at most"

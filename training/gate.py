@@ -133,7 +133,8 @@ def decide(candidate: Measures, current: Measures | None, settings: GateSettings
             )
         )
     checks += _slice_checks(candidate, current, settings)
-    if candidate.ece is not None and current.ece is not None:
+    enough = candidate.holdout_rows >= settings.min_ece_rows  # ECE of a few rows is noise
+    if candidate.ece is not None and current.ece is not None and enough:
         checks.append(
             _at_most("ece", candidate.ece, current.ece + settings.ece_margin, current.ece)
         )

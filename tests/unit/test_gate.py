@@ -239,3 +239,10 @@ def test_p50_latency_limit_is_the_larger_of_ratio_and_slack(
     bad = decide(_full(p50=bad_ms), _full(p50=current_ms), FULL)
     assert not bad.passed
     assert bad.reason == f"p50_latency_ms {bad_ms:.3f} > {limit:.3f} (current {current_ms:.3f})"
+
+
+def test_ece_is_not_checked_on_a_small_holdout() -> None:
+    small = Measures(0.8, None, FULL.min_ece_rows - 1, 0, {}, 0.5, None)
+    current = Measures(0.8, None, FULL.min_ece_rows - 1, 0, {}, 0.1, None)
+    report = decide(small, current, FULL)
+    assert report.passed and [c.name for c in report.checks] == ["agreement"]
