@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling wrk teacher-mpnet
+.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling bench-drift bench-drift-mpnet wrk teacher-mpnet
 
 setup: $(STAMP) data
 
@@ -50,6 +50,13 @@ bench-labeler: setup
 # Targeted vs uniform teacher sampling after a domain shift (no Ray; state/bench-sampling).
 bench-sampling: setup
 	$(BIN)/python -m bench.sampling
+
+# The main quality figure: movies → tweets → amazon → nyt through the live loop (~25 min each).
+bench-drift: setup
+	$(BIN)/python -m bench.drift_recovery --teacher minilm
+
+bench-drift-mpnet: setup teacher-mpnet
+	$(BIN)/python -m bench.drift_recovery --teacher mpnet --rate 10
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -95,34 +95,47 @@ def _pending(name: str, need: str) -> OnlineCheck:
     return OnlineCheck(name, "pending", None, None, None, f"{name}: waiting for {need}")
 
 
+def _share_check(
+    name: str,
+    stable: tuple[int, int],
+    cand: tuple[int, int],
+    need: tuple[int, str],
+    change: float,
+    higher_is_better: bool = False,
+    digits: int = 3,
+) -> OnlineCheck:
+    """Compare two shares (part, whole): the candidate's may fall ``change`` below the stable
+    one's (``higher_is_better``) or rise ``change`` above it."""
+    minimum, what = need
+    if min(stable[1], cand[1]) < minimum:
+        return _pending(name, f"{minimum} {what} per version")
+    s, c = _rate(*stable), _rate(*cand)
+    limit = s - change if higher_is_better else s + change
+    ok = c >= limit if higher_is_better else c <= limit
+    sign = ("≥" if ok else "<") if higher_is_better else ("≤" if ok else ">")
+    detail = f"{name} {c:.{digits}f} {sign} {limit:.{digits}f} (stable {s:.{digits}f})"
+    return OnlineCheck(name, "pass" if ok else "fail", c, s, limit, detail)
+
+
 def _agreement(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCheck:
-    if min(stable.labelled, cand.labelled) < cfg.min_labels:
-        return _pending("teacher_agreement", f"{cfg.min_labels} teacher labels per version")
-    s, c = _rate(stable.agreed, stable.labelled), _rate(cand.agreed, cand.labelled)
-    limit = s - cfg.max_agreement_drop
-    ok = c >= limit
-    detail = f"teacher_agreement {c:.3f} {'≥' if ok else '<'} {limit:.3f} (stable {s:.3f})"
-    return OnlineCheck("teacher_agreement", "pass" if ok else "fail", c, s, limit, detail)
+    return _share_check(
+        "teacher_agreement", (stable.agreed, stable.labelled), (cand.agreed, cand.labelled),
+        (cfg.min_labels, "teacher labels"), cfg.max_agreement_drop, higher_is_better=True,
+    )  # fmt: skip
 
 
 def _negative(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCheck:
-    if min(stable.rated, cand.rated) < cfg.min_feedback:
-        return _pending("negative_feedback", f"{cfg.min_feedback} ratings per version")
-    s, c = _rate(stable.negative, stable.rated), _rate(cand.negative, cand.rated)
-    limit = s + cfg.max_negative_feedback_rise
-    ok = c <= limit
-    detail = f"negative_feedback {c:.3f} {'≤' if ok else '>'} {limit:.3f} (stable {s:.3f})"
-    return OnlineCheck("negative_feedback", "pass" if ok else "fail", c, s, limit, detail)
+    return _share_check(
+        "negative_feedback", (stable.negative, stable.rated), (cand.negative, cand.rated),
+        (cfg.min_feedback, "ratings"), cfg.max_negative_feedback_rise,
+    )  # fmt: skip
 
 
 def _errors(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCheck:
-    if min(stable.requests, cand.requests) < cfg.min_requests:
-        return _pending("error_rate", f"{cfg.min_requests} requests per version")
-    s, c = _rate(stable.errors, stable.requests), _rate(cand.errors, cand.requests)
-    limit = s + cfg.max_error_rate_rise
-    ok = c <= limit
-    detail = f"error_rate {c:.4f} {'≤' if ok else '>'} {limit:.4f} (stable {s:.4f})"
-    return OnlineCheck("error_rate", "pass" if ok else "fail", c, s, limit, detail)
+    return _share_check(
+        "error_rate", (stable.errors, stable.requests), (cand.errors, cand.requests),
+        (cfg.min_requests, "requests"), cfg.max_error_rate_rise, digits=4,
+    )  # fmt: skip
 
 
 def _latency(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCheck:

@@ -14,6 +14,7 @@ from distillery.settings import RolloutSettings
 from training.rollout import (
     Evidence,
     Verdict,
+    checks,
     evaluate,
     feedback_evidence,
     takes_candidate,
@@ -248,3 +249,11 @@ def test_feedback_evidence_keeps_the_latest_rating_per_request() -> None:
     assert feedback_evidence(feedback, 9, bad_rating_max=2) == (0, 0)
     assert feedback_evidence(feedback.iloc[:0], 2, bad_rating_max=2) == (0, 0)
     assert feedback_evidence(pd.DataFrame(), 2, bad_rating_max=2) == (0, 0)
+
+
+def test_a_zero_agreement_drop_allows_equal_agreement_and_nothing_less() -> None:
+    strict = CFG.model_copy(update={"max_agreement_drop": 0.0})
+    stable = Evidence(labelled=100, agreed=90)
+    assert checks("shadow", stable, Evidence(labelled=100, agreed=90), strict)[0].state == "pass"
+    lower = checks("shadow", stable, Evidence(labelled=100, agreed=89), strict)[0]
+    assert lower.state == "fail" and lower.detail.startswith("teacher_agreement 0.890 < 0.900")
