@@ -247,9 +247,9 @@ class GateSettings(BaseSettings):
     agreement_margin: float = Field(default=0.02, ge=0, le=1)
     correction_margin: float = Field(default=0.02, ge=0, le=1)
     slice_margin: float = Field(
-        default=0.05, ge=0, le=1, description="teacher agreement, per input-length slice"
+        default=0.08, ge=0, le=1, description="teacher agreement, per input-length slice"
     )
-    min_slice_rows: int = Field(default=20, ge=1, description="smaller slices are not checked")
+    min_slice_rows: int = Field(default=50, ge=1, description="smaller slices are not checked")
     ece_margin: float = Field(
         default=0.10, ge=0, le=1, description="expected calibration error may rise this much"
     )
@@ -279,14 +279,14 @@ class RolloutSettings(BaseSettings):
     max_stage_s: float = Field(default=300, gt=0)
     shadow_share: float = Field(default=1.0, ge=0, le=1, description="requests mirrored")
     canary_share: float = Field(default=0.1, gt=0, le=1, description="requests answered")
-    min_requests: int = Field(default=30, ge=1, description="per version, for error and p99")
+    min_requests: int = Field(default=100, ge=1, description="per version, for error and p99")
     min_labels: int = Field(default=20, ge=1, description="teacher labels, for agreement")
     min_feedback: int = Field(default=10, ge=1, description="ratings, for negative feedback")
     max_agreement_drop: float = Field(default=0.05, ge=0, le=1)
     max_negative_feedback_rise: float = Field(default=0.10, ge=0, le=1)
     max_error_rate_rise: float = Field(default=0.01, ge=0, le=1)
-    max_p99_ratio: float = Field(default=1.5, ge=1)
-    p99_slack_ms: float = Field(default=20.0, ge=0, description="p99 differences below pass")
+    max_p99_ratio: float = Field(default=2.0, ge=1)
+    p99_slack_ms: float = Field(default=50.0, ge=0, description="p99 differences below pass")
     report_s: float = Field(default=2.0, gt=0, description="replicas report their counts")
 
     @model_validator(mode="after")

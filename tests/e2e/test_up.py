@@ -107,6 +107,11 @@ def test_status_command_reports_the_running_loop(service: str) -> None:
     served = httpx.get(f"{service}/readyz", timeout=10).json()["model_version"]
     assert status["current_version"] == served
     assert status["last_round"]["gate"]["checks"], status["last_round"]
+    paused = subprocess.run(
+        [str(BIN / "distillery"), "pause", "-r", "e2e"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert paused.returncode == 1 and "no rollout in progress" in paused.stdout, paused
 
 
 @pytest.fixture(scope="module", autouse=True)
