@@ -5,9 +5,11 @@ stable student's answer), then a share of real traffic in canary, then all of it
 ``evaluate`` compares the candidate with the stable student on the same window of live evidence:
 
 - teacher agreement, on the requests the sampler sent to the teacher (both stages);
-- negative-feedback rate, the share of ratings ≤ ``bad_rating_max`` (canary: only then do users
-  see the candidate's answers);
-- error rate and p99 model latency, per answered (canary) or mirrored (shadow) request.
+- error rate, per answered (canary) or mirrored (shadow) text;
+- negative-feedback rate, the share of ratings ≤ ``bad_rating_max``, and p99 model latency: in
+  canary only. Users see the candidate's answers only then, and a shadow's mirrored forward
+  waits behind the stable one on the same replica, so its latency would be judged unfairly
+  (measured: 55 vs 31 ms for two students of the same size).
 
 A check is *pending* until both versions have its minimum evidence. A check that fails rolls the
 candidate back at once; a stage ends after its time once every check passed, or after
@@ -155,9 +157,11 @@ def checks(
     stage: Stage, stable: Evidence, candidate: Evidence, cfg: RolloutSettings
 ) -> list[OnlineCheck]:
     found = [_agreement(stable, candidate, cfg)]
-    if stage == "canary":
+    if stage == "canary":  # only now do users see its answers, and only now is it timed fairly
         found.append(_negative(stable, candidate, cfg))
-    found += [_errors(stable, candidate, cfg), _latency(stable, candidate, cfg)]
+    found.append(_errors(stable, candidate, cfg))
+    if stage == "canary":
+        found.append(_latency(stable, candidate, cfg))
     return found
 
 

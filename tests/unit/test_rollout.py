@@ -65,12 +65,16 @@ def test_agreement_drop_is_pending_until_both_versions_have_min_labels() -> None
 def test_pending_requests_keep_error_and_latency_checks_waiting() -> None:
     verdict = evaluate("shadow", 50, GOOD, replace(GOOD, requests=9, errors=9), CFG)
     assert verdict.action == "wait"
-    assert _states(verdict) == {
-        "teacher_agreement": "pass",
-        "error_rate": "pending",
-        "p99_latency": "pending",
-    }
-    no_p99 = evaluate("shadow", 50, GOOD, replace(GOOD, p99_ms=None), CFG)
+    assert _states(verdict) == {"teacher_agreement": "pass", "error_rate": "pending"}
+    canary = evaluate("canary", 50, GOOD, replace(GOOD, requests=9, errors=9), CFG)
+    assert _states(canary)["p99_latency"] == "pending"
+
+
+def test_a_shadow_is_never_judged_on_latency() -> None:
+    slow = replace(GOOD, p99_ms=5_000.0)  # it waits behind the stable forward on each replica
+    assert evaluate("shadow", 10, GOOD, slow, CFG).action == "advance"
+    assert evaluate("canary", 20, GOOD, slow, CFG).action == "rollback"
+    no_p99 = evaluate("canary", 50, GOOD, replace(GOOD, p99_ms=None), CFG)
     assert _states(no_p99)["p99_latency"] == "pending"
 
 
@@ -136,11 +140,11 @@ def test_p99_limit_is_the_larger_of_ratio_and_slack(
     stable_ms: float, limit: float, ok_ms: float, bad_ms: float
 ) -> None:
     stable = replace(GOOD, p99_ms=stable_ms)
-    ok = evaluate("shadow", 10, stable, replace(GOOD, p99_ms=ok_ms), CFG)
+    ok = evaluate("canary", 20, stable, replace(GOOD, p99_ms=ok_ms), CFG)
     assert ok.action == "advance"
     check = next(c for c in ok.checks if c.name == "p99_latency")
     assert (check.state, check.limit) == ("pass", limit)
-    bad = evaluate("shadow", 10, stable, replace(GOOD, p99_ms=bad_ms), CFG)
+    bad = evaluate("canary", 20, stable, replace(GOOD, p99_ms=bad_ms), CFG)
     assert bad.action == "rollback"
     assert f"p99_latency {bad_ms:.1f} ms > {limit:.1f} ms" in bad.reason
 
