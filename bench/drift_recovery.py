@@ -275,6 +275,10 @@ def measure(args: argparse.Namespace) -> Run:
             for domain in domains:
                 result = results[domain]
                 result.start, version = served_accuracy(client, splits[domain][0])
+                if result.start >= result.teacher - WITHIN:  # caught up before any label
+                    result.caught_up_labels, result.caught_up_s = 0, 0.0
+                t = round(time.monotonic() - run.t0, 1)
+                run.points.append(Point(t, domain, 0, result.start, version))
                 print(
                     f"{domain}: teacher {result.teacher:.3f}, frozen v1 {result.frozen:.3f}, "
                     f"online v{version} {result.start:.3f}"

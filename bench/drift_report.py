@@ -59,8 +59,10 @@ def plot(run: Run, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    ax.plot([p.t_s for p in run.points], [p.accuracy for p in run.points], "o-", ms=3,
-            label="online student (served)")  # fmt: skip
+    for i, phase in enumerate(run.phases):  # one line per phase: the domains differ
+        mine = [p for p in run.points if p.phase == phase.domain]
+        ax.plot([p.t_s for p in mine], [p.accuracy for p in mine], "o-", ms=3, color="tab:blue",
+                label="online student (served)" if i == 0 else "_")  # fmt: skip
     starts: dict[str, float] = {}
     for p in run.points:
         starts.setdefault(p.phase, p.t_s)
@@ -76,7 +78,7 @@ def plot(run: Run, path: Path) -> None:
     ax.set_xlabel("seconds of live traffic")
     ax.set_ylabel("accuracy on held-out human labels")
     ax.set_ylim(0.5, 1.0)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", ncol=3, fontsize=9)
     ax.set_title(f"drift recovery, teacher {run.teacher}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
