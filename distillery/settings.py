@@ -285,6 +285,12 @@ class RolloutSettings(BaseSettings):
     max_agreement_drop: float = Field(default=0.05, ge=0, le=1)
     max_negative_feedback_rise: float = Field(default=0.10, ge=0, le=1)
     max_error_rate_rise: float = Field(default=0.01, ge=0, le=1)
+    confidence_z: float = Field(
+        default=1.64,
+        ge=0,
+        description="a share check fails only when the candidate is worse than allowed by more "
+        "than z standard errors of the difference (1.64: one-sided 95%; 0: on the point values)",
+    )
     max_p99_ratio: float = Field(default=2.0, ge=1)
     p99_slack_ms: float = Field(default=50.0, ge=0, description="p99 differences below pass")
     report_s: float = Field(default=2.0, gt=0, description="replicas report their counts")

@@ -20,6 +20,7 @@ in the reason, so the registry says what was not verified).
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -103,16 +104,21 @@ def _share_check(
     cand: tuple[int, int],
     need: tuple[int, str],
     change: float,
+    z: float,
     higher_is_better: bool = False,
     digits: int = 3,
 ) -> OnlineCheck:
     """Compare two shares (part, whole): the candidate's may fall ``change`` below the stable
-    one's (``higher_is_better``) or rise ``change`` above it."""
+    one's (``higher_is_better``) or rise ``change`` above it, plus ``z`` standard errors of the
+    difference of two proportions, so that a few unlucky samples do not roll back a good
+    candidate (measured: 20 uniform labels each put a candidate at .85 against .96)."""
     minimum, what = need
     if min(stable[1], cand[1]) < minimum:
         return _pending(name, f"{minimum} {what} per version")
     s, c = _rate(*stable), _rate(*cand)
-    limit = s - change if higher_is_better else s + change
+    se = math.sqrt(s * (1 - s) / stable[1] + c * (1 - c) / cand[1])
+    allowed = change + z * se
+    limit = s - allowed if higher_is_better else s + allowed
     ok = c >= limit if higher_is_better else c <= limit
     sign = ("≥" if ok else "<") if higher_is_better else ("≤" if ok else ">")
     detail = f"{name} {c:.{digits}f} {sign} {limit:.{digits}f} (stable {s:.{digits}f})"
@@ -122,21 +128,22 @@ def _share_check(
 def _agreement(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCheck:
     return _share_check(
         "teacher_agreement", (stable.agreed, stable.labelled), (cand.agreed, cand.labelled),
-        (cfg.min_labels, "teacher labels"), cfg.max_agreement_drop, higher_is_better=True,
+        (cfg.min_labels, "teacher labels"), cfg.max_agreement_drop, cfg.confidence_z,
+        higher_is_better=True,
     )  # fmt: skip
 
 
 def _negative(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCheck:
     return _share_check(
         "negative_feedback", (stable.negative, stable.rated), (cand.negative, cand.rated),
-        (cfg.min_feedback, "ratings"), cfg.max_negative_feedback_rise,
+        (cfg.min_feedback, "ratings"), cfg.max_negative_feedback_rise, cfg.confidence_z,
     )  # fmt: skip
 
 
 def _errors(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCheck:
     return _share_check(
         "error_rate", (stable.errors, stable.requests), (cand.errors, cand.requests),
-        (cfg.min_requests, "requests"), cfg.max_error_rate_rise, digits=4,
+        (cfg.min_requests, "requests"), cfg.max_error_rate_rise, cfg.confidence_z, digits=4,
     )  # fmt: skip
 
 

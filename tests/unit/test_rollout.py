@@ -33,6 +33,7 @@ CFG = RolloutSettings(
     max_error_rate_rise=0.01,
     max_p99_ratio=1.5,
     p99_slack_ms=20.0,
+    confidence_z=0.0,  # point values: the limits below are exact
 )
 # every check has its evidence and the candidate equals the stable version
 GOOD = Evidence(requests=100, errors=0, p99_ms=50.0, labelled=20, agreed=18, rated=10, negative=1)
@@ -261,3 +262,15 @@ def test_a_zero_agreement_drop_allows_equal_agreement_and_nothing_less() -> None
     assert checks("shadow", stable, Evidence(labelled=100, agreed=90), strict)[0].state == "pass"
     lower = checks("shadow", stable, Evidence(labelled=100, agreed=89), strict)[0]
     assert lower.state == "fail" and lower.detail.startswith("teacher_agreement 0.890 < 0.900")
+
+
+def test_with_a_confidence_z_a_small_noisy_drop_waits_for_more_evidence() -> None:
+    noisy = CFG.model_copy(update={"confidence_z": 1.64})
+    stable = Evidence(labelled=24, agreed=23)  # .958
+    few = evaluate("canary", 1, stable, Evidence(labelled=20, agreed=17), noisy)  # .85
+    check = next(c for c in few.checks if c.name == "teacher_agreement")
+    assert check.state == "pass" and check.limit is not None and check.limit < 0.85
+    many = evaluate(
+        "canary", 1, Evidence(labelled=600, agreed=575), Evidence(labelled=600, agreed=510), noisy
+    )
+    assert many.action == "rollback" and "teacher_agreement 0.850 <" in many.reason
