@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import random
 import shutil
 import threading
@@ -85,7 +84,7 @@ class Run:
     t0: float = 0.0  # time.monotonic() when traffic began; points count from here
 
 
-def bench_loop_settings(state: Path, teacher: Any, rate: float) -> Settings:
+def bench_loop_settings(state: Path, teacher: Any) -> Settings:
     from services.broker import free_port
 
     return Settings(
@@ -117,13 +116,12 @@ def split(
 def seed_texts(settings: Settings) -> set[str]:
     """The movie sentences version 1 was distilled from (``cycle.seed_rows``' choice)."""
     from distillery.task import load_task
-    from training.cycle import _spread
+    from training import cycle
 
     task = load_task(settings.paths.task_file)
     if task.seed_file is None:
         return set()
-    lines = [json.loads(x)["text"] for x in task.seed_file.read_text().splitlines() if x.strip()]
-    return set(_spread(lines, settings.scheduler.seed_size))
+    return set(cycle.seed_texts(settings, task))
 
 
 def offline_accuracy(settings: Settings, model_dir: Path, rows: list[vader.VaderRow]) -> float:
@@ -250,7 +248,7 @@ def measure(args: argparse.Namespace) -> Run:
 
     state = ROOT / "state" / f"bench-drift-{args.teacher}"
     shutil.rmtree(state, ignore_errors=True)  # every run starts from the seed student, v1
-    settings = bench_loop_settings(state, args.teacher, args.rate)
+    settings = bench_loop_settings(state, args.teacher)
     vader.fetch(settings.paths.data_dir)
     domains = args.domains.split(",")
     seeds = seed_texts(settings)

@@ -11,6 +11,17 @@ import os
 import signal
 
 
+def armed(name: str, setting: str | None = None) -> bool:
+    """Whether failpoint ``name`` is set: in ``DISTILLERY_FAILPOINT``, or in ``setting`` where
+    the environment does not reach (a Ray Train worker gets it through its loop config)."""
+    return (setting if setting is not None else os.environ.get("DISTILLERY_FAILPOINT")) == name
+
+
+def die() -> None:
+    """SIGKILL this process, as ``kill -9`` would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def failpoint(name: str) -> None:
-    if os.environ.get("DISTILLERY_FAILPOINT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if armed(name):
+        die()

@@ -30,6 +30,16 @@ ACTOR_NAME = "distillery-scheduler"
 NAMESPACE = "distillery"
 
 
+def find_scheduler() -> Any | None:
+    """The running scheduler actor's handle, or None when there is none (yet)."""
+    import ray
+
+    try:
+        return ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
 class Scheduler:
     """Runs as a threaded Ray actor: ``run``, a round, ``status`` and replica reports at once."""
 
@@ -107,12 +117,13 @@ class Scheduler:
                 report = cycle.retrain(
                     self.settings, self.task, self.dashboard_url, reason, self.replicas
                 )
+                self._deployed_by_cycle()
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._metric("rounds", outcome="error")
                 raise
         self.last_round = asdict(report)
-        self._metric("rounds", outcome="promoted" if report.promoted else "rejected")
+        self._metric("rounds", outcome=report.outcome)  # promoted, shadow or rejected
         return self.last_round
 
     def run(self) -> None:
@@ -222,6 +233,7 @@ class Scheduler:
                 self.settings, self.task, Path(model_dir), self.dashboard_url, reason,
                 self.replicas,
             )  # fmt: skip
+            self._deployed_by_cycle()
         self.last_round = asdict(report)
         return self.last_round
 
@@ -233,10 +245,11 @@ class Scheduler:
                 "wait for it before a new candidate"
             )
 
-    def evidence(self, running: Rollout) -> tuple[Evidence, Evidence]:
-        """(stable, candidate) live evidence since the stage began: the replicas' counts, the
-        store's teacher labels (in shadow, the same mirrored texts for both) and feedback."""
-        merged = merge(list(self.reports.values()), f"{running.id}:{running.stage}")
+    def evidence(self, running: Rollout) -> tuple[Evidence, Evidence, float | None]:
+        """(stable, candidate, shadow agreement with the stable student) live since the stage
+        began: the replicas' counts, the store's teacher labels (in shadow, the same mirrored
+        texts for both) and feedback."""
+        merged = merge(list(self.reports.values()), running.key)
         store, since = self.settings.paths.store_dir, running.stage_started_at
         labels = read_kind(store, "labels", written_after=since)
         if not labels.empty:
@@ -267,7 +280,8 @@ class Scheduler:
             out.append(
                 replace(base, labelled=labelled, agreed=agreed, rated=rated, negative=negative)
             )
-        return out[0], out[1]
+        with_stable = merged.agreed / merged.compared if merged.compared else None
+        return out[0], out[1], with_stable
 
     def rollout_tick(self) -> dict[str, Any] | None:
         """Judge the running rollout on its evidence and act: wait, advance or roll back."""
@@ -277,13 +291,14 @@ class Scheduler:
             self._metric_stage(running)
             if running is None or running.paused:
                 return None
-            stable, candidate = self.evidence(running)
+            stable, candidate, with_stable = self.evidence(running)
             elapsed = time.time() - running.stage_started_at
             verdict = rollout.evaluate(
                 running.stage, elapsed, stable, candidate, self.settings.rollout
             )
             self.last_verdict = {
-                **verdict.to_dict(), "stable": asdict(stable), "candidate": asdict(candidate)
+                **verdict.to_dict(), "stable": asdict(stable), "candidate": asdict(candidate),
+                "shadow_agreement_with_stable": with_stable,
             }  # fmt: skip
             reason = f"automatic: {verdict.reason}"
             if verdict.action == "rollback":
@@ -351,15 +366,24 @@ class Scheduler:
         self._transition("rolled_back")
         return f"rolled back to v{previous}"
 
+    def _state(self) -> tuple[int | None, Any]:
+        """What Serve should run: the current version and the rollout candidate's spec."""
+        return self.registry.current(), cycle.candidate_spec(self.settings, self.registry)
+
     def _apply(self, dashboard_url: str | None, wait: bool) -> None:
         """Tell Serve the registry's state (current version + rollout candidate) if it changed
         since it was last told; with ``wait``, until every replica answers with the current."""
-        version = self.registry.current()
-        state = (version, cycle.candidate_spec(self.settings, self.registry))
-        if dashboard_url is None or version is None or state == self._applied:
+        state = self._state()
+        if dashboard_url is None or state[0] is None or state == self._applied:
             return
         cycle.hot_swap(self.settings, self.registry, dashboard_url, self.replicas if wait else None)
         self._applied = state
+
+    def _deployed_by_cycle(self) -> None:
+        """A round or a submission deploys what it decided itself (``cycle.admit``): note it,
+        so that the next tick does not deploy the same config again."""
+        if self.dashboard_url is not None:
+            self._applied = self._state()
 
     def _transition(self, to: str) -> None:
         self._metric("rollout_transitions", to=to)

@@ -39,13 +39,22 @@ from feedback.models import (
 )
 from feedback.tokens import load_secret, sign, verify
 from monitoring.metrics import serve_metrics
-from services.edge import ERRORS, body_schema, json_response, parse, require_bearer, within
+from services.edge import (
+    ERRORS,
+    body_schema,
+    json_response,
+    parse,
+    read_body,
+    require_bearer,
+    validate,
+    within,
+)
 from services.recall import Recall
 from services.sampling import Policy, Publisher, Sampler, TokenBucket
 from services.slots import Slot
 from services.student import Student
 from services.variants import VariantStats, report_forever
-from training.rollout import takes_candidate
+from training.rollout import stage_key, takes_candidate
 
 log = logging.getLogger(__name__)
 api = FastAPI(
@@ -57,15 +66,14 @@ api = FastAPI(
 
 def report_serving(version: int) -> None:
     """Tell the scheduler which version this replica now answers with (fire and forget)."""
-    import ray
-
-    from monitoring.scheduler import ACTOR_NAME, NAMESPACE
+    from monitoring.scheduler import find_scheduler
 
     replica = serve.get_replica_context().replica_id.unique_id
-    try:
-        ray.get_actor(ACTOR_NAME, namespace=NAMESPACE).report_serving.remote(replica, version)
-    except ValueError:
+    scheduler = find_scheduler()
+    if scheduler is None:
         log.info("no scheduler to tell that replica %s serves v%d", replica, version)
+    else:
+        scheduler.report_serving.remote(replica, version)
 
 
 def make_sampler(settings: Settings) -> Sampler:
@@ -160,7 +168,7 @@ class StudentIngress:
             self.candidate.clear()
         else:
             self.candidate.want(int(spec["version"]), Path(spec["path"]))
-        self.stats.start(None if spec is None else f"{spec['id']}:{spec['stage']}")
+        self.stats.start(None if spec is None else stage_key(spec["id"], spec["stage"]))
         self.stable.want(version, path, wait=self.stable.loaded is None)
 
     def _variant(self) -> Variant | None:
@@ -412,13 +420,17 @@ class StudentIngress:
     @api.get("/v1/status")
     async def status(self) -> dict[str, Any]:
         """The scheduler's view: current version, versions, labels since the last round, drift."""
-        import ray
+        return await self._ask_scheduler("status")
 
-        from monitoring.scheduler import ACTOR_NAME, NAMESPACE
+    async def _ask_scheduler(self, method: str, *args: Any) -> dict[str, Any]:
+        """The scheduler actor's answer to ``method(*args)``; 503 when it cannot be reached."""
+        from monitoring.scheduler import find_scheduler
 
         try:
-            scheduler = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
-            result: dict[str, Any] = await scheduler.status.remote()
+            scheduler = find_scheduler()
+            if scheduler is None:
+                raise LookupError("no scheduler actor is running")
+            result: dict[str, Any] = await getattr(scheduler, method).remote(*args)
         except Exception as exc:
             raise HTTPException(503, f"scheduler unavailable: {exc}", {"Retry-After": "5"}) from exc
         return result
@@ -443,24 +455,15 @@ class StudentIngress:
         Needs ``Authorization: Bearer <operator token>``: ``DISTILLERY_SERVE_OPERATOR_TOKEN``,
         else the one ``distillery up`` keeps in ``state/operator_token``. Each action is kept in
         the registry's history with its reason."""
-        import ray
-
-        from monitoring.scheduler import ACTOR_NAME, NAMESPACE
-
         if action not in ("promote", "rollback", "pause", "resume"):
             raise HTTPException(
                 404, f"action: {action!r} is not promote, rollback, pause or resume"
             )
         require_bearer(authorization, self.operator_token)
-        raw = await request.body()
-        body = AdminAction() if not raw.strip() else await parse(request, AdminAction, 65_536)
-        try:
-            scheduler = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
-            result: dict[str, Any] = await scheduler.operate.remote(
-                action, f"operator (API): {body.reason}", body.version
-            )
-        except Exception as exc:
-            raise HTTPException(503, f"scheduler unavailable: {exc}", {"Retry-After": "5"}) from exc
+        raw = await read_body(request, 65_536)
+        body = validate(raw, AdminAction) if raw.strip() else AdminAction()
+        reason = f"operator (API): {body.reason}"
+        result = await self._ask_scheduler("operate", action, reason, body.version)
         if not result["ok"]:
             raise HTTPException(409, result["detail"])
         return result

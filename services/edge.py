@@ -45,7 +45,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def parse(request: Request, model: type[Model], limit: int) -> Model:
     """The body as ``model``; 413 past ``limit`` bytes, 422 with FastAPI's error shape."""
-    body = await read_body(request, limit)
+    return validate(await read_body(request, limit), model)
+
+
+def validate(body: bytes, model: type[Model]) -> Model:
+    """``body`` (JSON bytes) as ``model``; 422 with FastAPI's error shape."""
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

@@ -114,9 +114,7 @@ def merge(snapshots: list[dict[str, Any]], key: str) -> Merged:
 def report_forever(stats: VariantStats, replica_id: str, period_s: float) -> None:
     """A replica's thread: every ``period_s`` during a rollout, send ``stats.snapshot()`` to the
     scheduler actor (fire and forget; a lost report costs nothing, the next one has it all)."""
-    import ray
-
-    from monitoring.scheduler import ACTOR_NAME, NAMESPACE
+    from monitoring.scheduler import find_scheduler
 
     scheduler = None
     while True:
@@ -125,7 +123,8 @@ def report_forever(stats: VariantStats, replica_id: str, period_s: float) -> Non
         if snapshot["key"] is None:
             continue
         try:
-            scheduler = scheduler or ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
-            scheduler.report_variants.remote(replica_id, snapshot)
+            scheduler = scheduler or find_scheduler()
+            if scheduler is not None:
+                scheduler.report_variants.remote(replica_id, snapshot)
         except Exception:
             scheduler = None

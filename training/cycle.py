@@ -217,11 +217,7 @@ def seed_rows(settings: Settings, task: Task) -> int:
     from services.labeler import to_labels
     from services.teacher import ZeroShotTeacher
 
-    if task.seed_file is None or not task.seed_file.is_file():
-        raise FileNotFoundError(f"seed file {task.seed_file} missing: run `make data` first")
-    lines = task.seed_file.read_text().splitlines()
-    texts = [json.loads(line)["text"] for line in lines if line.strip()]
-    texts = _spread(texts, settings.scheduler.seed_size)
+    texts = seed_texts(settings, task)
     cfg = settings.teacher
     teacher = ZeroShotTeacher(
         cfg.resolved_model_path(), task.prompts, cfg.temperature, cfg.max_tokens
@@ -234,6 +230,16 @@ def seed_rows(settings: Settings, task: Task) -> int:
     ]
     write_shard(settings.paths.store_dir, "labels", rows)
     return len(rows)
+
+
+def seed_texts(settings: Settings, task: Task) -> list[str]:
+    """The ``seed_size`` texts of the task's seed file that version 1 is distilled from, spread
+    evenly over the file."""
+    if task.seed_file is None or not task.seed_file.is_file():
+        raise FileNotFoundError(f"seed file {task.seed_file} missing: run `make data` first")
+    lines = task.seed_file.read_text().splitlines()
+    texts = [json.loads(line)["text"] for line in lines if line.strip()]
+    return _spread(texts, settings.scheduler.seed_size)
 
 
 def _spread(texts: list[str], n: int) -> list[str]:

@@ -137,12 +137,16 @@ class Registry:
         self.update(version, status="rejected", gate=gate)
         self._log("rejected", version, reason)
 
+    @property
+    def _rollout_file(self) -> Path:
+        return self.root / "rollout.json"
+
     def rollout(self) -> Rollout | None:
-        path = self.root / "rollout.json"
+        path = self._rollout_file
         return Rollout.model_validate_json(path.read_bytes()) if path.is_file() else None
 
     def _save_rollout(self, rollout: Rollout) -> Rollout:
-        write_atomic(self.root / "rollout.json", rollout.model_dump_json(indent=2).encode())
+        write_atomic(self._rollout_file, rollout.model_dump_json(indent=2).encode())
         return rollout
 
     def start_rollout(self, candidate: int, reason: str) -> Rollout:
@@ -176,21 +180,17 @@ class Registry:
 
     def finish(self, reason: str, verdict: dict[str, Any] | None = None) -> int:
         """Promote the rollout's candidate to every user; returns its version."""
-        rollout = self._running()
-        if verdict is not None:
-            self._keep_verdict(rollout, verdict)
+        rollout = self._ending(verdict)
         self.promote(rollout.candidate, reason)
-        (self.root / "rollout.json").unlink(missing_ok=True)
+        self._rollout_file.unlink(missing_ok=True)
         return rollout.candidate
 
     def roll_back(self, reason: str, verdict: dict[str, Any] | None = None) -> int:
         """End the rollout: its candidate never reaches users again; returns its version."""
-        rollout = self._running()
-        if verdict is not None:
-            self._keep_verdict(rollout, verdict)
+        rollout = self._ending(verdict)
         self.update(rollout.candidate, status="rolled_back")
         self._log("rolled_back", rollout.candidate, reason)
-        (self.root / "rollout.json").unlink(missing_ok=True)
+        self._rollout_file.unlink(missing_ok=True)
         return rollout.candidate
 
     def set_paused(self, paused: bool, reason: str) -> Rollout:
@@ -220,6 +220,13 @@ class Registry:
         rollout = self.rollout()
         if rollout is None:
             raise ValueError("no rollout in progress")
+        return rollout
+
+    def _ending(self, verdict: dict[str, Any] | None) -> Rollout:
+        """The rollout about to end, with the verdict that ends it (if any) kept."""
+        rollout = self._running()
+        if verdict is not None:
+            self._keep_verdict(rollout, verdict)
         return rollout
 
     def _keep_verdict(self, rollout: Rollout, verdict: dict[str, Any]) -> None:

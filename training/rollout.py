@@ -35,6 +35,11 @@ Stage = Literal["shadow", "canary"]
 Action = Literal["wait", "advance", "rollback"]
 
 
+def stage_key(rollout_id: str, stage: str) -> str:
+    """What the replicas' counts of one rollout stage are filed under."""
+    return f"{rollout_id}:{stage}"
+
+
 class Rollout(BaseModel):
     """The rollout in progress (the registry keeps it in ``rollout.json``)."""
 
@@ -46,6 +51,10 @@ class Rollout(BaseModel):
     stage_started_at: float
     paused: bool = False
     reason: str = ""
+
+    @property
+    def key(self) -> str:
+        return stage_key(self.id, self.stage)
 
 
 @dataclass(frozen=True)
@@ -163,13 +172,10 @@ def _latency(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCh
 def checks(
     stage: Stage, stable: Evidence, candidate: Evidence, cfg: RolloutSettings
 ) -> list[OnlineCheck]:
-    found = [_agreement(stable, candidate, cfg)]
-    if stage == "canary":  # only now do users see its answers, and only now is it timed fairly
-        found.append(_negative(stable, candidate, cfg))
-    found.append(_errors(stable, candidate, cfg))
-    if stage == "canary":
-        found.append(_latency(stable, candidate, cfg))
-    return found
+    agreement, errors = _agreement(stable, candidate, cfg), _errors(stable, candidate, cfg)
+    if stage == "shadow":  # users see none of its answers, and it is not timed fairly yet
+        return [agreement, errors]
+    return [agreement, _negative(stable, candidate, cfg), errors, _latency(stable, candidate, cfg)]
 
 
 def evaluate(

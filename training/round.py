@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from distillery import faults
 from distillery.settings import Settings
 from distillery.task import Task
 from training.data import RoundData
@@ -148,9 +148,7 @@ def fit(
     ``frame`` (text, teacher_logits (C,), correction, kd_weight); no Ray. Returns per-epoch
     metrics (epoch, mean loss, examples/s) and hands each, with the optimizer, to ``on_epoch``
     as soon as its epoch ends. Pass a restored ``optimizer`` to resume."""
-    import torch
-
-    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=config["learning_rate"])
+    optimizer = optimizer or _optimizer(model, config)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     for epoch in range(first_epoch, config["epochs"]):
@@ -167,13 +165,19 @@ def fit(
     return history
 
 
+def _optimizer(model: Any, config: dict[str, Any]) -> Any:
+    import torch
+
+    return torch.optim.AdamW(model.parameters(), lr=config["learning_rate"])
+
+
 def _restore(model: Any, config: dict[str, Any]) -> tuple[Any, int]:
     """(optimizer, first epoch) from this run's latest checkpoint, if a worker died after one:
     Ray Train restarts the workers (``FailureConfig``) and they pick up from there."""
     import ray.train
     import torch
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"])
+    optimizer = _optimizer(model, config)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return optimizer, 0
@@ -203,10 +207,10 @@ def train_loop(config: dict[str, Any]) -> None:
     def checkpoint_unless_last(metrics: dict[str, float], optimizer: Any) -> None:
         if metrics["epoch"] >= config["epochs"]:
             return
-        dies = config.get("failpoint") == "train.second_epoch" and first_epoch == 0
-        if dies and metrics["epoch"] == 2:  # after epoch 1 was checkpointed (tests only)
+        second = first_epoch == 0 and metrics["epoch"] == 2  # epoch 1 was checkpointed
+        if second and faults.armed("train.second_epoch", config.get("failpoint")):
             time.sleep(5)  # the controller polls workers for reports every few seconds
-            os.kill(os.getpid(), signal.SIGKILL)
+            faults.die()
         metrics = {**metrics, "resumed_at_epoch": first_epoch}
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
@@ -241,13 +245,10 @@ def train_loop(config: dict[str, Any]) -> None:
 def _progress_sender(config: dict[str, Any], rows: int) -> OnBatch | None:
     """Rank 0's progress, every 5 batches, to the scheduler actor if one runs (it exports it
     to Prometheus and `distillery retrain` draws it as a bar)."""
-    import ray
+    from monitoring.scheduler import find_scheduler
 
-    from monitoring.scheduler import ACTOR_NAME, NAMESPACE
-
-    try:
-        scheduler = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
-    except ValueError:
+    scheduler = find_scheduler()
+    if scheduler is None:
         return None
     start, epochs, steps = time.perf_counter(), config["epochs"], [0]
 
