@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling bench-drift bench-drift-mpnet wrk teacher-mpnet
+.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling bench-drift bench-drift-mpnet wrk teacher-mpnet debs
 
 setup: $(STAMP) data
 
@@ -66,9 +66,16 @@ lint: $(STAMP)
 unit: setup
 	$(BIN)/pytest tests/unit -q
 
+# Debian packages the tests run: prometheus (promtool checks the rules; the real server scrapes
+# the live loop) and chromium (browser tests). Installed only when missing; needs root (CI is).
+debs:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v chromium >/dev/null || \
+	  ( [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q prometheus chromium ) || \
+	  (echo "the tests need Debian's prometheus and chromium: run \`apt-get install prometheus chromium\` as root"; exit 1)
+
 # Lint, then every test: unit, integration (real embedded broker, real local Ray) and end-to-end.
 # pytest exits 5 when it collected no test: that fails here like any other error.
-test: setup lint
+test: debs setup lint
 	$(BIN)/pytest tests -v --durations=15
 
 clean:

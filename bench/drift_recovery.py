@@ -261,7 +261,8 @@ def measure(args: argparse.Namespace) -> Run:
         settings = running.settings
         from training.registry import Registry
 
-        v1 = Registry(settings.paths.registry_dir).path(1)
+        paths = settings.paths
+        v1 = Registry(paths.model_store_url()).local_dir(1, paths.model_cache_path())
         results = {
             d: PhaseResult(
                 d, teacher_accuracy(settings, held), offline_accuracy(settings, v1, held), 0.0, 0.0

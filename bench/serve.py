@@ -157,11 +157,12 @@ def serve_phase(args: argparse.Namespace, sample: list[str]) -> tuple[dict, Weig
             result["texts_per_s"] = round(result["rps"] * per_request, 1)
             loads.append(result)
             print(json.dumps(result))
-        registry = Registry(settings.paths.registry_dir)
+        registry = Registry(settings.paths.model_store_url())
         version = registry.current()
         assert version is not None
         config = settings.serve.model_dump(exclude={"feedback_secret", "operator_token"})
-        weights = Weights(registry.path(version), settings.serve.max_tokens)
+        local = registry.local_dir(version, settings.paths.model_cache_path())
+        weights = Weights(local, settings.serve.max_tokens)
         return {"served": loads, "serve_config": config, "version": version}, weights
     finally:
         running.stop()

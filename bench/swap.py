@@ -59,8 +59,9 @@ def hammer(url: str, bodies: list[str], clients: int, seconds: float, out: Path)
     out.write_text(json.dumps(asyncio.run(_hammer(url, bodies, clients, seconds))))
 
 
-def copies(registry: Any, n: int) -> list[int]:
-    """Register ``n`` candidates made from the current version's weights (lineage: parent)."""
+def copies(registry: Any, n: int, cache_dir: Path) -> list[int]:
+    """Register ``n`` candidates made from the current version's weights (lineage: parent);
+    ``cache_dir``: where a remote store's current version is copied to first."""
     from training.registry import VersionMeta
 
     current = registry.current()
@@ -69,7 +70,7 @@ def copies(registry: Any, n: int) -> list[int]:
     for _ in range(n):
         lineage = source.lineage.model_copy(update={"parent": current})
         meta = VersionMeta(version=0, lineage=lineage, config={"bench": "swap copy"})
-        made.append(registry.register(registry.path(current), meta).version)
+        made.append(registry.register(registry.local_dir(current, cache_dir), meta).version)
     return made
 
 
@@ -130,8 +131,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = bench_settings("swap", **NO_SAMPLING)
     running = up(settings)
     try:
-        registry = Registry(settings.paths.registry_dir)
-        versions = copies(registry, args.promotions)
+        registry = Registry(settings.paths.model_store_url())
+        versions = copies(registry, args.promotions, settings.paths.model_cache_path())
         bodies = [json.dumps({"text": t}) for t in texts(256, PathSettings().data_dir)]
         out = settings.paths.state_dir / "answers.json"
         seconds = args.calm * (args.promotions + 1) + 10 * args.promotions

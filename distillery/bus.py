@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 def ensure_topics(settings: KafkaSettings, topics: Iterable[str] = Topics.ALL) -> None:
     """Create the topics if missing (auto-creation would pick its own partition count)."""
     admin = KafkaAdminClient(
-        bootstrap_servers=settings.servers(), request_timeout_ms=settings.request_timeout_ms
+        bootstrap_servers=settings.servers(),
+        request_timeout_ms=settings.request_timeout_ms,
+        **settings.client_options(),
     )
     try:
         existing = set(admin.list_topics())
@@ -45,7 +47,9 @@ def ensure_topics(settings: KafkaSettings, topics: Iterable[str] = Topics.ALL) -
 def missing_topics(settings: KafkaSettings, topics: Iterable[str]) -> set[str]:
     """Which of ``topics`` the broker does not have."""
     admin = KafkaAdminClient(
-        bootstrap_servers=settings.servers(), request_timeout_ms=settings.request_timeout_ms
+        bootstrap_servers=settings.servers(),
+        request_timeout_ms=settings.request_timeout_ms,
+        **settings.client_options(),
     )
     try:
         return set(topics) - set(admin.list_topics())
@@ -85,6 +89,7 @@ def make_producer(settings: KafkaSettings, in_order: bool = False) -> KafkaProdu
         max_block_ms=timeout_ms,
         allow_auto_create_topics=False,  # topics are made by ensure_topics, with our partitions
         **(bounded if in_order else {"request_timeout_ms": settings.request_timeout_ms}),
+        **settings.client_options(),
     )
 
 
@@ -103,6 +108,7 @@ def make_consumer(
         max_poll_interval_ms=60_000,
         heartbeat_interval_ms=2000,
         request_timeout_ms=max(settings.request_timeout_ms, 7_000),
+        **settings.client_options(),
     )
     listener = None
     if on_assigned is not None:
@@ -215,6 +221,7 @@ def make_reader(settings: KafkaSettings) -> KafkaConsumer:
         auto_offset_reset="earliest",
         allow_auto_create_topics=False,
         request_timeout_ms=max(settings.request_timeout_ms, 7_000),
+        **settings.client_options(),
     )
 
 

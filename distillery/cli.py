@@ -111,9 +111,11 @@ def _progress_bar(scheduler: Any, running: Any) -> None:
 def history(state_dir: Path = Path("state")) -> None:
     """Every registry transition with its reason: registered, rejected, shadow, canary,
     promoted, rolled_back, paused, resumed."""
+    from distillery.settings import PathSettings
     from training.registry import Registry
 
-    for event in Registry(state_dir.resolve() / "registry").history():
+    store = PathSettings(state_dir=state_dir).model_store_url()  # DISTILLERY_MODEL_STORE, if set
+    for event in Registry(store).history():
         typer.echo(json.dumps(event))
 
 

@@ -6,13 +6,15 @@ value raises a ``pydantic.ValidationError`` that names the field and the value.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     AliasChoices,
     BaseModel,
     Field,
+    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -32,15 +34,57 @@ class PathSettings(BaseSettings):
     state_dir: Path = Path("state")
     data_dir: Path = Path("data")
     task_file: Path = Path("tasks/sentiment.yaml")
+    model_store: str | None = Field(
+        default=None,
+        description=(
+            "where model versions live, read by every node: a local path or an fsspec URL "
+            "(file:///shared/registry, s3://bucket/prefix, gs://bucket/prefix); "
+            "unset: <state_dir>/registry"
+        ),
+    )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description=(
+            "local copies of versions downloaded from a remote model store; "
+            "unset: <state_dir>/model-cache"
+        ),
+    )
 
-    @field_validator("state_dir", "data_dir", "task_file")
+    @field_validator("state_dir", "data_dir", "task_file", "model_cache_dir")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
+    @field_validator("model_store")
+    @classmethod
+    def _known_filesystem(cls, value: str | None) -> str | None:
+        """A local path made absolute, or a URL whose scheme fsspec knows."""
+        import fsspec
+
+        if value is None or not value.strip():
+            return None
+        protocol, _ = fsspec.core.split_protocol(value)
+        if protocol is None:
+            return str(Path(value).expanduser().resolve())
+        if protocol not in fsspec.available_protocols():
+            raise ValueError(
+                f"model_store={value!r}: fsspec knows no filesystem {protocol!r} "
+                "(use a local path or a URL like file:///shared/registry or s3://bucket/prefix)"
+            )
+        return value
 
     @property
     def registry_dir(self) -> Path:
+        """The default model store: ``<state_dir>/registry``."""
         return self.state_dir / "registry"
+
+    def model_store_url(self) -> str:
+        """The model store every component opens: ``model_store``, else ``registry_dir``."""
+        return self.model_store or str(self.registry_dir)
+
+    def model_cache_path(self) -> Path:
+        """Where a node keeps its local copies of remote versions."""
+        return self.model_cache_dir or self.state_dir / "model-cache"
 
     @property
     def store_dir(self) -> Path:
@@ -59,11 +103,18 @@ class PathSettings(BaseSettings):
         return self.state_dir / "replay"
 
 
+_SASL_FIELDS = ("sasl_mechanism", "sasl_username", "sasl_password")
+_TLS_FIELDS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+
+
 class KafkaSettings(BaseSettings):
     """The broker. With no bootstrap servers, ``distillery up`` starts the embedded broker."""
 
     model_config = SettingsConfigDict(
-        env_prefix="DISTILLERY_KAFKA_", extra="ignore", populate_by_name=True
+        env_prefix="DISTILLERY_KAFKA_",
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,  # the input holds the SASL password; messages name values
     )
 
     bootstrap_servers: str | None = Field(
@@ -84,6 +135,63 @@ class KafkaSettings(BaseSettings):
     )
     request_timeout_ms: int = Field(default=10_000, ge=1_000)
     send_timeout_s: float = Field(default=5.0, gt=0)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="SSL / SASL_SSL: TLS to the brokers; SASL_*: log in"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="needed with SASL_PLAINTEXT and SASL_SSL"
+    )
+    sasl_username: str | None = Field(default=None, min_length=1)
+    sasl_password: SecretStr | None = Field(
+        default=None,
+        exclude=True,
+        description="never logged nor serialised (a Serve config, a registry entry): each "
+        "process reads it from its own environment",
+    )
+    ssl_cafile: Path | None = Field(default=None, description="PEM CA bundle (else system CAs)")
+    ssl_certfile: Path | None = Field(default=None, description="PEM client certificate (mTLS)")
+    ssl_keyfile: Path | None = Field(default=None, description="PEM client key (mTLS)")
+
+    @model_validator(mode="after")
+    def _security_fits_the_protocol(self) -> KafkaSettings:
+        protocol = self.security_protocol
+        sasl = [name for name in _SASL_FIELDS if getattr(self, name) is not None]
+        tls = [name for name in _TLS_FIELDS if getattr(self, name) is not None]
+        if protocol.startswith("SASL_") and len(sasl) < len(_SASL_FIELDS):
+            missing = [name for name in _SASL_FIELDS if name not in sasl]
+            env = ", ".join(f"DISTILLERY_KAFKA_{name.upper()}" for name in missing)
+            raise ValueError(f"security_protocol={protocol} needs {', '.join(missing)} ({env})")
+        if sasl and not protocol.startswith("SASL_"):
+            raise ValueError(
+                f"{', '.join(sasl)} set but security_protocol={protocol} does not use SASL "
+                "(SASL_PLAINTEXT or SASL_SSL does)"
+            )
+        if tls and not protocol.endswith("SSL"):
+            raise ValueError(
+                f"{', '.join(tls)} set but security_protocol={protocol} does not use TLS "
+                "(SSL or SASL_SSL does)"
+            )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError(f"ssl_keyfile={self.ssl_keyfile} needs ssl_certfile")
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """kafka-python keyword arguments for the connection's security, only those set, for
+        every producer, consumer and admin client. Raises ``FileNotFoundError`` naming a TLS
+        file that is not there."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism is not None and self.sasl_password is not None:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        for name in _TLS_FIELDS:
+            path: Path | None = getattr(self, name)
+            if path is None:
+                continue
+            if not path.is_file():
+                raise FileNotFoundError(f"{name}={path} is not a file")
+            options[name] = str(path)
+        return options
 
     def servers(self) -> str:
         if not self.bootstrap_servers:
@@ -304,17 +412,73 @@ class RolloutSettings(BaseSettings):
 
 
 class SchedulerSettings(BaseSettings):
-    """When a round starts: every ``interval_minutes`` or after ``min_new_labels``, first wins."""
+    """When a round starts (``monitoring.triggers.decide``): on schedule, label volume, drift,
+    disagreement or negative feedback, whichever comes first; never within ``cooldown_minutes``
+    of the last round, and a signal that fired must fall below ``rearm_ratio`` × its threshold
+    before it may fire again (hysteresis)."""
 
     model_config = _prefix("SCHEDULER_")
 
-    interval_minutes: float = Field(default=30, gt=0)
-    min_new_labels: int = Field(default=300, ge=1)
-    min_labels_for_time_trigger: int = Field(default=20, ge=1)
+    interval_minutes: float = Field(default=30, gt=0, description="schedule trigger")
+    min_new_labels: int = Field(default=300, ge=1, description="volume trigger")
+    min_labels_for_time_trigger: int = Field(
+        default=20, ge=1, description="new labels any trigger needs (a round needs data)"
+    )
+    drift_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="drift trigger: share of drifted columns, any kind"
+    )
+    disagreement_threshold: float = Field(
+        default=0.3, gt=0, le=1, description="disagreement trigger: teacher vs served answers"
+    )
+    negative_feedback_threshold: float = Field(
+        default=0.3, gt=0, le=1, description="feedback trigger: share of recent ratings bad"
+    )
+    min_signal_labels: int = Field(
+        default=50, ge=1, description="teacher labels the disagreement signal needs"
+    )
+    min_signal_ratings: int = Field(
+        default=20, ge=1, description="ratings the feedback signal needs"
+    )
+    cooldown_minutes: float = Field(default=5, ge=0, description="no round sooner after one")
+    rearm_ratio: float = Field(
+        default=0.8, gt=0, le=1, description="hysteresis: re-armed below ratio × threshold"
+    )
     poll_s: float = Field(default=5, gt=0)
     drift_every_s: float = Field(default=60, gt=0)
     seed_size: int = Field(default=1_600, ge=10)
     enabled: bool = True
+
+
+class MonitorSettings(BaseSettings):
+    """Drift and label-free quality: windows, methods, series and report retention."""
+
+    model_config = _prefix("MONITOR_")
+
+    reference_rows: int = Field(
+        default=2_000, ge=30, description="newest rows of the serving version's training window"
+    )
+    current_rows: int = Field(default=1_000, ge=30, description="newest rows since that window")
+    min_rows: int = Field(default=100, ge=10, description="drift needs this many in each window")
+    signal_window_s: float = Field(
+        default=900, gt=0, description="disagreement and feedback: the last this many seconds"
+    )
+    pca_components: int = Field(
+        default=5, ge=1, le=64, description="student-embedding principal components checked"
+    )
+    num_method: Literal["wasserstein", "ks", "psi", "anderson", "mannw"] = Field(
+        default="wasserstein",
+        description="per numeric column; a distance stays calibrated as windows grow, where a "
+        "K-S p-value flags ever smaller differences (bench/results/drift_methods.md)",
+    )
+    cat_method: Literal["jensenshannon", "chisquare", "psi", "z"] = "jensenshannon"
+    threshold: float = Field(
+        default=0.1, gt=0, description="distance (distances) or p-value (tests) per column"
+    )
+    reports_keep: int = Field(default=20, ge=1, description="HTML drift reports kept")
+    html_every: int = Field(
+        default=5, ge=1, description="save an HTML report every this many drift checks"
+    )
+    series_points: int = Field(default=720, ge=10, description="points of the dashboard series")
 
 
 class StoreSettings(BaseSettings):
@@ -341,6 +505,7 @@ class Settings(BaseModel):
     gate: GateSettings = Field(default_factory=GateSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 
     @model_validator(mode="after")
@@ -351,3 +516,53 @@ class Settings(BaseModel):
                 f"student.max_positions={self.student.max_positions}"
             )
         return self
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable the code reads: its default as text, and what it sets."""
+
+    default: str
+    what: str
+
+
+EXTERNAL_ENV = {
+    "RAY_ADDRESS": EnvVar("unset", "a Ray cluster to join (read by Ray); unset: a local Ray"),
+    "RAY_DASHBOARD_ADDRESS": EnvVar(
+        "the cluster's", "the Ray dashboard URL `distillery up` hands the scheduler for deploys"
+    ),
+    "DISTILLERY_FAILPOINT": EnvVar("unset", "tests only: crash at this named failpoint"),
+}
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def env_vars() -> dict[str, EnvVar]:
+    """Every environment variable the code reads: per settings class, its prefix + each field
+    name upper-cased (or the field's aliases), plus ``EXTERNAL_ENV``; sorted by name."""
+    found = dict(EXTERNAL_ENV)
+    for component, info in Settings.model_fields.items():
+        cls = info.annotation
+        if not (isinstance(cls, type) and issubclass(cls, BaseSettings)):
+            raise TypeError(f"Settings.{component} is {cls}, not a BaseSettings class")
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        for name, field in cls.model_fields.items():
+            alias = field.validation_alias
+            names = [prefix + name] if alias is None else _alias_names(alias)
+            for var in names:
+                found[var.upper()] = EnvVar(_default_text(field.default), field.description or "")
+    return dict(sorted(found.items()))
+
+
+def _alias_names(alias: Any) -> list[str]:
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    return [str(alias)]

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-LABEL_COLUMN = "predicted_label"
+from monitoring.features import LABEL_COLUMN, kinds_of
+
 _VALUE_DRIFT_TYPE = "evidently:metric_v2:ValueDrift"
 
 
@@ -39,60 +40,6 @@ class DriftResult:
     current_rows: int
 
 
-def text_features(
-    texts: Sequence[str],
-    predicted_labels: Sequence[str],
-    unknown_share: Sequence[float] | None = None,
-) -> pd.DataFrame:
-    """Cheap per-text features for drift checks, one row per text.
-
-    ``char_length`` is in characters, ``word_count`` in whitespace-separated words.
-    ``digit_share`` and ``non_ascii_share`` are fractions (0..1) of all characters;
-    ``upper_share`` is the fraction of alphabetic characters that are upper case.
-    ``unknown_token_share`` (0..1, tokenizer unknown tokens over tokens) comes from the caller,
-    0.0 when not given. Raises ValueError if the sequences differ in length.
-    """
-    n = len(texts)
-    if len(predicted_labels) != n:
-        raise ValueError(f"{n} texts but {len(predicted_labels)} predicted labels")
-    if unknown_share is not None and len(unknown_share) != n:
-        raise ValueError(f"{n} texts but {len(unknown_share)} unknown_share values")
-    rows = [_char_features(text) for text in texts]
-    frame = pd.DataFrame(
-        rows,
-        columns=["char_length", "word_count", "digit_share", "upper_share", "non_ascii_share"],
-    )
-    frame = frame.astype(
-        {
-            "char_length": "int64",
-            "word_count": "int64",
-            "digit_share": "float64",
-            "upper_share": "float64",
-            "non_ascii_share": "float64",
-        }
-    )
-    shares = [0.0] * n if unknown_share is None else [float(v) for v in unknown_share]
-    frame["unknown_token_share"] = pd.Series(shares, dtype="float64")
-    frame[LABEL_COLUMN] = pd.Series([str(label) for label in predicted_labels], dtype=object)
-    return frame
-
-
-def _char_features(text: str) -> tuple[int, int, float, float, float]:
-    length = len(text)
-    letters = sum(ch.isalpha() for ch in text)
-    digits = sum(ch.isdigit() for ch in text)
-    upper = sum(ch.isupper() for ch in text)
-    non_ascii = sum(not ch.isascii() for ch in text)
-    per_char = max(length, 1)
-    return (
-        length,
-        len(text.split()),
-        digits / per_char,
-        upper / letters if letters else 0.0,
-        non_ascii / per_char,
-    )
-
-
 def data_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -100,8 +47,10 @@ def data_drift(
     num_method: str = "ks",
     cat_method: str = "chisquare",
     threshold: float = 0.05,
+    html: Path | None = None,
 ) -> DriftResult:
-    """Compare ``current`` with ``reference`` column by column with Evidently's DataDriftPreset.
+    """Compare ``current`` with ``reference`` column by column with Evidently's DataDriftPreset;
+    with ``html``, Evidently's report is saved there too.
 
     Numeric columns use ``num_method``; ``predicted_label`` and any other non-numeric column use
     ``cat_method``; every column uses ``threshold`` (a p-value or a distance, per method).
@@ -128,6 +77,7 @@ def data_drift(
             [c for c in numerical if c not in stable],
             [c for c in categorical if c not in stable],
             {"num": num_method, "cat": cat_method, "threshold": threshold},
+            html,
         )
         scores.update(
             _column_scores(metrics, checked, numerical, num_method, cat_method, threshold)
@@ -198,8 +148,10 @@ def _run_report(
     numerical: list[str],
     categorical: list[str],
     pinned: dict[str, Any],
+    html: Path | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Run DataDriftPreset with pinned methods; return the snapshot's metrics and tests."""
+    """Run DataDriftPreset with pinned methods; return the snapshot's metrics and tests (and
+    save its HTML to ``html`` if given)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -222,6 +174,8 @@ def _run_report(
                 reference[columns].reset_index(drop=True), data_definition=definition
             ),
         )
+    if html is not None:
+        snapshot.save_html(str(html))
     payload = snapshot.dict()
     return list(payload["metrics"]), list(payload.get("tests", []))
 
@@ -264,3 +218,31 @@ def _drifted_columns(tests: list[dict[str, Any]]) -> tuple[str, ...]:
         if params.get("type") == _VALUE_DRIFT_TYPE and str(status) == "FAIL":
             drifted.append(str(params["column"]))
     return tuple(drifted)
+
+
+def drift_by_kind(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    num_method: str = "ks",
+    cat_method: str = "chisquare",
+    threshold: float = 0.05,
+    html: Path | None = None,
+) -> dict[str, DriftResult]:
+    """One Evidently run over every column (``features``, ``embedding`` ``pc*`` and
+    ``prediction`` columns, see ``monitoring.features``), split into a ``DriftResult`` per kind
+    whose ``drift_share`` counts that kind's columns only."""
+    whole = data_drift(
+        reference, current, num_method=num_method, cat_method=cat_method, threshold=threshold,
+        html=html,
+    )  # fmt: skip
+    out = {}
+    for kind, columns in kinds_of([str(c) for c in reference.columns]).items():
+        drifted = tuple(c for c in whole.drifted_columns if c in columns)
+        out[kind] = replace(
+            whole,
+            drift_share=len(drifted) / len(columns),
+            drifted_columns=drifted,
+            column_scores={c: whole.column_scores[c] for c in columns},
+        )
+    return out

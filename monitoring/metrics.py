@@ -6,20 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-LATENCY_BOUNDARIES_MS = [
-    1.0,
-    2.0,
-    5.0,
-    10.0,
-    20.0,
-    50.0,
-    100.0,
-    200.0,
-    500.0,
-    1000.0,
-    2000.0,
-    5000.0,
-]
+LATENCY_BOUNDARIES_S = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
 
 
 def _tags(*keys: str) -> Any:
@@ -29,8 +16,8 @@ def _tags(*keys: str) -> Any:
 
 @dataclass
 class ServeMetrics:
-    predictions: Any  # texts answered, by model_version
-    latency_ms: Any  # request latency of /v1/predict
+    predictions: Any  # texts answered, by model_version and label
+    latency_s: Any  # request latency of /v1/predict, seconds
     sampled: Any  # events sent to the teacher, by reason
     skipped: Any  # predictions not sent to the teacher, by reason and candidate reason
     sample_dropped: Any  # sampled events lost before Kafka, by reason
@@ -50,12 +37,14 @@ def serve_metrics() -> ServeMetrics:
 
     return ServeMetrics(
         predictions=metrics.Counter(
-            "distillery_predictions_total", "Texts answered.", tag_keys=_tags("model_version")
+            "distillery_predictions_total",
+            "Texts answered, by the version that answered and its label.",
+            tag_keys=_tags("model_version", "label"),
         ),
-        latency_ms=metrics.Histogram(
-            "distillery_predict_latency_ms",
-            "Latency of /v1/predict inside the replica, ms.",
-            boundaries=LATENCY_BOUNDARIES_MS,
+        latency_s=metrics.Histogram(
+            "distillery_request_duration_seconds",
+            "Latency of /v1/predict inside the replica, seconds.",
+            boundaries=LATENCY_BOUNDARIES_S,
         ),
         sampled=metrics.Counter(
             "distillery_sampled_total", "Predictions sent to the teacher.", tag_keys=_tags("reason")
@@ -72,8 +61,8 @@ def serve_metrics() -> ServeMetrics:
         ),
         feedback=metrics.Counter(
             "distillery_feedback_total",
-            "Feedback accepted, sent to the broker or spooled to disk.",
-            tag_keys=_tags("rating", "stored"),
+            "Feedback accepted, sent to the broker or spooled to disk, by the rated version.",
+            tag_keys=_tags("rating", "stored", "model_version"),
         ),
         rejected=metrics.Counter(
             "distillery_rejected_total", "Requests refused.", tag_keys=_tags("route", "status")
@@ -110,15 +99,19 @@ def serve_metrics() -> ServeMetrics:
 @dataclass
 class LoopMetrics:
     labels: Any  # teacher labels written
+    teacher_compared: Any  # teacher labels vs the served answer, by model_version and agreed
+    labeler_lag_s: Any  # seconds from a sampled prediction to its teacher label (newest batch)
     dead_letters: Any  # messages sent to the dead-letter topic, by source
     stored_rows: Any  # rows written to the example store, by kind
-    rounds: Any  # distillation rounds, by outcome
+    rounds: Any  # distillation rounds, by trigger and outcome
     current_version: Any  # promoted student version
-    drift_share: Any  # share of drifted columns, training window vs recent traffic
+    drift_share: Any  # share of drifted columns, training window vs recent traffic, by kind
+    disagreement: Any  # teacher–student disagreement, recent window, served version
+    negative_feedback: Any  # share of recent ratings that are bad
     labels_since_round: Any  # teacher labels since the last round
     rollout_stage: Any  # 0 none, 1 shadow, 2 canary
     rollout_transitions: Any  # by the stage entered: shadow, canary, promoted, rolled_back
-    round_progress: Any  # share of the running round done, 0–1
+    round_progress: Any  # share of the running round done, 0-1
     round_loss: Any  # its running mean training loss
     round_examples_per_s: Any  # its throughput, all workers together
 
@@ -128,6 +121,15 @@ def loop_metrics() -> LoopMetrics:
 
     return LoopMetrics(
         labels=metrics.Counter("distillery_teacher_labels_total", "Teacher labels written."),
+        teacher_compared=metrics.Counter(
+            "distillery_teacher_compared_total",
+            "Teacher labels compared with the student's served answer.",
+            tag_keys=_tags("model_version", "agreed"),
+        ),
+        labeler_lag_s=metrics.Gauge(
+            "distillery_labeler_lag_seconds",
+            "Seconds from a sampled prediction to its teacher label, newest batch.",
+        ),
         dead_letters=metrics.Counter(
             "distillery_dead_letters_total", "Messages dead-lettered.", tag_keys=_tags("topic")
         ),
@@ -137,12 +139,23 @@ def loop_metrics() -> LoopMetrics:
             tag_keys=_tags("kind"),
         ),
         rounds=metrics.Counter(
-            "distillery_rounds_total", "Distillation rounds.", tag_keys=_tags("outcome")
+            "distillery_rounds_total",
+            "Distillation rounds, by the trigger that started them and their outcome.",
+            tag_keys=_tags("trigger", "outcome"),
         ),
         current_version=metrics.Gauge("distillery_current_version", "Promoted student version."),
         drift_share=metrics.Gauge(
             "distillery_drift_share",
-            "Share of drifted features (Evidently), training window vs recent traffic.",
+            "Share of drifted columns (Evidently), training window vs recent traffic, by kind: "
+            "features, embedding, prediction.",
+            tag_keys=_tags("kind"),
+        ),
+        disagreement=metrics.Gauge(
+            "distillery_teacher_disagreement_ratio",
+            "Teacher-student disagreement on recent sampled traffic, served version, 0-1.",
+        ),
+        negative_feedback=metrics.Gauge(
+            "distillery_feedback_negative_ratio", "Share of recent ratings that are bad, 0-1."
         ),
         labels_since_round=metrics.Gauge(
             "distillery_labels_since_round", "Teacher labels since the last round."
@@ -156,7 +169,7 @@ def loop_metrics() -> LoopMetrics:
             tag_keys=_tags("to"),
         ),
         round_progress=metrics.Gauge(
-            "distillery_round_progress", "Share of the running distillation round done, 0-1."
+            "distillery_round_progress_ratio", "Share of the running distillation round done, 0-1."
         ),
         round_loss=metrics.Gauge("distillery_round_loss", "Running round: mean training loss."),
         round_examples_per_s=metrics.Gauge(

@@ -1,8 +1,8 @@
 """The retraining scheduler: one named Ray actor that watches the store and starts rounds.
 
-Every ``poll_s`` it counts teacher labels since the last round and asks ``triggers.should_retrain``;
-every ``drift_every_s`` it measures input and prediction drift (Evidently) between the training
-window and recent traffic and exports the share as a gauge.
+Every ``drift_every_s`` it measures drift and label-free quality (``monitoring.watch``); every
+``poll_s`` it drives a running rollout, or asks ``triggers.decide`` whether a round starts, on
+the newest measurement and the labels since the last round. It exports both as gauges.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from distillery.settings import Settings
 from distillery.task import Task
-from feedback.store import count_labels_since, read_kind, read_labels
-from monitoring.triggers import should_retrain
+from feedback.store import count_labels_since, read_kind
+from monitoring.triggers import Decision, Signals, TriggerState, decide
+from monitoring.watch import Watch
 from services.variants import merge
 from training import cycle, rollout
 from training.registry import Registry
@@ -50,12 +49,17 @@ class Scheduler:
         self.settings = settings
         self.task = task
         self.dashboard_url = dashboard_url
-        self.registry = Registry(settings.paths.registry_dir)
+        self.registry = Registry(settings.paths.model_store_url())
         self._round_lock = threading.Lock()
         self._stop = threading.Event()
         self.last_round: dict[str, Any] | None = None
         self.last_error: str | None = None
-        self.drift: dict[str, Any] | None = None
+        self.watch = Watch(settings, task, self.registry)
+        self.signals: Signals | None = None  # the newest measurement's
+        self.decision: Decision | None = None  # the newest trigger decision
+        self.trigger_state = TriggerState(
+            last_round_at=cycle.last_round_end(self.registry)[1] or None
+        )
         self._metrics: Any = None
         self.serving: dict[str, int] = {}  # Serve replica id → student version it answers with
         self.reports: dict[str, dict[str, Any]] = {}  # replica id → its newest rollout counts
@@ -109,34 +113,40 @@ class Scheduler:
             "swap_s": round(time.monotonic() - start, 3),
         }
 
-    def retrain(self, reason: str = "operator: distillery retrain") -> dict[str, Any]:
-        """One round now (waits for a running one to finish first); refused during a rollout."""
+    def retrain(
+        self, reason: str = "operator: distillery retrain", trigger: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One round now (waits for a running one to finish first); refused during a rollout.
+        ``trigger`` (kind, value, reason) is recorded with the version; default: an operator's."""
+        trigger = trigger or {"kind": "operator", "value": None, "reason": reason}
         with self._round_lock:
             try:
                 self._no_rollout_running()
                 report = cycle.retrain(
-                    self.settings, self.task, self.dashboard_url, reason, self.replicas
+                    self.settings, self.task, self.dashboard_url, reason, self.replicas, trigger
                 )
                 self._deployed_by_cycle()
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                self._metric("rounds", outcome="error")
+                self._metric("rounds", trigger=trigger["kind"], outcome="error")
                 raise
+            finally:
+                self.trigger_state = TriggerState(time.time(), self.trigger_state.disarmed)
         self.last_round = asdict(report)
-        self._metric("rounds", outcome=report.outcome)  # promoted, shadow or rejected
+        self._metric("rounds", trigger=trigger["kind"], outcome=report.outcome)
         return self.last_round
 
     def run(self) -> None:
         from monitoring.metrics import loop_metrics
 
         self._metrics = loop_metrics()
-        next_drift = time.monotonic() + self.settings.scheduler.drift_every_s
+        next_measure = time.monotonic()
         while not self._stop.wait(self.settings.scheduler.poll_s):
             try:
+                if time.monotonic() >= next_measure:
+                    next_measure = time.monotonic() + self.settings.scheduler.drift_every_s
+                    self.measure()
                 self.tick()
-                if time.monotonic() >= next_drift:
-                    next_drift = time.monotonic() + self.settings.scheduler.drift_every_s
-                    self.measure_drift()
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("scheduler tick failed")
@@ -148,14 +158,18 @@ class Scheduler:
         if self.registry.rollout() is not None:
             return False
         new_labels, minutes = self._since_last_round()
-        if self._metrics is not None:
-            self._metrics.labels_since_round.set(new_labels)
-            current = self.registry.current()
-            self._metrics.current_version.set(current or 0)
-        trigger = should_retrain(new_labels, minutes, self.settings.scheduler)
-        if not trigger.fire or not self.settings.scheduler.enabled:
+        self._export_state(new_labels)
+        signals = replace(
+            self.signals or Signals(0, 0.0), new_labels=new_labels, minutes_since_round=minutes
+        )
+        decision = decide(signals, self.trigger_state, time.time(), self.settings.scheduler)
+        self.decision = decision
+        if not decision.fire or not self.settings.scheduler.enabled:
+            self.trigger_state = decision.state  # re-armed signals stay re-armed
             return False
-        self.retrain(f"scheduler: {trigger.reason}")
+        self.trigger_state = decision.state
+        trigger = {"kind": decision.kind, "value": decision.value, "reason": decision.reason}
+        self.retrain(f"scheduler: {decision.reason}", trigger)
         return True
 
     def _since_last_round(self) -> tuple[int, float]:
@@ -163,27 +177,36 @@ class Scheduler:
         labels = count_labels_since(self.settings.paths.store_dir, window_end)
         return labels, (time.time() - created) / 60 if created else 0.0
 
-    def measure_drift(self) -> dict[str, Any] | None:
-        from monitoring.drift import data_drift, text_features
+    def measure(self) -> dict[str, Any]:
+        """Measure drift and quality now; returns the signals and what the triggers decide on
+        them (a decision only: rounds start from ``tick``)."""
+        new_labels, minutes = self._since_last_round()
+        self.signals = self.watch.measure(new_labels, minutes)
+        decision = decide(self.signals, self.trigger_state, time.time(), self.settings.scheduler)
+        self._export(self.signals)
+        return {"signals": asdict(self.signals), "decision": _decision_dict(decision)}
 
-        labels = read_labels(self.settings.paths.store_dir)
-        if labels.empty:
-            return None
-        since = cycle.window_start(self.registry)
-        reference = labels[labels["ts"] <= since].tail(self.settings.train.window_size)
-        current = labels[labels["ts"] > since].tail(self.settings.train.window_size)
-        if min(len(reference), len(current)) < 30:
-            return None
-        frames = [text_features(list(f["text"]), self._predicted(f)) for f in (reference, current)]
-        result = data_drift(frames[0], frames[1])
-        self.drift = asdict(result)
-        if self._metrics is not None:
-            self._metrics.drift_share.set(result.drift_share)
-        return self.drift
+    def _export_state(self, new_labels: int) -> None:
+        """Gauges re-set every tick, so that a scrape between rounds still sees them."""
+        if self._metrics is None:
+            return
+        self._metrics.labels_since_round.set(new_labels)
+        self._metrics.current_version.set(self.registry.current() or 0)
+        progress = self.progress if self._round_lock.locked() else None
+        self._metrics.round_progress.set(0.0 if progress is None else progress["done"])
+        if self.progress is not None:
+            self._metrics.round_loss.set(self.progress["loss"])
+            self._metrics.round_examples_per_s.set(self.progress["examples_per_s"])
 
-    def _predicted(self, frame: Any) -> list[str]:
-        probs = np.array(list(frame["student_probs"]))  # (N, C)
-        return [self.task.label_names[i] for i in probs.argmax(1)]
+    def _export(self, signals: Signals) -> None:
+        if self._metrics is None:
+            return
+        for kind, share in ((self.watch.drift or {}).get("share") or {}).items():
+            self._metrics.drift_share.set(share, tags={"kind": kind})
+        if signals.disagreement is not None:
+            self._metrics.disagreement.set(signals.disagreement)
+        if signals.negative_share is not None:
+            self._metrics.negative_feedback.set(signals.negative_share)
 
     def _metric(self, name: str, **tags: str) -> None:
         if self._metrics is not None:
@@ -203,9 +226,28 @@ class Scheduler:
             "round_progress": self.progress if self._round_lock.locked() else None,
             "last_round": self.last_round,
             "last_error": self.last_error,
-            "drift": self.drift,
+            "drift": self.watch.drift,
+            "signals": None if self.signals is None else asdict(self.signals),
+            "trigger": None if self.decision is None else _decision_dict(self.decision),
             "replicas": self.replicas(),
         }
+
+    def dashboard(self) -> dict[str, Any]:
+        """The operator page's data (``monitoring.dashboard.assemble``)."""
+        from monitoring.dashboard import assemble
+
+        return assemble(self.status(), self.watch.dashboard(), self.registry, self.task)
+
+    def drift_reports(self) -> list[dict[str, Any]]:
+        """The kept drift reports, newest first."""
+        return self.watch.reports.listing()
+
+    def report_html(self, name: str) -> bytes | None:
+        """One drift report's HTML; None when there is no report of that name."""
+        try:
+            return self.watch.reports.read(name)
+        except KeyError:
+            return None
 
     def stop(self) -> None:
         self._stop.set()
@@ -392,3 +434,14 @@ class Scheduler:
         if self._metrics is not None:
             stage = 0 if running is None else {"shadow": 1, "canary": 2}[running.stage]
             self._metrics.rollout_stage.set(stage)
+
+
+def _decision_dict(decision: Decision) -> dict[str, Any]:
+    return {
+        "fire": decision.fire,
+        "kind": decision.kind,
+        "value": decision.value,
+        "reason": decision.reason,
+        "cooldown_until": decision.cooldown_until,
+        "disarmed": sorted(decision.state.disarmed),
+    }

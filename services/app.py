@@ -9,6 +9,7 @@ ones and one reference switches, so no request fails and each answer names the v
 """
 
 import asyncio
+import functools
 import logging
 import random
 import threading
@@ -16,11 +17,13 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse
 from ray import serve
 
 from distillery import bus
@@ -54,6 +57,7 @@ from services.sampling import Policy, Publisher, Sampler, TokenBucket
 from services.slots import Slot
 from services.student import Student
 from services.variants import VariantStats, report_forever
+from training.model_store import ModelStore, local_copy
 from training.rollout import stage_key, takes_candidate
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,12 @@ api = FastAPI(
     version="1",
     description="A student classifier that keeps learning from a teacher on live traffic.",
 )
+
+
+@functools.cache
+def dashboard_page() -> str:
+    """The operator page (``services/dashboard.html``), read once, on the first request."""
+    return resources.files("services").joinpath("dashboard.html").read_text(encoding="utf-8")
 
 
 def report_serving(version: int) -> None:
@@ -136,6 +146,7 @@ class StudentIngress:
         self.stable = Slot("stable", self._load, report_serving, self.metrics.swap_failed.inc)
         self.candidate = Slot("candidate", self._load, None, self.metrics.swap_failed.inc)
         self.spec: dict[str, Any] | None = None  # the rollout: version, path, stage, share, id
+        self.store: str | None = None  # the model store versions load from (None: "path")
         self.stats = VariantStats()
         self._background: set[asyncio.Task[None]] = set()
         for batched in (self._forward, self._forward_candidate):
@@ -150,8 +161,11 @@ class StudentIngress:
         ).start()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """user_config = {"version": N, "path": model folder, "candidate": None or {"version",
-        "path", "stage" (shadow | canary), "share", "id"}}.
+        """user_config = {"version": N, "path": model folder, "store": model store path or URL
+        (optional), "candidate": None or {"version", "path", "store", "stage" (shadow | canary),
+        "share", "id"}}. With "store", a version loads from a local copy of the store's (on a
+        replica on another node: downloaded once into ``paths.model_cache_dir``); without it,
+        from "path".
 
         The first call (at start) loads at once. Later calls return at once and load a new
         version on a thread beside the old one (``services.slots``): Serve marks a replica not
@@ -160,6 +174,7 @@ class StudentIngress:
         """
         version, path = int(user_config["version"]), Path(user_config["path"])
         spec = user_config.get("candidate")
+        self.store = user_config.get("store")
         ready = self.candidate.loaded
         if ready is not None and ready.version == version and self.stable.loaded is not None:
             self.stable.put(version, ready.student)  # the candidate is promoted
@@ -179,6 +194,9 @@ class StudentIngress:
         return Variant(ready.student, ready.version, spec["stage"], spec["share"], spec["id"])
 
     def _load(self, version: int, path: Path) -> Student:
+        if self.store is not None:
+            cache = self.settings.paths.model_cache_path()
+            path = local_copy(ModelStore(self.store), version, cache)
         serve_cfg = self.settings.serve
         student = Student.load(path, serve_cfg.max_tokens, serve_cfg.quantize)
         if student.labels != self.task.label_names:
@@ -302,9 +320,12 @@ class StudentIngress:
             prediction, event = self._answer(text, probs, version, novelty, body.allow_training)
             predictions.append(prediction)
             self._after(text, probs, event)
-        for version, count in Counter(answer[1] for answer in answers).items():
-            self.metrics.predictions.inc(count, tags={"model_version": str(version)})
-        self.metrics.latency_ms.observe((time.perf_counter() - start) * 1000)
+        answered = Counter((p.model_version, p.label) for p in predictions)
+        for (version, label), count in answered.items():
+            self.metrics.predictions.inc(
+                count, tags={"model_version": str(version), "label": label}
+            )
+        self.metrics.latency_s.observe(time.perf_counter() - start)
         return json_response(PredictResponse(predictions=predictions))
 
     def _answer(
@@ -391,7 +412,13 @@ class StudentIngress:
             raise HTTPException(
                 503, f"feedback not stored, try again: {exc}", {"Retry-After": "5"}
             ) from exc
-        self.metrics.feedback.inc(tags={"rating": str(body.rating), "stored": outcome})
+        self.metrics.feedback.inc(
+            tags={
+                "rating": str(body.rating),
+                "stored": outcome,
+                "model_version": str(served.model_version),
+            }
+        )
         return json_response(FeedbackAccepted(request_id=body.request_id), 202)
 
     @api.get("/healthz")
@@ -420,9 +447,33 @@ class StudentIngress:
     @api.get("/v1/status")
     async def status(self) -> dict[str, Any]:
         """The scheduler's view: current version, versions, labels since the last round, drift."""
-        return await self._ask_scheduler("status")
+        status: dict[str, Any] = await self._ask_scheduler("status")
+        return status
 
-    async def _ask_scheduler(self, method: str, *args: Any) -> dict[str, Any]:
+    @api.get("/v1/dashboard")
+    async def dashboard_data(self) -> dict[str, Any]:
+        """What /dashboard draws: versions, rollout, drift/quality series, rounds, reports."""
+        data: dict[str, Any] = await self._ask_scheduler("dashboard")
+        return data
+
+    @api.get("/v1/reports")
+    async def reports(self) -> dict[str, Any]:
+        """Kept drift reports (Evidently HTML), newest first: name, created, url, drift share."""
+        return {"reports": await self._ask_scheduler("drift_reports")}
+
+    @api.get(
+        "/v1/reports/{name}",
+        response_class=HTMLResponse,
+        responses={404: {"description": "no drift report of that name is kept"}},
+    )
+    async def report(self, name: str) -> HTMLResponse:
+        """One drift report, as Evidently rendered it."""
+        html = await self._ask_scheduler("report_html", name)
+        if html is None:
+            raise HTTPException(404, f"no drift report named {name!r}; see /v1/reports")
+        return HTMLResponse(html)
+
+    async def _ask_scheduler(self, method: str, *args: Any) -> Any:
         """The scheduler actor's answer to ``method(*args)``; 503 when it cannot be reached."""
         from monitoring.scheduler import find_scheduler
 
@@ -430,10 +481,9 @@ class StudentIngress:
             scheduler = find_scheduler()
             if scheduler is None:
                 raise LookupError("no scheduler actor is running")
-            result: dict[str, Any] = await getattr(scheduler, method).remote(*args)
+            return await getattr(scheduler, method).remote(*args)
         except Exception as exc:
             raise HTTPException(503, f"scheduler unavailable: {exc}", {"Retry-After": "5"}) from exc
-        return result
 
     @api.post(
         "/v1/admin/{action}",
@@ -467,6 +517,11 @@ class StudentIngress:
         if not result["ok"]:
             raise HTTPException(409, result["detail"])
         return result
+
+    @api.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+    async def dashboard(self) -> HTMLResponse:
+        """The operator page: one static file that polls ``GET /v1/dashboard`` every 5 s."""
+        return HTMLResponse(dashboard_page(), headers={"Cache-Control": "no-cache"})
 
     @api.get("/v1/model")
     async def model(self) -> dict[str, Any]:

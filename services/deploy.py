@@ -18,10 +18,16 @@ DEPLOYMENT = "StudentIngress"
 
 
 def serve_config(
-    settings: Settings, version: int, model_path: Path, candidate: dict[str, Any] | None = None
+    settings: Settings,
+    version: int,
+    model_path: Path | str,
+    candidate: dict[str, Any] | None = None,
+    store: str | None = None,
 ) -> dict[str, Any]:
     """A Serve multi-application config whose only moving part is the student's user_config:
-    the stable version, and a rollout ``candidate`` ({version, path, stage, share, id}) if any."""
+    the stable version, and a rollout ``candidate`` ({version, path, store, stage, share, id})
+    if any. With ``store`` (the model store's path or URL), a replica on any node loads the
+    version from there (a local copy); without it, from ``model_path`` on its own disk."""
     public = settings.model_dump(
         mode="json", exclude={"serve": {"feedback_secret", "operator_token"}}
     )
@@ -44,6 +50,7 @@ def serve_config(
                             "version": version,
                             "path": str(model_path),
                             "candidate": candidate,
+                            **({} if store is None else {"store": store}),
                         },
                     }
                 ],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -236,6 +236,21 @@ class Labeler:
         watch.check()  # offsets of a topic that is gone must not land on its successor
         consumer.commit(offsets=bus.offsets_after(pending.records))
         self._count(pending)
+        self._watch(labels)
+
+    def _watch(self, labels: list[TeacherLabel]) -> None:
+        """Export teacher-student agreement per served version, and the lag (s) of the oldest
+        prediction in this batch."""
+        agreed = Counter(
+            (lab.model_version, _argmax(lab.teacher_probs) == _argmax(lab.student_probs))
+            for lab in labels
+        )
+        for (version, same), count in agreed.items():
+            tags = {"model_version": str(version), "agreed": str(same).lower()}
+            self._metrics.teacher_compared.inc(count, tags=tags)
+        stamps = [lab.predicted_at or lab.ts for lab in labels]
+        if stamps:
+            self._metrics.labeler_lag_s.set(max(0.0, time.time() - min(stamps)))
 
     def _count(self, pending: Pending) -> None:
         self.counts["labelled"] += len(pending.batch)
@@ -252,3 +267,7 @@ class Labeler:
 
     def stats(self) -> dict[str, int]:
         return dict(self.counts)
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=values.__getitem__)

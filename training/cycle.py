@@ -39,6 +39,7 @@ class RoundReport:
     rows: int
     seconds: float
     outcome: str = ""  # promoted | shadow (rollout started) | rejected
+    trigger: dict[str, Any] | None = None  # kind, value, reason (``monitoring.triggers``)
 
 
 def window_start(registry: Registry) -> float:
@@ -84,19 +85,25 @@ def retrain(
     dashboard_url: str | None,
     reason: str,
     replicas: Replicas | None = None,
+    trigger: dict[str, Any] | None = None,
 ) -> RoundReport:
-    """Run one round from the example store; its candidate goes through ``admit``."""
+    """Run one round from the example store; its candidate goes through ``admit``.
+    ``trigger`` (kind, value, reason) is recorded with the version; default: an operator's."""
     start = time.monotonic()
-    registry = Registry(settings.paths.registry_dir)
+    registry = Registry(settings.paths.model_store_url())
     data = round_data(settings, task, registry)
     parent = registry.current()
     name = f"round-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}"
     log.info("round %s: %d rows (%s)", name, len(data.train), reason)
-    parent_dir = None if parent is None else registry.path(parent)
+    cache = settings.paths.model_cache_path()
+    parent_dir = None if parent is None else registry.local_dir(parent, cache)
     checkpoint, metrics = run_round(settings, task, data, parent_dir, name)
     if data.reservoir is not None:  # the rows this round offered stay offered
         replay.save(data.reservoir, settings.paths.replay_dir)
-    report = admit(settings, registry, checkpoint, metrics, data, dashboard_url, reason, replicas)
+    trigger = trigger or {"kind": "operator", "value": None, "reason": reason}
+    report = admit(
+        settings, registry, checkpoint, metrics, data, dashboard_url, reason, replicas, trigger
+    )
     return replace(report, seconds=time.monotonic() - start)
 
 
@@ -111,9 +118,12 @@ def submit(
     """A student trained elsewhere (an operator's): registered, gated on the store's current
     holdout and golden set, and rolled out exactly like a round's candidate."""
     start = time.monotonic()
-    registry = Registry(settings.paths.registry_dir)
+    registry = Registry(settings.paths.model_store_url())
     data = round_data(settings, task, registry)
-    report = admit(settings, registry, model_dir, {}, data, dashboard_url, reason, replicas)
+    trigger = {"kind": "operator", "value": None, "reason": reason}
+    report = admit(
+        settings, registry, model_dir, {}, data, dashboard_url, reason, replicas, trigger
+    )
     return replace(report, seconds=time.monotonic() - start)
 
 
@@ -126,6 +136,7 @@ def admit(
     dashboard_url: str | None,
     reason: str,
     replicas: Replicas | None,
+    trigger: dict[str, Any] | None = None,
 ) -> RoundReport:
     """Register ``model_dir`` as a candidate and gate it against the current student. Passing,
     it starts a shadow → canary rollout (``rollout.enabled``, a current student and Serve), or
@@ -136,6 +147,7 @@ def admit(
         lineage=data.lineage.model_copy(update={"parent": parent}),
         config={"train": settings.train.model_dump(), "student": settings.student.model_dump()},
         metrics=metrics,
+        trigger=trigger,
     )
     meta = registry.register(model_dir, meta)
     report = _gate(settings, registry, meta.version, parent, data)
@@ -156,16 +168,18 @@ def admit(
             outcome = "promoted"
     return RoundReport(
         meta.version, parent, outcome == "promoted", report.reason, report.to_dict(), metrics,
-        len(data.train), 0.0, outcome,
+        len(data.train), 0.0, outcome, trigger,
     )  # fmt: skip
 
 
 def _gate(
     settings: Settings, registry: Registry, candidate: int, current: int | None, data: RoundData
 ) -> gate.GateReport:
-    max_tokens = settings.serve.max_tokens
-    cand_student = Student.load(registry.path(candidate), max_tokens)
-    cur_student = None if current is None else Student.load(registry.path(current), max_tokens)
+    max_tokens, cache = settings.serve.max_tokens, settings.paths.model_cache_path()
+    cand_student = Student.load(registry.local_dir(candidate, cache), max_tokens)
+    cur_student = None
+    if current is not None:
+        cur_student = Student.load(registry.local_dir(current, cache), max_tokens)
     texts = list(data.holdout["text"][:60])
     students = [cand_student] if cur_student is None else [cand_student, cur_student]
     p50 = gate.latency_p50(students, texts) if texts else [None, None]
@@ -180,14 +194,16 @@ def _gate(
 
 
 def candidate_spec(settings: Settings, registry: Registry) -> dict[str, Any] | None:
-    """The rollout's candidate as the Serve replicas take it in ``user_config``, or None."""
+    """The rollout's candidate as the Serve replicas take it in ``user_config``, or None: a
+    replica on any node loads ``version`` from the model ``store`` (``path``: where it is)."""
     rollout = registry.rollout()
     if rollout is None:
         return None
     cfg = settings.rollout
     return {
         "version": rollout.candidate,
-        "path": str(registry.path(rollout.candidate)),
+        "path": registry.location(rollout.candidate),
+        "store": registry.store_url,
         "stage": rollout.stage,
         "share": cfg.shadow_share if rollout.stage == "shadow" else cfg.canary_share,
         "id": rollout.id,
@@ -204,7 +220,8 @@ def hot_swap(
     if version is None:
         raise RuntimeError("the registry has no promoted version to serve")
     spec = candidate_spec(settings, registry)
-    config = deploy.serve_config(settings, version, registry.path(version), spec)
+    location = registry.location(version)
+    config = deploy.serve_config(settings, version, location, spec, registry.store_url)
     deploy.deploy(dashboard_url, config)
     deploy.wait_running(dashboard_url, version)
     if replicas is not None:
@@ -265,12 +282,15 @@ def _seed_events(texts: list[str], n_labels: int) -> list[Any]:
 
 def bootstrap(settings: Settings, task: Task) -> RoundReport | None:
     """Make and promote version 1 from seed traffic if the registry is empty; else None."""
-    registry = Registry(settings.paths.registry_dir)
+    registry = Registry(settings.paths.model_store_url())
     if registry.current() is not None:
         return None
     if read_labels(settings.paths.store_dir).empty:
         seed_rows(settings, task)
-    report = retrain(settings, task, None, "bootstrap from seed traffic")
+    why = "bootstrap from seed traffic"
+    report = retrain(
+        settings, task, None, why, trigger={"kind": "bootstrap", "value": None, "reason": why}
+    )
     if not report.promoted:
         raise RuntimeError(f"the first student failed its gate: {report.reason}")
     return report

@@ -1,6 +1,7 @@
-"""The model registry on local disk: numbered versions, their lineage, and the promoted pointer.
+"""The model registry: numbered versions, their lineage, and the promoted pointer.
 
-Layout under ``root``::
+Layout under the model store's root (a local folder, a shared mount or an object store:
+``training.model_store``, which also says what each filesystem guarantees)::
 
     versions/000001/   model + tokenizer files, meta.json (lineage, config, metrics, gate)
     current.json       {"version": N}: the version users get
@@ -8,8 +9,10 @@ Layout under ``root``::
     history.jsonl      every transition (registered, rejected, shadow, canary, promoted,
                        rolled_back, paused, resumed) with its reason
 
-Every write is atomic (temporary file or folder, fsync, ``os.replace``/``rename``): a crash leaves
-the old state or the new one, never half of either.
+On local disk every write is atomic (temporary file or folder, fsync, ``os.replace``/``rename``):
+a crash leaves the old state or the new one, never half of either. On an object store each file
+is one atomic put and a version's ``meta.json`` is written after its model files. Loaders ask
+``local_dir`` for a folder to ``from_pretrained``: on another node that is a downloaded copy.
 """
 
 from __future__ import annotations
@@ -24,8 +27,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from training.model_store import (
+    CLAIM,
+    MARKER,
+    ModelStore,
+    local_copy,
+    version_folder,
+    write_atomic,
+)
 from training.rollout import Rollout, Stage
 
+CURRENT, ROLLOUT, HISTORY = "current.json", "rollout.json", "history.jsonl"
 Status = Literal["candidate", "shadow", "canary", "promoted", "retired", "rejected", "rolled_back"]
 
 
@@ -57,77 +69,130 @@ class VersionMeta(BaseModel):
     online: dict[str, Any] = Field(
         default_factory=dict, description="rollout stage → the verdict that ended it, with checks"
     )
+    trigger: dict[str, Any] | None = Field(
+        default=None,
+        description="what started the round: kind (schedule, volume, drift, disagreement, "
+        "feedback, operator, bootstrap), value, reason",
+    )
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new file, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["Lineage", "Registry", "VersionMeta", "write_atomic"]
 
 
 class Registry:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.versions_dir = root / "versions"
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: Path | str, filesystem: Any = None) -> None:
+        """``root``: a local folder, or an fsspec URL (``file://``, ``s3://``, ...); with
+        ``filesystem`` (fsspec or pyarrow), a path on it."""
+        self.store = ModelStore(root, filesystem)
+        if self.store.local:
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def store_url(self) -> str:
+        """The store as a replica on another node opens it: a local path or a URL."""
+        return self.store.url
+
+    @property
+    def root(self) -> Path:
+        """The registry's local folder (only a local store has one)."""
+        if not self.store.local:
+            raise ValueError(f"the registry at {self.store.url} is not a local folder")
+        return self.store.root
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / "versions"
 
     def path(self, version: int) -> Path:
-        return self.versions_dir / f"{version:06d}"
+        """The version's folder on a local store; load through ``local_dir`` instead."""
+        return self.root / version_folder(version)
+
+    def location(self, version: int) -> str:
+        """Where the version's folder is: a local path, or a URL on a remote store."""
+        return str(self.path(version)) if self.store.local else self._url(version_folder(version))
+
+    def _url(self, rel: str) -> str:
+        return f"{self.store.url.rstrip('/')}/{rel}"
+
+    def local_dir(self, version: int, cache_dir: Path) -> Path:
+        """A local folder with the version's files, for ``from_pretrained``: its own folder on a
+        local store, else a complete copy in ``cache_dir`` (downloaded once). KeyError naming
+        the version when it is not registered."""
+        self.get(version)
+        return local_copy(self.store, version, cache_dir)
 
     def versions(self) -> list[int]:
-        return sorted(int(p.name) for p in self.versions_dir.iterdir() if p.name.isdigit())
+        """Registered versions, ascending (on a remote store: those whose upload finished)."""
+        if self.store.local:
+            return sorted(int(p.name) for p in self.versions_dir.iterdir() if p.name.isdigit())
+        return sorted(int(n) for n in self.store.holding("versions", MARKER) if n.isdigit())
 
     def get(self, version: int) -> VersionMeta:
-        meta = self.path(version) / "meta.json"
-        if not meta.is_file():
-            raise KeyError(f"version {version} is not in the registry at {self.root}")
-        return VersionMeta.model_validate_json(meta.read_bytes())
+        raw = self.store.read(f"{version_folder(version)}/{MARKER}")
+        if raw is None:
+            raise KeyError(f"version {version} is not in the registry at {self.store.url}")
+        return VersionMeta.model_validate_json(raw)
 
     def register(self, model_dir: Path, meta: VersionMeta) -> VersionMeta:
         """Copy ``model_dir`` in as the next version number; returns the meta with that number."""
+        put = self._put_local if self.store.local else self._put_remote
+        meta = put(model_dir, meta)
+        self._log("registered", meta.version, f"parent={meta.lineage.parent}")
+        return meta
+
+    def _put_local(self, model_dir: Path, meta: VersionMeta) -> VersionMeta:
+        """Stage a copy, then rename it to the next free number (the rename fails if taken)."""
         staging = Path(tempfile.mkdtemp(dir=self.versions_dir, prefix=".staging-"))
         try:
             shutil.copytree(model_dir, staging, dirs_exist_ok=True)
             while True:
                 version = (self.versions() or [0])[-1] + 1
                 meta = meta.model_copy(update={"version": version})
-                write_atomic(staging / "meta.json", meta.model_dump_json(indent=2).encode())
+                write_atomic(staging / MARKER, meta.model_dump_json(indent=2).encode())
                 try:
                     staging.rename(self.path(version))
-                    break
+                    return meta
                 except OSError:  # another writer took the number: take the next
                     continue
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        self._log("registered", version, f"parent={meta.lineage.parent}")
-        return meta
+
+    def _put_remote(self, model_dir: Path, meta: VersionMeta) -> VersionMeta:
+        """Claim the next free number (exclusive create), upload the files, meta.json last."""
+        taken = [int(n) for n in self.store.names("versions") if n.isdigit()]
+        version = max(taken, default=0) + 1
+        claim = f"pid {os.getpid()} at {time.time():.3f}".encode()
+        while not self.store.create_exclusive(f"{version_folder(version)}/{CLAIM}", claim):
+            version += 1  # another writer took the number: take the next
+        folder = version_folder(version)
+        try:
+            self.store.upload(model_dir, folder, skip=frozenset({MARKER}))
+            meta = meta.model_copy(update={"version": version})
+            self.store.write(f"{folder}/{MARKER}", meta.model_dump_json(indent=2).encode())
+        except BaseException:
+            self.store.remove_tree(folder)  # nothing saw it: the number may be taken again
+            raise
+        return meta  # the claim stays: a writer with an older listing cannot take the number
 
     def update(self, version: int, **changes: Any) -> VersionMeta:
         meta = self.get(version).model_copy(update=changes)
-        write_atomic(self.path(version) / "meta.json", meta.model_dump_json(indent=2).encode())
+        self.store.write(
+            f"{version_folder(version)}/{MARKER}", meta.model_dump_json(indent=2).encode()
+        )
         return meta
 
     def current(self) -> int | None:
-        pointer = self.root / "current.json"
-        if not pointer.is_file():
+        pointer = self.store.read(CURRENT)
+        if pointer is None:
             return None
-        version: int = json.loads(pointer.read_bytes())["version"]
+        version: int = json.loads(pointer)["version"]
         return version
 
     def promote(self, version: int, reason: str) -> None:
         self.get(version)  # raises if unknown
         previous = self.current()
-        write_atomic(self.root / "current.json", json.dumps({"version": version}).encode())
+        self.store.write(CURRENT, json.dumps({"version": version}).encode())
         self._log("promoted", version, reason)
         self.update(version, status="promoted")
         if previous is not None and previous != version:
@@ -137,16 +202,12 @@ class Registry:
         self.update(version, status="rejected", gate=gate)
         self._log("rejected", version, reason)
 
-    @property
-    def _rollout_file(self) -> Path:
-        return self.root / "rollout.json"
-
     def rollout(self) -> Rollout | None:
-        path = self._rollout_file
-        return Rollout.model_validate_json(path.read_bytes()) if path.is_file() else None
+        raw = self.store.read(ROLLOUT)
+        return None if raw is None else Rollout.model_validate_json(raw)
 
     def _save_rollout(self, rollout: Rollout) -> Rollout:
-        write_atomic(self._rollout_file, rollout.model_dump_json(indent=2).encode())
+        self.store.write(ROLLOUT, rollout.model_dump_json(indent=2).encode())
         return rollout
 
     def start_rollout(self, candidate: int, reason: str) -> Rollout:
@@ -182,7 +243,7 @@ class Registry:
         """Promote the rollout's candidate to every user; returns its version."""
         rollout = self._ending(verdict)
         self.promote(rollout.candidate, reason)
-        self._rollout_file.unlink(missing_ok=True)
+        self.store.remove(ROLLOUT)
         return rollout.candidate
 
     def roll_back(self, reason: str, verdict: dict[str, Any] | None = None) -> int:
@@ -190,7 +251,7 @@ class Registry:
         rollout = self._ending(verdict)
         self.update(rollout.candidate, status="rolled_back")
         self._log("rolled_back", rollout.candidate, reason)
-        self._rollout_file.unlink(missing_ok=True)
+        self.store.remove(ROLLOUT)
         return rollout.candidate
 
     def set_paused(self, paused: bool, reason: str) -> Rollout:
@@ -234,14 +295,11 @@ class Registry:
         self.update(rollout.candidate, online=online)
 
     def history(self) -> list[dict[str, Any]]:
-        log = self.root / "history.jsonl"
-        if not log.is_file():
+        raw = self.store.read(HISTORY)
+        if raw is None:
             return []
-        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
 
     def _log(self, event: str, version: int, reason: str) -> None:
         line = json.dumps({"ts": time.time(), "event": event, "version": version, "reason": reason})
-        with open(self.root / "history.jsonl", "a") as out:
-            out.write(line + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+        self.store.append_line(HISTORY, line)

@@ -226,7 +226,19 @@ def test_status_reports_version_labels_and_drift(loop: Running) -> None:
     assert len(status["replicas"]) == loop.settings.serve.num_replicas
     assert status["labels_since_last_round"] >= 0
     assert status["last_round"]["version"] == 2
-    assert 0.0 <= status["drift"]["drift_share"] <= 1.0
+    drift = status["drift"]
+    assert set(drift["share"]) == {"features", "embedding", "prediction"}
+    assert all(0.0 <= share <= 1.0 for share in drift["share"].values())
+    assert drift["version"] == status["current_version"]
+    assert status["signals"]["new_labels"] >= 0
+    assert status["trigger"]["reason"]  # decided on every tick, even with rounds switched off
+    reports = httpx.get(f"{loop.api_url}/v1/reports", timeout=10).json()["reports"]
+    assert reports and reports[0]["url"] == f"/v1/reports/{reports[0]['name']}"
+    html = httpx.get(f"{loop.api_url}{reports[0]['url']}", timeout=30)
+    assert html.status_code == 200 and "evidently" in html.text.lower()
+    missing = httpx.get(f"{loop.api_url}/v1/reports/drift-19700101T000000Z.html", timeout=10)
+    assert missing.status_code == 404 and "/v1/reports" in missing.json()["detail"]
+    assert httpx.get(f"{loop.api_url}/v1/reports/..%2Fregistry", timeout=10).status_code == 404
 
 
 def test_three_promotions_under_load_fail_nothing_and_answer_promoted_versions(

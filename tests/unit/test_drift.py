@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.drift import data_drift, text_features
+from monitoring.drift import data_drift, drift_by_kind
+from monitoring.features import (
+    embedding_components,
+    kinds_of,
+    prediction_features,
+    text_features,
+)
 
 LABELS = ("negative", "positive")
 
@@ -15,25 +21,67 @@ def _window(seed: int, n: int, words: tuple[int, int], positive: float) -> pd.Da
     rng = np.random.default_rng(seed)
     texts = [" ".join(["word"] * int(k)) for k in rng.integers(words[0], words[1], n)]
     labels = rng.choice(LABELS, n, p=[1 - positive, positive]).tolist()
-    return text_features(texts, labels)
+    frame = text_features(texts)
+    frame["predicted_label"] = pd.Series(labels, dtype=object)
+    return frame
 
 
 def test_text_features_values_and_types() -> None:
-    frame = text_features(["Ab 12", "", "ÉÉ x"], ["positive", "negative", "positive"], [0.1, 0, 1])
+    frame = text_features(["Ab 12", "", "ÉÉ x"], [0.1, 0, 1])
     assert frame["char_length"].tolist() == [5, 0, 4]
     assert frame["word_count"].tolist() == [2, 0, 2]
     assert frame["digit_share"].tolist() == pytest.approx([0.4, 0.0, 0.0])
     assert frame["upper_share"].tolist() == pytest.approx([0.5, 0.0, 2 / 3])
     assert frame["non_ascii_share"].tolist() == pytest.approx([0.0, 0.0, 0.5])
     assert frame["unknown_token_share"].tolist() == pytest.approx([0.1, 0.0, 1.0])
-    assert frame["predicted_label"].tolist() == ["positive", "negative", "positive"]
     assert str(frame["char_length"].dtype) == "int64"
-    assert text_features(["a"], ["positive"])["unknown_token_share"].tolist() == [0.0]
+    assert text_features(["a"])["unknown_token_share"].tolist() == [0.0]
 
 
 def test_text_features_rejects_mismatched_lengths() -> None:
-    with pytest.raises(ValueError, match="2 texts but 1 predicted labels"):
-        text_features(["a", "b"], ["positive"])
+    with pytest.raises(ValueError, match="2 texts but 1 unknown_share values"):
+        text_features(["a", "b"], [0.5])
+
+
+def test_prediction_features_give_label_and_confidence() -> None:
+    frame = prediction_features(np.array([[0.2, 0.8], [0.9, 0.1]]), LABELS)
+    assert frame["predicted_label"].tolist() == ["positive", "negative"]
+    assert frame["confidence"].tolist() == pytest.approx([0.8, 0.9])
+    with pytest.raises(ValueError, match=r"\(2, 3\) do not match"):
+        prediction_features(np.ones((2, 3)) / 3, LABELS)
+
+
+def test_embedding_components_are_fitted_on_the_reference() -> None:
+    rng = np.random.default_rng(0)
+    scale = np.array([5.0, 3.0, 1.0, 0.1])  # variance mostly along the first two axes
+    reference = rng.normal(size=(500, 4)) * scale  # (N, H)
+    current = rng.normal(size=(300, 4)) * scale + np.array([4.0, 0, 0, 0])  # shifted on axis 0
+    ref, cur = embedding_components(reference, current, k=2)
+    assert list(ref.columns) == ["pc1", "pc2"] and (len(ref), len(cur)) == (500, 300)
+    assert abs(ref["pc1"].mean()) < 1e-9  # centred on the reference
+    assert ref["pc1"].var() > ref["pc2"].var() > 1.0  # ordered by the reference's variance
+    assert abs(cur["pc1"].mean()) == pytest.approx(4.0, abs=0.5)  # the shift shows on pc1
+    with pytest.raises(ValueError, match=r"\(500, 4\) vs \(3, 5\)"):
+        embedding_components(reference, np.ones((3, 5)), k=2)
+
+
+def test_kinds_split_columns_and_drift_is_reported_per_kind() -> None:
+    assert kinds_of(["char_length", "pc1", "pc12", "predicted_label", "confidence"]) == {
+        "features": ["char_length"],
+        "embedding": ["pc1", "pc12"],
+        "prediction": ["predicted_label", "confidence"],
+    }
+    rng = np.random.default_rng(3)
+    reference, current = _window(1, 400, (3, 30), 0.5), _window(2, 400, (3, 30), 0.5)
+    for frame, shift in ((reference, 0.0), (current, 3.0)):
+        frame["pc1"] = rng.normal(size=len(frame)) + shift
+        frame["pc2"] = rng.normal(size=len(frame))
+    result = drift_by_kind(reference, current)
+    assert result["embedding"].drifted_columns == ("pc1",)
+    assert result["embedding"].drift_share == pytest.approx(0.5)
+    assert set(result["embedding"].column_scores) == {"pc1", "pc2"}
+    assert result["features"].drift_share < 0.5
+    assert result["prediction"].drifted_columns == ()
 
 
 def test_same_distribution_has_no_drift() -> None:

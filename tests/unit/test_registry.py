@@ -1,14 +1,25 @@
-"""The on-disk registry: numbering, copies, the promoted pointer, history, atomic writes."""
+"""The registry: numbering, copies, the promoted pointer, history, atomic writes; on a local
+folder, a shared path (file://), an object store (memory://) and a pyarrow filesystem."""
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
+import fsspec
+import numpy as np
 import pytest
+from pydantic import ValidationError
+from transformers import BertTokenizer
 
+from distillery.settings import PathSettings, Settings, StudentSettings
+from services.student import Student, new_student
 from training import registry as registry_module
+from training.model_store import ModelStore, local_copy
 from training.registry import Lineage, Registry, VersionMeta, write_atomic
 
 
@@ -299,3 +310,244 @@ def test_demote_is_refused_while_a_rollout_runs(registry: Registry, model_dir: P
     with pytest.raises(ValueError, match="v3 is rolling out"):
         registry.demote("no")
     assert registry.current() == 2
+
+
+# --- the model store on shared storage: file:// (a shared mount), memory:// (an object store),
+# --- a pyarrow filesystem; local copies for loading; number allocation by two writers.
+
+
+@pytest.fixture()
+def memory_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh fsspec memory:// store (process-wide, so named per test and removed after)."""
+    url = f"memory://registry-{tmp_path.name}"
+    yield url
+    fs = fsspec.filesystem("memory")
+    if fs.exists(f"/registry-{tmp_path.name}"):
+        fs.rm(f"/registry-{tmp_path.name}", recursive=True)
+
+
+@pytest.fixture()
+def tiny_student_dir(
+    tmp_path: Path, tiny_tokenizer: BertTokenizer, tiny_shape: StudentSettings
+) -> Path:
+    """A tiny BertForSequenceClassification and its tokenizer, saved with save_pretrained."""
+    folder = tmp_path / "student"
+    new_student(["bad", "good"], tiny_shape, tiny_tokenizer.vocab_size).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_two_nodes_share_a_file_url_store(tmp_path: Path, model_dir: Path) -> None:
+    shared = tmp_path / "shared"
+    node_a, node_b = Registry(shared.as_uri()), Registry(shared.as_uri())
+    assert node_a.store.local and node_a.store_url == shared.as_uri()
+    node_a.register(model_dir, _meta())
+    node_a.register(model_dir, _meta(parent=1))
+    node_a.promote(1, "first")
+    assert (node_b.versions(), node_b.current()) == ([1, 2], 1)
+    here_a = node_a.local_dir(1, tmp_path / "cache-a")
+    here_b = node_b.local_dir(1, tmp_path / "cache-b")
+    assert here_a == here_b == shared / "versions" / "000001"  # loaded in place, not copied
+    assert not (tmp_path / "cache-a").exists() and not (tmp_path / "cache-b").exists()
+    assert _files(here_b)["sub/weights.bin"] == b"\x00\x01\x02"
+    node_b.promote(2, "node b's promotion")
+    assert node_a.current() == 2
+    assert node_a.get(1).status == "retired"
+    assert node_a.history()[-1]["reason"] == "node b's promotion"
+
+
+def test_a_memory_store_version_is_downloaded_complete_and_loads(
+    tmp_path: Path, memory_url: str, tiny_student_dir: Path
+) -> None:
+    writer, reader = Registry(memory_url), Registry(memory_url)
+    assert not writer.store.local
+    meta = writer.register(tiny_student_dir, _meta())
+    writer.promote(meta.version, "first")
+    assert (reader.versions(), reader.current()) == ([1], 1)
+    assert reader.location(1) == f"{memory_url}/versions/000001"
+    cache = tmp_path / "cache"
+    copy = reader.local_dir(1, cache)
+    assert copy.is_relative_to(cache) and copy.name == "000001"
+    copied = _files(copy)
+    assert {k: v for k, v in copied.items() if k != "meta.json"} == _files(tiny_student_dir)
+    assert VersionMeta.model_validate_json(copied["meta.json"]).version == 1
+    assert [p.name for p in copy.parent.iterdir()] == ["000001"]  # no temporary folder left
+    texts = ["the movie was good", "i hate it"]
+    expected = Student.load(tiny_student_dir).predict_proba(texts)
+    np.testing.assert_allclose(Student.load(copy).predict_proba(texts), expected, rtol=1e-6)
+
+
+def test_a_cached_copy_is_not_downloaded_again(
+    tmp_path: Path, memory_url: str, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(memory_url)
+    registry.register(model_dir, _meta())
+    first = registry.local_dir(1, tmp_path / "cache")
+
+    def no_download(*args: object) -> None:
+        raise AssertionError("downloaded a version that is already cached")
+
+    monkeypatch.setattr(ModelStore, "download", no_download)
+    assert registry.local_dir(1, tmp_path / "cache") == first
+    with pytest.raises(AssertionError, match="already cached"):
+        registry.local_dir(1, tmp_path / "other-cache")
+
+
+def test_a_failed_download_leaves_no_copy(
+    tmp_path: Path, memory_url: str, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(memory_url)
+    registry.register(model_dir, _meta())
+    real_get = registry.store.fs.get_file
+
+    def get_file(rpath: str, lpath: str, **kwargs: object) -> None:
+        if rpath.endswith("meta.json"):
+            raise OSError("connection reset")
+        real_get(rpath, lpath, **kwargs)
+
+    monkeypatch.setattr(registry.store.fs, "get_file", get_file)
+    with pytest.raises(OSError, match="connection reset"):
+        registry.local_dir(1, tmp_path / "cache")
+    assert list((tmp_path / "cache").glob("*/*")) == []  # the partial copy is gone
+    monkeypatch.undo()
+    assert _files(registry.local_dir(1, tmp_path / "cache"))["config.json"] == b'{"hidden": 16}'
+
+
+def test_an_unfinished_upload_is_invisible_and_its_number_skipped(
+    tmp_path: Path, memory_url: str, model_dir: Path
+) -> None:
+    registry = Registry(memory_url)
+    registry.register(model_dir, _meta())
+    registry.store.write("versions/000002/config.json", b"{}")  # a writer died mid-upload
+    assert registry.versions() == [1]
+    with pytest.raises(KeyError, match="version 2 is not in the registry at memory://"):
+        registry.local_dir(2, tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match=r"versions/000002 has no meta\.json"):
+        local_copy(registry.store, 2, tmp_path / "cache")
+    assert registry.register(model_dir, _meta()).version == 3
+    assert registry.versions() == [1, 3]
+    assert ".claim" in registry.store.names("versions/000003")  # kept: the number stays taken
+    assert ".claim" not in _files(registry.local_dir(3, tmp_path / "cache"))  # not copied
+
+
+def test_memory_store_keeps_pointers_rollout_and_history(memory_url: str, model_dir: Path) -> None:
+    registry = Registry(memory_url)
+    _rolling(registry, model_dir)
+    again = Registry(memory_url)
+    running = again.rollout()
+    assert running is not None and (running.candidate, running.stable) == (2, 1)
+    assert again.finish("canary passed") == 2
+    assert (registry.current(), registry.rollout()) == (2, None)
+    assert [e["event"] for e in registry.history()] == [
+        "registered", "registered", "promoted", "shadow", "promoted",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="is not a local folder"):
+        registry.path(1)
+
+
+def test_a_pyarrow_filesystem_works_as_a_store(tmp_path: Path, model_dir: Path) -> None:
+    import pyarrow.fs
+
+    root = str(tmp_path / "arrow")
+    registry = Registry(root, filesystem=pyarrow.fs.LocalFileSystem())
+    assert not registry.store.local  # wrapped for fsspec: the object-store path, "xb" unsupported
+    assert [registry.register(model_dir, _meta()).version for _ in range(2)] == [1, 2]
+    registry.promote(2, "ok")
+    assert Registry(tmp_path / "arrow").current() == 2  # the same layout as a local registry
+    copy = registry.local_dir(2, tmp_path / "cache")
+    assert _files(copy)["sub/weights.bin"] == b"\x00\x01\x02"
+
+
+@pytest.mark.parametrize("kind", ["file", "memory"])
+def test_two_writers_with_the_same_view_take_distinct_numbers(
+    tmp_path: Path, memory_url: str, model_dir: Path, kind: str
+) -> None:
+    """Writer B lists the versions before writer A registers, then registers: it must not
+    reuse A's number (a rename onto A's folder, or an exclusive create of A's claim, fails)."""
+    url = (tmp_path / "shared").as_uri() if kind == "file" else memory_url
+    a, b = Registry(url), Registry(url)
+    stale_versions, stale_names = b.versions(), b.store.names("versions")
+    assert a.register(model_dir, _meta()).version == 1
+    real_versions, real_names = b.versions, b.store.names
+    calls = [0]
+
+    def versions() -> list[int]:
+        calls[0] += 1
+        return stale_versions if calls[0] == 1 else real_versions()
+
+    def names(rel: str) -> list[str]:
+        calls[0] += 1
+        return stale_names if calls[0] == 1 else real_names(rel)
+
+    b.versions, b.store.names = versions, names  # type: ignore[method-assign]
+    assert b.register(model_dir, _meta()).version == 2
+    assert calls[0] >= 1
+    assert a.versions() == [1, 2]
+    assert a.get(1).lineage.parent is None and _files(a.local_dir(2, tmp_path / "c"))
+
+
+def test_concurrent_registers_on_a_shared_path_get_distinct_numbers(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    url = (tmp_path / "shared").as_uri()
+    nodes = [Registry(url), Registry(url)]
+    start = threading.Barrier(len(nodes))
+
+    def register_many(node: Registry) -> list[int]:
+        start.wait()
+        return [node.register(model_dir, _meta()).version for _ in range(6)]
+
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        taken = [v for got in pool.map(register_many, nodes) for v in got]
+    assert sorted(taken) == list(range(1, 13))
+    assert nodes[0].versions() == list(range(1, 13))
+    registered = [e["version"] for e in nodes[1].history() if e["event"] == "registered"]
+    assert sorted(registered) == list(range(1, 13))
+
+
+def test_a_bad_store_url_names_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILLERY_MODEL_STORE", "nosuchfs://bucket/models")
+    with pytest.raises(ValidationError, match=r"model_store='nosuchfs://bucket/models'"):
+        PathSettings()
+
+
+def test_the_store_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    paths = PathSettings()
+    assert paths.model_store is None
+    assert paths.model_store_url() == str(paths.registry_dir)  # unset: the registry as before
+    assert paths.model_cache_path() == paths.state_dir / "model-cache"
+    monkeypatch.setenv("DISTILLERY_MODEL_STORE", "s3://bucket/models")
+    monkeypatch.setenv("DISTILLERY_MODEL_CACHE_DIR", "cache")
+    paths = PathSettings()
+    assert paths.model_store_url() == "s3://bucket/models"
+    assert paths.model_cache_path() == tmp_path.resolve() / "cache"
+    monkeypatch.setenv("DISTILLERY_MODEL_STORE", "shared/models")  # a path is made absolute
+    assert PathSettings().model_store_url() == str(tmp_path.resolve() / "shared" / "models")
+
+
+def test_serve_specs_name_the_store_and_version(memory_url: str, model_dir: Path) -> None:
+    from services import deploy
+    from training import cycle
+
+    settings = Settings(paths=PathSettings(model_store=memory_url))
+    registry = Registry(settings.paths.model_store_url())
+    _rolling(registry, model_dir)
+    spec = cycle.candidate_spec(settings, registry)
+    assert spec is not None
+    assert (spec["version"], spec["store"], spec["stage"]) == (2, memory_url, "shadow")
+    config = deploy.serve_config(settings, 1, registry.location(1), spec, registry.store_url)
+    user_config = config["applications"][0]["deployments"][0]["user_config"]
+    assert (user_config["version"], user_config["store"]) == (1, memory_url)
+    assert user_config["candidate"] == spec
+    old_style = deploy.serve_config(settings, 1, Path("/models/v1"))
+    old_user_config = old_style["applications"][0]["deployments"][0]["user_config"]
+    assert old_user_config == {"version": 1, "path": "/models/v1", "candidate": None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from pydantic import ValidationError
@@ -147,3 +148,219 @@ def test_cpu_plan_refuses_a_loop_that_cannot_run_serving_and_a_round_at_once() -
     )
     with pytest.raises(ValueError, match=r"needs 3\.2 CPUs at once \(.*round 2\) but the cluster"):
         check_cpu_plan(big, 2.0)
+
+
+# Kafka security: the client options per protocol, refused combinations, and every client.
+
+_SECURITY_ENV = [
+    f"DISTILLERY_KAFKA_{name.upper()}"
+    for name in (
+        "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password",
+        "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+    )
+]  # fmt: skip
+
+
+@pytest.fixture
+def no_kafka_security(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _SECURITY_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def _pem(folder: Path, name: str) -> Path:
+    path = folder / name
+    path.write_text("-----BEGIN CERTIFICATE-----\n")
+    return path
+
+
+def test_plaintext_options_name_only_the_protocol(no_kafka_security: None) -> None:
+    assert KafkaSettings().client_options() == {"security_protocol": "PLAINTEXT"}
+
+
+def test_ssl_options_carry_the_tls_files(no_kafka_security: None, tmp_path: Path) -> None:
+    ca, cert, key = (_pem(tmp_path, n) for n in ("ca.pem", "client.pem", "client.key"))
+    kafka = KafkaSettings(
+        security_protocol="SSL", ssl_cafile=ca, ssl_certfile=cert, ssl_keyfile=key
+    )
+    assert kafka.client_options() == {
+        "security_protocol": "SSL",
+        "ssl_cafile": str(ca),
+        "ssl_certfile": str(cert),
+        "ssl_keyfile": str(key),
+    }
+
+
+def test_sasl_ssl_options_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, no_kafka_security: None, tmp_path: Path
+) -> None:
+    ca = _pem(tmp_path, "ca.crt")
+    monkeypatch.setenv("DISTILLERY_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("DISTILLERY_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("DISTILLERY_KAFKA_SASL_USERNAME", "distillery")
+    monkeypatch.setenv("DISTILLERY_KAFKA_SASL_PASSWORD", "s3cret-pass")
+    monkeypatch.setenv("DISTILLERY_KAFKA_SSL_CAFILE", str(ca))
+    assert KafkaSettings().client_options() == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "distillery",
+        "sasl_plain_password": "s3cret-pass",
+        "ssl_cafile": str(ca),
+    }
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_sasl_plaintext_options_have_no_tls(no_kafka_security: None, mechanism: str) -> None:
+    kafka = KafkaSettings(
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism=mechanism,
+        sasl_username="u",
+        sasl_password="p",
+    )
+    assert kafka.client_options() == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": "u",
+        "sasl_plain_password": "p",
+    }
+
+
+_SASL = {"sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": "p"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"security_protocol": "SASL_SSL"},
+            "security_protocol=SASL_SSL needs sasl_mechanism, sasl_username, sasl_password "
+            "(DISTILLERY_KAFKA_SASL_MECHANISM, DISTILLERY_KAFKA_SASL_USERNAME, "
+            "DISTILLERY_KAFKA_SASL_PASSWORD)",
+        ),
+        (
+            {"security_protocol": "SASL_PLAINTEXT", **_SASL, "sasl_password": None},
+            "security_protocol=SASL_PLAINTEXT needs sasl_password (DISTILLERY_KAFKA_SASL_PASSWORD)",
+        ),
+        (
+            {"sasl_mechanism": "PLAIN"},
+            "sasl_mechanism set but security_protocol=PLAINTEXT does not use SASL",
+        ),
+        (
+            {"security_protocol": "SSL", **_SASL},
+            "sasl_mechanism, sasl_username, sasl_password set but security_protocol=SSL does not",
+        ),
+        (
+            {"security_protocol": "SASL_PLAINTEXT", **_SASL, "ssl_cafile": "/ca.pem"},
+            "ssl_cafile set but security_protocol=SASL_PLAINTEXT does not use TLS",
+        ),
+        (
+            {"security_protocol": "SSL", "ssl_keyfile": "/k.pem"},
+            "ssl_keyfile=/k.pem needs ssl_certfile",
+        ),
+    ],
+)
+def test_bad_security_combinations_are_named(
+    no_kafka_security: None, kwargs: dict, message: str
+) -> None:
+    import re
+
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        KafkaSettings(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("security_protocol", "TLS"), ("sasl_mechanism", "GSSAPI")]
+)
+def test_unknown_protocol_or_mechanism_is_refused(
+    no_kafka_security: None, field: str, value: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        KafkaSettings(**{field: value})
+    assert info.value.errors()[0]["loc"] == (field,)
+
+
+def test_missing_tls_file_is_named(no_kafka_security: None, tmp_path: Path) -> None:
+    kafka = KafkaSettings(security_protocol="SSL", ssl_cafile=tmp_path / "nope.pem")
+    with pytest.raises(FileNotFoundError, match=r"ssl_cafile=.*nope\.pem is not a file"):
+        kafka.client_options()
+
+
+def test_sasl_password_is_never_shown_nor_serialised(
+    monkeypatch: pytest.MonkeyPatch, no_kafka_security: None
+) -> None:
+    kafka = KafkaSettings(security_protocol="SASL_SSL", **{**_SASL, "sasl_password": "hunter2"})
+    assert "hunter2" not in repr(kafka)
+    dumped = Settings(kafka=kafka).model_dump(mode="json")  # what a Serve config carries
+    assert "sasl_password" not in dumped["kafka"]
+    with pytest.raises(ValidationError) as info:  # a refused combination echoes no input
+        KafkaSettings(sasl_password="hunter2")
+    assert "hunter2" not in str(info.value)
+    # A replica rebuilds its settings from the dump and reads the password from its own env.
+    monkeypatch.setenv("DISTILLERY_KAFKA_SASL_PASSWORD", "hunter2")
+    rebuilt = Settings.model_validate(dumped).kafka
+    assert rebuilt.client_options()["sasl_plain_password"] == "hunter2"
+
+
+class _Client:
+    """Stands in for a kafka-python client: records its keyword arguments."""
+
+    built: ClassVar[list[dict]] = []
+
+    def __init__(self, **kwargs: object) -> None:
+        _Client.built.append(kwargs)
+
+    def list_topics(self) -> list[str]:
+        return []
+
+    def create_topics(self, topics: list) -> None:
+        pass
+
+    def subscribe(self, topics: list, listener: object = None) -> None:
+        pass
+
+    def partitions_for_topic(self, topic: str) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_every_kafka_client_gets_the_security_options(
+    monkeypatch: pytest.MonkeyPatch, no_kafka_security: None
+) -> None:
+    from distillery import bus
+
+    for name in ("KafkaAdminClient", "KafkaProducer", "KafkaConsumer"):
+        monkeypatch.setattr(bus, name, _Client)
+    _Client.built = []
+    kafka = KafkaSettings(bootstrap_servers="k:9093", security_protocol="SASL_SSL", **_SASL)
+    bus.ensure_topics(kafka)
+    bus.missing_topics(kafka, ["t"])
+    bus.make_producer(kafka)
+    bus.make_producer(kafka, in_order=True)
+    bus.make_consumer(kafka, "group", ["t"])
+    assert bus.read_tail(kafka, "t", None) == []  # a reader outside any group
+    assert len(_Client.built) == 6
+    for kwargs in _Client.built:
+        assert kwargs["bootstrap_servers"] == "k:9093"
+        assert kwargs["security_protocol"] == "SASL_SSL"
+        assert kwargs["sasl_plain_password"] == "p"
+
+
+def test_no_kafka_client_is_built_outside_the_bus() -> None:
+    """Every producer, consumer and admin client comes from ``distillery.bus``, which passes
+    ``KafkaSettings.client_options()``; a client built elsewhere would skip TLS and SASL."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    clients = {"KafkaProducer", "KafkaConsumer", "KafkaAdminClient"}
+    found = []
+    folders = ("distillery", "services", "feedback", "training", "monitoring", "bench", "tests")
+    for folder in folders:
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                func = node.func if isinstance(node, ast.Call) else None
+                name = getattr(func, "id", None) or getattr(func, "attr", None)
+                if name in clients:
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert found
+    assert {f.split(":")[0] for f in found} == {"distillery/bus.py"}, found

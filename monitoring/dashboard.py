@@ -1,0 +1,75 @@
+"""The operator page's data (``GET /v1/dashboard``), assembled from what the scheduler knows.
+
+Pure assembly: the scheduler's status, the watch's series, per-version quality and reports,
+and the registry's versions and history. The page (``services/dashboard.html``) draws it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from distillery.task import Task
+from training.registry import Registry, VersionMeta
+
+ROUNDS = 20
+EVENTS = 30
+OUTCOMES = {"promoted": "promoted", "retired": "promoted", "candidate": "candidate"}
+
+
+def round_row(meta: VersionMeta) -> dict[str, Any]:
+    """One registered version as a round: what triggered it, its gate and how it ended."""
+    trigger = meta.trigger or {}
+    return {
+        "version": meta.version,
+        "created": meta.created,
+        "trigger": trigger.get("kind"),
+        "trigger_value": trigger.get("value"),
+        "reason": trigger.get("reason", ""),
+        "outcome": OUTCOMES.get(meta.status, meta.status),
+        "gate": meta.gate,
+        "online": {stage: v.get("reason") for stage, v in meta.online.items()},
+    }
+
+
+def assemble(
+    status: dict[str, Any], watch: dict[str, Any], registry: Registry, task: Task
+) -> dict[str, Any]:
+    """The ``/v1/dashboard`` payload (schema in ``services/dashboard.html``'s header)."""
+    metas = [registry.get(v) for v in registry.versions()[-ROUNDS:]][::-1]  # newest first
+    quality = {q["version"]: q for q in watch["versions"]}
+    versions = [
+        {"version": m.version, "status": m.status, "created": m.created,
+         **{k: v for k, v in quality.get(m.version, {}).items() if k != "version"}}
+        for m in metas
+    ]  # fmt: skip
+    return {
+        "generated_at": time.time(),
+        "task": task.name,
+        "labels": list(task.label_names),
+        "current_version": status["current_version"],
+        "rollout": status["rollout"],
+        "rollout_verdict": status["rollout_verdict"],
+        "round_running": status["round_running"],
+        "round_progress": status["round_progress"],
+        "series": watch["series"],
+        "versions": versions,
+        "rounds": [round_row(m) for m in metas],
+        "trigger": _trigger(status),
+        "drift": watch["drift"],
+        "reports": watch["reports"],
+        "events": registry.history()[-EVENTS:][::-1],
+        "last_error": status["last_error"],
+    }
+
+
+def _trigger(status: dict[str, Any]) -> dict[str, Any] | None:
+    decision, signals = status.get("trigger"), status.get("signals")
+    if decision is None:
+        return None
+    values = {
+        "labels": status["labels_since_last_round"],
+        "minutes": status["minutes_since_last_round"],
+        **{k: (signals or {}).get(k) for k in ("drift", "disagreement", "negative_share")},
+    }
+    return {**decision, "values": values}

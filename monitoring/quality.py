@@ -1,0 +1,91 @@
+"""Label-free quality: teacher–student disagreement and user feedback, per served version.
+
+Pure functions over the example store's frames (``feedback.store.read_kind``): teacher-label
+rows carry the served version and its answer (``model_version``, ``student_probs``) beside the
+teacher's (``teacher_probs``); feedback rows carry the rated version and the rating (1–5).
+A request rated twice counts once, with its latest rating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from training.rollout import feedback_evidence, teacher_evidence
+
+
+@dataclass(frozen=True)
+class VersionQuality:
+    version: int
+    labelled: int  # teacher labels on its answers
+    disagreement: float | None  # share of those the teacher labelled otherwise, 0..1
+    rated: int  # requests rated
+    mean_rating: float | None  # 1..5
+    negative_share: float | None  # share rated at most ``bad_rating_max``, 0..1
+
+
+def recent(frame: pd.DataFrame, since: float, column: str = "ts") -> pd.DataFrame:
+    """Rows whose ``column`` (Unix s; labels fall back to ``ts``) is at or after ``since``."""
+    if frame.empty:
+        return frame
+    stamps = frame[column] if column in frame else frame["ts"]
+    stamps = stamps.fillna(frame["ts"]).astype(float)
+    return frame[stamps >= since]
+
+
+def latest_ratings(feedback: pd.DataFrame) -> pd.DataFrame:
+    """One row per request id: its latest rating."""
+    if feedback.empty:
+        return feedback
+    return feedback.sort_values("ts", kind="stable").drop_duplicates("request_id", keep="last")
+
+
+def per_version(
+    labels: pd.DataFrame, feedback: pd.DataFrame, bad_rating_max: int
+) -> list[VersionQuality]:
+    """Quality of every version seen in either frame, by version."""
+    seen: set[int] = set()
+    for frame in (labels, feedback):
+        if not frame.empty and "model_version" in frame:
+            seen |= {int(v) for v in frame["model_version"].dropna().unique()}
+    ratings = latest_ratings(feedback)
+    out = []
+    for version in sorted(seen):
+        labelled, agreed = teacher_evidence(labels, version, shadow=False)
+        rated, negative = feedback_evidence(ratings, version, bad_rating_max)
+        mine = ratings[ratings["model_version"] == version] if rated else ratings[:0]
+        out.append(
+            VersionQuality(
+                version=version,
+                labelled=labelled,
+                disagreement=1 - agreed / labelled if labelled else None,
+                rated=rated,
+                mean_rating=float(mine["rating"].mean()) if rated else None,
+                negative_share=negative / rated if rated else None,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class FeedbackSummary:
+    rated: int  # requests rated
+    feedback_per_min: float
+    mean_rating: float | None  # 1..5
+    negative_share: float | None  # 0..1
+
+
+def feedback_summary(
+    feedback: pd.DataFrame, since: float, now: float, bad_rating_max: int
+) -> FeedbackSummary:
+    """Ratings per minute, mean rating and negative share over [since, now] (all versions)."""
+    rows = latest_ratings(recent(feedback, since))
+    minutes = max((now - since) / 60, 1e-9)
+    rated = len(rows)
+    return FeedbackSummary(
+        rated=rated,
+        feedback_per_min=rated / minutes,
+        mean_rating=float(rows["rating"].mean()) if rated else None,
+        negative_share=float((rows["rating"] <= bad_rating_max).mean()) if rated else None,
+    )

@@ -1,0 +1,199 @@
+"""The scheduler's eyes: drift and label-free quality, measured on the example store.
+
+``Watch.measure`` compares the serving version's training window (the newest
+``monitor.reference_rows`` labelled rows up to its ``window_end_ts``) with the traffic since
+(the newest ``monitor.current_rows``), on three kinds of columns (``monitoring.features``): text
+features, the serving student's embedding components, its predictions. It also measures
+teacher–student disagreement and feedback over the last ``monitor.signal_window_s``, per
+version. Each measurement becomes one point of a bounded series (kept in
+``state/monitor/series.json``, so a restarted scheduler keeps its history), feeds the triggers'
+``Signals``, and every ``monitor.html_every`` checks saves Evidently's HTML report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from distillery.settings import Settings
+from distillery.task import Task
+from feedback.store import read_kind, read_labels
+from monitoring import quality
+from monitoring.reports import Reports
+from monitoring.triggers import Signals
+from training.registry import Registry, write_atomic
+
+log = logging.getLogger(__name__)
+
+
+class Watch:
+    def __init__(self, settings: Settings, task: Task, registry: Registry) -> None:
+        self.settings = settings
+        self.task = task
+        self.registry = registry
+        folder = settings.paths.state_dir / "monitor"
+        self.reports = Reports(folder / "reports", settings.monitor.reports_keep)
+        self._series_file = folder / "series.json"
+        self.series: deque[dict[str, Any]] = deque(maxlen=settings.monitor.series_points)
+        self.series.extend(self._load_series())
+        self.drift: dict[str, Any] | None = None  # the newest drift check, by kind
+        self.versions: list[dict[str, Any]] = []  # quality per version, last signal window
+        self._student: tuple[int, Any] | None = None  # (version, Student) embedding traffic
+        self._checks = 0
+        self._reference: tuple[Any, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def _load_series(self) -> list[dict[str, Any]]:
+        if not self._series_file.is_file():
+            return []
+        try:
+            points: list[dict[str, Any]] = json.loads(self._series_file.read_bytes())
+            return points
+        except ValueError:
+            log.warning("monitor: %s is not valid JSON; starting a new series", self._series_file)
+            return []
+
+    def measure(self, new_labels: int, minutes_since_round: float) -> Signals:
+        """One measurement: drift, quality, a series point; returns the triggers' signals."""
+        now = time.time()
+        cfg = self.settings.monitor
+        labels = read_labels(self.settings.paths.store_dir)
+        drift = self._drift(labels, now)
+        since = now - cfg.signal_window_s
+        window = quality.recent(labels, since, "predicted_at")
+        feedback = read_kind(self.settings.paths.store_dir, "feedback")
+        bad = self.settings.train.bad_rating_max
+        versions = quality.per_version(window, quality.recent(feedback, since), bad)
+        self.versions = [asdict(v) for v in versions]
+        served = next((v for v in versions if v.version == self.registry.current()), None)
+        summary = quality.feedback_summary(feedback, since, now, bad)
+        disagreement = None if served is None else served.disagreement
+        self._append(
+            {
+                "ts": now,
+                "disagreement": disagreement,
+                "drift": drift,
+                "labels_per_min": len(window) / (cfg.signal_window_s / 60),
+                **asdict(summary),
+            }
+        )
+        return Signals(
+            new_labels=new_labels,
+            minutes_since_round=minutes_since_round,
+            drift=None if drift is None else max(drift.values()),
+            disagreement=disagreement,
+            labelled=0 if served is None else served.labelled,
+            negative_share=summary.negative_share,
+            rated=summary.rated,
+        )
+
+    def _append(self, point: dict[str, Any]) -> None:
+        self.series.append(point)
+        write_atomic(self._series_file, json.dumps(list(self.series)).encode())
+
+    def _drift(self, labels: pd.DataFrame, now: float) -> dict[str, float] | None:
+        """Drift share per kind between the training window and traffic since; None without
+        ``monitor.min_rows`` rows in each (the previous check's result is kept meanwhile)."""
+        from monitoring.drift import drift_by_kind
+
+        cfg = self.settings.monitor
+        current_version = self.registry.current()
+        if labels.empty or current_version is None:
+            return None
+        since = self.registry.get(current_version).lineage.window_end_ts
+        reference = labels[labels["ts"] <= since].tail(cfg.reference_rows)
+        current = labels[labels["ts"] > since].tail(cfg.current_rows)
+        if min(len(reference), len(current)) < cfg.min_rows:
+            return None
+        frames = self._frames(current_version, reference, current)
+        html = self.reports.next_path(now) if self._checks % cfg.html_every == 0 else None
+        self._checks += 1  # the first check saves its report, then every html_every-th
+        results = drift_by_kind(
+            *frames,
+            num_method=cfg.num_method,
+            cat_method=cfg.cat_method,
+            threshold=cfg.threshold,
+            html=html,
+        )
+        shares = {kind: r.drift_share for kind, r in results.items()}
+        self.drift = {
+            "version": current_version, "checked_at": now, "share": shares,
+            "drifted": {k: list(r.drifted_columns) for k, r in results.items()},
+            "reference_rows": len(reference), "current_rows": len(current),
+            "method": next(iter(results.values())).method,
+        }  # fmt: skip
+        if html is not None:
+            rows = {"reference_rows": len(reference), "current_rows": len(current)}
+            self.reports.add(html, {"drift_share": shares, "version": current_version, **rows})
+        return shares
+
+    def _frames(
+        self, version: int, reference: pd.DataFrame, current: pd.DataFrame
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Both windows as drift frames: text features, embedding components, predictions,
+        all from the serving student (so a reference served by older versions compares)."""
+        from monitoring.features import embedding_components, prediction_features, text_features
+
+        student = self._serving_student(version)
+        encoded = [self._encode(student, version, reference, cached=True)]
+        encoded.append(self._encode(student, version, current, cached=False))
+        pcs = embedding_components(
+            encoded[0][1], encoded[1][1], self.settings.monitor.pca_components
+        )
+        out = []
+        for frame, (probs, _), comps in zip((reference, current), encoded, pcs, strict=True):
+            texts = list(frame["text"])
+            parts = [
+                text_features(texts, _unknown_shares(student, texts)),
+                comps,
+                prediction_features(probs, self.task.label_names),
+            ]
+            out.append(pd.concat([p.reset_index(drop=True) for p in parts], axis=1))
+        return out[0], out[1]
+
+    def _encode(
+        self, student: Any, version: int, frame: pd.DataFrame, cached: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The student's (probs (N, C), pooled (N, H)) for ``frame``'s texts. The reference
+        window only changes with a promotion, so its encoding is kept between checks."""
+        key = (version, tuple(frame["request_id"]))
+        if cached and self._reference is not None and self._reference[0] == key:
+            return self._reference[1]
+        encoded: tuple[np.ndarray, np.ndarray] = student.predict(list(frame["text"]))
+        if cached:
+            self._reference = (key, encoded)
+        return encoded
+
+    def _serving_student(self, version: int) -> Any:
+        from services.student import Student
+
+        if self._student is None or self._student[0] != version:
+            path = self.registry.local_dir(version, self.settings.paths.model_cache_path())
+            self._student = (version, Student.load(path, self.settings.serve.max_tokens))
+        return self._student[1]
+
+    def dashboard(self) -> dict[str, Any]:
+        return {
+            "series": list(self.series),
+            "versions": self.versions,
+            "reports": self.reports.listing(),
+            "drift": self.drift,
+        }
+
+
+def _unknown_shares(student: Any, texts: list[str]) -> list[float]:
+    """Share of each text's tokens that the student's tokenizer maps to [UNK], 0..1."""
+    tokenizer = student.tokenizer
+    unknown = tokenizer.unk_token_id
+    encoded = tokenizer(
+        texts, truncation=True, max_length=student.max_tokens, add_special_tokens=False
+    )
+    return [
+        float(np.mean([t == unknown for t in ids])) if ids else 0.0 for ids in encoded["input_ids"]
+    ]

@@ -1,0 +1,111 @@
+"""Retraining triggers on a real shift, against a live loop of its own (real Serve, broker,
+labeler, store and Evidently): v1 is distilled on VADER movie reviews; more unseen movie
+reviews (steady traffic) fire no signal trigger; tweets (a shift) fire the drift or the
+disagreement trigger. Volume and schedule triggers are set out of reach, rounds are off (the
+test asks the scheduler to measure and decide), so only the signals can fire.
+
+Its own stack, module-scoped: this module runs before the package's shared ``loop`` starts.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from distillery import vader
+from distillery.settings import (
+    GateSettings,
+    MonitorSettings,
+    PathSettings,
+    SchedulerSettings,
+    ServeSettings,
+    Settings,
+    TrainSettings,
+)
+from feedback.store import count_labels_since
+from services.broker import free_port
+from services.launcher import Running, up
+from tests.conftest import DATA, TASK
+from training.cycle import seed_texts
+
+pytestmark = pytest.mark.integration
+PHASE = 300  # texts per phase: the drift check's current window is exactly one phase
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, vader_ready: Any) -> Iterator[Running]:
+    settings = Settings(
+        paths=PathSettings(
+            state_dir=tmp_path_factory.mktemp("trigger-state"), data_dir=DATA, task_file=TASK
+        ),
+        serve=ServeSettings(
+            port=free_port(), metrics_export_port=free_port(), sample_rate=1.0, num_replicas=1
+        ),
+        scheduler=SchedulerSettings(
+            enabled=False,
+            seed_size=400,
+            drift_every_s=3_600,
+            poll_s=1,
+            min_new_labels=100_000,
+            interval_minutes=1e6,
+            cooldown_minutes=0,
+            min_labels_for_time_trigger=50,
+            min_signal_labels=100,
+        ),
+        monitor=MonitorSettings(min_rows=100, current_rows=PHASE, signal_window_s=3_600),
+        train=TrainSettings(scratch_epochs=3),
+        gate=GateSettings(min_holdout=5, first_version_min_agreement=0),
+    )
+    running = up(settings)
+    yield running
+    running.stop()
+
+
+def _phase(stack: Running, texts: list[str]) -> dict[str, Any]:
+    """Send ``texts`` as traffic, wait until the teacher labelled them all, then measure."""
+    import ray
+
+    start = time.time()
+    with httpx.Client(base_url=stack.api_url, timeout=60) as client:
+        for i in range(0, len(texts), 16):
+            client.post("/v1/predict", json={"text": texts[i : i + 16]}).raise_for_status()
+    deadline = time.monotonic() + 180
+    store = stack.settings.paths.store_dir
+    while count_labels_since(store, start) < len(texts) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert count_labels_since(store, start) >= len(texts), "the teacher did not label a phase"
+    measured: dict[str, Any] = ray.get(stack.scheduler.measure.remote())
+    return measured
+
+
+def test_a_shift_to_tweets_fires_a_signal_trigger_and_steady_movies_do_not(
+    stack: Running,
+) -> None:
+    seen = set(seed_texts(stack.settings, stack.task))
+    movies = [r.text for r in vader.load("movies", DATA) if r.text not in seen]
+    tweets = [r.text for r in vader.load("tweets", DATA)]
+    rng = random.Random(0)
+    rng.shuffle(movies)
+    rng.shuffle(tweets)
+    limits = stack.settings.scheduler
+
+    steady = _phase(stack, movies[:PHASE])
+    signals, decision = steady["signals"], steady["decision"]
+    print("steady movies:", signals, decision)
+    assert signals["drift"] is not None and signals["disagreement"] is not None
+    assert signals["drift"] < limits.drift_threshold, signals
+    assert signals["disagreement"] < limits.disagreement_threshold, signals
+    assert not decision["fire"], decision
+    assert decision["reason"].startswith("no trigger"), decision
+
+    shifted = _phase(stack, tweets[:PHASE])
+    signals, decision = shifted["signals"], shifted["decision"]
+    print("tweets:", signals, decision)
+    assert decision["fire"], decision
+    assert decision["kind"] in ("drift", "disagreement"), decision
+    assert decision["value"] >= getattr(limits, f"{decision['kind']}_threshold")
