@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling bench-drift bench-drift-mpnet wrk teacher-mpnet debs
+.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling bench-drift bench-drift-mpnet wrk teacher-mpnet debs bench-train bench-drift-methods capacity
 
 setup: $(STAMP) data
 
@@ -46,6 +46,18 @@ bench-swap: setup
 
 bench-labeler: setup
 	$(BIN)/python -m bench.labeler
+
+# Examples/s per Ray Train worker (1 and 2 workers at fractional CPUs).
+bench-train: setup
+	$(BIN)/python -m bench.train
+
+# Embedding-drift methods on VADER movies vs movies and movies vs tweets, 1k and 10k rows.
+bench-drift-methods: setup
+	$(BIN)/python -m bench.drift_methods
+
+# The capacity table of docs/scaling.md, from bench-serve, bench-labeler and bench-train results.
+capacity:
+	$(BIN)/python -m bench.capacity
 
 # Targeted vs uniform teacher sampling after a domain shift (no Ray; state/bench-sampling).
 bench-sampling: setup

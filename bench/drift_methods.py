@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import random
 import tempfile
 import time
@@ -101,7 +102,7 @@ def windows(n: int, pools: dict[str, np.ndarray], seed: int) -> dict[str, tuple[
 def all_kinds(texts: dict[str, list[str]], probs: dict[str, np.ndarray], pools: dict) -> Any:
     """A callable timing what the scheduler runs on one pair: (reference, current) picks."""
     from distillery.settings import MonitorSettings
-    from monitoring.drift import drift_by_kind
+    from monitoring.drift import drift_by_kind, pinned_methods
     from monitoring.features import embedding_components, prediction_features, text_features
 
     def frame(pick: tuple[str, np.ndarray], pcs: pd.DataFrame) -> pd.DataFrame:
@@ -113,16 +114,73 @@ def all_kinds(texts: dict[str, list[str]], probs: dict[str, np.ndarray], pools: 
         ]
         return pd.concat(parts, axis=1)
 
-    def run(ref: tuple[str, np.ndarray], cur: tuple[str, np.ndarray], html: Path | None) -> Any:
+    def run(
+        ref: tuple[str, np.ndarray],
+        cur: tuple[str, np.ndarray],
+        html: Path | None,
+        method: str | None = None,
+        limit: float | None = None,
+    ) -> Any:
         pcs = embedding_components(pools[ref[0]][ref[1]], pools[cur[0]][cur[1]], PCA_K)
         cfg = MonitorSettings()
+        chosen = (method or cfg.method, cfg.threshold if limit is None else limit)
+        num, cat, threshold = pinned_methods(*chosen, len(ref[1]))
         result = drift_by_kind(
-            frame(ref, pcs[0]), frame(cur, pcs[1]), num_method=cfg.num_method,
-            cat_method=cfg.cat_method, threshold=cfg.threshold, html=html,
+            frame(ref, pcs[0]), frame(cur, pcs[1]), num_method=num, cat_method=cat,
+            threshold=threshold, html=html,
         )  # fmt: skip
         return {kind: round(r.drift_share, 3) for kind, r in result.items()}
 
     return run
+
+
+CALIBRATION = {
+    "K-S p < 0.01": ("ks", 0.01),
+    "Wasserstein ≥ 0.1": ("wasserstein", 0.1),
+    "Wasserstein ≥ 0.15": ("wasserstein", 0.15),
+    "auto (the default)": ("auto", 0.0),
+}
+
+
+def calibrate(kinds: Any, pools: dict, sizes: list[int], draws: int) -> list[dict[str, Any]]:
+    """Per window size, draw and method: the largest share of drifted columns over the three
+    kinds, for movies vs movies (a false alarm at the drift trigger's threshold) and movies vs
+    tweets."""
+    rows = []
+    for n in sizes:
+        for draw in range(draws):
+            for pair, (ref, cur) in windows(n, pools, 100 + draw).items():
+                for name, (method, limit) in CALIBRATION.items():
+                    shares = kinds(ref, cur, None, method, limit)
+                    rows.append(
+                        {"rows": n, "draw": draw, "pair": pair, "method": name,
+                         "max_share": max(shares.values()), "share": shares}
+                    )  # fmt: skip
+        print(f"calibration at {n} rows done", flush=True)
+    return rows
+
+
+def calibration_table(rows: list[dict[str, Any]]) -> str:
+    """Draws whose largest drifted share reaches the drift trigger's default threshold."""
+    from distillery.settings import SchedulerSettings
+
+    fire = SchedulerSettings().drift_threshold
+    lines = [
+        f"| rows/window | method | movies vs movies: draws ≥ {fire} (mean) "
+        f"| movies vs tweets: draws ≥ {fire} (min–max) |",
+        "|---:|---|---|---|",
+    ]
+    keys = dict.fromkeys((r["rows"], r["method"]) for r in rows)
+    for n, method in keys:
+        mine = [r for r in rows if (r["rows"], r["method"]) == (n, method)]
+        same = [r["max_share"] for r in mine if r["pair"] == "movies vs movies"]
+        shift = [r["max_share"] for r in mine if r["pair"] == "movies vs tweets"]
+        lines.append(
+            f"| {n} | {method} | {sum(v >= fire for v in same)}/{len(same)} "
+            f"({np.mean(same):.2f}) | {sum(v >= fire for v in shift)}/{len(shift)} "
+            f"({min(shift):.2f}–{max(shift):.2f}) |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def measure(sizes: list[int], seed: int) -> dict[str, Any]:
@@ -174,8 +232,10 @@ def measure(sizes: list[int], seed: int) -> dict[str, Any]:
                  "seconds": seconds, "html_seconds": html_s, "html_bytes": size}
             )  # fmt: skip
             print(rows[-1], flush=True)
+    calibration = calibrate(kinds, pools, [300, 1_000, 3_000], draws=5)
     return {
         "student": "bench-sampling v1 (distilled on 1,600 movie sentences)",
+        "calibration": calibration,
         "pca_components": PCA_K,
         "embed_seconds": {"texts": sum(len(t) for t in texts.values()), "seconds": embed_s},
         "rows": rows,
@@ -183,6 +243,14 @@ def measure(sizes: list[int], seed: int) -> dict[str, Any]:
 
 
 def render(result: dict[str, Any]) -> str:
+    return (
+        timing_table(result)
+        + "\nCalibration (5 draws a size):\n\n"
+        + calibration_table(result["calibration"])
+    )
+
+
+def timing_table(result: dict[str, Any]) -> str:
     lines = [
         "| rows/window | pair | method | score | drift? | seconds |",
         "|---:|---|---|---|---|---:|",
@@ -206,7 +274,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--render", action="store_true", help="only re-render the saved JSON")
     args = parser.parse_args()
+    if args.render:
+        from bench.harness import RESULTS
+
+        saved = json.loads((RESULTS / "drift_methods.json").read_text())
+        write_results("drift_methods", saved, render(saved))
+        print(render(saved))
+        return
     import torch
 
     torch.set_num_threads(2)

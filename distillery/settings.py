@@ -208,7 +208,16 @@ class ServeSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    num_replicas: int = Field(default=2, ge=1)
+    num_replicas: int = Field(default=2, ge=1, description="replicas (autoscaling: the minimum)")
+    max_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="with it, Serve autoscales between num_replicas and max_replicas on "
+        "target_ongoing_requests; unset: a fixed num_replicas",
+    )
+    target_ongoing_requests: float = Field(
+        default=8.0, gt=0, description="autoscaling target: requests in flight per replica"
+    )
     replica_cpus: float = Field(default=0.25, gt=0)
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(default=0.0, ge=0, le=1)
@@ -236,6 +245,14 @@ class ServeSettings(BaseSettings):
     quantize: bool = False
     haproxy_ingress: bool = True
     drain_period_s: float = Field(default=3.0, gt=0)
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> ServeSettings:
+        if self.max_replicas is not None and self.max_replicas < self.num_replicas:
+            raise ValueError(
+                f"max_replicas={self.max_replicas} is below num_replicas={self.num_replicas}"
+            )
+        return self
 
 
 class TeacherSettings(BaseSettings):
@@ -425,10 +442,10 @@ class SchedulerSettings(BaseSettings):
         default=20, ge=1, description="new labels any trigger needs (a round needs data)"
     )
     drift_threshold: float = Field(
-        default=0.5, gt=0, le=1, description="drift trigger: share of drifted columns, any kind"
+        default=0.4, gt=0, le=1, description="drift trigger: share of drifted columns, any kind"
     )
     disagreement_threshold: float = Field(
-        default=0.3, gt=0, le=1, description="disagreement trigger: teacher vs served answers"
+        default=0.35, gt=0, le=1, description="disagreement trigger: teacher vs served answers"
     )
     negative_feedback_threshold: float = Field(
         default=0.3, gt=0, le=1, description="feedback trigger: share of recent ratings bad"
@@ -465,14 +482,15 @@ class MonitorSettings(BaseSettings):
     pca_components: int = Field(
         default=5, ge=1, le=64, description="student-embedding principal components checked"
     )
-    num_method: Literal["wasserstein", "ks", "psi", "anderson", "mannw"] = Field(
-        default="wasserstein",
-        description="per numeric column; a distance stays calibrated as windows grow, where a "
-        "K-S p-value flags ever smaller differences (bench/results/drift_methods.md)",
+    method: Literal["auto", "ks", "wasserstein"] = Field(
+        default="auto",
+        description="per-column drift test: ks (K-S / chi-squared p-value below threshold), "
+        "wasserstein (normed Wasserstein / Jensen-Shannon distance at or above threshold), or "
+        "auto: ks with p 0.01 when the smaller window has under 1,000 rows, else wasserstein "
+        "at 0.15 (the calibration in bench/results/drift_methods.md)",
     )
-    cat_method: Literal["jensenshannon", "chisquare", "psi", "z"] = "jensenshannon"
     threshold: float = Field(
-        default=0.1, gt=0, description="distance (distances) or p-value (tests) per column"
+        default=0.01, gt=0, description="p-value (ks) or distance (wasserstein); not used by auto"
     )
     reports_keep: int = Field(default=20, ge=1, description="HTML drift reports kept")
     html_every: int = Field(

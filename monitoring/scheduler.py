@@ -26,6 +26,7 @@ from training.rollout import Evidence, Rollout
 
 log = logging.getLogger(__name__)
 ACTOR_NAME = "distillery-scheduler"
+HEAL_S = 30.0  # how often Serve's deployed version is checked against the registry
 NAMESPACE = "distillery"
 
 
@@ -67,6 +68,7 @@ class Scheduler:
         self.progress: dict[str, Any] | None = None  # the running round's, from its workers
         self._rollout_lock = threading.RLock()
         self._applied: tuple[int | None, Any] | None = None  # what Serve was last told to run
+        self._next_heal = 0.0  # monotonic s
 
     def bootstrap(self) -> dict[str, Any] | None:
         with self._round_lock:
@@ -184,7 +186,11 @@ class Scheduler:
         self.signals = self.watch.measure(new_labels, minutes)
         decision = decide(self.signals, self.trigger_state, time.time(), self.settings.scheduler)
         self._export(self.signals)
-        return {"signals": asdict(self.signals), "decision": _decision_dict(decision)}
+        return {
+            "signals": asdict(self.signals),
+            "decision": _decision_dict(decision),
+            "drift": self.watch.drift,
+        }
 
     def _export_state(self, new_labels: int) -> None:
         """Gauges re-set every tick, so that a scrape between rounds still sees them."""
@@ -328,6 +334,7 @@ class Scheduler:
     def rollout_tick(self) -> dict[str, Any] | None:
         """Judge the running rollout on its evidence and act: wait, advance or roll back."""
         with self._rollout_lock:
+            self._heal()
             self._apply(self.dashboard_url, wait=False)
             running = self.registry.rollout()
             self._metric_stage(running)
@@ -420,6 +427,24 @@ class Scheduler:
             return
         cycle.hot_swap(self.settings, self.registry, dashboard_url, self.replicas if wait else None)
         self._applied = state
+
+    def _heal(self) -> None:
+        """Every ``HEAL_S``: if Serve's target config names another version than the registry's
+        current (e.g. a KubeRay operator restart re-applied its ``serveConfigV2``), forget
+        what was applied, so that ``_apply`` deploys the registry's state again."""
+        if self.dashboard_url is None or time.monotonic() < self._next_heal:
+            return
+        self._next_heal = time.monotonic() + HEAL_S
+        if self._round_lock.locked():  # a round deploys what it decides itself
+            return
+        from services.deploy import deployed_version
+
+        deployed, current = deployed_version(self.dashboard_url), self.registry.current()
+        if deployed is not None and current is not None and deployed != current:
+            log.warning(
+                "Serve runs v%d but the registry serves v%d: redeploying", deployed, current
+            )
+            self._applied = None
 
     def _deployed_by_cycle(self) -> None:
         """A round or a submission deploys what it decided itself (``cycle.admit``): note it,

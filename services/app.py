@@ -9,7 +9,6 @@ ones and one reference switches, so no request fails and each answer names the v
 """
 
 import asyncio
-import functools
 import logging
 import random
 import threading
@@ -17,13 +16,11 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Header, HTTPException, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, HTTPException, Request, Response
 from ray import serve
 
 from distillery import bus
@@ -32,7 +29,6 @@ from distillery.settings import Settings
 from distillery.task import load_task
 from feedback.delivery import Delivery
 from feedback.models import (
-    AdminAction,
     FeedbackAccepted,
     FeedbackRequest,
     Prediction,
@@ -42,14 +38,12 @@ from feedback.models import (
 )
 from feedback.tokens import load_secret, sign, verify
 from monitoring.metrics import serve_metrics
+from services import operator_api
 from services.edge import (
     ERRORS,
     body_schema,
     json_response,
     parse,
-    read_body,
-    require_bearer,
-    validate,
     within,
 )
 from services.recall import Recall
@@ -66,12 +60,7 @@ api = FastAPI(
     version="1",
     description="A student classifier that keeps learning from a teacher on live traffic.",
 )
-
-
-@functools.cache
-def dashboard_page() -> str:
-    """The operator page (``services/dashboard.html``), read once, on the first request."""
-    return resources.files("services").joinpath("dashboard.html").read_text(encoding="utf-8")
+api.include_router(operator_api.router)
 
 
 def report_serving(version: int) -> None:
@@ -123,8 +112,10 @@ class StudentIngress:
         self.secret = load_secret(
             self.settings.serve.feedback_secret, self.settings.paths.state_dir
         )
-        self.operator_token = load_secret(
-            self.settings.serve.operator_token, self.settings.paths.state_dir, "operator_token"
+        operator_api.configure(
+            load_secret(
+                self.settings.serve.operator_token, self.settings.paths.state_dir, "operator_token"
+            )
         )
         self.metrics = serve_metrics()
         serve_cfg = self.settings.serve
@@ -443,85 +434,6 @@ class StudentIngress:
             "feedback": feedback,
             "spool_pending_bytes": pending,
         }
-
-    @api.get("/v1/status")
-    async def status(self) -> dict[str, Any]:
-        """The scheduler's view: current version, versions, labels since the last round, drift."""
-        status: dict[str, Any] = await self._ask_scheduler("status")
-        return status
-
-    @api.get("/v1/dashboard")
-    async def dashboard_data(self) -> dict[str, Any]:
-        """What /dashboard draws: versions, rollout, drift/quality series, rounds, reports."""
-        data: dict[str, Any] = await self._ask_scheduler("dashboard")
-        return data
-
-    @api.get("/v1/reports")
-    async def reports(self) -> dict[str, Any]:
-        """Kept drift reports (Evidently HTML), newest first: name, created, url, drift share."""
-        return {"reports": await self._ask_scheduler("drift_reports")}
-
-    @api.get(
-        "/v1/reports/{name}",
-        response_class=HTMLResponse,
-        responses={404: {"description": "no drift report of that name is kept"}},
-    )
-    async def report(self, name: str) -> HTMLResponse:
-        """One drift report, as Evidently rendered it."""
-        html = await self._ask_scheduler("report_html", name)
-        if html is None:
-            raise HTTPException(404, f"no drift report named {name!r}; see /v1/reports")
-        return HTMLResponse(html)
-
-    async def _ask_scheduler(self, method: str, *args: Any) -> Any:
-        """The scheduler actor's answer to ``method(*args)``; 503 when it cannot be reached."""
-        from monitoring.scheduler import find_scheduler
-
-        try:
-            scheduler = find_scheduler()
-            if scheduler is None:
-                raise LookupError("no scheduler actor is running")
-            return await getattr(scheduler, method).remote(*args)
-        except Exception as exc:
-            raise HTTPException(503, f"scheduler unavailable: {exc}", {"Retry-After": "5"}) from exc
-
-    @api.post(
-        "/v1/admin/{action}",
-        openapi_extra=body_schema(AdminAction),
-        responses={
-            401: {"description": "no operator token: send Authorization: Bearer <token>"},
-            403: {"description": "the operator token is wrong"},
-            404: {"description": "action is not promote, rollback, pause or resume"},
-            409: {"description": "the action does not apply now (e.g. no rollout to pause)"},
-            422: ERRORS[422],
-        },
-    )
-    async def admin(
-        self, action: str, request: Request, authorization: str | None = Header(default=None)
-    ) -> dict[str, Any]:
-        """Operator actions on the rollout: ``promote`` (the candidate, or ``version``, to every
-        user now), ``rollback`` (drop the candidate, or with none, go back to the version before
-        the current one), ``pause`` / ``resume`` (freeze the rollout's automatic decisions).
-        Needs ``Authorization: Bearer <operator token>``: ``DISTILLERY_SERVE_OPERATOR_TOKEN``,
-        else the one ``distillery up`` keeps in ``state/operator_token``. Each action is kept in
-        the registry's history with its reason."""
-        if action not in ("promote", "rollback", "pause", "resume"):
-            raise HTTPException(
-                404, f"action: {action!r} is not promote, rollback, pause or resume"
-            )
-        require_bearer(authorization, self.operator_token)
-        raw = await read_body(request, 65_536)
-        body = validate(raw, AdminAction) if raw.strip() else AdminAction()
-        reason = f"operator (API): {body.reason}"
-        result = await self._ask_scheduler("operate", action, reason, body.version)
-        if not result["ok"]:
-            raise HTTPException(409, result["detail"])
-        return result
-
-    @api.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
-    async def dashboard(self) -> HTMLResponse:
-        """The operator page: one static file that polls ``GET /v1/dashboard`` every 5 s."""
-        return HTMLResponse(dashboard_page(), headers={"Cache-Control": "no-cache"})
 
     @api.get("/v1/model")
     async def model(self) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def serve_config(
                 "deployments": [
                     {
                         "name": DEPLOYMENT,
-                        "num_replicas": serve_cfg.num_replicas,
+                        **_replicas(settings),
                         "max_ongoing_requests": serve_cfg.max_ongoing_requests,
                         "ray_actor_options": {"num_cpus": serve_cfg.replica_cpus},
                         "logging_config": {"enable_access_log": serve_cfg.access_log},
@@ -56,6 +56,21 @@ def serve_config(
                 ],
             }
         ]
+    }
+
+
+def _replicas(settings: Settings) -> dict[str, Any]:
+    """A fixed ``num_replicas``, or Serve's autoscaling bounds when ``max_replicas`` is set
+    (the same in every config, so a hot swap keeps the autoscaler's current count)."""
+    cfg = settings.serve
+    if cfg.max_replicas is None:
+        return {"num_replicas": cfg.num_replicas}
+    return {
+        "autoscaling_config": {
+            "min_replicas": cfg.num_replicas,
+            "max_replicas": cfg.max_replicas,
+            "target_ongoing_requests": cfg.target_ongoing_requests,
+        }
     }
 
 

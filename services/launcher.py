@@ -108,7 +108,8 @@ def cpu_plan(settings: Settings) -> dict[str, float]:
     """Ray CPUs each part reserves: Serve and a round hold explicit shares, so a round runs
     beside serving instead of queueing behind it or starving it."""
     return {
-        "serve": settings.serve.num_replicas * settings.serve.replica_cpus,
+        "serve": (settings.serve.max_replicas or settings.serve.num_replicas)
+        * settings.serve.replica_cpus,
         "labeler": settings.teacher.labeler_cpus,
         "store+scheduler": 2 * ACTOR_CPUS,
         "round": settings.train.num_workers * settings.train.worker_cpus,

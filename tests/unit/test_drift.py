@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.drift import data_drift, drift_by_kind
+from monitoring.drift import data_drift, drift_by_kind, pinned_methods
 from monitoring.features import (
     embedding_components,
     kinds_of,
@@ -155,3 +155,12 @@ def test_unknown_method_is_rejected() -> None:
     reference = _window(1, 50, (3, 30), 0.5)
     with pytest.raises(ValueError, match="nope"):
         data_drift(reference, reference, num_method="nope")
+
+
+def test_auto_picks_a_test_for_small_windows_and_a_distance_for_large_ones() -> None:
+    assert pinned_methods("auto", 0.5, 999) == ("ks", "chisquare", 0.01)
+    assert pinned_methods("auto", 0.5, 1_000) == ("wasserstein", "jensenshannon", 0.15)
+    assert pinned_methods("ks", 0.05, 10) == ("ks", "chisquare", 0.05)
+    assert pinned_methods("wasserstein", 0.2, 10) == ("wasserstein", "jensenshannon", 0.2)
+    with pytest.raises(ValueError, match="method='psi'"):
+        pinned_methods("psi", 0.1, 10)

@@ -364,3 +364,18 @@ def test_no_kafka_client_is_built_outside_the_bus() -> None:
                     found.append(f"{path.relative_to(root)}:{node.lineno}")
     assert found
     assert {f.split(":")[0] for f in found} == {"distillery/bus.py"}, found
+
+
+def test_autoscaling_bounds_reach_serve_and_must_be_ordered() -> None:
+    from services import deploy
+
+    fixed = deploy.serve_config(Settings(), 1, "/m")["applications"][0]["deployments"][0]
+    assert fixed["num_replicas"] == 2 and "autoscaling_config" not in fixed
+    scaled = Settings(serve=ServeSettings(num_replicas=2, max_replicas=6))
+    (deployment,) = deploy.serve_config(scaled, 1, "/m")["applications"][0]["deployments"]
+    assert "num_replicas" not in deployment
+    assert deployment["autoscaling_config"] == {
+        "min_replicas": 2, "max_replicas": 6, "target_ongoing_requests": 8.0,
+    }  # fmt: skip
+    with pytest.raises(ValidationError, match="max_replicas=1 is below num_replicas=2"):
+        ServeSettings(num_replicas=2, max_replicas=1)

@@ -22,6 +22,7 @@ from distillery.task import Task
 from feedback.store import write_shard
 from monitoring.watch import Watch
 from services.student import new_student
+from training.data import in_holdout
 from training.registry import Lineage, Registry, VersionMeta
 
 TASK = Task.model_validate(
@@ -51,7 +52,7 @@ def setup(
     settings = Settings(
         paths=PathSettings(state_dir=tmp_path),
         monitor=MonitorSettings(min_rows=10, html_every=2, signal_window_s=3_600),
-        train=TrainSettings(bad_rating_max=2),
+        train=TrainSettings(bad_rating_max=2, holdout_fraction=0.2),
     )
     settings.paths.store_dir.mkdir(parents=True)
     now = time.time()
@@ -77,7 +78,7 @@ def setup(
 def test_a_shifted_window_drifts_and_quality_and_series_are_measured(
     setup: tuple[Settings, Registry, float],
 ) -> None:
-    settings, registry, _ = setup
+    settings, registry, cut = setup
     watch = Watch(settings, TASK, registry)
     signals = watch.measure(new_labels=120, minutes_since_round=3.0)
     assert watch.drift is not None and watch.drift["version"] == 1
@@ -85,7 +86,9 @@ def test_a_shifted_window_drifts_and_quality_and_series_are_measured(
     assert set(shares) == {"features", "embedding", "prediction"}
     assert shares["features"] >= 0.5  # 14-word texts against 1–3 words
     assert signals.drift == max(shares.values())
-    assert (watch.drift["reference_rows"], watch.drift["current_rows"]) == (120, 120)
+    held_out = sum(in_holdout(f"{cut - 300}-{i}", 0.2) for i in range(120))
+    assert 10 <= held_out < 120  # the reference: training-window rows no round trained on
+    assert (watch.drift["reference_rows"], watch.drift["current_rows"]) == (held_out, 120)
     # the last hour's 240 labels: half of the 120 newest disagree, none of the older 120
     assert signals.disagreement == pytest.approx(60 / 240) and signals.labelled == 240
     assert (signals.rated, signals.negative_share) == (4, pytest.approx(0.75))
