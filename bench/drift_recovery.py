@@ -227,6 +227,17 @@ def run_phase(
     result.seconds = round(time.monotonic() - start, 1)
 
 
+def dashboard_shot(api_url: str, out: Path) -> None:
+    """The operator page as the run ends (the README's picture), when Chromium is here."""
+    try:
+        from tests.browser import screenshot
+
+        screenshot(f"{api_url}/dashboard", out)
+        print(f"dashboard: {out}")
+    except Exception as exc:  # no browser must not lose the benchmark's figures
+        print(f"no dashboard screenshot: {exc}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--teacher", choices=["minilm", "mpnet"], default="minilm")
@@ -286,6 +297,7 @@ def measure(args: argparse.Namespace) -> Run:
                 run.phases.append(result)
             for result in run.phases:
                 result.final, _ = served_accuracy(client, splits[result.domain][0])
+        dashboard_shot(running.api_url, RESULTS / f"dashboard_{args.teacher}.png")
     finally:
         running.stop()
     run.wall_s = round(time.monotonic() - started, 1)

@@ -203,8 +203,18 @@ class Registry:
         self._log("rejected", version, reason)
 
     def rollout(self) -> Rollout | None:
+        """The rollout in progress, or None. Ending one writes the outcome first and removes
+        the rollout file last, so a crash in between leaves a file whose candidate is already
+        promoted or rolled back: it is cleared here, not resumed."""
         raw = self.store.read(ROLLOUT)
-        return None if raw is None else Rollout.model_validate_json(raw)
+        if raw is None:
+            return None
+        rollout = Rollout.model_validate_json(raw)
+        ended = rollout.candidate == self.current()
+        if ended or self.get(rollout.candidate).status == "rolled_back":
+            self.store.remove(ROLLOUT)
+            return None
+        return rollout
 
     def _save_rollout(self, rollout: Rollout) -> Rollout:
         self.store.write(ROLLOUT, rollout.model_dump_json(indent=2).encode())

@@ -72,7 +72,7 @@ def _phase(stack: Running, texts: list[str]) -> dict[str, Any]:
     with httpx.Client(base_url=stack.api_url, timeout=60) as client:
         for i in range(0, len(texts), 16):
             client.post("/v1/predict", json={"text": texts[i : i + 16]}).raise_for_status()
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300
     store = stack.settings.paths.store_dir
     while count_labels_since(store, start) < len(texts) and time.monotonic() < deadline:
         time.sleep(1)

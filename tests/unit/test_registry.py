@@ -551,3 +551,19 @@ def test_serve_specs_name_the_store_and_version(memory_url: str, model_dir: Path
     old_style = deploy.serve_config(settings, 1, Path("/models/v1"))
     old_user_config = old_style["applications"][0]["deployments"][0]["user_config"]
     assert old_user_config == {"version": 1, "path": "/models/v1", "candidate": None}
+
+
+@pytest.mark.parametrize("ending", ["promoted", "rolled_back"])
+def test_a_rollout_left_behind_by_a_crash_while_ending_is_cleared(
+    registry: Registry, model_dir: Path, clock: list[float], ending: str
+) -> None:
+    _rolling(registry, model_dir)
+    # the outcome is written first, the rollout file removed last: crash in between
+    if ending == "promoted":
+        registry.promote(2, "finish: every check passed")
+    else:
+        registry.update(2, status="rolled_back")
+    assert registry.store.read("rollout.json") is not None
+    assert registry.rollout() is None
+    assert registry.store.read("rollout.json") is None
+    assert registry.current() == (2 if ending == "promoted" else 1)
