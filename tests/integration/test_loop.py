@@ -214,11 +214,16 @@ def _wait_promoted(loop: Running, version: int, timeout_s: float = 120) -> float
 def test_status_reports_version_labels_and_drift(loop: Running) -> None:
     import ray
 
-    deadline = time.monotonic() + 60
+    # traffic after v2's window, so that a drift check measures against v2's training window
+    for chunk in range(6):  # within the teacher budget's burst
+        _predict(loop, [f"traffic {chunk}-{i}: a film I would watch again" for i in range(8)])
+        time.sleep(0.5)
+    deadline = time.monotonic() + 90
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
         status = ray.get(loop.scheduler.status.remote())
-        if status["drift"] is not None:
+        drift = status["drift"] or {}
+        if drift.get("version") == status["current_version"]:
             break
         time.sleep(2)
     assert status["current_version"] >= 2
