@@ -42,6 +42,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iter
         "DISTILLERY_SERVE_SAMPLE_RATE": "0.5",
         "DISTILLERY_SCHEDULER_MIN_NEW_LABELS": "60",
         "DISTILLERY_SCHEDULER_POLL_S": "2",
+        "DISTILLERY_SCHEDULER_COOLDOWN_MINUTES": "0.5",  # the demo compresses hours to minutes
         "DISTILLERY_TRAIN_SCRATCH_EPOCHS": "3",
         "DISTILLERY_GATE_MIN_HOLDOUT": "10",
         "DISTILLERY_GATE_AGREEMENT_MARGIN": "0.1",

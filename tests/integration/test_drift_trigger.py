@@ -25,6 +25,7 @@ from distillery.settings import (
     SchedulerSettings,
     ServeSettings,
     Settings,
+    TeacherSettings,
 )
 from feedback.store import count_labels_since
 from services.broker import free_port
@@ -45,6 +46,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, vader_ready: Any) -> Iterato
         serve=ServeSettings(
             port=free_port(), metrics_export_port=free_port(), sample_rate=1.0, num_replicas=1
         ),
+        # every text of a phase reaches the teacher: a burst of 500 must not meet the budget
+        teacher=TeacherSettings(budget_per_min=60_000),
         scheduler=SchedulerSettings(
             enabled=False,
             seed_size=1_600,
