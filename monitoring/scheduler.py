@@ -166,10 +166,11 @@ class Scheduler:
         )
         decision = decide(signals, self.trigger_state, time.time(), self.settings.scheduler)
         self.decision = decision
-        if not decision.fire or not self.settings.scheduler.enabled:
-            self.trigger_state = decision.state  # re-armed signals stay re-armed
+        if decision.fire and not self.settings.scheduler.enabled:
+            return False  # no round starts, so no cooldown begins and no signal is disarmed
+        self.trigger_state = decision.state  # re-armed signals stay re-armed
+        if not decision.fire:
             return False
-        self.trigger_state = decision.state
         trigger = {"kind": decision.kind, "value": decision.value, "reason": decision.reason}
         self.retrain(f"scheduler: {decision.reason}", trigger)
         return True
