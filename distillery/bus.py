@@ -167,6 +167,10 @@ class TopicRecreated(RuntimeError):
     """A topic this consumer reads was deleted and created again (an in-memory broker that
     restarted empty): its positions and committed offsets mean nothing any more."""
 
+    def __init__(self, topics: set[str], detail: str) -> None:
+        super().__init__(detail)
+        self.topics = topics
+
 
 class TopicWatch:
     """Remembers the id of each topic a consumer reads; ``check`` raises ``TopicRecreated``
@@ -180,13 +184,31 @@ class TopicWatch:
 
     def check(self) -> None:
         topics = self._consumer.subscription() or {tp.topic for tp in self._consumer.assignment()}
+        changed: dict[str, tuple[Any, Any]] = {}
         for topic in topics:
             now = self._cluster.topic_id(topic)
             if now is None:
                 continue
             seen = self._ids.setdefault(topic, now)
             if seen != now:
-                raise TopicRecreated(f"topic {topic} was recreated (id {seen} -> {now})")
+                changed[topic] = (seen, now)
+        if changed:
+            detail = ", ".join(
+                f"topic {t} was recreated (id {a} -> {b})" for t, (a, b) in changed.items()
+            )
+            raise TopicRecreated(set(changed), detail)
+
+    def rewind(self, topics: set[str]) -> None:
+        """Read ``topics`` from their start again with this same consumer: adopt their new ids
+        and seek their assigned partitions to the beginning (partitions assigned later start at
+        the new broker's committed offsets, or the earliest). Closing the consumer instead
+        sends a LeaveGroup that can overtake its own pending JoinGroup; tansu then keeps the
+        departed member as the group's leader and the next member's SyncGroup fails for ever."""
+        parts = [tp for tp in self._consumer.assignment() if tp.topic in topics]
+        if parts:
+            self._consumer.seek_to_beginning(*parts)
+        for topic in topics:
+            self._ids[topic] = self._cluster.topic_id(topic)
 
 
 def offsets_after(records: list[Record]) -> dict[Any, Any]:

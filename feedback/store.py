@@ -99,9 +99,11 @@ class ExampleStore:
                 records = bus.poll(consumer, 500, self.settings.store.flush_rows)
                 try:
                     watch.check()
-                except bus.TopicRecreated:  # keep what the old topic gave; re-read the new one
+                except bus.TopicRecreated as exc:  # keep what the old topic gave; re-read the new
+                    log.warning("store: %s; reading it from the start", exc)
+                    records = [r for r in records if r.topic not in exc.topics]  # stale positions
                     self._flush(pending, producer, metrics)
-                    raise
+                    watch.rewind(exc.topics)
                 for record in records:
                     self._take(record, pending, producer)
                 size = sum(len(rows) for rows in pending.values())
@@ -131,7 +133,7 @@ class ExampleStore:
         pending[kind].append(to_row(record, event))
 
     def _flush(self, pending: dict[str, list[dict[str, Any]]], producer: Any, metrics: Any) -> None:
-        producer.flush()  # dead letters are safe before the offsets move
+        producer.flush(timeout=self.settings.kafka.send_timeout_s)  # dead letters first
         for kind, rows in pending.items():
             if rows:
                 write_shard(self.dir, kind, rows)

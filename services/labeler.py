@@ -165,21 +165,39 @@ class Labeler:
         try:
             pending: deque[Pending] = deque()
             while not self._stop.is_set():
-                records = self._gather(consumer)
-                watch.check()  # before a record read at a stale position is labelled
-                if self._rescan.is_set():
-                    self._rescan.clear()
-                    self.remember_labelled()
-                if records:
-                    pending.append(self._start(records, pool))
-                while len(pending) > (1 if records else 0):
-                    self._finish(pending.popleft(), producer, consumer, watch)
+                try:
+                    self._step(consumer, producer, watch, pool, pending)
+                except bus.TopicRecreated as exc:  # the broker restarted empty: start over
+                    log.warning("labeler: %s; reading it from the start", exc)
+                    pending.clear()  # their records and offsets belong to the old topic
+                    self._inflight.clear()
+                    watch.rewind(exc.topics)
+                    self._rescan.set()
             while pending:
                 self._finish(pending.popleft(), producer, consumer, watch)
         finally:
             pool.shutdown(wait=True)
             consumer.close()
             producer.close(timeout=5)
+
+    def _step(
+        self,
+        consumer: Any,
+        producer: Any,
+        watch: bus.TopicWatch,
+        pool: ThreadPoolExecutor,
+        pending: deque[Pending],
+    ) -> None:
+        """Fetch one batch and queue it for the teacher; finish the batches ahead of it."""
+        records = self._gather(consumer)
+        watch.check()  # before a record read at a stale position is labelled
+        if self._rescan.is_set():
+            self._rescan.clear()
+            self.remember_labelled()
+        if records:
+            pending.append(self._start(records, pool))
+        while len(pending) > (1 if records else 0):
+            self._finish(pending.popleft(), producer, consumer, watch)
 
     def remember_labelled(self) -> int:
         """Read the tail of the labels topic into the set of labelled request ids."""
@@ -226,7 +244,7 @@ class Labeler:
         failpoint("labeler.before_send")
         futures = [bus.send_dead_letter(producer, r, reason) for r, reason in pending.bad]
         futures += [bus.send(producer, Topics.LABELS, lab, lab.request_id) for lab in labels]
-        producer.flush()
+        producer.flush(timeout=self.settings.kafka.send_timeout_s)
         for future in futures:
             future.get(timeout=self.settings.kafka.send_timeout_s)  # raise before committing
         for lab in labels:

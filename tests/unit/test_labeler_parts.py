@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from kafka.structs import TopicPartition
 
 from distillery import bus
 from distillery.events import SampledPrediction, Topics, encode
@@ -61,9 +62,17 @@ class _Cluster:
 class _Consumer:
     def __init__(self) -> None:
         self._client = type("Client", (), {"cluster": _Cluster()})()
+        self.parts = [TopicPartition(Topics.SAMPLED, 0), TopicPartition(Topics.LABELS, 0)]
+        self.rewound: list[TopicPartition] = []
 
     def subscription(self) -> set[str]:
         return {Topics.SAMPLED}
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.parts)
+
+    def seek_to_beginning(self, *parts: TopicPartition) -> None:
+        self.rewound += parts
 
 
 def test_topic_watch_raises_once_a_read_topic_is_recreated() -> None:
@@ -74,5 +83,19 @@ def test_topic_watch_raises_once_a_read_topic_is_recreated() -> None:
     watch.check()
     watch.check()
     consumer._client.cluster.ids[Topics.SAMPLED] = "id-2"  # the broker restarted empty
-    with pytest.raises(bus.TopicRecreated, match=r"traffic\.sampled\.v1 was recreated"):
+    with pytest.raises(bus.TopicRecreated, match=r"traffic\.sampled\.v1 was recreated") as err:
         watch.check()
+    assert err.value.topics == {Topics.SAMPLED}
+
+
+def test_topic_watch_rewinds_a_recreated_topic_in_the_same_session() -> None:
+    consumer = _Consumer()
+    watch = bus.TopicWatch(consumer)
+    consumer._client.cluster.ids[Topics.SAMPLED] = "id-1"
+    watch.check()
+    consumer._client.cluster.ids[Topics.SAMPLED] = "id-2"
+    with pytest.raises(bus.TopicRecreated) as err:
+        watch.check()
+    watch.rewind(err.value.topics)
+    assert consumer.rewound == [TopicPartition(Topics.SAMPLED, 0)]  # only the recreated topic's
+    watch.check()  # the new id is adopted: no second alarm
