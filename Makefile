@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling bench-drift bench-drift-mpnet wrk teacher-mpnet debs bench-train bench-drift-methods capacity
+.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling bench-drift bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity
 
 setup: $(STAMP) data
 
@@ -69,6 +69,10 @@ bench-drift: setup
 
 bench-drift-mpnet: setup teacher-mpnet
 	$(BIN)/python -m bench.drift_recovery --teacher mpnet --rate 10
+
+# After bench-drift: student shapes trained offline on its nyt labels (data or capacity?).
+bench-student-shapes: setup
+	$(BIN)/python -m bench.student_shapes --teacher minilm --domain nyt
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

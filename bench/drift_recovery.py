@@ -93,7 +93,9 @@ def bench_loop_settings(state: Path, teacher: Any) -> Settings:
             port=free_port(), metrics_export_port=free_port(), sample_rate=0.5, max_items=64
         ),
         teacher=TeacherSettings(model=teacher),
-        scheduler=SchedulerSettings(min_new_labels=400, poll_s=2, drift_every_s=600),
+        scheduler=SchedulerSettings(  # every trigger live; a phase lasts about 4 minutes
+            min_new_labels=400, poll_s=2, drift_every_s=20, cooldown_minutes=0.5
+        ),
         gate=GateSettings(min_holdout=20),
         rollout=RolloutSettings(
             shadow_s=10, canary_s=15, max_stage_s=45, canary_share=0.5, min_feedback=5

@@ -44,13 +44,13 @@ def _states(verdict: Verdict) -> dict[str, str]:
 
 
 def test_agreement_drop_beyond_limit_rolls_back_naming_values() -> None:
-    worse = replace(GOOD, agreed=16)  # 0.80 against 0.90, limit 0.85
+    worse = replace(GOOD, agreed=16)  # 0.80 against 0.90, limit 0.85 (Agresti–Caffo: 0.845)
     verdict = evaluate("shadow", 5, GOOD, worse, CFG)
     assert verdict.action == "rollback"
-    assert verdict.reason == "shadow: teacher_agreement 0.800 < 0.850 (stable 0.900)"
+    assert verdict.reason == "shadow: teacher_agreement 0.800 < 0.845 (stable 0.900)"
     check = next(c for c in verdict.checks if c.name == "teacher_agreement")
     assert (check.state, check.candidate, check.stable) == ("fail", 0.8, 0.9)
-    assert check.limit == pytest.approx(0.85)
+    assert check.limit == pytest.approx(0.845)
     assert evaluate("shadow", 5, GOOD, replace(GOOD, agreed=17), CFG).action == "wait"
 
 
@@ -111,23 +111,23 @@ def test_failure_rolls_back_even_after_max_stage_s() -> None:
 
 
 def test_negative_feedback_is_checked_only_in_canary() -> None:
-    bad = replace(GOOD, negative=8)  # 0.8 against 0.1, limit 0.2
+    bad = replace(GOOD, negative=8)  # 0.8 against 0.1, limit 0.2 (Agresti–Caffo: 0.22)
     shadow = evaluate("shadow", 10, GOOD, bad, CFG)
     assert "negative_feedback" not in _states(shadow)
     assert shadow.action == "advance"
     canary = evaluate("canary", 10, GOOD, bad, CFG)
     assert canary.action == "rollback"
-    assert canary.reason == "canary: negative_feedback 0.800 > 0.200 (stable 0.100)"
+    assert canary.reason == "canary: negative_feedback 0.800 > 0.220 (stable 0.100)"
     few = evaluate("canary", 20, GOOD, replace(bad, rated=4), CFG)
     assert (few.action, _states(few)["negative_feedback"]) == ("wait", "pending")
 
 
 def test_error_rate_rise_beyond_limit_rolls_back() -> None:
-    stable = replace(GOOD, errors=1)  # 0.01, limit 0.02
+    stable = replace(GOOD, errors=1)  # 0.01, limit 0.02 (Agresti–Caffo: 0.0202)
     assert evaluate("shadow", 10, stable, replace(GOOD, errors=2), CFG).action == "advance"
     verdict = evaluate("shadow", 10, stable, replace(GOOD, errors=3), CFG)
     assert verdict.action == "rollback"
-    assert verdict.reason == "shadow: error_rate 0.0300 > 0.0200 (stable 0.0100)"
+    assert verdict.reason == "shadow: error_rate 0.0300 > 0.0202 (stable 0.0100)"
 
 
 @pytest.mark.parametrize(
@@ -274,3 +274,13 @@ def test_with_a_confidence_z_a_small_noisy_drop_waits_for_more_evidence() -> Non
         "canary", 1, Evidence(labelled=600, agreed=575), Evidence(labelled=600, agreed=510), noisy
     )
     assert many.action == "rollback" and "teacher_agreement 0.850 <" in many.reason
+
+
+def test_a_stable_share_of_zero_still_has_an_error_bar() -> None:
+    """Wald's error of 0/9 is zero: 4 negative ratings of 9 rolled back a better candidate."""
+    noisy = CFG.model_copy(update={"confidence_z": 1.64, "max_negative_feedback_rise": 0.10})
+    stable = replace(GOOD, rated=9, negative=0)
+    unlucky = evaluate("canary", 1, stable, replace(GOOD, rated=9, negative=4), noisy)
+    assert _states(unlucky)["negative_feedback"] == "pass"
+    bad = evaluate("canary", 1, stable, replace(GOOD, rated=9, negative=8), noisy)
+    assert bad.action == "rollback" and "negative_feedback 0.889 >" in bad.reason
