@@ -371,6 +371,15 @@ class GateSettings(BaseSettings):
 
     agreement_margin: float = Field(default=0.02, ge=0, le=1)
     correction_margin: float = Field(default=0.02, ge=0, le=1)
+    min_golden_rows: int = Field(
+        default=30, ge=1, description="the golden-set check needs this many corrections"
+    )
+    confidence_z: float = Field(
+        default=1.64,
+        ge=0,
+        description="agreement and golden checks fail only beyond this many paired standard "
+        "errors of the difference (0: point values)",
+    )
     slice_margin: float = Field(
         default=0.08, ge=0, le=1, description="teacher agreement, per input-length slice"
     )

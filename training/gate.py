@@ -57,6 +57,8 @@ class Measures:
     slices: dict[str, list[float]] = field(default_factory=dict)  # name → [agreement, rows]
     ece: float | None = None  # calibration against the teacher's top label, on the holdout
     p50_ms: float | None = None  # median one-text latency, measured beside the other student
+    hits: tuple[bool, ...] = ()  # (N,) per held-out row: agrees with the teacher
+    golden_hits: tuple[bool, ...] = ()  # (G,) per golden row: matches the correction
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class GateReport:
 def measure(
     student: Student, holdout: pd.DataFrame, golden: pd.DataFrame, p50_ms: float | None = None
 ) -> Measures:
-    agreement, ece, slices = 0.0, None, {}
+    agreement, ece, slices, hits = 0.0, None, {}, np.zeros(0, dtype=bool)
     if len(holdout):
         probs = student.predict_proba(list(holdout["text"]))  # (N, C)
         teacher = np.array(list(holdout["teacher_probs"])).argmax(1)  # (N,)
@@ -91,11 +93,28 @@ def measure(
         ece = expected_calibration_error(probs, teacher)
         names = np.array([length_slice(t) for t in holdout["text"]])
         slices = {n: [float(hits[names == n].mean()), int((names == n).sum())] for n in set(names)}
-    golden_accuracy = None
+    golden_accuracy, golden_hits = None, np.zeros(0, dtype=bool)
     if len(golden):
         probs = student.predict_proba(list(golden["text"]))
-        golden_accuracy = float((probs.argmax(1) == golden["correction"].to_numpy()).mean())
-    return Measures(agreement, golden_accuracy, len(holdout), len(golden), slices, ece, p50_ms)
+        golden_hits = probs.argmax(1) == golden["correction"].to_numpy()  # (G,)
+        golden_accuracy = float(golden_hits.mean())
+    return Measures(
+        agreement, golden_accuracy, len(holdout), len(golden), slices, ece, p50_ms,
+        tuple(bool(h) for h in hits), tuple(bool(h) for h in golden_hits),
+    )  # fmt: skip
+
+
+def paired_se(candidate: tuple[bool, ...], current: tuple[bool, ...]) -> float:
+    """Standard error of the difference of two shares measured on the same N rows, (N,) each:
+    only the discordant rows count (b: candidate right alone, c: current right alone), and
+    Var = (b + c − (b − c)² / N) / N² (the Wald variance behind McNemar's test; Agresti,
+    Categorical Data Analysis, 2013, §11.1). 0 when the rows differ in number or are missing."""
+    n = len(candidate)
+    if n == 0 or n != len(current):
+        return 0.0
+    cand, cur = np.array(candidate), np.array(current)
+    b, c = float((cand & ~cur).sum()), float((~cand & cur).sum())
+    return float(np.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n)
 
 
 def latency_p50(students: list[Student], texts: list[str]) -> list[float]:
@@ -120,17 +139,16 @@ def decide(candidate: Measures, current: Measures | None, settings: GateSettings
         floor = settings.first_version_min_agreement
         check = Check("agreement", candidate.agreement, 0.0, floor, candidate.agreement >= floor)
         return _report([check])
-    checks = [
-        _at_least("agreement", candidate.agreement, current.agreement, settings.agreement_margin)
-    ]
-    if candidate.golden_accuracy is not None and current.golden_accuracy is not None:
+    z = settings.confidence_z
+    noise = z * paired_se(candidate.hits, current.hits)
+    margin = settings.agreement_margin + noise
+    checks = [_at_least("agreement", candidate.agreement, current.agreement, margin)]
+    enough = candidate.golden_rows >= settings.min_golden_rows  # a few corrections are noise
+    if candidate.golden_accuracy is not None and current.golden_accuracy is not None and enough:
+        noise = z * paired_se(candidate.golden_hits, current.golden_hits)
+        margin = settings.correction_margin + noise
         checks.append(
-            _at_least(
-                "golden_accuracy",
-                candidate.golden_accuracy,
-                current.golden_accuracy,
-                settings.correction_margin,
-            )
+            _at_least("golden_accuracy", candidate.golden_accuracy, current.golden_accuracy, margin)
         )
     checks += _slice_checks(candidate, current, settings)
     enough = candidate.holdout_rows >= settings.min_ece_rows  # ECE of a few rows is noise

@@ -16,6 +16,7 @@ from training.gate import (
     expected_calibration_error,
     length_slice,
     measure,
+    paired_se,
 )
 
 SETTINGS = GateSettings(
@@ -27,7 +28,7 @@ SETTINGS = GateSettings(
 
 
 def _m(agreement: float, golden: float | None = None, rows: int = 100) -> Measures:
-    return Measures(agreement, golden, rows, 0 if golden is None else 10)
+    return Measures(agreement, golden, rows, 0 if golden is None else 50)
 
 
 def test_passes_when_equal_or_within_margin() -> None:
@@ -246,3 +247,34 @@ def test_ece_is_not_checked_on_a_small_holdout() -> None:
     current = Measures(0.8, None, FULL.min_ece_rows - 1, 0, {}, 0.1, None)
     report = decide(small, current, FULL)
     assert report.passed and [c.name for c in report.checks] == ["agreement"]
+
+
+def test_paired_se_counts_only_discordant_rows() -> None:
+    cand = (True, True, False, True, False, True, True, True)  # b = 2 right alone
+    cur = (True, False, True, True, False, False, True, True)  # c = 1 right alone
+    assert paired_se(cand, cur) == pytest.approx(np.sqrt(2 + 1 - 1 / 8) / 8)
+    assert paired_se(cand, cand) == 0.0
+    assert paired_se(cand, cur[:4]) == 0.0  # not the same rows: no pairing
+
+
+def test_golden_check_waits_for_min_golden_rows() -> None:
+    few = Measures(0.8, 0.125, 100, 8)  # 1 of 8 corrections against 2 of 8
+    report = decide(few, Measures(0.8, 0.25, 100, 8), SETTINGS)
+    assert report.passed and [c.name for c in report.checks] == ["agreement"]
+
+
+def _hits(right: int, n: int) -> tuple[bool, ...]:
+    return tuple(i < right for i in range(n))
+
+
+def test_agreement_noise_on_few_rows_passes_but_a_real_drop_fails() -> None:
+    cfg = SETTINGS.model_copy(update={"confidence_z": 1.64, "agreement_margin": 0.02})
+    cur = Measures(0.5, None, 40, 0, hits=_hits(20, 40))
+    unlucky = Measures(0.45, None, 40, 0, hits=_hits(18, 40))  # 2 rows worse of 40
+    check = decide(unlucky, cur, cfg).checks[0]
+    assert check.passed and check.threshold < 0.45
+    worse = Measures(0.3, None, 400, 0, hits=_hits(120, 400))  # 80 rows worse of 400
+    report = decide(worse, Measures(0.5, None, 400, 0, hits=_hits(200, 400)), cfg)
+    assert not report.passed and report.reason.startswith("agreement 0.300 <")
+    point = cfg.model_copy(update={"confidence_z": 0.0})  # the plain margin
+    assert not decide(unlucky, cur, point).passed
