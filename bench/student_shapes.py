@@ -25,14 +25,14 @@ import pandas as pd
 
 from bench.harness import ROOT, markdown_table, write_results
 from distillery import vader
-from distillery.settings import PathSettings, Settings, StudentSettings
+from distillery.settings import PathSettings, Settings, StudentSettings, TeacherSettings
 
 SHAPES: dict[str, dict[str, Any]] = {  # name → StudentSettings fields, epochs, learning rate
-    "2×128, teacher embeddings by PCA (default)": {"shape": {}, "epochs": 4, "lr": 1e-3},
-    "1×384, teacher's first layer": {
+    "teacher embeddings by PCA (default)": {"shape": {}, "epochs": 4, "lr": 1e-3},
+    "teacher's first layer": {
         "shape": {"init": "teacher_layers", "layers": 1}, "epochs": 3, "lr": 1e-4,
     },
-    "2×384, teacher's first two layers": {
+    "teacher's first two layers": {
         "shape": {"init": "teacher_layers", "layers": 2}, "epochs": 3, "lr": 1e-4,
     },
 }  # fmt: skip
@@ -132,6 +132,7 @@ def measure_shape(
     torch.set_num_threads(1)
     latency = p50_ms(model, tokenizer, list(held["text"])[:100])
     params = sum(p.numel() for p in model.parameters()) / 1e6
+    name = f"{model.config.num_hidden_layers}×{model.config.hidden_size}, {name}"
     rate = float(history[-1]["examples_per_s"])
     print(f"{name}: {accuracy} agreement {agreement:.3f} {rate:.0f} ex/s p50 {latency:.2f} ms")
     return ShapeResult(name, round(params, 1), accuracy, agreement, rate, latency)
@@ -146,8 +147,9 @@ def main() -> None:
 
     from bench.drift_recovery import seed_texts, split
 
+    state = ROOT / "state" / f"bench-drift-{args.teacher}"  # students start from its teacher
     settings = Settings(
-        paths=PathSettings(state_dir=ROOT / "state" / f"bench-drift-{args.teacher}")
+        paths=PathSettings(state_dir=state), teacher=TeacherSettings(model=args.teacher)
     )
     train, held, older = phase_rows(settings, args.domain)
     frame = pd.concat([train, older.sample(n=min(len(older), len(train)), random_state=0)])
