@@ -129,7 +129,11 @@ def seed_texts(settings: Settings) -> set[str]:
 def offline_accuracy(settings: Settings, model_dir: Path, rows: list[vader.VaderRow]) -> float:
     from services.student import Student
 
-    student = Student.load(model_dir, settings.serve.max_tokens)
+    return student_accuracy(Student.load(model_dir, settings.serve.max_tokens), rows)
+
+
+def student_accuracy(student: Any, rows: list[vader.VaderRow]) -> float:
+    """Share of ``rows`` whose human label ``student`` (a ``services.student.Student``) gives."""
     probs = student.predict_proba([r.text for r in rows])
     names = student.labels
     return float(np.mean([names[i] == r.label for i, r in zip(probs.argmax(1), rows, strict=True)]))

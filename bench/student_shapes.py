@@ -70,28 +70,6 @@ def phase_rows(settings: Settings, domain: str) -> tuple[pd.DataFrame, pd.DataFr
     return phase[~held], phase[held], older
 
 
-def predict(model: Any, tokenizer: Any, texts: list[str]) -> np.ndarray:
-    """Argmax label index per text, (B,)."""
-    import torch
-
-    model.eval()
-    out: list[int] = []
-    with torch.no_grad():
-        for i in range(0, len(texts), 64):
-            enc = tokenizer(
-                texts[i : i + 64], truncation=True, max_length=128, padding=True,
-                return_tensors="pt",
-            )  # fmt: skip
-            out += model(**enc).logits.argmax(-1).tolist()
-    return np.array(out)
-
-
-def accuracy_on(model: Any, tokenizer: Any, rows: list[vader.VaderRow], names: list[str]) -> float:
-    """Share of ``rows`` whose human label the model predicts."""
-    guesses = predict(model, tokenizer, [row.text for row in rows])
-    return float(np.mean([names[i] == row.label for i, row in zip(guesses, rows, strict=True)]))
-
-
 def p50_ms(model: Any, tokenizer: Any, texts: list[str]) -> float:
     import torch
 
@@ -111,8 +89,9 @@ def measure_shape(
 ) -> ShapeResult:  # fmt: skip
     import torch
 
+    from bench.drift_recovery import student_accuracy
     from distillery.task import load_task
-    from services.student import new_student
+    from services.student import Student, new_student
     from training.round import fit
 
     names = load_task(settings.paths.task_file).label_names
@@ -126,9 +105,10 @@ def measure_shape(
     }  # fmt: skip
     torch.set_num_threads(2)
     history = fit(model, frame, tokenizer, config)
-    accuracy = {d: accuracy_on(model, tokenizer, rows, names) for d, rows in evals.items()}
+    student = Student(model, tokenizer, settings.serve.max_tokens)  # eval mode
+    accuracy = {d: student_accuracy(student, rows) for d, rows in evals.items()}
     teacher = np.array([int(np.argmax(x)) for x in held["teacher_logits"]])
-    agreement = float(np.mean(predict(model, tokenizer, list(held["text"])) == teacher))
+    agreement = float(np.mean(student.predict_proba(list(held["text"])).argmax(1) == teacher))
     torch.set_num_threads(1)
     latency = p50_ms(model, tokenizer, list(held["text"])[:100])
     params = sum(p.numel() for p in model.parameters()) / 1e6
