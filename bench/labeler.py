@@ -42,8 +42,10 @@ class Lag:
 
 def raw_seconds(labeler: Labeler, chunk: list[str]) -> float:
     """Seconds the teacher alone takes on ``chunk``, at the labeler's batch size."""
+    size = labeler.settings.teacher.labeler_batch()
     start = time.perf_counter()
-    labeler.teacher.logits(chunk, batch_size=labeler.settings.teacher.batch_size)
+    for i in range(0, len(chunk), size):
+        labeler.teacher.label(chunk[i : i + size])
     return time.perf_counter() - start
 
 
@@ -69,7 +71,7 @@ def drain(labeler: Labeler, chunk: list[str], kafka: KafkaSettings, tag: str) ->
     first, start = labeler.counts["labelled"], time.perf_counter()
     while (done := labeler.counts["labelled"]) < base + len(
         chunk
-    ) - labeler.settings.teacher.batch_size:
+    ) - labeler.settings.teacher.labeler_batch():
         time.sleep(0.05)
     seconds = time.perf_counter() - start
     while labeler.counts["labelled"] < base + len(chunk):
@@ -145,7 +147,7 @@ def run(n: int, rounds: int, lag_s: float) -> dict[str, Any]:
         settings = Settings(kafka=kafka, paths=PathSettings(state_dir=ROOT / "state/bench-labeler"))
         labeler = Labeler(settings, load_task(settings.paths.task_file))
         sample = texts(n, settings.paths.data_dir, seed=3)
-        labeler.teacher.logits(sample[:64])  # warm up
+        labeler.teacher.label(sample[:64])  # warm up
         size = -(-n // rounds)
         rates = interleaved(labeler, [sample[i : i + size] for i in range(0, n, size)], kafka)
         lag = steady_lag(kafka, sample, rates["raw"] / 2, lag_s)
@@ -153,7 +155,7 @@ def run(n: int, rounds: int, lag_s: float) -> dict[str, Any]:
     return {
         "texts": n,
         "rounds": rounds,
-        "batch_size": settings.teacher.batch_size,
+        "batch_size": settings.teacher.labeler_batch(),
         "batch_wait_s": settings.teacher.batch_wait_s,
         "raw_teacher_per_s": round(rates["raw"], 1),
         "labeler_per_s": round(rates["labeler"], 1),

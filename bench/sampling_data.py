@@ -104,7 +104,7 @@ def load_split(data_dir: Path, seed_n: int, eval_n: int, stream_n: int, share: f
 def teacher_logits(texts: list[str], cache: Path, settings: Settings, task: Task) -> dict:
     """text → the teacher's logits (C,), cosine / temperature; only texts missing from the
     ``cache`` (npz: ``texts`` (N,), ``logits`` (N, C)) run through the teacher, then it is saved."""
-    from services.teacher import ZeroShotTeacher
+    from models.embedding_teacher import ZeroShotTeacher
 
     known: dict[str, np.ndarray] = {}
     if cache.is_file():

@@ -169,7 +169,7 @@ def wait_for_round(
 
 
 def teacher_accuracy(rows: list[vader.VaderRow], settings: Settings) -> float:
-    from services.teacher import ZeroShotTeacher
+    from models.embedding_teacher import ZeroShotTeacher
 
     task = load_task(settings.paths.task_file)
     cfg = settings.teacher

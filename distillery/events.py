@@ -65,7 +65,7 @@ class TeacherLabel(Event):
 
     text: str
     labels: list[str]  # task label names, the order of every vector below
-    teacher_logits: list[float]  # (C,) cosine / teacher temperature
+    teacher_logits: list[float]  # (C,) log-probabilities up to a constant (cosine / T, LLM)
     teacher_probs: list[float]  # (C,) softmax of teacher_logits
     student_probs: list[float]  # (C,) the served student's answer
     model_version: int
@@ -77,6 +77,12 @@ class TeacherLabel(Event):
     shadow_probs: list[float] | None = None  # (C,) the shadow candidate's unseen answer
     teacher_embedding: list[float] | None = Field(
         default=None, description="(H_t,) the teacher's sentence state, for hidden-state loss"
+    )
+    teacher_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="the teacher and prompt version that gave this label (lineage); None on "
+        "labels written before teachers were named",
     )
 
 

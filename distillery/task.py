@@ -1,8 +1,17 @@
-"""A task as data: its labels, the teacher's prompt per label, and where seed traffic comes from."""
+"""A task as data: its labels, what each teacher is told about them, and where seed traffic
+comes from.
+
+- The embedding teacher compares a text to each label's ``prompt``.
+- The LLM teacher is told ``instruction`` and each label's ``description``, and answers with one
+  of the label names (``answers: words``) or of the letters A, B, C… (``answers: letters``, for
+  label names whose first tokens clash).
+- ``ensemble`` weighs the teachers of a mixed teacher, by backend name (``llm``, ``embedding``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -13,6 +22,9 @@ class Label(BaseModel):
 
     name: str = Field(min_length=1)
     prompt: str = Field(min_length=1, description="text the zero-shot teacher compares inputs to")
+    description: str | None = Field(
+        default=None, min_length=1, description="what the label means, told to the LLM teacher"
+    )
 
 
 class Task(BaseModel):
@@ -25,6 +37,20 @@ class Task(BaseModel):
     seed_file: Path | None = Field(
         default=None, description="JSON lines with a 'text' field: traffic for the first student"
     )
+    instruction: str | None = Field(
+        default=None, min_length=1, description="the LLM teacher's system prompt for this task"
+    )
+    answers: Literal["words", "letters"] = Field(
+        default="words", description="the LLM teacher answers with label names or letters"
+    )
+    calibrate: bool = Field(
+        default=False,
+        description="contextual calibration of the LLM teacher (Zhao et al. 2021): divide by "
+        "its label distribution on content-free inputs",
+    )
+    ensemble: dict[str, float] = Field(
+        default_factory=dict, description="weights of the ensemble teacher's members, by backend"
+    )
 
     @field_validator("labels")
     @classmethod
@@ -35,6 +61,14 @@ class Task(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"label names must be unique, got {names}")
         return labels
+
+    @field_validator("ensemble")
+    @classmethod
+    def _positive_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = {name: w for name, w in weights.items() if not w > 0}
+        if bad:
+            raise ValueError(f"ensemble weights must be > 0, got {bad}")
+        return weights
 
     @property
     def label_names(self) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+TEACHER_BOUNDARIES_S = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]
 LATENCY_BOUNDARIES_S = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
 
 
@@ -114,6 +115,11 @@ class LoopMetrics:
     round_progress: Any  # share of the running round done, 0-1
     round_loss: Any  # its running mean training loss
     round_examples_per_s: Any  # its throughput, all workers together
+    teacher_tokens: Any  # tokens the teacher endpoint reported, by teacher_id and kind
+    teacher_request_s: Any  # one teacher HTTP request, seconds, by teacher_id
+    teacher_cache_hits: Any  # texts answered from the label cache, by teacher_id
+    teacher_retries: Any  # teacher requests retried (429, 5xx, timeouts), by teacher_id
+    teacher_up: Any  # 1 while the teacher's breaker lets calls through, 0 while it is open
 
 
 def loop_metrics() -> LoopMetrics:
@@ -174,5 +180,31 @@ def loop_metrics() -> LoopMetrics:
         round_loss=metrics.Gauge("distillery_round_loss", "Running round: mean training loss."),
         round_examples_per_s=metrics.Gauge(
             "distillery_round_examples_per_second", "Running round: examples/s, all workers."
+        ),
+        teacher_tokens=metrics.Counter(
+            "distillery_teacher_tokens_total",
+            "Tokens the teacher endpoint reported, by kind (prompt, completion).",
+            tag_keys=_tags("teacher_id", "kind"),
+        ),
+        teacher_request_s=metrics.Histogram(
+            "distillery_teacher_request_duration_seconds",
+            "One teacher HTTP request, seconds.",
+            boundaries=TEACHER_BOUNDARIES_S,
+            tag_keys=_tags("teacher_id"),
+        ),
+        teacher_cache_hits=metrics.Counter(
+            "distillery_teacher_cache_hits_total",
+            "Texts answered from the teacher label cache.",
+            tag_keys=_tags("teacher_id"),
+        ),
+        teacher_retries=metrics.Counter(
+            "distillery_teacher_retries_total",
+            "Teacher requests retried after a 429, a 5xx or a timeout.",
+            tag_keys=_tags("teacher_id"),
+        ),
+        teacher_up=metrics.Gauge(
+            "distillery_teacher_up",
+            "1 while the teacher's circuit breaker lets calls through, 0 while it is open.",
+            tag_keys=_tags("teacher_id"),
         ),
     )

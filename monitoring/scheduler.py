@@ -17,6 +17,7 @@ from typing import Any
 from distillery.settings import Settings
 from distillery.task import Task
 from feedback.store import count_labels_since, read_kind
+from monitoring.teacher_status import live_health, teacher_status
 from monitoring.triggers import Decision, Signals, TriggerState, decide
 from monitoring.watch import Watch
 from services.variants import merge
@@ -237,6 +238,9 @@ class Scheduler:
             "signals": None if self.signals is None else asdict(self.signals),
             "trigger": None if self.decision is None else _decision_dict(self.decision),
             "replicas": self.replicas(),
+            "teacher": teacher_status(
+                self.settings.teacher, self.task, self.registry, live_health()
+            ),
         }
 
     def dashboard(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 from fastapi import FastAPI, HTTPException, Request, Response
 from ray import serve
 
@@ -37,6 +38,7 @@ from feedback.models import (
     check_texts,
 )
 from feedback.tokens import load_secret, sign, verify
+from models.teacher import TeacherHealth
 from monitoring.metrics import serve_metrics
 from services import operator_api
 from services.edge import (
@@ -46,6 +48,7 @@ from services.edge import (
     parse,
     within,
 )
+from services.labeler import ACTOR_NAME as LABELER_ACTOR
 from services.recall import Recall
 from services.sampling import Policy, Publisher, Sampler, TokenBucket
 from services.slots import Slot
@@ -81,7 +84,7 @@ def make_sampler(settings: Settings) -> Sampler:
     policy = Policy(
         serve_cfg.sample_rate, serve_cfg.sample_margin_below, serve_cfg.sample_novelty_above
     )
-    budget = TokenBucket(settings.teacher.budget_per_min / serve_cfg.num_replicas)
+    budget = TokenBucket(settings.teacher.labels_per_min() / serve_cfg.num_replicas)
     return Sampler(policy, budget, serve_cfg.unsampled_cache_size, settings.store.join_window_s)
 
 
@@ -98,6 +101,18 @@ class Variant:
 
 
 Answer = tuple[np.ndarray, int, float | None]  # probabilities (C,), version, novelty
+
+
+async def teacher_state() -> dict[str, Any]:
+    """The labeler's teacher, for /readyz: its id and breaker state (up / down / probing), or
+    "unknown" when no labeler actor answers within a second (a labeler run as its own process).
+    The student answers either way: a teacher that is down only delays labels."""
+    try:
+        actor = ray.get_actor(LABELER_ACTOR, namespace="distillery")
+        health: TeacherHealth = await asyncio.wait_for(actor.teacher_health.remote(), timeout=1.0)
+    except Exception:  # no such actor, or it is busy: readiness does not depend on it
+        return {"state": "unknown"}
+    return dict(health.public())
 
 
 @serve.deployment(name="StudentIngress")
@@ -433,6 +448,7 @@ class StudentIngress:
             "broker": broker,
             "feedback": feedback,
             "spool_pending_bytes": pending,
+            "teacher": await teacher_state(),
         }
 
     @api.get("/v1/model")

@@ -9,6 +9,13 @@ the commit replays the batch. So whenever the group hands this labeler partition
 after a crash, on a rebalance), it first reads back the tail of the labels topic and remembers
 which request ids are labelled; a replayed event whose id is there is skipped, not relabelled.
 The example store also dedupes by request id on read.
+
+Any ``models.teacher.Teacher`` labels: the labeler knows no backend. It never blocks its poll
+loop on the teacher: while ``MAX_PENDING`` batches wait for the teacher, it pauses its
+partitions and keeps polling (a slow LLM batch takes longer than the group's poll interval).
+While the teacher is unavailable (its breaker open), the batch in hand is retried until it is
+back; nothing after it is committed, so every sampled event waits on its topic. An answer the
+teacher cannot read goes to the dead-letter topic with the raw answer.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +34,13 @@ from distillery.events import DecodeError, SampledPrediction, TeacherLabel, Topi
 from distillery.faults import failpoint
 from distillery.settings import Settings
 from distillery.task import Task
-from services.teacher import ZeroShotTeacher, softmax
+from models.factory import build_teacher
+from models.teacher import Teacher, TeacherCost, TeacherHealth, TeacherUnavailable
 
 log = logging.getLogger(__name__)
 GROUP = "distillery-labeler"
+ACTOR_NAME = "distillery-labeler"  # the labeler actor ``up`` starts; /readyz asks it
+MAX_PENDING = 2  # batches handed to the teacher and not yet sent: one labelled, one queued
 
 
 def parse_batch(
@@ -52,23 +63,33 @@ def parse_batch(
     return list(good.values()), bad
 
 
+@dataclass
+class Labelled:
+    """A batch's outcome: its labels, the records whose answer could not be read (with the raw
+    answer), and what the teacher call cost."""
+
+    labels: list[TeacherLabel]
+    unreadable: list[tuple[bus.Record, str]]
+    cost: TeacherCost
+
+
 def to_labels(
     batch: list[tuple[bus.Record, SampledPrediction]],
     task: Task,
-    teacher: ZeroShotTeacher,
+    teacher: Teacher,
     with_states: bool = False,
-) -> list[TeacherLabel]:
+) -> Labelled:
     """The teacher's label for each sampled prediction; ``with_states`` also carries its
-    sentence embedding (H,) for the student's hidden-state loss."""
-    logits, states = teacher.logits_and_states([event.text for _, event in batch])  # (B,C),(B,H)
-    probs = softmax(logits)  # (B, C)
-    return [
+    sentence embedding (H,) for the student's hidden-state loss, if the teacher has one."""
+    answer = teacher.label([event.text for _, event in batch], with_states)  # (B, C)
+    states = answer.states if with_states else None  # (B, H) or None
+    labels = [
         TeacherLabel(
             request_id=event.request_id,
             text=event.text,
             labels=task.label_names,
-            teacher_logits=[float(x) for x in logits[i]],
-            teacher_probs=[float(x) for x in probs[i]],
+            teacher_logits=[float(x) for x in answer.logits[i]],
+            teacher_probs=[float(x) for x in answer.probs[i]],
             student_probs=event.student_probs,
             model_version=event.model_version,
             source_partition=record.partition,
@@ -77,10 +98,17 @@ def to_labels(
             reason=event.reason,
             shadow_version=event.shadow_version,
             shadow_probs=event.shadow_probs,
-            teacher_embedding=[float(x) for x in states[i]] if with_states else None,
+            teacher_embedding=None if states is None else [float(x) for x in states[i]],
+            teacher_id=teacher.teacher_id,
         )
         for i, (record, event) in enumerate(batch)
+        if i not in answer.unreadable
     ]
+    unreadable = [
+        (batch[i][0], f"teacher {teacher.teacher_id} answer unreadable: {raw}"[:4_000])
+        for i, raw in sorted(answer.unreadable.items())
+    ]
+    return Labelled(labels, unreadable, answer.cost)
 
 
 def _one_torch_thread() -> None:
@@ -99,7 +127,7 @@ class Pending:
     batch: list[tuple[bus.Record, SampledPrediction]]
     bad: list[tuple[bus.Record, str]]
     skipped: int
-    future: Future[list[TeacherLabel]] | None
+    future: Future[Labelled] | None
 
 
 class Recent:
@@ -133,9 +161,8 @@ class Labeler:
         self.settings = settings
         self.task = task
         cfg = settings.teacher
-        self.teacher = ZeroShotTeacher(
-            cfg.resolved_model_path(), task.prompts, cfg.temperature, cfg.max_tokens
-        )
+        self.teacher = build_teacher(cfg, task, settings.paths.state_dir)
+        self._health = self.teacher.health()
         self.counts = {"labelled": 0, "dead_letters": 0, "batches": 0, "already_labelled": 0}
         self._labelled = Recent(max(cfg.dedupe_scan * settings.kafka.partitions, 10_000))
         self._inflight: set[str] = set()
@@ -173,8 +200,13 @@ class Labeler:
                     self._inflight.clear()
                     watch.rewind(exc.topics)
                     self._rescan.set()
-            while pending:
-                self._finish(pending.popleft(), producer, consumer, watch)
+            while pending:  # stopping: send what the teacher finished; the rest stays uncommitted
+                head = pending.popleft()
+                if head.future is not None and (
+                    not head.future.done() or head.future.exception() is not None
+                ):
+                    break
+                self._finish(head, producer, consumer, watch)
         finally:
             pool.shutdown(wait=True)
             consumer.close()
@@ -188,15 +220,26 @@ class Labeler:
         pool: ThreadPoolExecutor,
         pending: deque[Pending],
     ) -> None:
-        """Fetch one batch and queue it for the teacher; finish the batches ahead of it."""
-        records = self._gather(consumer)
+        """Fetch one batch and queue it for the teacher, unless ``MAX_PENDING`` wait already:
+        then pause the partitions and poll only to stay in the group. Finish, in order, the
+        batches the teacher is done with."""
+        if len(pending) >= MAX_PENDING:
+            consumer.pause(*consumer.assignment())
+            head = pending[0].future
+            if head is not None:
+                wait_futures([head], timeout=0.5)
+            records = bus.poll(consumer, 0, 1)  # paused: nothing, but the session stays alive
+        else:
+            if consumer.paused():
+                consumer.resume(*consumer.paused())
+            records = self._gather(consumer)
         watch.check()  # before a record read at a stale position is labelled
         if self._rescan.is_set():
             self._rescan.clear()
             self.remember_labelled()
         if records:
             pending.append(self._start(records, pool))
-        while len(pending) > (1 if records else 0):
+        while pending and (pending[0].future is None or pending[0].future.done()):
             self._finish(pending.popleft(), producer, consumer, watch)
 
     def remember_labelled(self) -> int:
@@ -212,7 +255,7 @@ class Labeler:
 
     def _gather(self, consumer: Any) -> list[bus.Record]:
         """Up to one teacher batch, waiting at most ``batch_wait_s`` once the first arrives."""
-        size = self.settings.teacher.batch_size
+        size = self.settings.teacher.labeler_batch()
         records = bus.poll(consumer, 500, size)
         deadline = time.monotonic() + self.settings.teacher.batch_wait_s
         while records and len(records) < size and time.monotonic() < deadline:
@@ -231,30 +274,82 @@ class Labeler:
             log.info("labeler: skipped %d already labelled (a replay)", len(parsed) - len(batch))
         self._inflight.update(e.request_id for _, e in batch)
         with_states = self.settings.train.hidden_weight > 0
-        future = (
-            pool.submit(to_labels, batch, self.task, self.teacher, with_states) if batch else None
-        )
+        future = pool.submit(self._label_when_up, batch, with_states) if batch else None
         return Pending(records, batch, bad, len(parsed) - len(batch), future)
+
+    def _label_when_up(
+        self, batch: list[tuple[bus.Record, SampledPrediction]], with_states: bool
+    ) -> Labelled:
+        """``to_labels``, retried for as long as the teacher is unavailable (until ``stop``)."""
+        while True:
+            try:
+                labelled = to_labels(batch, self.task, self.teacher, with_states)
+            except TeacherUnavailable as exc:
+                self._note_health()
+                log.warning(
+                    "labeler: teacher unavailable (%s); retrying in %.1fs", exc, exc.retry_in_s
+                )
+                if self._stop.wait(min(max(exc.retry_in_s, 0.1), 5.0)):
+                    raise
+                continue
+            self._note_health()
+            return labelled
+
+    def _note_health(self) -> None:
+        health = self.teacher.health()
+        if health.state != self._health.state:
+            log.warning("labeler: teacher %s is now %s", health.teacher_id, health.state)
+        self._health = health
+        if self._metrics is not None:
+            tags = {"teacher_id": health.teacher_id}
+            self._metrics.teacher_up.set(0.0 if health.state == "open" else 1.0, tags=tags)
 
     def _finish(
         self, pending: Pending, producer: Any, consumer: Any, watch: bus.TopicWatch
     ) -> None:
         """Send the labels and dead letters, wait for the acks, then commit these offsets."""
-        labels = pending.future.result() if pending.future is not None else []
+        done = pending.future.result() if pending.future is not None else None
+        labels = done.labels if done is not None else []
+        unreadable = done.unreadable if done is not None else []
         failpoint("labeler.before_send")
-        futures = [bus.send_dead_letter(producer, r, reason) for r, reason in pending.bad]
+        bad = pending.bad + unreadable
+        futures = [bus.send_dead_letter(producer, r, reason) for r, reason in bad]
         futures += [bus.send(producer, Topics.LABELS, lab, lab.request_id) for lab in labels]
         producer.flush(timeout=self.settings.kafka.send_timeout_s)
         for future in futures:
             future.get(timeout=self.settings.kafka.send_timeout_s)  # raise before committing
         for lab in labels:
             self._labelled.add(lab.request_id)
-            self._inflight.discard(lab.request_id)
+        self._inflight.difference_update(e.request_id for _, e in pending.batch)
         failpoint("labeler.before_commit")
         watch.check()  # offsets of a topic that is gone must not land on its successor
         consumer.commit(offsets=bus.offsets_after(pending.records))
-        self._count(pending)
+        self._count(pending, len(labels), len(bad))
         self._watch(labels)
+        if done is not None:
+            self._cost(done.cost)
+
+    def _cost(self, cost: TeacherCost) -> None:
+        """Export what the teacher cost: tokens, request durations, cache hits."""
+        tags = {"teacher_id": self.teacher.teacher_id}
+        for kind, tokens in (
+            ("prompt", cost.prompt_tokens),
+            ("completion", cost.completion_tokens),
+        ):
+            if tokens:
+                self._metrics.teacher_tokens.inc(tokens, tags={**tags, "kind": kind})
+        for seconds in cost.request_seconds:
+            self._metrics.teacher_request_s.observe(seconds, tags=tags)
+        if cost.cache_hits:
+            self._metrics.teacher_cache_hits.inc(cost.cache_hits, tags=tags)
+        if cost.retries:
+            self._metrics.teacher_retries.inc(cost.retries, tags=tags)
+        for key, value in (
+            ("tokens", cost.prompt_tokens + cost.completion_tokens),
+            ("cache_hits", cost.cache_hits),
+            ("retries", cost.retries),
+        ):
+            self.counts[key] = self.counts.get(key, 0) + value
 
     def _watch(self, labels: list[TeacherLabel]) -> None:
         """Export teacher-student agreement per served version, and the lag (s) of the oldest
@@ -270,21 +365,25 @@ class Labeler:
         if stamps:
             self._metrics.labeler_lag_s.set(max(0.0, time.time() - min(stamps)))
 
-    def _count(self, pending: Pending) -> None:
-        self.counts["labelled"] += len(pending.batch)
+    def _count(self, pending: Pending, labelled: int, dead: int) -> None:
+        self.counts["labelled"] += labelled
         self.counts["already_labelled"] += pending.skipped
-        self.counts["dead_letters"] += len(pending.bad)
+        self.counts["dead_letters"] += dead
         self.counts["batches"] += 1
-        if pending.batch:
-            self._metrics.labels.inc(len(pending.batch))
-        if pending.bad:
-            self._metrics.dead_letters.inc(len(pending.bad), tags={"topic": Topics.SAMPLED})
+        if labelled:
+            self._metrics.labels.inc(labelled)
+        if dead:
+            self._metrics.dead_letters.inc(dead, tags={"topic": Topics.SAMPLED})
 
     def stop(self) -> None:
         self._stop.set()
 
     def stats(self) -> dict[str, int]:
         return dict(self.counts)
+
+    def teacher_health(self) -> TeacherHealth:
+        """The teacher's id and breaker state, as of its last call."""
+        return self._health
 
 
 def _argmax(values: list[float]) -> int:

@@ -14,6 +14,7 @@ from distillery.settings import KafkaSettings, ServeSettings, Settings
 from distillery.task import Task, load_task
 from feedback.tokens import load_secret
 from services.broker import EmbeddedBroker, Supervisor, free_port
+from services.llm_server import LocalLLM
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class Running:
     store: Any
     startup_s: float
     broker: EmbeddedBroker | None = None
+    llm: LocalLLM | None = None
     started_ray: bool = False
     loops: list[Any] = field(default_factory=list)
     supervisor: Supervisor | None = None
@@ -60,6 +62,38 @@ class Running:
             self.supervisor.stop()
         if self.broker is not None:
             self.broker.stop()
+        if self.llm is not None:
+            self.llm.stop()
+
+
+def start_local_llm(settings: Settings, say: Any = print) -> tuple[Settings, LocalLLM | None]:
+    """With an LLM teacher and no ``DISTILLERY_TEACHER_URL``: the local llama.cpp server on the
+    pinned GGUF, and settings that point the teacher at it. Otherwise nothing to start."""
+    cfg = settings.teacher
+    if cfg.kind == "embedding" or cfg.url is not None:
+        return settings, None
+    from models.gguf import local_gguf
+
+    start = time.monotonic()
+    llm = LocalLLM(
+        local_gguf(settings.paths.data_dir), cfg.llm_threads, cfg.llm_ctx,
+        log_path=_log_path(settings, "llm-server.log"),
+    ).start(cfg.llm_start_timeout_s)  # fmt: skip
+    say(f"local teacher LLM on {llm.url} ({time.monotonic() - start:.0f}s to answer)")
+    teacher = cfg.model_copy(update={"url": llm.url})
+    return settings.model_copy(update={"teacher": teacher}), llm
+
+
+def check_teacher(settings: Settings, task: Task, say: Any = print) -> None:
+    """Run an LLM teacher's start-up checks here, before Ray starts, so a bad task file or URL
+    fails ``up`` at once with its own message (in the labeler actor it would surface late)."""
+    if settings.teacher.kind == "embedding":
+        return
+    from models.factory import llm_teacher
+
+    teacher = llm_teacher(settings.teacher, task)
+    say(f"teacher {teacher.teacher_id} at {teacher.chat.base}: checks passed")
+    teacher.close()
 
 
 def ingress_env(serve_cfg: ServeSettings) -> dict[str, str]:
@@ -133,6 +167,7 @@ def _start_actors(settings: Settings, task: Task, dashboard_url: str) -> tuple[A
 
     from feedback.store import ExampleStore
     from monitoring.scheduler import ACTOR_NAME, Scheduler
+    from services.labeler import ACTOR_NAME as LABELER_ACTOR
     from services.labeler import Labeler
 
     store = (
@@ -140,7 +175,7 @@ def _start_actors(settings: Settings, task: Task, dashboard_url: str) -> tuple[A
     )
     labeler = (
         ray.remote(Labeler)
-        .options(num_cpus=settings.teacher.labeler_cpus, max_concurrency=2)
+        .options(name=LABELER_ACTOR, num_cpus=settings.teacher.labeler_cpus, max_concurrency=4)
         .remote(settings, task)
     )
     scheduler = (
@@ -167,7 +202,10 @@ def up(settings: Settings | None = None, say: Any = print) -> Running:
         )
         say(f"embedded Kafka broker on {broker.bootstrap_servers} (in memory)")
     supervisor = None
+    llm = None
     try:
+        settings, llm = start_local_llm(settings, say)
+        check_teacher(settings, task, say)
         bus.ensure_topics(settings.kafka)
         if broker is not None:
             kafka = settings.kafka
@@ -192,6 +230,8 @@ def up(settings: Settings | None = None, say: Any = print) -> Running:
             supervisor.stop()
         if broker is not None:
             broker.stop()
+        if llm is not None:
+            llm.stop()
         if ray.is_initialized():
             ray.shutdown()
         raise
@@ -204,7 +244,7 @@ def up(settings: Settings | None = None, say: Any = print) -> Running:
         say(f"admin API /v1/admin/*: Authorization: Bearer $(cat {token})")
     return Running(
         settings, task, api_url, dashboard_url, metrics_url, scheduler, labeler, store,
-        time.monotonic() - start, broker, started_ray, loops, supervisor,
+        time.monotonic() - start, broker, llm, started_ray, loops, supervisor,
     )  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from feedback.store import read_kind, read_labels, write_shard
 from services import deploy
 from services.student import Student
 from training import gate, replay
-from training.data import RoundData, build_round, join
+from training.data import OldLabels, RoundData, build_round, join
 from training.registry import Registry, VersionMeta
 from training.round import run_round
 
@@ -76,7 +76,22 @@ def round_data(settings: Settings, task: Task, registry: Registry) -> RoundData:
         cfg.bad_rating_max,
         cfg.bad_agreement_weight,
         replay.load(settings.paths.replay_dir, cfg.replay_capacity),
+        old_label_policy(settings, task, rows),
     )
+
+
+def old_label_policy(settings: Settings, task: Task, rows: Any) -> OldLabels:
+    """The configured teacher's id (or, if only its endpoint knows its model, the newest
+    label's), and what ``teacher.old_labels`` says to do with the labels of any other."""
+    from models.factory import configured_teacher_id
+
+    current = configured_teacher_id(settings.teacher, task)
+    if current is None and "teacher_id" in rows:
+        named = rows.sort_values("ts")["teacher_id"].dropna()
+        current = str(named.iloc[-1]) if len(named) else None
+    cfg = settings.teacher
+    weight = cfg.old_label_weight if cfg.old_labels == "downweight" else 1.0
+    return OldLabels(current, cfg.old_labels, weight)
 
 
 def retrain(
@@ -231,16 +246,13 @@ def hot_swap(
 
 def seed_rows(settings: Settings, task: Task) -> int:
     """Teacher-label the seed slice into the store; returns the number of rows written."""
+    from models.factory import seed_teacher
     from services.labeler import to_labels
-    from services.teacher import ZeroShotTeacher
 
     texts = seed_texts(settings, task)
-    cfg = settings.teacher
-    teacher = ZeroShotTeacher(
-        cfg.resolved_model_path(), task.prompts, cfg.temperature, cfg.max_tokens
-    )
+    teacher = seed_teacher(settings.teacher, task, settings.paths.state_dir)
     events = _seed_events(texts, len(task.labels))
-    labels = to_labels(events, task, teacher, settings.train.hidden_weight > 0)
+    labels = to_labels(events, task, teacher, settings.train.hidden_weight > 0).labels
     rows = [
         {**lab.model_dump(), "topic": "seed", "partition": 0, "offset": i}
         for i, lab in enumerate(labels)

@@ -23,6 +23,36 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class OldLabels:
+    """What a round does with labels from another teacher than ``current`` (the configured one,
+    or the newest label's): ``keep`` them, ``downweight`` their KD weight by ``weight``, or
+    ``relabel`` (the scheduler sends their texts to the current teacher within the budget;
+    meanwhile they are kept)."""
+
+    current: str | None
+    mode: str = "keep"
+    weight: float = 1.0
+
+    def is_old(self, rows: pd.DataFrame) -> np.ndarray:
+        """(N,) bool: rows labelled by another teacher (a row with no id is another's)."""
+        if self.current is None or "teacher_id" not in rows:
+            return np.zeros(len(rows), dtype=bool)
+        return (rows["teacher_id"].fillna("unknown") != self.current).to_numpy()
+
+
+def teacher_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """Rows per teacher id ("unknown" for labels written before teachers were named)."""
+    if rows.empty:
+        return {}
+    ids = (
+        rows["teacher_id"].fillna("unknown")
+        if "teacher_id" in rows
+        else pd.Series(["unknown"] * len(rows))
+    )
+    return {str(k): int(v) for k, v in ids.value_counts().items()}
+
+
+@dataclass(frozen=True)
 class RoundData:
     train: pd.DataFrame  # text, teacher_logits, teacher_probs, correction, kd_weight
     holdout: pd.DataFrame  # recent rows kept out of training: agreement with the teacher
@@ -114,6 +144,7 @@ def build_round(
     bad_rating_max: int = 2,
     bad_agreement_weight: float = 0.0,
     reservoir: Reservoir | None = None,
+    old_labels: OldLabels | None = None,
 ) -> RoundData:
     """Split joined rows into train (recent window + replay) / holdout / golden, with lineage.
     Replay: ``replay_ratio × recent`` older rows, drawn from ``reservoir`` once it has taken in
@@ -128,6 +159,10 @@ def build_round(
     replay = older.sample(n=n_replay, random_state=seed) if n_replay else older.iloc[:0]
     train = pd.concat([recent, replay], ignore_index=True)
     train["kd_weight"] = kd_weights(train, bad_rating_max, bad_agreement_weight)
+    policy = old_labels or OldLabels(None)
+    old = policy.is_old(train)  # (N,)
+    if policy.mode == "downweight":
+        train["kd_weight"] = np.where(old, train["kd_weight"] * policy.weight, train["kd_weight"])
     holdout = rows[held & (rows["ts"] > since_ts)]
     if len(holdout) == 0:
         holdout = rows[held]
@@ -138,7 +173,11 @@ def build_round(
         recent_rows=len(recent),
         replay_rows=len(replay),
         correction_rows=int((train["correction"] >= 0).sum()),
-        distrusted_rows=int(((train["kd_weight"] < 1) & (train["correction"] < 0)).sum()),
+        distrusted_rows=int(((train["kd_weight"] < 1) & (train["correction"] < 0) & ~old).sum()),
+        teachers=teacher_counts(train),
+        current_teacher=policy.current,
+        old_labels=policy.mode,
+        old_teacher_rows=int(old.sum()),
         window_end_ts=float(rows["ts"].max()) if len(rows) else since_ts,
     )
     return RoundData(train.reset_index(drop=True), holdout, golden, lineage, reservoir)

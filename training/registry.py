@@ -55,6 +55,16 @@ class Lineage(BaseModel):
     distrusted_rows: int = Field(
         default=0, description="teacher labels down-weighted: they agreed with a bad-rated answer"
     )
+    teachers: dict[str, int] = Field(
+        default_factory=dict, description="training rows per teacher_id the labels came from"
+    )
+    current_teacher: str | None = Field(
+        default=None, description="the teacher configured when the round ran"
+    )
+    old_labels: str = Field(
+        default="keep", description="what the round did with other teachers' labels"
+    )
+    old_teacher_rows: int = 0
     window_end_ts: float = 0.0
 
 

@@ -100,7 +100,7 @@ def _epoch(
     cfg: dict,
     on_batch: OnBatch | None = None,
 ) -> float:
-    from services.teacher import mean_pool
+    from models.embedding_teacher import mean_pool
     from training.losses import distillation_loss, hidden_state_loss
 
     hidden_weight = float(cfg.get("hidden_weight", 0.0))

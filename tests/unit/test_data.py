@@ -12,7 +12,14 @@ import pytest
 from distillery.events import FeedbackEvent, TeacherLabel, Topics
 from distillery.task import Label, Task
 from feedback.store import read_kind, read_labels, write_shard
-from training.data import build_round, in_holdout, join, kd_weights, offset_ranges
+from training.data import (
+    OldLabels,
+    build_round,
+    in_holdout,
+    join,
+    kd_weights,
+    offset_ranges,
+)
 
 TASK = Task(
     name="sentiment",
@@ -42,6 +49,7 @@ def _label_row(i: int, labels: Any = None, **extra: Any) -> dict[str, Any]:
         "shadow_version": None,
         "shadow_probs": None,
         "teacher_embedding": None,
+        "teacher_id": "embedding:minilm:aaaa",
         "topic": Topics.LABELS,
         "partition": i % 2,
         "offset": 1000 + i,
@@ -361,3 +369,23 @@ def test_replay_comes_from_the_reservoir_once_it_took_the_older_rows() -> None:
     assert replayed and replayed <= set(data.reservoir.rows["request_id"])
     again = build_round(rows, 150.0, 1_000, 0.2, 0.2, reservoir=data.reservoir, seed=3)
     assert again.reservoir is not None and again.reservoir.seen == data.reservoir.seen
+
+
+def test_old_teachers_labels_are_downweighted_and_counted_in_the_lineage() -> None:
+    rows = _labels(range(40))
+    rows.loc[rows.index >= 20, "teacher_id"] = "llm:qwen:bbbb"
+    rows.loc[rows.index == 0, "teacher_id"] = None  # written before teachers were named
+    rows = join(rows, NO_FEEDBACK, TASK)
+    policy = OldLabels("llm:qwen:bbbb", "downweight", 0.3)
+    data = build_round(rows, -1.0, 1_000, 0.0, 0.01, old_labels=policy)
+    old = data.train["teacher_id"].fillna("unknown") != "llm:qwen:bbbb"
+    np.testing.assert_allclose(data.train.loc[old, "kd_weight"], 0.3)
+    assert old.sum() > 0
+    assert set(data.train.loc[~old, "kd_weight"]) == {1.0}
+    lineage = data.lineage
+    assert lineage.teachers["llm:qwen:bbbb"] == int((~old).sum())
+    assert lineage.teachers["unknown"] == int(data.train["teacher_id"].isna().sum())
+    assert lineage.old_teacher_rows == int(old.sum()) and lineage.old_labels == "downweight"
+    assert lineage.distrusted_rows == 0  # down-weighted for their teacher, not distrusted
+    kept = build_round(rows, -1.0, 1_000, 0.0, 0.01, old_labels=OldLabels("llm:qwen:bbbb"))
+    assert set(kept.train["kd_weight"]) == {1.0} and kept.lineage.old_labels == "keep"

@@ -11,8 +11,8 @@ import torch
 from transformers import BertConfig, BertModel, BertTokenizer
 
 from distillery.settings import StudentSettings
+from models.embedding_teacher import mean_pool
 from services.student import new_student
-from services.teacher import mean_pool
 from training.round import _attach_projection, _tensors, fit
 
 LABELS = ["negative", "positive"]

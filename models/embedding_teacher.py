@@ -6,12 +6,15 @@ mean-pooled over non-padding tokens and L2-normalised (Reimers & Gurevych 2019, 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
+
+from models.teacher import TeacherBatch, TeacherCost, TeacherHealth, always_up, prompt_hash, softmax
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -64,9 +67,40 @@ class ZeroShotTeacher:
         return np.concatenate(logits).astype(np.float32), np.concatenate(states).astype(np.float32)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, (B, C) → (B, C)."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
-    return result
+class EmbeddingTeacher:
+    """``ZeroShotTeacher`` behind the ``Teacher`` protocol. Its id names the model folder and a
+    hash of the label prompts and temperature: change either and its labels are another
+    teacher's."""
+
+    def __init__(
+        self, name: str, model_path: Path, prompts: list[str], temperature: float, max_tokens: int
+    ) -> None:
+        self.model = ZeroShotTeacher(model_path, prompts, temperature, max_tokens)
+        self._id = embedding_teacher_id(name, prompts, temperature, max_tokens)
+
+    @property
+    def teacher_id(self) -> str:
+        return self._id
+
+    @property
+    def has_states(self) -> bool:
+        return True
+
+    def label(self, texts: list[str], with_states: bool = False) -> TeacherBatch:
+        start = time.perf_counter()
+        logits, states = self.model.logits_and_states(texts)  # (B, C), (B, H)
+        seconds = time.perf_counter() - start
+        return TeacherBatch(
+            probs=softmax(logits) if len(texts) else logits,
+            logits=logits,
+            states=states if with_states else None,
+            cost=TeacherCost(seconds=seconds),
+        )
+
+    def health(self) -> TeacherHealth:
+        return always_up(self._id)
+
+
+def embedding_teacher_id(name: str, prompts: list[str], temperature: float, max_tokens: int) -> str:
+    """``embedding:<model>:<prompt hash>``, computable without loading the model."""
+    return f"embedding:{name}:{prompt_hash(prompts, temperature, max_tokens)}"

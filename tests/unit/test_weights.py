@@ -13,8 +13,8 @@ import pytest
 from pydantic import ValidationError
 
 from distillery.settings import TeacherSettings
-from services import teacher_models
-from services.teacher_models import (
+from models import weights as teacher_models
+from models.weights import (
     MPNET_DISTRIBUTIONS,
     TeacherModelMissing,
     find_mpnet_parts,

@@ -1,0 +1,73 @@
+"""A weighted log-linear mix of teachers (a product of experts; Hinton 2002):
+log p(c | x) = Σ_m w_m log p_m(c | x) − log Z(x), with Σ w_m = 1 over the members that could read
+the text. A row one member cannot read is answered by the others; only a row none can read is
+unreadable. Weights come from the task file (``ensemble:``) until human-agreement estimates exist.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.teacher import (
+    Teacher,
+    TeacherBatch,
+    TeacherCost,
+    TeacherHealth,
+    prompt_hash,
+    softmax,
+)
+
+
+def mix(log_probs: list[np.ndarray], weights: list[float], readable: np.ndarray) -> np.ndarray:
+    """log_probs: M arrays (B, C); readable (M, B) bool → mixed logits (B, C)."""
+    stacked = np.stack(log_probs)  # (M, B, C)
+    w = np.asarray(weights, dtype=np.float64)[:, None] * readable  # (M, B)
+    total = w.sum(0, keepdims=True)  # (1, B)
+    w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+    mixed: np.ndarray = (w[:, :, None] * stacked).sum(0)  # (B, C)
+    return mixed
+
+
+def ensemble_id(members: list[tuple[str, float]]) -> str:
+    """``ensemble:<hash of the members' ids and weights>``."""
+    return f"ensemble:{prompt_hash(members)}"
+
+
+class EnsembleTeacher:
+    def __init__(self, members: list[tuple[Teacher, float]]) -> None:
+        if not members or any(weight <= 0 for _, weight in members):
+            raise ValueError(f"an ensemble needs members with weights > 0, got {members}")
+        self.members = members
+        self._id = ensemble_id([(t.teacher_id, w) for t, w in members])
+
+    @property
+    def teacher_id(self) -> str:
+        return self._id
+
+    @property
+    def has_states(self) -> bool:
+        return any(t.has_states for t, _ in self.members)
+
+    def health(self) -> TeacherHealth:
+        worst = [t.health() for t, _ in self.members]
+        down = [h for h in worst if not h.up]
+        return down[0] if down else worst[0].model_copy(update={"teacher_id": self._id})
+
+    def label(self, texts: list[str], with_states: bool = False) -> TeacherBatch:
+        batches = [t.label(texts, with_states and t.has_states) for t, _ in self.members]
+        readable = np.ones((len(batches), len(texts)), dtype=bool)
+        for m, batch in enumerate(batches):
+            readable[m, list(batch.unreadable)] = False
+        log_probs = [np.log(np.clip(b.probs, 1e-12, None)) for b in batches]
+        logits = mix(log_probs, [w for _, w in self.members], readable).astype(np.float32)
+        cost = TeacherCost()
+        for batch in batches:
+            cost.add(batch.cost)
+        unreadable = {
+            i: " | ".join(b.unreadable[i] for b in batches if i in b.unreadable)
+            for i in range(len(texts))
+            if not readable[:, i].any()
+        }
+        states = next((b.states for b in batches if b.states is not None), None)
+        probs = softmax(logits) if len(texts) else logits
+        return TeacherBatch(probs.astype(np.float32), logits, states, unreadable, cost)

@@ -1,0 +1,54 @@
+"""What ``status`` says about the teacher: who it is, whether it is up, and whether the version
+serving learnt from it. A teacher or prompt that changed since the serving version's round is
+named, with what rounds do with the old teacher's labels (``DISTILLERY_TEACHER_OLD_LABELS``)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from distillery.settings import TeacherSettings
+from distillery.task import Task
+from models.factory import configured_teacher_id
+from models.teacher import TeacherHealth
+from services.labeler import ACTOR_NAME as LABELER_ACTOR
+from training.registry import Registry
+
+
+def live_health(timeout_s: float = 1.0) -> dict[str, Any] | None:
+    """The labeler actor's teacher health, or None if no labeler actor answers."""
+    import ray
+
+    try:
+        actor = ray.get_actor(LABELER_ACTOR, namespace="distillery")
+        health = cast(TeacherHealth, ray.get(actor.teacher_health.remote(), timeout=timeout_s))
+        return dict(health.public())
+    except Exception:  # no labeler actor (its own process), or busy: say unknown
+        return None
+
+
+def teacher_status(
+    cfg: TeacherSettings, task: Task, registry: Registry, health: dict[str, Any] | None
+) -> dict[str, Any]:
+    configured = configured_teacher_id(cfg, task)
+    live = None if health is None else health["teacher_id"]
+    current = live or configured
+    version = registry.current()
+    learnt: dict[str, int] = {}
+    if version is not None:
+        learnt = dict(registry.get(version).lineage.teachers)
+    changed = bool(current and learnt and current not in learnt)
+    return {
+        "kind": cfg.kind,
+        "teacher_id": current,
+        "state": "unknown" if health is None else health["state"],
+        "last_error": None if health is None else health["last_error"],
+        "serving_version_learnt_from": learnt,
+        "changed": changed,
+        "note": (
+            f"the teacher is now {current}; v{version} learnt from {sorted(learnt)}; old labels: "
+            f"{cfg.old_labels}"
+            if changed
+            else None
+        ),
+        "old_labels": cfg.old_labels,
+    }

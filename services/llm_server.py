@@ -1,0 +1,102 @@
+"""The local teacher LLM: llama-cpp-python's OpenAI-compatible server (``python -m
+llama_cpp.server``, built from its sdist by ``make llm``) on the pinned GGUF, on a free loopback
+port. Started like the embedded broker: by ``distillery up`` when the teacher is an LLM and no
+``DISTILLERY_TEACHER_URL`` is set, and stopped with it (and by the kernel if ``up`` dies first).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from models.gguf import GGUF_MODEL_ID
+from services.broker import die_with_parent, free_port
+
+
+class LocalLLM:
+    """One llama.cpp server process. Use as a context manager, or start()/stop()."""
+
+    def __init__(
+        self,
+        gguf: Path,
+        threads: int = 1,
+        ctx: int = 2048,
+        port: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.gguf = gguf
+        self.threads = threads
+        self.ctx = ctx
+        self.port = port or free_port()
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.gguf), "--model_alias", GGUF_MODEL_ID,
+            "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
+            "--n_ctx", str(self.ctx), "--host", "127.0.0.1", "--port", str(self.port),
+        ]  # fmt: skip
+
+    def start(self, timeout_s: float = 120.0) -> LocalLLM:
+        """Start the server and wait until ``GET /v1/models`` answers."""
+        if not self.gguf.is_file():
+            raise FileNotFoundError(f"local teacher weights {self.gguf} missing: run `make llm`")
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
+        self._wait_ready(timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                where = f"; its log: {self.log_path}" if self.log_path else ""
+                raise RuntimeError(
+                    f"local LLM server exited with code {self._proc.returncode}{where} "
+                    "(is llama-cpp-python[server] installed? `make llm`)"
+                )
+            try:
+                if httpx.get(f"{self.url}/v1/models", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise TimeoutError(f"local LLM server did not answer on {self.url} in {timeout_s}s")
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (tests)."""
+        if self.alive() and self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def stop(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def __enter__(self) -> LocalLLM:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
