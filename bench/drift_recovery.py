@@ -92,7 +92,11 @@ def bench_loop_settings(state: Path, teacher: Any) -> Settings:
         serve=ServeSettings(
             port=free_port(), metrics_export_port=free_port(), sample_rate=0.5, max_items=64
         ),
-        teacher=TeacherSettings(model=teacher),
+        teacher=(
+            TeacherSettings(kind="llm", budget_per_min=60)
+            if teacher == "llm"
+            else TeacherSettings(model=teacher)
+        ),
         scheduler=SchedulerSettings(  # every trigger live; a phase lasts about 4 minutes
             min_new_labels=400, poll_s=2, drift_every_s=20, cooldown_minutes=0.5
         ),
@@ -246,7 +250,7 @@ def dashboard_shot(api_url: str, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--teacher", choices=["minilm", "mpnet"], default="minilm")
+    parser.add_argument("--teacher", choices=["minilm", "mpnet", "llm"], default="minilm")
     parser.add_argument("--per-phase", type=int, default=2400, help="traffic texts per phase")
     parser.add_argument("--eval-size", type=int, default=400, help="held-out texts per phase")
     parser.add_argument("--rate", type=float, default=16.0, help="traffic, texts per second")

@@ -121,3 +121,14 @@ def write_results(name: str, payload: dict[str, Any], table: str) -> tuple[Path,
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     md_path.write_text(table)
     return json_path, md_path
+
+
+def between_markers(page: str, name: str, table: str) -> str:
+    """``page`` with the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced
+    by ``table``: how a docs page holds a table generated from ``bench/results``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in page or end not in page:
+        raise ValueError(f"the page has no {start} … {end} markers")
+    head, rest = page.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{table}{end}{tail}"

@@ -169,14 +169,15 @@ def wait_for_round(
 
 
 def teacher_accuracy(rows: list[vader.VaderRow], settings: Settings) -> float:
-    from models.embedding_teacher import ZeroShotTeacher
+    from models.factory import build_teacher
 
     task = load_task(settings.paths.task_file)
-    cfg = settings.teacher
-    teacher = ZeroShotTeacher(
-        cfg.resolved_model_path(), task.prompts, cfg.temperature, cfg.max_tokens
-    )
-    predicted = teacher.logits([r.text for r in rows]).argmax(1)
+    teacher = build_teacher(settings.teacher, task, settings.paths.state_dir)
+    texts = [r.text for r in rows]
+    size = settings.teacher.labeler_batch()
+    predicted = np.concatenate(
+        [teacher.label(texts[i : i + size]).probs for i in range(0, len(texts), size)]
+    ).argmax(1)
     return float(
         np.mean([task.label_names[i] == r.label for i, r in zip(predicted, rows, strict=True)])
     )

@@ -13,7 +13,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
-SampleReason = Literal["uniform", "low_margin", "novel", "feedback"]
+SampleReason = Literal["uniform", "low_margin", "novel", "feedback", "relabel"]
 
 
 class Topics:

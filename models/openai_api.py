@@ -36,6 +36,10 @@ class EndpointMismatch(RuntimeError):
     """The URL answers, but not as an OpenAI-compatible server serving the model."""
 
 
+class EndpointUnreachable(EndpointMismatch):
+    """The URL does not answer at all (yet): worth waiting for, unlike a mismatch."""
+
+
 @dataclass
 class ChatAnswer:
     """The parts of a chat completion a teacher reads."""
@@ -97,7 +101,7 @@ class OpenAIChat:
         try:
             response = self._http.get(url, timeout=10.0)
         except httpx.HTTPError as exc:
-            raise EndpointMismatch(f"teacher URL {url}: no answer ({exc})") from exc
+            raise EndpointUnreachable(f"teacher URL {url}: no answer ({exc})") from exc
         if response.status_code != 200:
             raise EndpointMismatch(
                 f"teacher URL {url} answered {response.status_code}: {response.text[:200]!r}"

@@ -17,7 +17,8 @@ from typing import Any
 from distillery.settings import Settings
 from distillery.task import Task
 from feedback.store import count_labels_since, read_kind
-from monitoring.teacher_status import live_health, teacher_status
+from monitoring.relabel import Relabeler
+from monitoring.teacher_status import current_teacher_id, live_health, teacher_status
 from monitoring.triggers import Decision, Signals, TriggerState, decide
 from monitoring.watch import Watch
 from services.variants import merge
@@ -70,6 +71,7 @@ class Scheduler:
         self._rollout_lock = threading.RLock()
         self._applied: tuple[int | None, Any] | None = None  # what Serve was last told to run
         self._next_heal = 0.0  # monotonic s
+        self.relabeler = Relabeler(settings)
 
     def bootstrap(self) -> dict[str, Any] | None:
         with self._round_lock:
@@ -150,6 +152,8 @@ class Scheduler:
                     next_measure = time.monotonic() + self.settings.scheduler.drift_every_s
                     self.measure()
                 self.tick()
+                if self.settings.teacher.old_labels == "relabel":
+                    self.relabeler.tick(current_teacher_id(self.settings.teacher, self.task))
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("scheduler tick failed")

@@ -26,6 +26,15 @@ def live_health(timeout_s: float = 1.0) -> dict[str, Any] | None:
         return None
 
 
+def current_teacher_id(cfg: TeacherSettings, task: Task) -> str | None:
+    """The configured teacher's id, else (a model only its endpoint knows) the labeler's."""
+    configured = configured_teacher_id(cfg, task)
+    if configured is not None:
+        return configured
+    health = live_health()
+    return None if health is None else str(health["teacher_id"])
+
+
 def teacher_status(
     cfg: TeacherSettings, task: Task, registry: Registry, health: dict[str, Any] | None
 ) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from distillery.faults import failpoint
 from distillery.settings import Settings
 from distillery.task import Task
 from models.factory import build_teacher
+from models.openai_api import EndpointUnreachable
 from models.teacher import Teacher, TeacherCost, TeacherHealth, TeacherUnavailable
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,9 @@ class Labeler:
         self.settings = settings
         self.task = task
         cfg = settings.teacher
-        self.teacher = build_teacher(cfg, task, settings.paths.state_dir)
+        self.teacher: Teacher = _NoTeacherYet()
         self._health = self.teacher.health()
+        self._build_teacher()
         self.counts = {"labelled": 0, "dead_letters": 0, "batches": 0, "already_labelled": 0}
         self._labelled = Recent(max(cfg.dedupe_scan * settings.kafka.partitions, 10_000))
         self._inflight: set[str] = set()
@@ -170,11 +172,29 @@ class Labeler:
         self._stop = threading.Event()
         self._metrics: Any = None
 
+    def _build_teacher(self) -> bool:
+        """Build the configured teacher; an LLM endpoint that does not answer yet is waited for
+        by ``run`` (a labeler restarted while its teacher is down must not crash-loop); any
+        other start-up check that fails raises."""
+        try:
+            self.teacher = build_teacher(
+                self.settings.teacher, self.task, self.settings.paths.state_dir
+            )
+        except EndpointUnreachable as exc:
+            log.warning("labeler: %s; waiting for the teacher", exc)
+            self._health = TeacherHealth(teacher_id="unknown", state="open", last_error=str(exc))
+            return False
+        self._health = self.teacher.health()
+        return True
+
     def run(self) -> None:
         """Label until ``stop``; a Kafka failure (a broker restart) reconnects after 2 s."""
         from monitoring.metrics import loop_metrics
 
         self._metrics = loop_metrics()
+        while isinstance(self.teacher, _NoTeacherYet) and not self._build_teacher():
+            if self._stop.wait(2.0):
+                return
         bus.keep_running(self._run_connected, self._stop, "labeler")
 
     def _run_connected(self) -> None:
@@ -384,6 +404,19 @@ class Labeler:
     def teacher_health(self) -> TeacherHealth:
         """The teacher's id and breaker state, as of its last call."""
         return self._health
+
+
+class _NoTeacherYet:
+    """Stands in while an LLM endpoint has not answered the start-up checks yet."""
+
+    teacher_id = "unknown"
+    has_states = False
+
+    def label(self, texts: list[str], with_states: bool = False) -> Any:
+        raise TeacherUnavailable("the teacher has not answered its start-up checks yet", 2.0)
+
+    def health(self) -> TeacherHealth:
+        return TeacherHealth(teacher_id=self.teacher_id, state="open")
 
 
 def _argmax(values: list[float]) -> int:

@@ -20,7 +20,7 @@ from feedback.store import read_kind, read_labels, write_shard
 from services import deploy
 from services.student import Student
 from training import gate, replay
-from training.data import OldLabels, RoundData, build_round, join
+from training.data import OldLabels, RoundData, build_round, join, supersede_relabelled
 from training.registry import Registry, VersionMeta
 from training.round import run_round
 
@@ -60,9 +60,8 @@ def last_round_end(registry: Registry) -> tuple[float, float]:
 def round_data(settings: Settings, task: Task, registry: Registry) -> RoundData:
     """The example store as a round sees it: recent window + replay, holdout, golden set."""
     store = settings.paths.store_dir
-    rows = join(
-        read_labels(store), read_kind(store, "feedback"), task, settings.store.join_window_s
-    )
+    labels = supersede_relabelled(read_labels(store))
+    rows = join(labels, read_kind(store, "feedback"), task, settings.store.join_window_s)
     if rows.empty:
         raise RuntimeError("the example store holds no teacher labels yet: nothing to train on")
     cfg = settings.train

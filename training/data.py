@@ -22,6 +22,31 @@ from training.replay import Reservoir, advance
 log = logging.getLogger(__name__)
 
 
+RELABEL_PREFIX = "relabel:"  # the request id of a relabelled row: relabel:<original id>
+
+
+def supersede_relabelled(labels: pd.DataFrame) -> pd.DataFrame:
+    """Each ``relabel:<id>`` row replaces row ``<id>``: it takes the original's request id and
+    times (so the holdout split, the feedback join and the windows see the same request), with
+    the new teacher's label; an original that has a relabel is dropped."""
+    if labels.empty:
+        return labels
+    ids = labels["request_id"].astype(str)
+    new = ids.str.startswith(RELABEL_PREFIX)
+    if not new.any():
+        return labels
+    fresh = labels[new].copy()
+    fresh["request_id"] = ids[new].str[len(RELABEL_PREFIX) :]
+    originals = labels[~new].drop_duplicates("request_id").set_index("request_id")
+    known = fresh["request_id"].isin(originals.index)
+    fresh = fresh[known]
+    for column in ("ts", "predicted_at"):
+        if column in originals:
+            fresh[column] = fresh["request_id"].map(originals[column]).to_numpy()
+    kept = labels[~new & ~labels["request_id"].isin(set(fresh["request_id"]))]
+    return pd.concat([kept, fresh], ignore_index=True)
+
+
 @dataclass(frozen=True)
 class OldLabels:
     """What a round does with labels from another teacher than ``current`` (the configured one,

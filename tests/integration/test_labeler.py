@@ -18,7 +18,7 @@ from distillery import bus
 from distillery.events import DeadLetter, SampledPrediction, TeacherLabel, Topics, decode
 from distillery.settings import KafkaSettings, PathSettings, Settings, StoreSettings
 from distillery.task import load_task
-from feedback.store import ExampleStore, read_kind, read_labels
+from feedback.store import ExampleStore, read_kind, read_labels, write_shard
 from services.broker import EmbeddedBroker
 from services.labeler import Labeler
 from tests.conftest import TASK
@@ -216,3 +216,46 @@ def _send_events(settings: Settings, ids: range) -> None:
         bus.send(producer, Topics.SAMPLED, _event(i, f"a fine film, take {i}"), f"req-{i}")
     producer.flush()
     producer.close()
+
+
+def test_old_teachers_rows_are_relabelled_within_the_budget_and_supersede_the_old(
+    settings: Settings,
+) -> None:
+    from monitoring.relabel import RELABEL_SHARE, Relabeler
+    from training.data import supersede_relabelled
+
+    task = load_task(settings.paths.task_file)
+    old = [
+        {**_event(i, text).model_dump(), "labels": task.label_names, "teacher_logits": [0.0, 0.0],
+         "teacher_probs": [0.5, 0.5], "source_partition": 0, "source_offset": i,
+         "teacher_id": "embedding:retired:0000", "topic": Topics.LABELS, "partition": 0,
+         "offset": i}
+        for i, text in enumerate(["A wonderful film.", "A miserable waste.", "Great fun."] * 4)
+    ]  # fmt: skip
+    for i, row in enumerate(old):
+        row["request_id"] = f"old-{i}"
+    write_shard(settings.paths.store_dir, "labels", old)
+    budget = 4 / RELABEL_SHARE  # labels a minute: a one-minute tick may send 4
+    teacher = settings.teacher.model_copy(
+        update={"old_labels": "relabel", "budget_per_min": budget}
+    )
+    settings = settings.model_copy(update={"teacher": teacher})
+    labeler, store = Labeler(settings, task), ExampleStore(settings)
+    for actor in (labeler, store):
+        threading.Thread(target=actor.run, daemon=True).start()
+    relabeler = Relabeler(settings)
+    relabeler._last -= 120  # a minute's allowance (at most) is due
+    assert relabeler.tick(labeler.teacher.teacher_id) == 4
+    assert relabeler.tick(labeler.teacher.teacher_id) == 0  # the allowance is spent
+    deadline = time.monotonic() + 60
+    rows = read_labels(settings.paths.store_dir)
+    while (rows["request_id"].str.startswith("relabel:").sum() < 4) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rows = read_labels(settings.paths.store_dir)
+    labeler.stop()
+    store.stop()
+    merged = supersede_relabelled(rows)
+    assert len(merged) == 12 and merged["request_id"].is_unique
+    relabelled = merged[merged["teacher_id"] == labeler.teacher.teacher_id]
+    assert sorted(relabelled["request_id"]) == sorted(f"old-{i}" for i in (8, 9, 10, 11))
+    assert all(max(p) > 0.5 for p in relabelled["teacher_probs"])  # a real label now

@@ -179,3 +179,26 @@ def test_startup_refuses_a_label_clash_a_missing_instruction_and_a_foreign_url(
     wrong_model = _settings(kafka, tmp_path, llm.url, llm_model="gpt-17")
     with pytest.raises(EndpointMismatch, match=r"serves \['qwen2.5-coder-0.5b-instruct-q4'\], not"):
         check_teacher(wrong_model, _task(), say=lambda _: None)
+
+
+def test_a_labeler_started_before_its_teacher_waits_for_it_then_labels(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    from services.broker import free_port
+
+    port = free_port()
+    settings = _settings(kafka, tmp_path, f"http://127.0.0.1:{port}")
+    labeler = Labeler(settings, load_task(TASK))  # nothing answers there yet: no crash
+    assert labeler.teacher_health().state == "open"
+    assert "no answer" in (labeler.teacher_health().last_error or "")
+    thread = _run(labeler)
+    try:
+        _send(kafka, TEXTS[:2], "early")
+        time.sleep(3)
+        assert not bus.read_all(kafka, Topics.LABELS)  # the events wait on their topic
+        with LocalLLM(local_gguf(DATA), port=port):
+            _wait(kafka, Topics.LABELS, 2, 120)
+            assert labeler.teacher_health().state == "closed"
+    finally:
+        labeler.stop()
+        thread.join(timeout=30)

@@ -19,6 +19,7 @@ from training.data import (
     join,
     kd_weights,
     offset_ranges,
+    supersede_relabelled,
 )
 
 TASK = Task(
@@ -389,3 +390,16 @@ def test_old_teachers_labels_are_downweighted_and_counted_in_the_lineage() -> No
     assert lineage.distrusted_rows == 0  # down-weighted for their teacher, not distrusted
     kept = build_round(rows, -1.0, 1_000, 0.0, 0.01, old_labels=OldLabels("llm:qwen:bbbb"))
     assert set(kept.train["kd_weight"]) == {1.0} and kept.lineage.old_labels == "keep"
+
+
+def test_a_relabel_replaces_its_original_with_the_originals_id_and_times() -> None:
+    rows = _labels(range(4))
+    relabel = _label_row(2, teacher_id="llm:qwen:bbbb", ts=99.0, predicted_at=99.0)
+    relabel["request_id"] = "relabel:req-2"
+    orphan = _label_row(7, teacher_id="llm:qwen:bbbb")
+    orphan["request_id"] = "relabel:req-unknown"  # its original is not in the store: dropped
+    out = supersede_relabelled(pd.concat([rows, pd.DataFrame([relabel, orphan])]))
+    assert sorted(out["request_id"]) == ["req-0", "req-1", "req-2", "req-3"]
+    new = out[out["request_id"] == "req-2"].iloc[0]
+    assert new["teacher_id"] == "llm:qwen:bbbb" and new["ts"] == 2.0 and new["predicted_at"] == 2.0
+    assert supersede_relabelled(rows) is rows  # nothing relabelled: unchanged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -379,3 +380,39 @@ def test_autoscaling_bounds_reach_serve_and_must_be_ordered() -> None:
     }  # fmt: skip
     with pytest.raises(ValidationError, match="max_replicas=1 is below num_replicas=2"):
         ServeSettings(num_replicas=2, max_replicas=1)
+
+
+def test_teacher_url_must_be_http_and_names_the_value() -> None:
+    from distillery.settings import TeacherSettings
+
+    with pytest.raises(ValidationError, match="url='ftp://teacher' is not an http"):
+        TeacherSettings(url="ftp://teacher")
+    assert TeacherSettings(url="  ").url is None
+
+
+def test_teacher_api_key_from_env_or_file_never_in_a_dump_or_the_serve_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distillery.settings import Settings, TeacherSettings
+    from services.deploy import serve_config
+
+    monkeypatch.setenv("DISTILLERY_TEACHER_API_KEY", "sk-very-secret-1234")
+    settings = Settings()
+    assert settings.teacher.api_key_value() == "sk-very-secret-1234"
+    config = json.dumps(serve_config(settings, 1, tmp_path))
+    assert "sk-very-secret" not in config and "sk-very-secret" not in repr(settings)
+    monkeypatch.delenv("DISTILLERY_TEACHER_API_KEY")
+    key = tmp_path / "key"
+    key.write_text("sk-from-a-file\n")
+    assert TeacherSettings(api_key_file=key).api_key_value() == "sk-from-a-file"
+    with pytest.raises(FileNotFoundError, match="api_key_file="):
+        TeacherSettings(api_key_file=tmp_path / "missing").api_key_value()
+
+
+def test_an_llm_teacher_gets_a_budget_and_batch_it_can_keep_up_with() -> None:
+    from distillery.settings import TeacherSettings
+
+    assert TeacherSettings().labels_per_min() == 1200 and TeacherSettings().labeler_batch() == 32
+    llm = TeacherSettings(kind="llm")
+    assert llm.labels_per_min() == 60 and llm.labeler_batch() == 8
+    assert TeacherSettings(kind="llm", budget_per_min=5).labels_per_min() == 5

@@ -1,0 +1,424 @@
+"""Which teacher, and what its student keeps (``make bench-teachers``).
+
+On two tasks of real human-labelled text (VADER, Hutto & Gilbert 2014):
+
+- ``sentiment`` (tasks/sentiment.yaml): negative / positive, the human rating's sign;
+- ``source`` (tasks/source.yaml): which of movies / tweets / amazon / nyt a sentence came from.
+
+Per task, every teacher labels the same held-out texts (``--eval-per-domain`` per domain) and the
+same training texts (``--train-labels``, spread over the domains): all-MiniLM-L6-v2 and
+all-mpnet-base-v2 zero-shot, and the local LLM (Qwen2.5-Coder-0.5B-Instruct Q4) through its real
+llama.cpp HTTP server. Derived from the LLM's stored answers, at no extra request: the LLM with
+contextual calibration (Zhao et al. 2021; three content-free requests) and the ensemble of the LLM
+and MiniLM (the task file's weights). LLM answers go through the label cache
+(``state/bench-teachers``), so a rerun pays only for texts it has not seen.
+
+Then one student (the default shape) is distilled from each teacher's training labels, on the
+same budget, and measured against the human labels. Speeds come from a quiet phase at the end,
+in one run: each teacher on texts it has not seen (one thread; the LLM server on ``--threads``),
+the student's forward (one thread), the student served by Ray Serve under ``wrk`` (64 clients),
+and the labeler draining an LLM backlog over the real broker against the server alone.
+Writes ``bench/results/teachers.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.harness import ROOT, markdown_table, write_results
+from distillery import vader
+from distillery.settings import TeacherSettings
+from distillery.task import Task, load_task
+from models.ensemble import mix
+from models.factory import embedding_teacher, llm_teacher
+from models.label_cache import CachedTeacher, LabelCache
+from models.llm_teacher import LLMTeacher
+from models.teacher import Teacher, softmax
+
+TASKS = {"sentiment": ROOT / "tasks" / "sentiment.yaml", "source": ROOT / "tasks" / "source.yaml"}
+STATE = ROOT / "state" / "bench-teachers"
+RETENTION_GOAL, SPEEDUP_GOAL, LABELER_GOAL = 0.97, 500.0, 0.9
+
+
+@dataclass
+class Rows:
+    texts: list[str]
+    labels: list[int]  # index into the task's labels
+    domains: list[str]
+
+
+@dataclass
+class TeacherResult:
+    teacher: str
+    accuracy: float
+    per_domain: dict[str, float]
+    unreadable: int
+    texts_per_s: float | None = None
+    student: dict[str, Any] = field(default_factory=dict)
+
+
+def split(
+    task: Task, data_dir: Path, per_domain: int, train_n: int, seed: int
+) -> tuple[Rows, Rows]:
+    """Held-out and training rows, the same for every teacher; disjoint."""
+    evals, train = Rows([], [], []), Rows([], [], [])
+    for domain in vader.DOMAINS:
+        rows = vader.load(domain, data_dir)
+        random.Random(seed).shuffle(rows)
+        per_train = train_n // len(vader.DOMAINS)
+        for out, chunk in ((evals, rows[:per_domain]), (train, rows[per_domain:][:per_train])):
+            for row in chunk:
+                label = row.label if task.name == "sentiment" else row.domain
+                out.texts.append(row.text)
+                out.labels.append(task.index(label))
+                out.domains.append(domain)
+    return evals, train
+
+
+def label_all(
+    teacher: Teacher, texts: list[str], say: Any, batch: int = 8
+) -> tuple[np.ndarray, int]:
+    """(probs (N, C), unreadable count); an unreadable row keeps the uniform distribution."""
+    out, unreadable = [], 0
+    start = time.monotonic()
+    for i in range(0, len(texts), batch):
+        answer = teacher.label(texts[i : i + batch])
+        unreadable += len(answer.unreadable)
+        out.append(answer.probs)
+        if (i // batch) % 25 == 0:
+            took = time.monotonic() - start
+            say(f"  {teacher.teacher_id}: {i + len(answer)}/{len(texts)} ({took:.0f}s)")
+    return np.concatenate(out), unreadable
+
+
+def accuracy(probs: np.ndarray, rows: Rows) -> tuple[float, dict[str, float]]:
+    hits = probs.argmax(1) == np.asarray(rows.labels)
+    domains = np.asarray(rows.domains)
+    per = {d: round(float(hits[domains == d].mean()), 3) for d in vader.DOMAINS}
+    return round(float(hits.mean()), 3), per
+
+
+def calibrated(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Contextual calibration: p / p_cf, renormalised (Zhao et al. 2021)."""
+    scaled = probs / np.clip(prior, 1e-6, None)
+    result: np.ndarray = scaled / scaled.sum(1, keepdims=True)
+    return result
+
+
+def ensemble(llm: np.ndarray, emb: np.ndarray, task: Task) -> np.ndarray:
+    weights = task.ensemble or {"llm": 0.5, "embedding": 0.5}
+    logs = [np.log(np.clip(p, 1e-12, None)) for p in (llm, emb)]
+    readable = np.ones((2, len(llm)), dtype=bool)
+    return softmax(mix(logs, [weights.get("llm", 0.5), weights.get("embedding", 0.5)], readable))
+
+
+def distil(
+    task: Task, train: Rows, probs: np.ndarray, evals: Rows, teacher_probs: np.ndarray
+) -> dict:
+    """A default-shape student from scratch on ``probs`` for ``train``: accuracy against the
+    human labels, agreement with its teacher, both on the held-out rows."""
+    import pandas as pd
+    import torch
+    from transformers import AutoTokenizer
+
+    from distillery.settings import Settings
+    from services.student import Student, new_student
+    from training.round import fit
+
+    settings = Settings()
+    torch.manual_seed(0)
+    base = settings.teacher.resolved_model_path()  # the student's tokenizer and embeddings
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    model = new_student(task.label_names, settings.student, tokenizer.vocab_size, 0, base)
+    frame = pd.DataFrame(
+        {
+            "text": train.texts,
+            "teacher_logits": [list(np.log(np.clip(p, 1e-12, None))) for p in probs],
+            "correction": -1,
+            "kd_weight": 1.0,
+        }
+    )
+    cfg = settings.train
+    config = {
+        **cfg.model_dump(include={"kd_temperature", "kd_weight", "correction_weight"}),
+        "batch_size": cfg.batch_size, "seed": 0, "epochs": cfg.scratch_epochs,
+        "learning_rate": cfg.scratch_learning_rate, "max_tokens": settings.serve.max_tokens,
+    }  # fmt: skip
+    torch.set_num_threads(2)
+    fit(model, frame, tokenizer, config)
+    student = Student(model, tokenizer, settings.serve.max_tokens)
+    predicted = student.predict_proba(evals.texts)
+    acc, per = accuracy(predicted, evals)
+    agreement = float((predicted.argmax(1) == teacher_probs.argmax(1)).mean())
+    return {
+        "accuracy": acc,
+        "per_domain": per,
+        "teacher_agreement": round(agreement, 3),
+        "model": student,
+    }
+
+
+def llm_settings(url: str, threads: int) -> TeacherSettings:
+    return TeacherSettings(kind="llm", url=url, concurrency=2, cache=False, llm_threads=threads)
+
+
+def measure_task(name: str, args: argparse.Namespace, url: str, say: Any) -> dict[str, Any]:
+    task = load_task(TASKS[name])
+    data_dir = ROOT / "data"
+    evals, train = split(task, data_dir, args.eval_per_domain, args.train_labels, args.seed)
+    llm = llm_teacher(llm_settings(url, args.threads), task)
+    cache = LabelCache(STATE / "teacher-cache.sqlite")
+    teachers: dict[str, Teacher] = {
+        "minilm": embedding_teacher(TeacherSettings(model="minilm"), task)
+    }
+    if args.mpnet:
+        teachers["mpnet"] = embedding_teacher(TeacherSettings(model="mpnet"), task)
+    teachers["llm"] = CachedTeacher(llm, cache)
+    probs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name → (eval probs, train probs)
+    bad: dict[str, int] = {}
+    for key, teacher in teachers.items():
+        say(f"{name}: {key} labels {len(evals.texts)} held-out + {len(train.texts)} training texts")
+        e, bad_e = label_all(teacher, evals.texts, say)
+        t, bad_t = label_all(teacher, train.texts, say)
+        probs[key], bad[key] = (e, t), bad_e + bad_t
+    prior = llm.calibrate()
+    probs["llm, calibrated"] = tuple(calibrated(p, prior) for p in probs["llm"])  # type: ignore[assignment]
+    probs["llm + minilm ensemble"] = tuple(  # type: ignore[assignment]
+        ensemble(p, q, task) for p, q in zip(probs["llm"], probs["minilm"], strict=True)
+    )
+    results = []
+    for key, (e, t) in probs.items():
+        acc, per = accuracy(e, evals)
+        say(f"{name}: {key} accuracy {acc} {per}; distilling its student")
+        student = distil(task, train, t, evals, e)
+        results.append(
+            TeacherResult(key, acc, per, bad.get(key, bad["llm"] if "llm" in key else 0))
+        )
+        results[-1].student = {k: v for k, v in student.items() if k != "model"}
+        if key == "llm":
+            llm_student = student["model"]
+    speeds = teacher_speeds(teachers, llm, evals, train, args.speed_texts, say)
+    for result in results:
+        result.texts_per_s = speeds.get(result.teacher.split(",")[0].split(" +")[0])
+    llm.close()
+    winner = max(results, key=lambda r: r.accuracy)
+    return {
+        "task": name,
+        "labels": task.label_names,
+        "eval_texts": len(evals.texts),
+        "train_labels": len(train.texts),
+        "prior": [round(float(x), 3) for x in prior],
+        "teachers": [asdict(r) for r in results],
+        "winner": winner.teacher,
+        "llm_student": llm_student,
+    }
+
+
+def teacher_speeds(
+    teachers: dict[str, Teacher], llm: LLMTeacher, evals: Rows, train: Rows, n: int, say: Any
+) -> dict[str, float]:
+    """Texts/s of each teacher on ``n`` texts it has not labelled here (no cache)."""
+    seen = set(evals.texts) | set(train.texts)
+    fresh = [
+        r.text for d in vader.DOMAINS for r in vader.load(d, ROOT / "data") if r.text not in seen
+    ]
+    random.Random(7).shuffle(fresh)
+    speeds = {}
+    for key, teacher in teachers.items():
+        inner = llm if key == "llm" else teacher
+        count = n if key == "llm" else 10 * n
+        start = time.perf_counter()
+        for i in range(0, count, 8):
+            inner.label(fresh[i : min(i + 8, count)])
+        speeds[key] = round(count / (time.perf_counter() - start), 2)
+        say(f"  {key}: {speeds[key]} texts/s")
+    return speeds
+
+
+def served_rate(student: Any, sample: list[str], seconds: float, say: Any) -> dict[str, Any]:
+    """The LLM's student served by Ray Serve (registered as v1 of a registry of its own, sampling
+    off), loaded by ``wrk`` with 64 clients of one text each."""
+    import shutil
+
+    from bench.harness import NO_SAMPLING, bench_settings, run_wrk
+    from bench.serve import _bodies
+    from services.launcher import up
+    from training.registry import Registry, VersionMeta
+
+    settings = bench_settings("teachers", **NO_SAMPLING)
+    shutil.rmtree(settings.paths.registry_dir, ignore_errors=True)
+    folder = STATE / "llm-student"
+    student.model.save_pretrained(folder)
+    student.tokenizer.save_pretrained(folder)
+    registry = Registry(settings.paths.model_store_url())
+    meta = registry.register(folder, VersionMeta(version=0))
+    registry.promote(meta.version, "bench: the LLM teacher's student")
+    running = up(settings, say=lambda _: None)
+    try:
+        url = f"{running.api_url}/v1/predict"
+        bodies = _bodies(settings.paths.state_dir, sample, 1)
+        run_wrk(url, bodies, 16, 5)  # warm up
+        result = run_wrk(url, bodies, 64, seconds).row()
+        say(f"  served student: {result['rps']} texts/s at 64 clients")
+        return result
+    finally:
+        running.stop()
+
+
+def labeler_rate(url: str, threads: int, sample: list[str], say: Any) -> dict[str, float]:
+    """The labeler over the real broker against the LLM server alone, interleaved in one run."""
+    from bench.labeler import interleaved
+    from distillery import bus
+    from distillery.settings import KafkaSettings, PathSettings, Settings
+    from services.broker import EmbeddedBroker
+    from services.labeler import Labeler
+
+    with EmbeddedBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        bus.ensure_topics(kafka)
+        settings = Settings(
+            kafka=kafka,
+            paths=PathSettings(state_dir=STATE / "labeler"),
+            teacher=llm_settings(url, threads).model_copy(update={"batch_wait_s": 0.2}),
+        )
+        labeler = Labeler(settings, load_task(TASKS["sentiment"]))
+        chunks = [sample[i : i + 32] for i in range(0, len(sample), 32)]
+        rates = interleaved(labeler, chunks, kafka)
+        labeler.stop()
+    rates["ratio"] = round(rates["labeler"] / rates["raw"], 3)
+    say(f"  labeler {rates['labeler']:.2f}/s against the server alone {rates['raw']:.2f}/s")
+    return rates
+
+
+def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
+    from models.gguf import local_gguf
+    from services.llm_server import LocalLLM
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    log = STATE / "llm-server.log"
+    with LocalLLM(local_gguf(ROOT / "data"), args.threads, log_path=log) as server:
+        tasks = [measure_task(name, args, server.url, say) for name in args.tasks]
+        held = [r.text for d in vader.DOMAINS for r in vader.load(d, ROOT / "data")[-200:]]
+        labeler = labeler_rate(server.url, args.threads, held[-args.labeler_texts :], say)
+    student = tasks[0].pop("llm_student")
+    for task in tasks[1:]:
+        task.pop("llm_student")
+    served = served_rate(student, held, args.serve_seconds, say)
+    return verdict(tasks, served, labeler, args)
+
+
+def verdict(tasks: list[dict], served: dict, labeler: dict, args: argparse.Namespace) -> dict:
+    first = {t["teacher"]: t for t in tasks[0]["teachers"]}["llm"]
+    retention = first["student"]["accuracy"] / first["accuracy"]
+    speedup = served["rps"] / first["texts_per_s"]
+    return {
+        "tasks": tasks,
+        "served_student": served,
+        "labeler": labeler,
+        "goals": {
+            "retention": {
+                "value": round(retention, 3),
+                "goal": RETENTION_GOAL,
+                "met": retention >= RETENTION_GOAL,
+            },
+            "served_speedup": {
+                "value": round(speedup, 1),
+                "goal": SPEEDUP_GOAL,
+                "met": speedup >= SPEEDUP_GOAL,
+            },
+            "labeler_ratio": {
+                "value": labeler["ratio"],
+                "goal": LABELER_GOAL,
+                "met": labeler["ratio"] >= LABELER_GOAL,
+            },
+        },
+        "settings": vars(args),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    parts = []
+    for task in result["tasks"]:
+        rows = []
+        for t in task["teachers"]:
+            s = t["student"]
+            ratio = s["accuracy"] / t["accuracy"] if t["accuracy"] else float("nan")
+            rows.append([
+                t["teacher"], t["accuracy"], t["texts_per_s"] or "—", t["unreadable"],
+                s["accuracy"], f"{ratio:.2f}", s["teacher_agreement"],
+            ])  # fmt: skip
+        head = (
+            f"**{task['task']}** ({', '.join(task['labels'])}): {task['eval_texts']} held-out "
+            f"texts, students distilled from {task['train_labels']} labels each; "
+            f"best teacher: {task['winner']}.\n\n"
+        )
+        header = ["teacher", "accuracy", "texts/s", "unreadable", "student accuracy",
+                  "student / teacher", "student–teacher agreement"]  # fmt: skip
+        parts.append(head + markdown_table(header, rows))
+    goals = result["goals"]
+    served, lab = result["served_student"], result["labeler"]
+    lines = [
+        f"- the LLM's student keeps {goals['retention']['value']:.1%} of its accuracy on "
+        f"sentiment (goal ≥ 97%: {'met' if goals['retention']['met'] else 'not met'});",
+        f"- served by Ray Serve it answers {served['rps']} texts/s at 64 clients, "
+        f"{goals['served_speedup']['value']}× the LLM server (goal ≥ 500×: "
+        f"{'met' if goals['served_speedup']['met'] else 'not met'});",
+        f"- the labeler over Kafka labels {lab['labeler']:.2f}/s against the server's own "
+        f"{lab['raw']:.2f}/s: {lab['ratio']} (goal ≥ 0.9: "
+        f"{'met' if goals['labeler_ratio']['met'] else 'not met'}).",
+    ]
+    return "\n\n".join(parts) + "\n\n" + "\n".join(lines) + "\n"
+
+
+PAGES = (ROOT / "docs" / "teachers.md", ROOT / "README.md")
+
+
+def load() -> dict[str, Any]:
+    import json
+
+    from bench.harness import RESULTS
+
+    loaded: dict[str, Any] = json.loads((RESULTS / "teachers.json").read_text())
+    return loaded
+
+
+def write_docs(result: dict[str, Any]) -> None:
+    """The table into every page that shows it (between ``<!-- teachers:… -->`` markers)."""
+    from bench.harness import between_markers
+
+    for page in PAGES:
+        page.write_text(between_markers(page.read_text(), "teachers", table(result)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--docs", action="store_true", help="only rewrite the docs' tables")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--eval-per-domain", type=int, default=400)
+    parser.add_argument("--train-labels", type=int, default=1_000)
+    parser.add_argument("--threads", type=int, default=1, help="the LLM server's threads")
+    parser.add_argument("--speed-texts", type=int, default=40)
+    parser.add_argument("--labeler-texts", type=int, default=96)
+    parser.add_argument("--serve-seconds", type=float, default=15)
+    parser.add_argument("--mpnet", action="store_true", help="also all-mpnet-base-v2")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.docs:
+        write_docs(load())
+        return
+    result = run(args)
+    json_path, md_path = write_results("teachers", result, table(result))
+    write_docs(result)
+    print(table(result))
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()
