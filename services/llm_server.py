@@ -6,7 +6,6 @@ port. Started like the embedded broker: by ``distillery up`` when the teacher is
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,8 @@ from pathlib import Path
 import httpx
 
 from models.gguf import GGUF_MODEL_ID
-from services.broker import die_with_parent, free_port
+from services.broker import free_port
+from services.child import Child
 
 
 class LocalLLM:
@@ -33,7 +33,7 @@ class LocalLLM:
         self.ctx = ctx
         self.port = port or free_port()
         self.log_path = log_path
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.child = Child(self.command(), log_path)
 
     @property
     def url(self) -> str:
@@ -51,20 +51,17 @@ class LocalLLM:
         """Start the server and wait until ``GET /v1/models`` answers."""
         if not self.gguf.is_file():
             raise FileNotFoundError(f"local teacher weights {self.gguf} missing: run `make llm`")
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self._proc = subprocess.Popen(
-            self.command(), stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
-        )
+        self.child.start()
         self._wait_ready(timeout_s)
         return self
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
+            if (code := self.child.exit_code()) is not None:
                 where = f"; its log: {self.log_path}" if self.log_path else ""
                 raise RuntimeError(
-                    f"local LLM server exited with code {self._proc.returncode}{where} "
+                    f"local LLM server exited with code {code}{where} "
                     "(is llama-cpp-python[server] installed? `make llm`)"
                 )
             try:
@@ -77,23 +74,14 @@ class LocalLLM:
         raise TimeoutError(f"local LLM server did not answer on {self.url} in {timeout_s}s")
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self.child.alive()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (tests)."""
-        if self.alive() and self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
+        self.child.kill()
 
     def stop(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        self.child.stop(timeout_s=10)
 
     def __enter__(self) -> LocalLLM:
         return self.start()

@@ -166,8 +166,8 @@ def test_supervisor_restarts_a_dead_broker_and_recreates_its_topics() -> None:
         bus.ensure_topics(kafka)
         supervisor = Supervisor(broker, lambda: bus.ensure_topics(kafka), every_s=0.2)
         try:
-            assert broker._proc is not None
-            os.kill(broker._proc.pid, signal.SIGKILL)
+            assert broker.child is not None and broker.child.proc is not None
+            os.kill(broker.child.proc.pid, signal.SIGKILL)
             deadline = time.monotonic() + 20
             while supervisor.restarts == 0 and time.monotonic() < deadline:
                 time.sleep(0.1)
