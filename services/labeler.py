@@ -199,8 +199,9 @@ class Labeler:
 
     def _run_connected(self) -> None:
         """Pipelined: while the teacher labels batch n on its thread, this thread fetches batch
-        n + 1 and queues it behind n, then sends n's labels, waits for their acks and commits
-        n's own offsets; so the teacher never waits on Kafka. Every assignment (this session's
+        n + 1 and queues it behind n; once n is labelled it sends n's labels, waits for their
+        acks and commits n's own offsets; so the teacher never waits on Kafka, and Kafka never
+        waits on the teacher (the consumer keeps polling). Every assignment (this session's
         first included) reads the labels topic back before any record is labelled."""
         consumer = bus.make_consumer(
             self.settings.kafka, GROUP, [Topics.SAMPLED], on_assigned=lambda _: self._rescan.set()
@@ -220,12 +221,12 @@ class Labeler:
                     self._inflight.clear()
                     watch.rewind(exc.topics)
                     self._rescan.set()
-            while pending:  # stopping: send what the teacher finished; the rest stays uncommitted
+            while pending:  # stopping: send what the teacher finishes; the rest stays uncommitted
                 head = pending.popleft()
-                if head.future is not None and (
-                    not head.future.done() or head.future.exception() is not None
-                ):
-                    break
+                if head.future is not None:
+                    wait_futures([head.future], timeout=self.settings.teacher.timeout_s)
+                    if not head.future.done() or head.future.exception() is not None:
+                        break
                 self._finish(head, producer, consumer, watch)
         finally:
             pool.shutdown(wait=True)
