@@ -39,7 +39,7 @@ from distillery.task import Task, load_task
 from models.ensemble import mix
 from models.factory import embedding_teacher, llm_teacher
 from models.label_cache import CachedTeacher, LabelCache
-from models.llm_teacher import LLMTeacher
+from models.llm_teacher import LLMTeacher, calibrated
 from models.teacher import Teacher, softmax
 
 TASKS = {"sentiment": ROOT / "tasks" / "sentiment.yaml", "source": ROOT / "tasks" / "source.yaml"}
@@ -103,13 +103,6 @@ def accuracy(probs: np.ndarray, rows: Rows) -> tuple[float, dict[str, float]]:
     domains = np.asarray(rows.domains)
     per = {d: round(float(hits[domains == d].mean()), 3) for d in vader.DOMAINS}
     return round(float(hits.mean()), 3), per
-
-
-def calibrated(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """Contextual calibration: p / p_cf, renormalised (Zhao et al. 2021)."""
-    scaled = probs / np.clip(prior, 1e-6, None)
-    result: np.ndarray = scaled / scaled.sum(1, keepdims=True)
-    return result
 
 
 def ensemble(llm: np.ndarray, emb: np.ndarray, task: Task) -> np.ndarray:

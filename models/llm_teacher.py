@@ -131,6 +131,14 @@ def soft_label(top: list[tuple[str, float]], said: list[str]) -> np.ndarray | No
     return mass / mass.sum()
 
 
+def calibrated(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Contextual calibration: probs (C,) or (B, C) divided by the content-free prior (C,),
+    renormalised per row."""
+    scaled = probs / np.clip(prior, 1e-6, None)
+    result: np.ndarray = scaled / scaled.sum(-1, keepdims=True)
+    return result
+
+
 @dataclass(frozen=True)
 class LLMOptions:
     top_logprobs: int = 10
@@ -217,9 +225,7 @@ class LLMTeacher:
     def _calibrated(self, row: np.ndarray) -> np.ndarray:
         if not self.task.calibrate or self.prior is None:
             return row
-        scaled = row / np.clip(self.prior, 1e-6, None)
-        result: np.ndarray = scaled / scaled.sum()
-        return result
+        return calibrated(row, self.prior)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
