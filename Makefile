@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 LLM_STAMP := $(VENV)/.llm-installed
 GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
 
-.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status
 
 setup: $(STAMP) data llm
 
@@ -85,6 +85,14 @@ bench-drift-methods: setup
 capacity:
 	$(BIN)/python -m bench.capacity
 
+# `distillery status` against a running `make up` (URL=http://127.0.0.1:8000): under 1 s?
+bench-status: setup
+	$(BIN)/python -m bench.status_cli --url $(or $(URL),http://127.0.0.1:8000)
+
+# The docs' benchmark tables, regenerated from bench/results/*.md (a unit test checks them).
+docs: $(STAMP)
+	$(BIN)/python -m bench.docs_tables
+
 # Targeted vs uniform teacher sampling after a domain shift (no Ray; state/bench-sampling).
 bench-sampling: setup
 	$(BIN)/python -m bench.sampling
@@ -108,6 +116,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 unit: setup
 	$(BIN)/pytest tests/unit -q

@@ -131,32 +131,32 @@ def seed_texts(settings: Settings) -> set[str]:
 
 
 def offline_accuracy(settings: Settings, model_dir: Path, rows: list[vader.VaderRow]) -> float:
-    from services.student import Student
+    from models.student import Student
 
     return student_accuracy(Student.load(model_dir, settings.serve.max_tokens), rows)
 
 
 def student_accuracy(student: Any, rows: list[vader.VaderRow]) -> float:
-    """Share of ``rows`` whose human label ``student`` (a ``services.student.Student``) gives."""
+    """Share of ``rows`` whose human label ``student`` (a ``models.student.Student``) gives."""
     probs = student.predict_proba([r.text for r in rows])
     names = student.labels
     return float(np.mean([names[i] == r.label for i, r in zip(probs.argmax(1), rows, strict=True)]))
 
 
 def teacher_accuracy(settings: Settings, rows: list[vader.VaderRow]) -> float:
-    from distillery.demo import teacher_accuracy as zero_shot
+    from cli.demo import teacher_accuracy as zero_shot
 
     return zero_shot(rows, settings)
 
 
 def served_accuracy(client: httpx.Client, rows: list[vader.VaderRow]) -> tuple[float, int]:
-    from distillery.demo import accuracy
+    from cli.demo import accuracy
 
     return accuracy(client, rows)
 
 
 def labels_since(settings: Settings, since: float) -> int:
-    from feedback.store import count_labels_since
+    from feedback.examples import count_labels_since
 
     return count_labels_since(settings.paths.store_dir, since)
 
@@ -166,7 +166,7 @@ def send_traffic(
 ) -> None:
     """``rows`` as live traffic at ``rate`` texts/s (chunks of 8), rating 5% of answers as a
     user who knows the label would (1 and the right label when wrong)."""
-    from distillery.demo import _one_chunk
+    from cli.demo import _one_chunk
 
     rng = random.Random(3)
     period = CHUNK / rate
@@ -265,7 +265,7 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace) -> Run:
-    from services.launcher import up
+    from cli.launcher import up
 
     state = ROOT / "state" / f"bench-drift-{args.teacher}"
     shutil.rmtree(state, ignore_errors=True)  # every run starts from the seed student, v1

@@ -62,8 +62,8 @@ from bench.sampling_report import render
 if TYPE_CHECKING:
     from distillery.events import SampledPrediction
     from distillery.settings import Settings
+    from models.student import Student
     from services.sampling import Policy
-    from services.student import Student
 
 BUDGETS = (100, 200, 400, 800)
 SEEDS = (0, 1, 2, 3)

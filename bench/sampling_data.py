@@ -3,7 +3,7 @@ teacher's cached logits, v1 (trained once, cached) and the retrained candidates.
 
 v1 is cached in ``state/bench-sampling/v1`` under two keys: ``bench_key.txt`` (its weights: the
 seed texts and training settings) and ``reference_key.txt`` (its novelty reference: the source of
-``Student.predict``, which computes the pooled embedding, and of ``services.novelty``). A change of
+``Student.predict``, which computes the pooled embedding, and of ``models.novelty``). A change of
 representation refits only the reference; a change of settings retrains v1.
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from bench.harness import ROOT
 from distillery.vader import VaderRow
+from models.weights import teacher_model_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from distillery.events import SampledPrediction
     from distillery.settings import Settings
     from distillery.task import Task
-    from services.student import Student
+    from models.student import Student
 
 STATE = ROOT / "state" / "bench-sampling"
 
@@ -116,7 +117,7 @@ def teacher_logits(texts: list[str], cache: Path, settings: Settings, task: Task
         print(f"teacher: labelling {len(missing)} texts (cached in {cache})", flush=True)
         start = time.perf_counter()
         teacher = ZeroShotTeacher(
-            cfg.resolved_model_path(), task.prompts, cfg.temperature, cfg.max_tokens
+            teacher_model_path(cfg), task.prompts, cfg.temperature, cfg.max_tokens
         )
         known.update(zip(missing, teacher.logits(missing), strict=True))
         print(f"teacher: {len(missing) / (time.perf_counter() - start):.0f} texts/s", flush=True)
@@ -165,16 +166,16 @@ def weights_key(settings: Settings, split: Split) -> str:
             "seed": [row.text for row in split.seed],
             "train": train_config(settings, True, settings.train.seed),
             "student": settings.student.model_dump(),
-            "teacher": str(settings.teacher.resolved_model_path()),
+            "teacher": str(teacher_model_path(settings.teacher)),
         }
     )
 
 
 def representation_key() -> str:
     """What the novelty reference depends on beyond the weights: how ``Student.predict`` pools
-    an embedding and how ``services.novelty`` summarises them (their source code)."""
-    from services import novelty
-    from services.student import Student
+    an embedding and how ``models.novelty`` summarises them (their source code)."""
+    from models import novelty
+    from models.student import Student
 
     return _sha(
         {"predict": inspect.getsource(Student.predict), "novelty": inspect.getsource(novelty)}
@@ -191,7 +192,7 @@ def load_or_train_v1(
     """v1 distilled from scratch on the seed movies, with its novelty reference; reused from
     ``folder`` when made from the same seed texts and settings (weights) and the same
     representation (reference)."""
-    from services.student import Student
+    from models.student import Student
 
     weights_file, reference_file = folder / "bench_key.txt", folder / "reference_key.txt"
     key, ref_key = weights_key(settings, split), representation_key()
@@ -211,11 +212,11 @@ def _train_v1(settings: Settings, task: Task, split: Split, logits: dict, folder
     import torch
     from transformers import AutoTokenizer
 
-    from services.novelty import FILENAME
-    from services.student import new_student
+    from models.novelty import FILENAME
+    from models.student import new_student
     from training.round import fit
 
-    teacher_path = settings.teacher.resolved_model_path()
+    teacher_path = teacher_model_path(settings.teacher)
     tokenizer = AutoTokenizer.from_pretrained(str(teacher_path))
     cfg = train_config(settings, True, settings.train.seed)
     torch.manual_seed(cfg["seed"])
@@ -255,7 +256,7 @@ def retrain(
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from services.student import Student
+    from models.student import Student
     from training.round import fit
 
     torch.manual_seed(seed)

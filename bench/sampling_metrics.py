@@ -27,8 +27,8 @@ from bench.sampling_data import Split, to_events
 from distillery.vader import VaderRow
 
 if TYPE_CHECKING:
+    from models.student import Student
     from services.sampling import Policy
-    from services.student import Student
 
 CONFIDENT = 0.2  # teacher margin (top-1 − top-2 probability) from which its label counts
 NOVEL = 1.0  # the novelty score that marks the training window's 95th percentile

@@ -46,7 +46,7 @@ class Weights:
         """On one torch thread, like a replica."""
         import torch
 
-        from services.student import Student
+        from models.student import Student
 
         torch.set_num_threads(1)
         return Student.load(self.path, self.max_tokens, quantize=quantize)
@@ -129,7 +129,7 @@ def _bodies(folder: Path, sample: list[str], per_request: int) -> Path:
 
 
 def serve_phase(args: argparse.Namespace, sample: list[str]) -> tuple[dict, Weights]:
-    from services.launcher import up
+    from cli.launcher import up
     from training.registry import Registry
 
     settings = bench_settings(

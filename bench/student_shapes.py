@@ -26,6 +26,7 @@ import pandas as pd
 from bench.harness import ROOT, markdown_table, write_results
 from distillery import vader
 from distillery.settings import PathSettings, Settings, StudentSettings, TeacherSettings
+from models.weights import teacher_model_path
 
 SHAPES: dict[str, dict[str, Any]] = {  # name → StudentSettings fields, epochs, learning rate
     "teacher embeddings by PCA (default)": {"shape": {}, "epochs": 4, "lr": 1e-3},
@@ -52,8 +53,8 @@ def phase_rows(settings: Settings, domain: str) -> tuple[pd.DataFrame, pd.DataFr
     """(train, held out, older) labelled rows: the phase's own split as the rounds made it, and
     the non-held rows stored before the phase began (the replay pool)."""
     from distillery.task import load_task
-    from feedback.store import read_kind, read_labels
-    from training.data import in_holdout, join
+    from feedback.examples import join, read_kind, read_labels
+    from training.data import in_holdout
 
     store = settings.paths.store_dir
     task = load_task(settings.paths.task_file)
@@ -91,12 +92,12 @@ def measure_shape(
 
     from bench.drift_recovery import student_accuracy
     from distillery.task import load_task
-    from services.student import Student, new_student
+    from models.student import Student, new_student
     from training.round import fit
 
     names = load_task(settings.paths.task_file).label_names
     shape = StudentSettings(**spec["shape"])
-    teacher_dir = settings.teacher.resolved_model_path()
+    teacher_dir = teacher_model_path(settings.teacher)
     model = new_student(names, shape, tokenizer.vocab_size, 0, teacher_dir)
     config = {
         **settings.train.model_dump(include={"kd_temperature", "kd_weight", "correction_weight"}),
@@ -136,7 +137,7 @@ def main() -> None:
     frame = frame.assign(kd_weight=1.0).reset_index(drop=True)
     seeds = seed_texts(settings)
     evals = {d: split(d, settings.paths.data_dir, 400, 2400, seeds)[0] for d in vader.DOMAINS}
-    tokenizer = AutoTokenizer.from_pretrained(str(settings.teacher.resolved_model_path()))
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher_model_path(settings.teacher)))
     results = [
         measure_shape(name, spec, frame, held, evals, settings, tokenizer)
         for name, spec in SHAPES.items()

@@ -124,8 +124,8 @@ def summarise(answers: list[Answer], swaps: list[dict], bad: list[Answer]) -> di
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
+    from cli.launcher import up
     from distillery.settings import PathSettings
-    from services.launcher import up
     from training.registry import Registry
 
     settings = bench_settings("swap", **NO_SAMPLING)

@@ -41,6 +41,7 @@ from models.factory import embedding_teacher, llm_teacher
 from models.label_cache import CachedTeacher, LabelCache
 from models.llm_teacher import LLMTeacher, calibrated
 from models.teacher import Teacher, softmax
+from models.weights import teacher_model_path
 
 TASKS = {"sentiment": ROOT / "tasks" / "sentiment.yaml", "source": ROOT / "tasks" / "source.yaml"}
 STATE = ROOT / "state" / "bench-teachers"
@@ -122,12 +123,12 @@ def distil(
     from transformers import AutoTokenizer
 
     from distillery.settings import Settings
-    from services.student import Student, new_student
+    from models.student import Student, new_student
     from training.round import fit
 
     settings = Settings()
     torch.manual_seed(0)
-    base = settings.teacher.resolved_model_path()  # the student's tokenizer and embeddings
+    base = teacher_model_path(settings.teacher)  # the student's tokenizer and embeddings
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     model = new_student(task.label_names, settings.student, tokenizer.vocab_size, 0, base)
     frame = pd.DataFrame(
@@ -242,7 +243,7 @@ def served_rate(student: Any, sample: list[str], seconds: float, say: Any) -> di
 
     from bench.harness import NO_SAMPLING, bench_settings, run_wrk
     from bench.serve import _bodies
-    from services.launcher import up
+    from cli.launcher import up
     from training.registry import Registry, VersionMeta
 
     settings = bench_settings("teachers", **NO_SAMPLING)
@@ -370,7 +371,7 @@ def table(result: dict[str, Any]) -> str:
     return "\n\n".join(parts) + "\n\n" + "\n".join(lines) + "\n"
 
 
-PAGES = (ROOT / "docs" / "teachers.md", ROOT / "README.md")
+PAGES = (ROOT / "docs" / "teachers.md",)
 
 
 def load() -> dict[str, Any]:

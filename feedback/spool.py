@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from distillery.files import write_atomic
+
 log = logging.getLogger(__name__)
 SUFFIX = ".spool"
 
@@ -37,14 +39,6 @@ class Entry:
 
 
 Send = Callable[[list[Entry]], int]  # sends in order; returns how many the broker acknowledged
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -74,13 +68,7 @@ class Spool:
         return os.fstat(self._file.fileno()).st_size
 
     def _write_mark(self, mark: int) -> None:
-        tmp = self._mark_path.with_suffix(".acked.tmp")
-        with open(tmp, "w") as out:
-            out.write(str(mark))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self._mark_path)
-        _fsync_dir(self.path.parent)
+        write_atomic(self._mark_path, str(mark).encode(), sync_dir=True)
         self._acked = mark
 
     def append(self, topic: str, key: str, value: bytes) -> None:

@@ -17,8 +17,8 @@ import pandas as pd
 
 from distillery import bus
 from distillery.events import DecodeError, FeedbackEvent, TeacherLabel, Topics, decode
+from distillery.files import write_atomic
 from distillery.settings import Settings
-from training.registry import write_atomic
 
 log = logging.getLogger(__name__)
 GROUP = "distillery-store"
@@ -34,35 +34,6 @@ def write_shard(store_dir: Path, kind: str, rows: list[dict[str, Any]]) -> Path:
     path = store_dir / f"{kind}-{time.time_ns():020d}.parquet"
     write_atomic(path, buffer.getvalue())
     return path
-
-
-def read_kind(
-    store_dir: Path, kind: str, columns: list[str] | None = None, written_after: float = 0.0
-) -> pd.DataFrame:
-    """Every row of one kind, in arrival order, before dedupe; with ``written_after`` (Unix
-    seconds) only shards written since then (a shard's name is its write time in ns)."""
-    after_ns = int(written_after * 1e9)
-    shards = [
-        s
-        for s in sorted(store_dir.glob(f"{kind}-*.parquet"))
-        if int(s.stem.rpartition("-")[2]) >= after_ns
-    ]
-    if not shards:
-        return pd.DataFrame(columns=columns or [])
-    return pd.concat([pd.read_parquet(s, columns=columns) for s in shards], ignore_index=True)
-
-
-def read_labels(store_dir: Path) -> pd.DataFrame:
-    """Teacher labels, one row per request id (the first written wins)."""
-    frame = read_kind(store_dir, "labels")
-    return frame.drop_duplicates("request_id", keep="first").reset_index(drop=True)
-
-
-def count_labels_since(store_dir: Path, since_ts: float) -> int:
-    frame = read_kind(store_dir, "labels", columns=["request_id", "ts"])
-    if frame.empty:
-        return 0
-    return int(frame[frame["ts"] > since_ts]["request_id"].nunique())
 
 
 def to_row(record: bus.Record, event: TeacherLabel | FeedbackEvent) -> dict[str, Any]:
@@ -83,7 +54,7 @@ class ExampleStore:
 
     def run(self) -> None:
         """Store until ``stop``; a Kafka failure (a broker restart) reconnects after 2 s."""
-        from monitoring.metrics import loop_metrics
+        from distillery.metrics import loop_metrics
 
         metrics = loop_metrics()
         bus.keep_running(lambda: self._run_connected(metrics), self._stop, "store")

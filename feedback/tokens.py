@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from distillery.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,5 @@ def load_secret(configured: str | None, state_dir: Path, name: str = "feedback_s
         return configured.encode()
     path = state_dir / name
     if not path.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32))
-        if not path.exists():
-            os.replace(tmp, path)
-        else:
-            tmp.unlink()
+        write_atomic(path, secrets.token_hex(32).encode(), mode=0o600)
     return path.read_text().strip().encode()

@@ -30,6 +30,7 @@ from models.llm_teacher import (
 from models.openai_api import EndpointMismatch, OpenAIChat, tokenizer_of
 from models.resilience import Budget, CircuitBreaker
 from models.teacher import Teacher
+from models.weights import teacher_model_path
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def embedding_name(cfg: TeacherSettings) -> str:
 def embedding_teacher(cfg: TeacherSettings, task: Task) -> EmbeddingTeacher:
     return EmbeddingTeacher(
         embedding_name(cfg),
-        cfg.resolved_model_path(),
+        teacher_model_path(cfg),
         task.prompts,
         cfg.temperature,
         cfg.max_tokens,

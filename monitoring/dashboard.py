@@ -19,13 +19,13 @@ OUTCOMES = {"promoted": "promoted", "retired": "promoted", "candidate": "candida
 
 def round_row(meta: VersionMeta) -> dict[str, Any]:
     """One registered version as a round: what triggered it, its gate and how it ended."""
-    trigger = meta.trigger or {}
+    trigger = meta.trigger
     return {
         "version": meta.version,
         "created": meta.created,
-        "trigger": trigger.get("kind"),
-        "trigger_value": trigger.get("value"),
-        "reason": trigger.get("reason", ""),
+        "trigger": None if trigger is None else trigger.kind,
+        "trigger_value": None if trigger is None else trigger.value,
+        "reason": "" if trigger is None else trigger.reason,
         "outcome": OUTCOMES.get(meta.status, meta.status),
         "gate": meta.gate,
         "online": {stage: v.get("reason") for stage, v in meta.online.items()},

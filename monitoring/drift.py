@@ -1,7 +1,9 @@
 """Input/prediction drift between a reference window and a current window, via Evidently 0.7.
 
 Evidently is an implementation detail: callers get a ``DriftResult`` and never see its types.
-It is imported lazily inside ``data_drift`` (the import takes seconds); nothing here does I/O.
+It is imported lazily inside ``data_drift`` (the import takes seconds); nothing here does I/O
+but the optional HTML report. ``on_snapshot`` hands Evidently's snapshot of the run to a caller
+that stores it (``monitoring/evidently_workspace.py``), still without naming its type.
 
 Evidently picks a different default test per column at 1,000 rows, so the numerical method, the
 categorical method and the threshold are always passed explicitly, and the snapshot's metric
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,9 +51,11 @@ def data_drift(
     cat_method: str = "chisquare",
     threshold: float = 0.05,
     html: Path | None = None,
+    on_snapshot: Callable[[Any], None] | None = None,
 ) -> DriftResult:
     """Compare ``current`` with ``reference`` column by column with Evidently's DataDriftPreset;
-    with ``html``, Evidently's report is saved there too.
+    with ``html``, Evidently's report is saved there too, and ``on_snapshot`` gets its snapshot
+    (not called when no column needed Evidently).
 
     Numeric columns use ``num_method``; ``predicted_label`` and any other non-numeric column use
     ``cat_method``; every column uses ``threshold`` (a p-value or a distance, per method).
@@ -78,6 +83,7 @@ def data_drift(
             [c for c in categorical if c not in stable],
             {"num": num_method, "cat": cat_method, "threshold": threshold},
             html,
+            on_snapshot,
         )
         scores.update(
             _column_scores(metrics, checked, numerical, num_method, cat_method, threshold)
@@ -149,9 +155,10 @@ def _run_report(
     categorical: list[str],
     pinned: dict[str, Any],
     html: Path | None = None,
+    on_snapshot: Callable[[Any], None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Run DataDriftPreset with pinned methods; return the snapshot's metrics and tests (and
-    save its HTML to ``html`` if given)."""
+    save its HTML to ``html``, hand it to ``on_snapshot``, if given)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -176,6 +183,8 @@ def _run_report(
         )
     if html is not None:
         snapshot.save_html(str(html))
+    if on_snapshot is not None:
+        on_snapshot(snapshot)
     payload = snapshot.dict()
     return list(payload["metrics"]), list(payload.get("tests", []))
 
@@ -253,13 +262,15 @@ def drift_by_kind(
     cat_method: str = "chisquare",
     threshold: float = 0.05,
     html: Path | None = None,
+    on_snapshot: Callable[[Any], None] | None = None,
 ) -> dict[str, DriftResult]:
     """One Evidently run over every column (``features``, ``embedding`` ``pc*`` and
     ``prediction`` columns, see ``monitoring.features``), split into a ``DriftResult`` per kind
-    whose ``drift_share`` counts that kind's columns only."""
+    whose ``drift_share`` counts that kind's columns only (``html``, ``on_snapshot``: as for
+    ``data_drift``)."""
     whole = data_drift(
         reference, current, num_method=num_method, cat_method=cat_method, threshold=threshold,
-        html=html,
+        html=html, on_snapshot=on_snapshot,
     )  # fmt: skip
     out = {}
     for kind, columns in kinds_of([str(c) for c in reference.columns]).items():

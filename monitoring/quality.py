@@ -1,6 +1,6 @@
 """Label-free quality: teacher–student disagreement and user feedback, per served version.
 
-Pure functions over the example store's frames (``feedback.store.read_kind``): teacher-label
+Pure functions over the example store's frames (``feedback.examples.read_kind``): teacher-label
 rows carry the served version and its answer (``model_version``, ``student_probs``) beside the
 teacher's (``teacher_probs``); feedback rows carry the rated version and the rating (1–5).
 A request rated twice counts once, with its latest rating.
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from feedback.examples import latest_ratings, recent
 from training.rollout import feedback_evidence, teacher_evidence
 
 
@@ -23,22 +24,6 @@ class VersionQuality:
     rated: int  # requests rated
     mean_rating: float | None  # 1..5
     negative_share: float | None  # share rated at most ``bad_rating_max``, 0..1
-
-
-def recent(frame: pd.DataFrame, since: float, column: str = "ts") -> pd.DataFrame:
-    """Rows whose ``column`` (Unix s; labels fall back to ``ts``) is at or after ``since``."""
-    if frame.empty:
-        return frame
-    stamps = frame[column] if column in frame else frame["ts"]
-    stamps = stamps.fillna(frame["ts"]).astype(float)
-    return frame[stamps >= since]
-
-
-def latest_ratings(feedback: pd.DataFrame) -> pd.DataFrame:
-    """One row per request id: its latest rating."""
-    if feedback.empty:
-        return feedback
-    return feedback.sort_values("ts", kind="stable").drop_duplicates("request_id", keep="last")
 
 
 def per_version(

@@ -3,7 +3,7 @@ budget: every scheduler tick sends at most ``RELABEL_SHARE`` of the sampler's bu
 minute × the minutes since the last send, at most one minute's worth) of the newest rows whose
 teacher is not the current one back to the sampled topic, as ``relabel:<request id>`` with reason
 ``relabel``. The labeler labels them like any sample (exactly once, cache, breaker); rounds then
-read the new label in place of the old (``training.data.supersede_relabelled``)."""
+read the new label in place of the old (``feedback.examples.supersede_relabelled``)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ import pandas as pd
 from distillery import bus
 from distillery.events import SampledPrediction, Topics
 from distillery.settings import Settings
-from feedback.store import read_labels
-from training.data import RELABEL_PREFIX
+from feedback.examples import RELABEL_PREFIX, read_labels
 
 log = logging.getLogger(__name__)
 RELABEL_SHARE = 0.25  # of the sampler's labels per minute: live traffic keeps the rest

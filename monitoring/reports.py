@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.registry import write_atomic
+from distillery.files import write_atomic
 
 NAME = re.compile(r"^drift-\d{8}T\d{6}Z(?:-\d{1,3})?\.html$")
 

@@ -1,8 +1,10 @@
 """The retraining scheduler: one named Ray actor that watches the store and starts rounds.
 
 Every ``drift_every_s`` it measures drift and label-free quality (``monitoring.watch``); every
-``poll_s`` it drives a running rollout, or asks ``triggers.decide`` whether a round starts, on
-the newest measurement and the labels since the last round. It exports both as gauges.
+``poll_s`` it drives a running rollout (``monitoring.promotion``), or asks ``triggers.decide``
+whether a round starts, on the newest measurement and the labels since the last round. It exports
+both as gauges. This module is the loop only: ticks, the round lock, status; everything from a
+registered candidate to a promoted (or rolled back) student is ``monitoring.promotion``'s.
 """
 
 from __future__ import annotations
@@ -14,32 +16,20 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from distillery.contracts import RoundProgress, TriggerRecord, VariantReport
 from distillery.settings import Settings
 from distillery.task import Task
-from feedback.store import count_labels_since, read_kind
+from feedback.examples import count_labels_since
+from monitoring.promotion import Promotion
 from monitoring.relabel import Relabeler
 from monitoring.teacher_status import current_teacher_id, live_health, teacher_status
 from monitoring.triggers import Decision, Signals, TriggerState, decide
 from monitoring.watch import Watch
-from services.variants import merge
-from training import cycle, rollout
+from training import cycle
+from training.cycle import RoundReport
 from training.registry import Registry
-from training.rollout import Evidence, Rollout
 
 log = logging.getLogger(__name__)
-ACTOR_NAME = "distillery-scheduler"
-HEAL_S = 30.0  # how often Serve's deployed version is checked against the registry
-NAMESPACE = "distillery"
-
-
-def find_scheduler() -> Any | None:
-    """The running scheduler actor's handle, or None when there is none (yet)."""
-    import ray
-
-    try:
-        return ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
-    except ValueError:
-        return None
 
 
 class Scheduler:
@@ -65,31 +55,20 @@ class Scheduler:
         )
         self._metrics: Any = None
         self.serving: dict[str, int] = {}  # Serve replica id → student version it answers with
-        self.reports: dict[str, dict[str, Any]] = {}  # replica id → its newest rollout counts
-        self.last_verdict: dict[str, Any] | None = None
-        self.progress: dict[str, Any] | None = None  # the running round's, from its workers
-        self._rollout_lock = threading.RLock()
-        self._applied: tuple[int | None, Any] | None = None  # what Serve was last told to run
-        self._next_heal = 0.0  # monotonic s
+        self.progress: RoundProgress | None = None  # the running round's, from its workers
+        self.promotion = Promotion(settings, self.registry, dashboard_url, self.replicas)
         self.relabeler = Relabeler(settings)
 
     def bootstrap(self) -> dict[str, Any] | None:
         with self._round_lock:
             report = cycle.bootstrap(self.settings, self.task)
         if report is not None:
-            self.last_round = asdict(report)
+            self._last(report)
         return self.last_round
-
-    def _dashboard(self) -> str:
-        if self.dashboard_url is None:
-            raise RuntimeError("no dashboard address: cannot deploy")
-        return self.dashboard_url
 
     def deploy_current(self) -> int:
         """Deploy the registry's state (current version, any rollout candidate); wait for it."""
-        with self._rollout_lock:
-            self._applied = None
-            self._apply(self._dashboard(), wait=True)
+        self.promotion.redeploy()
         current = self.registry.current()
         if current is None:
             raise RuntimeError("the registry has no promoted version to serve")
@@ -105,12 +84,13 @@ class Scheduler:
     def promote(self, version: int, reason: str) -> dict[str, Any]:
         """Make a registered ``version`` the served one now (ending any rollout); returns when
         every replica has it."""
-        dashboard_url = self._dashboard()
-        with self._round_lock, self._rollout_lock:
+        if self.dashboard_url is None:
+            raise RuntimeError("no dashboard address: cannot deploy")
+        with self._round_lock, self.promotion.lock:
             start = time.monotonic()
-            self._promote_now(version, reason)
+            self.promotion.promote_now(version, reason)
             promoted_at = time.time()
-            self._apply(dashboard_url, wait=True)
+            self.promotion.apply(wait=True)
         return {
             "version": version,
             "promoted_at": promoted_at,
@@ -119,32 +99,29 @@ class Scheduler:
         }
 
     def retrain(
-        self, reason: str = "operator: distillery retrain", trigger: dict[str, Any] | None = None
+        self, reason: str = "operator: distillery retrain", trigger: TriggerRecord | None = None
     ) -> dict[str, Any]:
         """One round now (waits for a running one to finish first); refused during a rollout.
-        ``trigger`` (kind, value, reason) is recorded with the version; default: an operator's."""
-        trigger = trigger or {"kind": "operator", "value": None, "reason": reason}
+        ``trigger`` is recorded with the version; default: an operator's."""
+        trigger = trigger or TriggerRecord.operator(reason)
         with self._round_lock:
             try:
                 self._no_rollout_running()
-                report = cycle.retrain(
-                    self.settings, self.task, self.dashboard_url, reason, self.replicas, trigger
-                )
-                self._deployed_by_cycle()
+                report = cycle.retrain(self.settings, self.task, reason, trigger, self._serving())
+                self._after_round(report)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                self._metric("rounds", trigger=trigger["kind"], outcome="error")
+                self._metric("rounds", trigger=trigger.kind, outcome="error")
                 raise
             finally:
                 self.trigger_state = TriggerState(time.time(), self.trigger_state.disarmed)
-        self.last_round = asdict(report)
-        self._metric("rounds", trigger=trigger["kind"], outcome=report.outcome)
-        return self.last_round
+        self._metric("rounds", trigger=trigger.kind, outcome=report.outcome)
+        return self._last(report)
 
     def run(self) -> None:
-        from monitoring.metrics import loop_metrics
+        from distillery.metrics import loop_metrics
 
-        self._metrics = loop_metrics()
+        self._metrics = self.promotion.metrics = loop_metrics()
         next_measure = time.monotonic()
         while not self._stop.wait(self.settings.scheduler.poll_s):
             try:
@@ -161,7 +138,7 @@ class Scheduler:
     def tick(self) -> bool:
         """Drive the rollout if one runs; else start a round if a trigger fires (True if one
         ran): a new round waits until the rollout before it has ended."""
-        self.rollout_tick()
+        self.promotion.tick(round_running=self._round_lock.locked())
         if self.registry.rollout() is not None:
             return False
         new_labels, minutes = self._since_last_round()
@@ -176,7 +153,8 @@ class Scheduler:
         self.trigger_state = decision.state  # re-armed signals stay re-armed
         if not decision.fire:
             return False
-        trigger = {"kind": decision.kind, "value": decision.value, "reason": decision.reason}
+        assert decision.kind is not None  # a decision that fires names its trigger
+        trigger = TriggerRecord(kind=decision.kind, value=decision.value, reason=decision.reason)
         self.retrain(f"scheduler: {decision.reason}", trigger)
         return True
 
@@ -205,10 +183,10 @@ class Scheduler:
         self._metrics.labels_since_round.set(new_labels)
         self._metrics.current_version.set(self.registry.current() or 0)
         progress = self.progress if self._round_lock.locked() else None
-        self._metrics.round_progress.set(0.0 if progress is None else progress["done"])
+        self._metrics.round_progress.set(0.0 if progress is None else progress.done)
         if self.progress is not None:
-            self._metrics.round_loss.set(self.progress["loss"])
-            self._metrics.round_examples_per_s.set(self.progress["examples_per_s"])
+            self._metrics.round_loss.set(self.progress.loss)
+            self._metrics.round_examples_per_s.set(self.progress.examples_per_s)
 
     def _export(self, signals: Signals) -> None:
         if self._metrics is None:
@@ -229,13 +207,15 @@ class Scheduler:
         running = self.registry.rollout()
         return {
             "rollout": None if running is None else running.model_dump(),
-            "rollout_verdict": self.last_verdict if running is not None else None,
+            "rollout_verdict": self.promotion.last_verdict if running is not None else None,
             "current_version": self.registry.current(),
             "versions": self.registry.versions(),
             "labels_since_last_round": new_labels,
             "minutes_since_last_round": round(minutes, 2),
             "round_running": self._round_lock.locked(),
-            "round_progress": self.progress if self._round_lock.locked() else None,
+            "round_progress": (
+                self.progress.model_dump() if self.progress and self._round_lock.locked() else None
+            ),
             "last_round": self.last_round,
             "last_error": self.last_error,
             "drift": self.watch.drift,
@@ -267,32 +247,34 @@ class Scheduler:
     def stop(self) -> None:
         self._stop.set()
 
-    # ---- rollout: shadow → canary → full, automatic rollback, operator actions ----
+    # ---- what the layers below report ----
 
-    def report_progress(self, progress: dict[str, Any]) -> None:
-        """Called by a round's rank-0 worker every few batches: epoch, done (0–1), loss,
-        examples_per_s. Shown by ``status`` and exported to Prometheus."""
+    def report_progress(self, progress: RoundProgress) -> None:
+        """Called by a round's rank-0 worker every few batches. Shown by ``status`` and
+        exported to Prometheus."""
         self.progress = progress
         if self._metrics is not None:
-            self._metrics.round_progress.set(progress["done"])
-            self._metrics.round_loss.set(progress["loss"])
-            self._metrics.round_examples_per_s.set(progress["examples_per_s"])
+            self._metrics.round_progress.set(progress.done)
+            self._metrics.round_loss.set(progress.loss)
+            self._metrics.round_examples_per_s.set(progress.examples_per_s)
 
-    def report_variants(self, replica: str, snapshot: dict[str, Any]) -> None:
+    def report_variants(self, replica: str, report: VariantReport) -> None:
         """Called by each replica every ``rollout.report_s`` during a rollout."""
-        self.reports[replica] = snapshot
+        self.promotion.report_variants(replica, report)
 
     def submit(self, model_dir: str, reason: str = "operator: distillery submit") -> dict[str, Any]:
         """Register a student trained elsewhere; it is gated and rolled out like a round's."""
         with self._round_lock:
             self._no_rollout_running()
             report = cycle.submit(
-                self.settings, self.task, Path(model_dir), self.dashboard_url, reason,
-                self.replicas,
-            )  # fmt: skip
-            self._deployed_by_cycle()
-        self.last_round = asdict(report)
-        return self.last_round
+                self.settings, self.task, Path(model_dir), reason, self._serving()
+            )
+            self._after_round(report)
+        return self._last(report)
+
+    def operate(self, action: str, reason: str, version: int | None = None) -> dict[str, Any]:
+        """An operator's ``promote``, ``rollback``, ``pause`` or ``resume`` (``Promotion``)."""
+        return self.promotion.operate(action, reason, version)
 
     def _no_rollout_running(self) -> None:
         running = self.registry.rollout()
@@ -302,172 +284,18 @@ class Scheduler:
                 "wait for it before a new candidate"
             )
 
-    def evidence(self, running: Rollout) -> tuple[Evidence, Evidence, float | None]:
-        """(stable, candidate, shadow agreement with the stable student) live since the stage
-        began: the replicas' counts, the store's teacher labels (in shadow, the same mirrored
-        texts for both) and feedback."""
-        merged = merge(list(self.reports.values()), running.key)
-        store, since = self.settings.paths.store_dir, running.stage_started_at
-        labels = read_kind(store, "labels", written_after=since)
-        if not labels.empty:
-            predicted = labels.get("predicted_at", labels["ts"]).fillna(labels["ts"])
-            labels = labels[predicted.astype(float) >= since].drop_duplicates("request_id")
-        feedback = read_kind(store, "feedback", written_after=since)
-        shadow = running.stage == "shadow"
-        if not shadow and "reason" in labels:
-            # canary: each version's own margins and novelty steer the targeted picks, so only
-            # uniform picks compare the two fairly (measured: 0.57 vs 0.86 on all picks for a
-            # candidate the gate had found as good)
-            labels = labels[labels["reason"] == "uniform"]
-        paired = labels
-        if shadow:
-            mirrored = "shadow_version" in labels and not labels.empty
-            paired = (
-                labels[labels["shadow_version"] == running.candidate] if mirrored else labels[:0]
-            )
-        bad = self.settings.train.bad_rating_max
-        out = []
-        for version, rows, own in (
-            (running.stable, paired, False),
-            (running.candidate, labels, shadow),
-        ):
-            labelled, agreed = rollout.teacher_evidence(rows, version, own)
-            rated, negative = rollout.feedback_evidence(feedback, version, bad)
-            base = merged.evidence.get(version, Evidence())
-            out.append(
-                replace(base, labelled=labelled, agreed=agreed, rated=rated, negative=negative)
-            )
-        with_stable = merged.agreed / merged.compared if merged.compared else None
-        return out[0], out[1], with_stable
+    def _serving(self) -> bool:
+        return self.dashboard_url is not None
 
-    def rollout_tick(self) -> dict[str, Any] | None:
-        """Judge the running rollout on its evidence and act: wait, advance or roll back."""
-        with self._rollout_lock:
-            self._heal()
-            self._apply(self.dashboard_url, wait=False)
-            running = self.registry.rollout()
-            self._metric_stage(running)
-            if running is None or running.paused:
-                return None
-            stable, candidate, with_stable = self.evidence(running)
-            elapsed = time.time() - running.stage_started_at
-            verdict = rollout.evaluate(
-                running.stage, elapsed, stable, candidate, self.settings.rollout
-            )
-            self.last_verdict = {
-                **verdict.to_dict(), "stable": asdict(stable), "candidate": asdict(candidate),
-                "shadow_agreement_with_stable": with_stable,
-            }  # fmt: skip
-            reason = f"automatic: {verdict.reason}"
-            if verdict.action == "rollback":
-                self.registry.roll_back(reason, self.last_verdict)
-                self._transition("rolled_back")
-            elif verdict.action == "advance" and running.stage == "shadow":
-                self.registry.advance("canary", reason, self.last_verdict)
-                self._transition("canary")
-            elif verdict.action == "advance":
-                self.registry.finish(reason, self.last_verdict)
-                self._transition("promoted")
-            if verdict.action != "wait":
-                log.info("rollout of v%d: %s", running.candidate, reason)
-                self._apply(self.dashboard_url, wait=verdict.action == "advance")
-            return self.last_verdict
+    def _after_round(self, report: RoundReport) -> None:
+        """Serve learns the round's outcome: a promoted version on every replica before this
+        returns, a rollout's candidate loading beside the stable student."""
+        with self.promotion.lock:
+            self.promotion.apply(wait=report.outcome == "promoted")
 
-    def operate(self, action: str, reason: str, version: int | None = None) -> dict[str, Any]:
-        """An operator's ``promote`` (``version``, default the candidate), ``rollback``,
-        ``pause`` or ``resume``; {"ok": False, "detail": why} when it does not apply now."""
-        try:
-            with self._rollout_lock:
-                if action == "promote":
-                    detail = self._promote_now(version, reason)
-                elif action == "rollback":
-                    detail = self._roll_back_now(reason)
-                elif action in ("pause", "resume"):
-                    self.registry.set_paused(action == "pause", reason)
-                    detail = f"rollout {action}d"
-                else:
-                    raise ValueError(f"unknown action {action!r}")
-                self._apply(self.dashboard_url, wait=action in ("promote", "rollback"))
-        except (ValueError, KeyError) as exc:
-            return {"ok": False, "detail": str(exc).strip("'\"")}
-        running = self.registry.rollout()
-        return {
-            "ok": True,
-            "detail": detail,
-            "current_version": self.registry.current(),
-            "rollout": None if running is None else running.model_dump(),
-        }
-
-    def _promote_now(self, version: int | None, reason: str) -> str:
-        running = self.registry.rollout()
-        if version is None and running is None:
-            raise ValueError("no rollout in progress: name the version to promote")
-        if running is not None and version in (None, running.candidate):
-            self.registry.finish(reason)
-            self._transition("promoted")
-            return f"v{running.candidate} promoted"
-        assert version is not None
-        self.registry.get(version)  # raises KeyError naming an unknown version
-        if running is not None:
-            self.registry.roll_back(f"superseded: v{version} promoted ({reason})")
-            self._transition("rolled_back")
-        self.registry.promote(version, reason)
-        self._transition("promoted")
-        return f"v{version} promoted"
-
-    def _roll_back_now(self, reason: str) -> str:
-        if self.registry.rollout() is not None:
-            version = self.registry.roll_back(reason)
-            self._transition("rolled_back")
-            return f"v{version} rolled back; v{self.registry.current()} serves everyone"
-        previous = self.registry.demote(reason)
-        self._transition("rolled_back")
-        return f"rolled back to v{previous}"
-
-    def _state(self) -> tuple[int | None, Any]:
-        """What Serve should run: the current version and the rollout candidate's spec."""
-        return self.registry.current(), cycle.candidate_spec(self.settings, self.registry)
-
-    def _apply(self, dashboard_url: str | None, wait: bool) -> None:
-        """Tell Serve the registry's state (current version + rollout candidate) if it changed
-        since it was last told; with ``wait``, until every replica answers with the current."""
-        state = self._state()
-        if dashboard_url is None or state[0] is None or state == self._applied:
-            return
-        cycle.hot_swap(self.settings, self.registry, dashboard_url, self.replicas if wait else None)
-        self._applied = state
-
-    def _heal(self) -> None:
-        """Every ``HEAL_S``: if Serve's target config names another version than the registry's
-        current (e.g. a KubeRay operator restart re-applied its ``serveConfigV2``), forget
-        what was applied, so that ``_apply`` deploys the registry's state again."""
-        if self.dashboard_url is None or time.monotonic() < self._next_heal:
-            return
-        self._next_heal = time.monotonic() + HEAL_S
-        if self._round_lock.locked():  # a round deploys what it decides itself
-            return
-        from services.deploy import deployed_version
-
-        deployed, current = deployed_version(self.dashboard_url), self.registry.current()
-        if deployed is not None and current is not None and deployed != current:
-            log.warning(
-                "Serve runs v%d but the registry serves v%d: redeploying", deployed, current
-            )
-            self._applied = None
-
-    def _deployed_by_cycle(self) -> None:
-        """A round or a submission deploys what it decided itself (``cycle.admit``): note it,
-        so that the next tick does not deploy the same config again."""
-        if self.dashboard_url is not None:
-            self._applied = self._state()
-
-    def _transition(self, to: str) -> None:
-        self._metric("rollout_transitions", to=to)
-
-    def _metric_stage(self, running: Rollout | None) -> None:
-        if self._metrics is not None:
-            stage = 0 if running is None else {"shadow": 1, "canary": 2}[running.stage]
-            self._metrics.rollout_stage.set(stage)
+    def _last(self, report: RoundReport) -> dict[str, Any]:
+        self.last_round = report.model_dump(mode="json")
+        return self.last_round
 
 
 def _decision_dict(decision: Decision) -> dict[str, Any]:

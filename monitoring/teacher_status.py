@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from distillery.actors import find_labeler
 from distillery.settings import TeacherSettings
 from distillery.task import Task
 from models.factory import configured_teacher_id
 from models.teacher import TeacherHealth
-from services.labeler import ACTOR_NAME as LABELER_ACTOR
 from training.registry import Registry
 
 
@@ -19,7 +19,9 @@ def live_health(timeout_s: float = 1.0) -> dict[str, Any] | None:
     import ray
 
     try:
-        actor = ray.get_actor(LABELER_ACTOR, namespace="distillery")
+        actor = find_labeler()
+        if actor is None:
+            return None
         health = cast(TeacherHealth, ray.get(actor.teacher_health.remote(), timeout=timeout_s))
         return dict(health.public())
     except Exception:  # no labeler actor (its own process), or busy: say unknown

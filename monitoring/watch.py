@@ -11,7 +11,9 @@ the seed movies v1 trained on, in ``tests/integration/test_drift_trigger.py``). 
 teacher–student disagreement and feedback over the last ``monitor.signal_window_s``, per
 version. Each measurement becomes one point of a bounded series (kept in
 ``state/monitor/series.json``, so a restarted scheduler keeps its history), feeds the triggers'
-``Signals``, and every ``monitor.html_every`` checks saves Evidently's HTML report.
+``Signals``, and every ``monitor.html_every`` checks saves Evidently's HTML report. Each check is
+also written to the Evidently workspace that ``evidently ui`` serves
+(``monitoring.evidently_workspace``); a failure there is logged and never fails the check.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from distillery.files import write_atomic
 from distillery.settings import Settings
 from distillery.task import Task
-from feedback.store import read_kind, read_labels
+from feedback.examples import read_kind, read_labels, recent
 from monitoring import quality
+from monitoring.evidently_workspace import EvidentlyWorkspace, signal_values, workspace_dir
 from monitoring.reports import Reports
 from monitoring.triggers import Signals
 from training.data import in_holdout
-from training.registry import Registry, write_atomic
+from training.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,11 @@ class Watch:
         self._student: tuple[int, Any] | None = None  # (version, Student) embedding traffic
         self._checks = 0
         self._reference: tuple[Any, tuple[np.ndarray, np.ndarray]] | None = None
+        self.workspace = EvidentlyWorkspace(
+            workspace_dir(settings.paths.state_dir), task.name,
+            keep_signals=settings.monitor.series_points, keep_reports=settings.monitor.reports_keep,
+        )  # fmt: skip
+        self._snapshots: list[Any] = []  # this check's Evidently snapshot, for the workspace
 
     def _load_series(self) -> list[dict[str, Any]]:
         if not self._series_file.is_file():
@@ -71,14 +80,15 @@ class Watch:
         labels = read_labels(self.settings.paths.store_dir)
         drift = self._drift(labels, now)
         since = now - cfg.signal_window_s
-        window = quality.recent(labels, since, "predicted_at")
+        window = recent(labels, since, "predicted_at")
         feedback = read_kind(self.settings.paths.store_dir, "feedback")
         bad = self.settings.train.bad_rating_max
-        versions = quality.per_version(window, quality.recent(feedback, since), bad)
+        versions = quality.per_version(window, recent(feedback, since), bad)
         self.versions = [asdict(v) for v in versions]
         served = next((v for v in versions if v.version == self.registry.current()), None)
         summary = quality.feedback_summary(feedback, since, now, bad)
         disagreement = None if served is None else served.disagreement
+        self._to_workspace(now, drift, disagreement)
         self._append(
             {
                 "ts": now,
@@ -98,6 +108,20 @@ class Watch:
             rated=summary.rated,
         )
 
+    def _to_workspace(
+        self, now: float, drift: dict[str, float] | None, disagreement: float | None
+    ) -> None:
+        """This check's signals (and its drift report, when it saved one) into the workspace."""
+        report = self._snapshots.pop() if self._snapshots else None
+        try:
+            values = signal_values(drift, disagreement)
+            self.workspace.add_check(now, self.registry.current(), values, report)
+        except Exception:
+            log.warning(
+                "monitor: could not write the check to the Evidently workspace %s",
+                self.workspace.folder, exc_info=True,
+            )  # fmt: skip
+
     def _append(self, point: dict[str, Any]) -> None:
         self.series.append(point)
         write_atomic(self._series_file, json.dumps(list(self.series)).encode())
@@ -107,6 +131,7 @@ class Watch:
         ``monitor.min_rows`` rows in each (the previous check's result is kept meanwhile)."""
         from monitoring.drift import drift_by_kind, pinned_methods
 
+        self._snapshots.clear()
         cfg = self.settings.monitor
         current_version = self.registry.current()
         if labels.empty or current_version is None:
@@ -130,6 +155,7 @@ class Watch:
             cat_method=cat,
             threshold=threshold,
             html=html,
+            on_snapshot=None if html is None else self._snapshots.append,
         )
         shares = {kind: r.drift_share for kind, r in results.items()}
         self.drift = {
@@ -181,7 +207,7 @@ class Watch:
         return encoded
 
     def _serving_student(self, version: int) -> Any:
-        from services.student import Student
+        from models.student import Student
 
         if self._student is None or self._student[0] != version:
             path = self.registry.local_dir(version, self.settings.paths.model_cache_path())

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 from fastapi import FastAPI, HTTPException, Request, Response
 from ray import serve
 
 from distillery import bus
+from distillery.actors import find_labeler, find_scheduler
+from distillery.contracts import CandidateSpec, StudentConfig
 from distillery.events import FeedbackEvent, SampledPrediction, Topics, encode
+from distillery.metrics import serve_metrics
 from distillery.settings import Settings
 from distillery.task import load_task
 from feedback.delivery import Delivery
@@ -38,8 +40,8 @@ from feedback.models import (
     check_texts,
 )
 from feedback.tokens import load_secret, sign, verify
+from models.student import Student
 from models.teacher import TeacherHealth
-from monitoring.metrics import serve_metrics
 from services import operator_api
 from services.edge import (
     ERRORS,
@@ -48,11 +50,9 @@ from services.edge import (
     parse,
     within,
 )
-from services.labeler import ACTOR_NAME as LABELER_ACTOR
 from services.recall import Recall
 from services.sampling import Policy, Publisher, Sampler, TokenBucket
 from services.slots import Slot
-from services.student import Student
 from services.variants import VariantStats, report_forever
 from training.model_store import ModelStore, local_copy
 from training.rollout import stage_key, takes_candidate
@@ -68,8 +68,6 @@ api.include_router(operator_api.router)
 
 def report_serving(version: int) -> None:
     """Tell the scheduler which version this replica now answers with (fire and forget)."""
-    from monitoring.scheduler import find_scheduler
-
     replica = serve.get_replica_context().replica_id.unique_id
     scheduler = find_scheduler()
     if scheduler is None:
@@ -108,7 +106,9 @@ async def teacher_state() -> dict[str, Any]:
     "unknown" when no labeler actor answers within a second (a labeler run as its own process).
     The student answers either way: a teacher that is down only delays labels."""
     try:
-        actor = ray.get_actor(LABELER_ACTOR, namespace="distillery")
+        actor = find_labeler()
+        if actor is None:
+            return {"state": "unknown"}
         health: TeacherHealth = await asyncio.wait_for(actor.teacher_health.remote(), timeout=1.0)
     except Exception:  # no such actor, or it is busy: readiness does not depend on it
         return {"state": "unknown"}
@@ -151,7 +151,7 @@ class StudentIngress:
         self.recall = Recall(self.settings.kafka, self.sampler.on_feedback, self._send_recalled)
         self.stable = Slot("stable", self._load, report_serving, self.metrics.swap_failed.inc)
         self.candidate = Slot("candidate", self._load, None, self.metrics.swap_failed.inc)
-        self.spec: dict[str, Any] | None = None  # the rollout: version, path, stage, share, id
+        self.spec: CandidateSpec | None = None  # the rollout candidate, if any
         self.store: str | None = None  # the model store versions load from (None: "path")
         self.stats = VariantStats()
         self._background: set[asyncio.Task[None]] = set()
@@ -167,20 +167,19 @@ class StudentIngress:
         ).start()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """user_config = {"version": N, "path": model folder, "store": model store path or URL
-        (optional), "candidate": None or {"version", "path", "store", "stage" (shadow | canary),
-        "share", "id"}}. With "store", a version loads from a local copy of the store's (on a
-        replica on another node: downloaded once into ``paths.model_cache_dir``); without it,
-        from "path".
+        """``user_config`` is a ``distillery.contracts.StudentConfig``: the stable version and
+        its path, the model store (optional), and the rollout candidate (or None). With a store,
+        a version loads from a local copy of the store's (on a replica on another node:
+        downloaded once into ``paths.model_cache_dir``); without it, from its path.
 
         The first call (at start) loads at once. Later calls return at once and load a new
         version on a thread beside the old one (``services.slots``): Serve marks a replica not
         ready while ``reconfigure`` runs (ray issue 54509), so loading here would stall it.
         Promoting the candidate reuses its loaded weights; dropping it (a rollback) is instant.
         """
-        version, path = int(user_config["version"]), Path(user_config["path"])
-        spec = user_config.get("candidate")
-        self.store = user_config.get("store")
+        config = StudentConfig.model_validate(user_config)
+        version, path, spec = config.version, Path(config.path), config.candidate
+        self.store = config.store
         ready = self.candidate.loaded
         if ready is not None and ready.version == version and self.stable.loaded is not None:
             self.stable.put(version, ready.student)  # the candidate is promoted
@@ -188,16 +187,16 @@ class StudentIngress:
         if spec is None:
             self.candidate.clear()
         else:
-            self.candidate.want(int(spec["version"]), Path(spec["path"]))
-        self.stats.start(None if spec is None else stage_key(spec["id"], spec["stage"]))
+            self.candidate.want(spec.version, Path(spec.path))
+        self.stats.start(None if spec is None else stage_key(spec.id, spec.stage))
         self.stable.want(version, path, wait=self.stable.loaded is None)
 
     def _variant(self) -> Variant | None:
         """The candidate, once the version the rollout names is loaded."""
         spec, ready = self.spec, self.candidate.loaded
-        if spec is None or ready is None or ready.version != int(spec["version"]):
+        if spec is None or ready is None or ready.version != spec.version:
             return None
-        return Variant(ready.student, ready.version, spec["stage"], spec["share"], spec["id"])
+        return Variant(ready.student, ready.version, spec.stage, spec.share, spec.id)
 
     def _load(self, version: int, path: Path) -> Student:
         if self.store is not None:

@@ -8,26 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from distillery.contracts import StudentConfig
 from distillery.settings import Settings
 
 APP_NAME = "distillery"
 DEPLOYMENT = "StudentIngress"
 
 
-def serve_config(
-    settings: Settings,
-    version: int,
-    model_path: Path | str,
-    candidate: dict[str, Any] | None = None,
-    store: str | None = None,
-) -> dict[str, Any]:
-    """A Serve multi-application config whose only moving part is the student's user_config:
-    the stable version, and a rollout ``candidate`` ({version, path, store, stage, share, id})
-    if any. With ``store`` (the model store's path or URL), a replica on any node loads the
-    version from there (a local copy); without it, from ``model_path`` on its own disk."""
+def serve_config(settings: Settings, student: StudentConfig) -> dict[str, Any]:
+    """A Serve multi-application config whose only moving part is the student's user_config
+    (``distillery.contracts.StudentConfig``: the stable version, a rollout candidate if any, and
+    where a replica on any node loads them from)."""
     public = settings.model_dump(
         mode="json", exclude={"serve": {"feedback_secret", "operator_token"}}
     )
@@ -46,12 +39,7 @@ def serve_config(
                         "max_ongoing_requests": serve_cfg.max_ongoing_requests,
                         "ray_actor_options": {"num_cpus": serve_cfg.replica_cpus},
                         "logging_config": {"enable_access_log": serve_cfg.access_log},
-                        "user_config": {
-                            "version": version,
-                            "path": str(model_path),
-                            "candidate": candidate,
-                            **({} if store is None else {"store": store}),
-                        },
+                        "user_config": student.as_user_config(),
                     }
                 ],
             }
@@ -93,8 +81,8 @@ def _version_of(app: dict[str, Any]) -> int | None:
     if not app:
         return None
     deployment = app["deployments"][DEPLOYMENT]["deployment_config"]
-    user_config = deployment.get("user_config") or {}
-    return user_config.get("version")
+    user_config = deployment.get("user_config")
+    return None if not user_config else StudentConfig.model_validate(user_config).version
 
 
 def deployed_version(dashboard_url: str) -> int | None:

@@ -37,10 +37,10 @@ from distillery.task import Task
 from models.factory import build_teacher
 from models.openai_api import EndpointUnreachable
 from models.teacher import Teacher, TeacherCost, TeacherHealth, TeacherUnavailable
+from models.teacher_labels import Labelled, to_labels
 
 log = logging.getLogger(__name__)
 GROUP = "distillery-labeler"
-ACTOR_NAME = "distillery-labeler"  # the labeler actor ``up`` starts; /readyz asks it
 MAX_PENDING = 2  # batches handed to the teacher and not yet sent: one labelled, one queued
 
 
@@ -62,54 +62,6 @@ def parse_batch(
             continue
         good.setdefault(event.request_id, (record, event))
     return list(good.values()), bad
-
-
-@dataclass
-class Labelled:
-    """A batch's outcome: its labels, the records whose answer could not be read (with the raw
-    answer), and what the teacher call cost."""
-
-    labels: list[TeacherLabel]
-    unreadable: list[tuple[bus.Record, str]]
-    cost: TeacherCost
-
-
-def to_labels(
-    batch: list[tuple[bus.Record, SampledPrediction]],
-    task: Task,
-    teacher: Teacher,
-    with_states: bool = False,
-) -> Labelled:
-    """The teacher's label for each sampled prediction; ``with_states`` also carries its
-    sentence embedding (H,) for the student's hidden-state loss, if the teacher has one."""
-    answer = teacher.label([event.text for _, event in batch], with_states)  # (B, C)
-    states = answer.states if with_states else None  # (B, H) or None
-    labels = [
-        TeacherLabel(
-            request_id=event.request_id,
-            text=event.text,
-            labels=task.label_names,
-            teacher_logits=[float(x) for x in answer.logits[i]],
-            teacher_probs=[float(x) for x in answer.probs[i]],
-            student_probs=event.student_probs,
-            model_version=event.model_version,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            predicted_at=event.ts,
-            reason=event.reason,
-            shadow_version=event.shadow_version,
-            shadow_probs=event.shadow_probs,
-            teacher_embedding=None if states is None else [float(x) for x in states[i]],
-            teacher_id=teacher.teacher_id,
-        )
-        for i, (record, event) in enumerate(batch)
-        if i not in answer.unreadable
-    ]
-    unreadable = [
-        (batch[i][0], f"teacher {teacher.teacher_id} answer unreadable: {raw}"[:4_000])
-        for i, raw in sorted(answer.unreadable.items())
-    ]
-    return Labelled(labels, unreadable, answer.cost)
 
 
 def _one_torch_thread() -> None:
@@ -189,7 +141,7 @@ class Labeler:
 
     def run(self) -> None:
         """Label until ``stop``; a Kafka failure (a broker restart) reconnects after 2 s."""
-        from monitoring.metrics import loop_metrics
+        from distillery.metrics import loop_metrics
 
         self._metrics = loop_metrics()
         while isinstance(self.teacher, _NoTeacherYet) and not self._build_teacher():

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
+from distillery.actors import find_scheduler
 from feedback.models import AdminAction
 from services.edge import ERRORS, body_schema, read_body, require_bearer, validate
 
@@ -36,8 +37,6 @@ def dashboard_page() -> str:
 
 async def ask_scheduler(method: str, *args: Any) -> Any:
     """The scheduler actor's answer to ``method(*args)``; 503 when it cannot be reached."""
-    from monitoring.scheduler import find_scheduler
-
     try:
         scheduler = find_scheduler()
         if scheduler is None:

@@ -3,7 +3,7 @@
 The sampler spends a teacher budget (labels per minute) where labels teach most: every request
 that got feedback, then predictions the student is unsure of (low margin between its top two
 labels: uncertainty sampling, Lewis & Gale 1994), then inputs far from its training window
-(``services.novelty``), then a uniform base rate that keeps the training data representative.
+(``models.novelty``), then a uniform base rate that keeps the training data representative.
 Uniform picks may only spend the upper half of the bucket, so a burst of routine traffic cannot
 starve the priority reasons. Unsampled requests stay in a bounded, expiring cache so that feedback
 on them can still bring their text to the teacher.

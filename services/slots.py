@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.student import Student
+from models.student import Student
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from distillery.actors import find_scheduler
+from distillery.contracts import VariantReport, VersionCounts
 from training.rollout import Evidence
 
 LATENCY_SAMPLES = 2_000  # per version per replica: the newest, enough for a p99
@@ -60,21 +61,19 @@ class VariantStats:
             self._compared += 1
             self._agreed += int(agreed)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> VariantReport:
         with self._lock:
-            return {
-                "key": self.key,
-                "versions": {
-                    str(v): {
-                        "requests": c.requests,
-                        "errors": c.errors,
-                        "latencies_ms": list(c.latencies_ms),
-                    }
+            return VariantReport(
+                key=self.key,
+                versions={
+                    v: VersionCounts(
+                        requests=c.requests, errors=c.errors, latencies_ms=list(c.latencies_ms)
+                    )
                     for v, c in self._counts.items()
                 },
-                "compared": self._compared,
-                "agreed": self._agreed,
-            }
+                compared=self._compared,
+                agreed=self._agreed,
+            )
 
 
 @dataclass(frozen=True)
@@ -84,22 +83,21 @@ class Merged:
     agreed: int  # ... where the shadow agreed with the stable student
 
 
-def merge(snapshots: list[dict[str, Any]], key: str) -> Merged:
-    """Add up the replicas' snapshots that belong to ``key``; others are stale and ignored."""
+def merge(reports: list[VariantReport], key: str) -> Merged:
+    """Add up the replicas' reports that belong to ``key``; others are stale and ignored."""
     requests: dict[int, int] = {}
     errors: dict[int, int] = {}
     latencies: dict[int, list[float]] = {}
     compared = agreed = 0
-    for snap in snapshots:
-        if snap.get("key") != key:
+    for report in reports:
+        if report.key != key:
             continue
-        compared += int(snap["compared"])
-        agreed += int(snap["agreed"])
-        for name, counts in snap["versions"].items():
-            version = int(name)
-            requests[version] = requests.get(version, 0) + int(counts["requests"])
-            errors[version] = errors.get(version, 0) + int(counts["errors"])
-            latencies.setdefault(version, []).extend(counts["latencies_ms"])
+        compared += report.compared
+        agreed += report.agreed
+        for version, counts in report.versions.items():
+            requests[version] = requests.get(version, 0) + counts.requests
+            errors[version] = errors.get(version, 0) + counts.errors
+            latencies.setdefault(version, []).extend(counts.latencies_ms)
     evidence = {
         v: Evidence(
             requests=requests[v],
@@ -114,13 +112,11 @@ def merge(snapshots: list[dict[str, Any]], key: str) -> Merged:
 def report_forever(stats: VariantStats, replica_id: str, period_s: float) -> None:
     """A replica's thread: every ``period_s`` during a rollout, send ``stats.snapshot()`` to the
     scheduler actor (fire and forget; a lost report costs nothing, the next one has it all)."""
-    from monitoring.scheduler import find_scheduler
-
     scheduler = None
     while True:
         time.sleep(period_s)
         snapshot = stats.snapshot()
-        if snapshot["key"] is None:
+        if snapshot.key is None:
             continue
         try:
             scheduler = scheduler or find_scheduler()

@@ -3,11 +3,13 @@
 Uses Debian's ``chromium`` command line (no Python dependency). A page tells the tests how its
 render went through ``<body data-state>``: ``"ready"`` once it has rendered, ``"error: <message>"``
 after a script error or a failed fetch (``services/dashboard.html`` does this);
-:func:`rendered_dom` raises :class:`PageError` unless the state is ``"ready"``.
+:func:`rendered_dom` raises :class:`PageError` unless the state is ``"ready"``. With ``net_log``
+it also keeps Chromium's network log, and :func:`page_requests` lists what the page fetched.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -140,14 +142,20 @@ def rendered_dom(
     height: int = 900,
     require_ready: bool = True,
     timeout_s: float = 60.0,
+    net_log: Path | None = None,
 ) -> str:
     """The DOM of ``url`` after its scripts ran for ``budget_ms`` of virtual time (fetches
     complete first). With ``require_ready``, raise :class:`PageError` unless the page says
-    ``data-state="ready"``, naming the state it reached (its error message, if any)."""
+    ``data-state="ready"``, naming the state it reached (its error message, if any). With
+    ``net_log``, Chromium writes its network log there (read it with :func:`page_requests`)."""
+    logging = (
+        [] if net_log is None else [f"--log-net-log={net_log}", "--net-log-capture-mode=Default"]
+    )
     dom = _run(
         [
             f"--window-size={width},{height}",
             f"--virtual-time-budget={budget_ms}",
+            *logging,
             "--dump-dom",
             url,
         ],
@@ -157,6 +165,22 @@ def rendered_dom(
     if require_ready and state != "ready":
         raise PageError(f"{url} did not render: body data-state={state or '(none)'!r}")
     return dom
+
+
+def page_requests(net_log: Path) -> list[str]:
+    """The URLs the page itself requested, in order, from a network log ``rendered_dom`` wrote:
+    every request with an initiator origin (the page's documents, scripts, styles, fetches).
+    Chromium's own background requests (component updates, accounts) and the top navigation
+    carry none ("not an origin"), so they are left out."""
+    log = json.loads(net_log.read_text())
+    start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    urls = []
+    for event in log["events"]:
+        params = event.get("params") or {}
+        initiator = params.get("initiator")
+        if event["type"] == start and initiator and initiator != "not an origin":
+            urls.append(str(params["url"]))
+    return urls
 
 
 def page_height(url: str, *, width: int = 1280, budget_ms: int = 3000) -> int:

@@ -1,5 +1,8 @@
 """A whole retraining cycle: data → Ray Train round → registry → gate → rollout (or promote).
 
+It ends in the registry: a rejected candidate, a rollout started, or a promoted version.
+Telling Serve is the promote path's job (``monitoring.promotion``), which reads the registry.
+
 ``bootstrap`` makes version 1 when the registry is empty: the teacher labels a seed slice of
 traffic (the task's ``seed_file``), which also stays in the store as replay for later rounds.
 """
@@ -9,27 +12,32 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict
+
+from distillery.contracts import TriggerRecord
 from distillery.settings import Settings
 from distillery.task import Task
-from feedback.store import read_kind, read_labels, write_shard
-from services import deploy
-from services.student import Student
+from feedback.examples import join, read_kind, read_labels, supersede_relabelled
+from feedback.store import write_shard
+from models.student import Student
 from training import gate, replay
-from training.data import OldLabels, RoundData, build_round, join, supersede_relabelled
+from training.data import OldLabels, RoundData, build_round
 from training.registry import Registry, VersionMeta
 from training.round import run_round
 
 log = logging.getLogger(__name__)
-Replicas = Callable[[], dict[str, int]]  # Serve replica id → the version it answers with
+Outcome = Literal["promoted", "shadow", "rejected"]
 
 
-@dataclass(frozen=True)
-class RoundReport:
+class RoundReport(BaseModel):
+    """How a round (or a submitted student) ended; the scheduler's ``last_round``."""
+
+    model_config = ConfigDict(frozen=True)
+
     version: int
     parent: int | None
     promoted: bool  # serves every user now
@@ -38,8 +46,8 @@ class RoundReport:
     train_metrics: dict[str, float]
     rows: int
     seconds: float
-    outcome: str = ""  # promoted | shadow (rollout started) | rejected
-    trigger: dict[str, Any] | None = None  # kind, value, reason (``monitoring.triggers``)
+    outcome: Outcome  # promoted | shadow (rollout started) | rejected
+    trigger: TriggerRecord | None = None
 
 
 def window_start(registry: Registry) -> float:
@@ -96,13 +104,12 @@ def old_label_policy(settings: Settings, task: Task, rows: Any) -> OldLabels:
 def retrain(
     settings: Settings,
     task: Task,
-    dashboard_url: str | None,
     reason: str,
-    replicas: Replicas | None = None,
-    trigger: dict[str, Any] | None = None,
+    trigger: TriggerRecord | None = None,
+    serving: bool = False,
 ) -> RoundReport:
     """Run one round from the example store; its candidate goes through ``admit``.
-    ``trigger`` (kind, value, reason) is recorded with the version; default: an operator's."""
+    ``trigger`` is recorded with the version; default: an operator's."""
     start = time.monotonic()
     registry = Registry(settings.paths.model_store_url())
     data = round_data(settings, task, registry)
@@ -114,31 +121,26 @@ def retrain(
     checkpoint, metrics = run_round(settings, task, data, parent_dir, name)
     if data.reservoir is not None:  # the rows this round offered stay offered
         replay.save(data.reservoir, settings.paths.replay_dir)
-    trigger = trigger or {"kind": "operator", "value": None, "reason": reason}
-    report = admit(
-        settings, registry, checkpoint, metrics, data, dashboard_url, reason, replicas, trigger
-    )
-    return replace(report, seconds=time.monotonic() - start)
+    trigger = trigger or TriggerRecord.operator(reason)
+    report = admit(settings, registry, checkpoint, metrics, data, reason, trigger, serving)
+    return report.model_copy(update={"seconds": time.monotonic() - start})
 
 
 def submit(
     settings: Settings,
     task: Task,
     model_dir: Path,
-    dashboard_url: str | None,
     reason: str,
-    replicas: Replicas | None = None,
+    serving: bool = False,
 ) -> RoundReport:
     """A student trained elsewhere (an operator's): registered, gated on the store's current
     holdout and golden set, and rolled out exactly like a round's candidate."""
     start = time.monotonic()
     registry = Registry(settings.paths.model_store_url())
     data = round_data(settings, task, registry)
-    trigger = {"kind": "operator", "value": None, "reason": reason}
-    report = admit(
-        settings, registry, model_dir, {}, data, dashboard_url, reason, replicas, trigger
-    )
-    return replace(report, seconds=time.monotonic() - start)
+    trigger = TriggerRecord.operator(reason)
+    report = admit(settings, registry, model_dir, {}, data, reason, trigger, serving)
+    return report.model_copy(update={"seconds": time.monotonic() - start})
 
 
 def admit(
@@ -147,14 +149,14 @@ def admit(
     model_dir: Path,
     metrics: dict[str, float],
     data: RoundData,
-    dashboard_url: str | None,
     reason: str,
-    replicas: Replicas | None,
-    trigger: dict[str, Any] | None = None,
+    trigger: TriggerRecord,
+    serving: bool,
 ) -> RoundReport:
     """Register ``model_dir`` as a candidate and gate it against the current student. Passing,
-    it starts a shadow → canary rollout (``rollout.enabled``, a current student and Serve), or
-    is promoted at once; failing, it is rejected with each failing check recorded."""
+    it starts a shadow → canary rollout (``rollout.enabled``, a current student, and Serve
+    ``serving`` it), or is promoted at once; failing, it is rejected with each failing check
+    recorded. Serve learns of it from ``monitoring.promotion``."""
     parent = registry.current()
     meta = VersionMeta(
         version=0,
@@ -165,24 +167,22 @@ def admit(
     )
     meta = registry.register(model_dir, meta)
     report = _gate(settings, registry, meta.version, parent, data)
-    outcome = "rejected"
+    outcome: Outcome = "rejected"
     if not report.passed:
         registry.reject(meta.version, f"gate: {report.reason}", report.to_dict())
     else:
         registry.update(meta.version, gate=report.to_dict())
         why = f"{reason}; gate: {report.reason}"
-        if settings.rollout.enabled and parent is not None and dashboard_url:
+        if settings.rollout.enabled and parent is not None and serving:
             registry.start_rollout(meta.version, why)
-            hot_swap(settings, registry, dashboard_url)
             outcome = "shadow"
         else:
             registry.promote(meta.version, why)
-            if dashboard_url:
-                hot_swap(settings, registry, dashboard_url, replicas)
             outcome = "promoted"
     return RoundReport(
-        meta.version, parent, outcome == "promoted", report.reason, report.to_dict(), metrics,
-        len(data.train), 0.0, outcome, trigger,
+        version=meta.version, parent=parent, promoted=outcome == "promoted",
+        reason=report.reason, gate=report.to_dict(), train_metrics=metrics,
+        rows=len(data.train), seconds=0.0, outcome=outcome, trigger=trigger,
     )  # fmt: skip
 
 
@@ -207,46 +207,10 @@ def _gate(
     return report
 
 
-def candidate_spec(settings: Settings, registry: Registry) -> dict[str, Any] | None:
-    """The rollout's candidate as the Serve replicas take it in ``user_config``, or None: a
-    replica on any node loads ``version`` from the model ``store`` (``path``: where it is)."""
-    rollout = registry.rollout()
-    if rollout is None:
-        return None
-    cfg = settings.rollout
-    return {
-        "version": rollout.candidate,
-        "path": registry.location(rollout.candidate),
-        "store": registry.store_url,
-        "stage": rollout.stage,
-        "share": cfg.shadow_share if rollout.stage == "shadow" else cfg.canary_share,
-        "id": rollout.id,
-    }
-
-
-def hot_swap(
-    settings: Settings, registry: Registry, dashboard_url: str, replicas: Replicas | None = None
-) -> int:
-    """Point Serve at the registry's state, the current version and any rollout candidate
-    (``reconfigure`` in place), and wait until Serve has applied it and, with ``replicas``,
-    every replica answers with the current version."""
-    version = registry.current()
-    if version is None:
-        raise RuntimeError("the registry has no promoted version to serve")
-    spec = candidate_spec(settings, registry)
-    location = registry.location(version)
-    config = deploy.serve_config(settings, version, location, spec, registry.store_url)
-    deploy.deploy(dashboard_url, config)
-    deploy.wait_running(dashboard_url, version)
-    if replicas is not None:
-        deploy.wait_serving(dashboard_url, version, replicas)
-    return version
-
-
 def seed_rows(settings: Settings, task: Task) -> int:
     """Teacher-label the seed slice into the store; returns the number of rows written."""
     from models.factory import seed_teacher
-    from services.labeler import to_labels
+    from models.teacher_labels import to_labels
 
     texts = seed_texts(settings, task)
     teacher = seed_teacher(settings.teacher, task, settings.paths.state_dir)
@@ -299,9 +263,7 @@ def bootstrap(settings: Settings, task: Task) -> RoundReport | None:
     if read_labels(settings.paths.store_dir).empty:
         seed_rows(settings, task)
     why = "bootstrap from seed traffic"
-    report = retrain(
-        settings, task, None, why, trigger={"kind": "bootstrap", "value": None, "reason": why}
-    )
+    report = retrain(settings, task, why, TriggerRecord.bootstrap(why))
     if not report.promoted:
         raise RuntimeError(f"the first student failed its gate: {report.reason}")
     return report

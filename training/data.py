@@ -15,36 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from distillery.task import Task
 from training.registry import Lineage
 from training.replay import Reservoir, advance
 
 log = logging.getLogger(__name__)
-
-
-RELABEL_PREFIX = "relabel:"  # the request id of a relabelled row: relabel:<original id>
-
-
-def supersede_relabelled(labels: pd.DataFrame) -> pd.DataFrame:
-    """Each ``relabel:<id>`` row replaces row ``<id>``: it takes the original's request id and
-    times (so the holdout split, the feedback join and the windows see the same request), with
-    the new teacher's label; an original that has a relabel is dropped."""
-    if labels.empty:
-        return labels
-    ids = labels["request_id"].astype(str)
-    new = ids.str.startswith(RELABEL_PREFIX)
-    if not new.any():
-        return labels
-    fresh = labels[new].copy()
-    fresh["request_id"] = ids[new].str[len(RELABEL_PREFIX) :]
-    originals = labels[~new].drop_duplicates("request_id").set_index("request_id")
-    known = fresh["request_id"].isin(originals.index)
-    fresh = fresh[known]
-    for column in ("ts", "predicted_at"):
-        if column in originals:
-            fresh[column] = fresh["request_id"].map(originals[column]).to_numpy()
-    kept = labels[~new & ~labels["request_id"].isin(set(fresh["request_id"]))]
-    return pd.concat([kept, fresh], ignore_index=True)
 
 
 @dataclass(frozen=True)
@@ -90,48 +64,6 @@ def in_holdout(request_id: str, fraction: float) -> bool:
     """Stable split: the same request id is always on the same side."""
     digest = hashlib.sha256(request_id.encode()).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
-
-
-def on_time(rows: pd.DataFrame, feedback: pd.DataFrame, window_s: float) -> pd.DataFrame:
-    """Feedback that arrived within ``window_s`` seconds of its prediction, the latest per
-    request. A label row's prediction time is ``predicted_at``, or its own ``ts`` if absent."""
-    if "predicted_at" in rows.columns:
-        predicted = rows["predicted_at"].astype(float).fillna(rows["ts"].astype(float))
-    else:
-        predicted = rows["ts"].astype(float)
-    when = dict(zip(rows["request_id"], predicted, strict=True))
-    fb = feedback[feedback["request_id"].isin(when.keys())]
-    delay = fb["ts"].astype(float) - fb["request_id"].map(when)
-    late = int((delay > window_s).sum())
-    if late:
-        log.info("join: %d feedback events arrived after the %gs window: left out", late, window_s)
-    fb = fb[delay <= window_s].sort_values("ts", kind="stable")
-    return fb.drop_duplicates("request_id", keep="last")
-
-
-def join(
-    labels: pd.DataFrame, feedback: pd.DataFrame, task: Task, window_s: float = float("inf")
-) -> pd.DataFrame:
-    """Labels for this task's label list, with rating and correction index (-1) joined in from
-    the latest feedback that came within ``window_s`` of the prediction."""
-    if labels.empty:
-        return labels.assign(correction=[], rating=[], served_label=[])
-    same_task = labels["labels"].map(lambda names: list(names) == task.label_names)
-    rows = labels[same_task].copy()
-    if feedback.empty:
-        rows["rating"] = np.nan
-        rows["correction"] = -1
-        rows["served_label"] = None
-        return rows
-    fb = on_time(rows, feedback, window_s).set_index("request_id")
-    rows["rating"] = rows["request_id"].map(fb["rating"])
-    rows["served_label"] = rows["request_id"].map(fb["predicted_label"])
-    corrected = rows["request_id"].map(fb["corrected_label"])
-    rows["correction"] = [
-        task.label_names.index(c) if isinstance(c, str) and c in task.label_names else -1
-        for c in corrected
-    ]
-    return rows
 
 
 def kd_weights(rows: pd.DataFrame, bad_rating_max: int, bad_agreement_weight: float) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from distillery.settings import GateSettings
-from services.student import Student
+from models.student import Student
 
 SLICES = ((8, "short"), (24, "medium"), (10**9, "long"))  # words, inclusive upper bound
 ECE_BINS = 10

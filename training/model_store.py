@@ -44,6 +44,8 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from distillery.files import write_atomic
+
 MARKER = "meta.json"  # written last: a version folder holding it is complete
 CLAIM = ".claim"  # on non-local stores: the object that takes a version number
 
@@ -51,21 +53,6 @@ CLAIM = ".claim"  # on non-local stores: the object that takes a version number
 def version_folder(version: int) -> str:
     """A version's folder, relative to the store's root."""
     return f"versions/{version:06d}"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new file, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _as_fsspec(filesystem: Any) -> fsspec.AbstractFileSystem:

@@ -27,13 +27,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from distillery.contracts import TriggerRecord
+from distillery.files import write_atomic
 from training.model_store import (
     CLAIM,
     MARKER,
     ModelStore,
     local_copy,
     version_folder,
-    write_atomic,
 )
 from training.rollout import Rollout, Stage
 
@@ -79,14 +80,10 @@ class VersionMeta(BaseModel):
     online: dict[str, Any] = Field(
         default_factory=dict, description="rollout stage → the verdict that ended it, with checks"
     )
-    trigger: dict[str, Any] | None = Field(
-        default=None,
-        description="what started the round: kind (schedule, volume, drift, disagreement, "
-        "feedback, operator, bootstrap), value, reason",
-    )
+    trigger: TriggerRecord | None = Field(default=None, description="what started the round")
 
 
-__all__ = ["Lineage", "Registry", "VersionMeta", "write_atomic"]
+__all__ = ["Lineage", "Registry", "VersionMeta"]
 
 
 class Registry:

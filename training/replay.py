@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.registry import write_atomic
+from distillery.files import write_atomic
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from distillery.contracts import Stage
 from distillery.settings import RolloutSettings
+from feedback.examples import latest_ratings
 
-Stage = Literal["shadow", "canary"]
 Action = Literal["wait", "advance", "rollback"]
 
 
@@ -235,6 +236,5 @@ def feedback_evidence(feedback: pd.DataFrame, version: int, bad_rating_max: int)
     """(rated, negative) for ``version``: the latest rating per request on its answers."""
     if feedback.empty:
         return 0, 0
-    rows = feedback[feedback["model_version"] == version].sort_values("ts", kind="stable")
-    rows = rows.drop_duplicates("request_id", keep="last")
+    rows = latest_ratings(feedback[feedback["model_version"] == version])
     return len(rows), int((rows["rating"] <= bad_rating_max).sum())

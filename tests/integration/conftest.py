@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cli.launcher import Running, up
 from distillery.settings import (
     GateSettings,
     MonitorSettings,
@@ -18,7 +19,6 @@ from distillery.settings import (
     TrainSettings,
 )
 from services.broker import free_port
-from services.launcher import Running, up
 from tests.conftest import DATA, TASK
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cli.launcher import Running, up
 from distillery import vader
 from distillery.settings import (
     GateSettings,
@@ -27,9 +28,8 @@ from distillery.settings import (
     Settings,
     TeacherSettings,
 )
-from feedback.store import count_labels_since
+from feedback.examples import count_labels_since
 from services.broker import free_port
-from services.launcher import Running, up
 from tests.conftest import DATA, TASK
 from training.cycle import seed_texts
 

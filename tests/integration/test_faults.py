@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from distillery import bus
+from distillery.contracts import StudentConfig
 from distillery.events import FeedbackEvent, SampledPrediction, Topics, decode
 from distillery.settings import (
     KafkaSettings,
@@ -28,6 +29,7 @@ from distillery.settings import (
     Settings,
     StudentSettings,
 )
+from models.weights import teacher_model_path
 from services.broker import EmbeddedBroker, Supervisor, free_port
 from tests.conftest import TASK
 
@@ -45,9 +47,9 @@ def _tiny_student(folder: Path, settings: Settings) -> Path:
     from transformers import AutoTokenizer
 
     from distillery.task import load_task
-    from services.student import new_student
+    from models.student import new_student
 
-    teacher = settings.teacher.resolved_model_path()
+    teacher = teacher_model_path(settings.teacher)
     tokenizer = AutoTokenizer.from_pretrained(str(teacher))
     shape = StudentSettings(layers=1, hidden=32, heads=2, intermediate=64)
     model = new_student(load_task(TASK).label_names, shape, tokenizer.vocab_size)
@@ -61,8 +63,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     import ray
     from ray import serve
 
+    from cli.launcher import start_ray
     from services import deploy
-    from services.launcher import start_ray
 
     state = tmp_path_factory.mktemp("state")
     broker = EmbeddedBroker().start()
@@ -81,7 +83,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": settings.serve.port})
         model = _tiny_student(state / "v1", settings)
-        deploy.deploy(dashboard, deploy.serve_config(settings, 1, model))
+        deploy.deploy(
+            dashboard, deploy.serve_config(settings, StudentConfig(version=1, path=str(model)))
+        )
         deploy.wait_running(dashboard, 1)
         yield Stack(settings, broker, f"http://127.0.0.1:{settings.serve.port}")
     finally:

@@ -18,7 +18,8 @@ from distillery import bus
 from distillery.events import DeadLetter, SampledPrediction, TeacherLabel, Topics, decode
 from distillery.settings import KafkaSettings, PathSettings, Settings, StoreSettings
 from distillery.task import load_task
-from feedback.store import ExampleStore, read_kind, read_labels, write_shard
+from feedback.examples import read_kind, read_labels
+from feedback.store import ExampleStore, write_shard
 from services.broker import EmbeddedBroker
 from services.labeler import Labeler
 from tests.conftest import TASK
@@ -221,8 +222,8 @@ def _send_events(settings: Settings, ids: range) -> None:
 def test_old_teachers_rows_are_relabelled_within_the_budget_and_supersede_the_old(
     settings: Settings,
 ) -> None:
+    from feedback.examples import supersede_relabelled
     from monitoring.relabel import RELABEL_SHARE, Relabeler
-    from training.data import supersede_relabelled
 
     task = load_task(settings.paths.task_file)
     old = [

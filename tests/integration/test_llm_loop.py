@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
+from cli.launcher import Running, up
 from distillery import bus
 from distillery.events import SampledPrediction, TeacherLabel, Topics, decode
 from distillery.settings import (
@@ -30,7 +31,6 @@ from distillery.settings import (
 from models.factory import llm_teacher
 from models.llm_teacher import soft_label
 from services.broker import free_port
-from services.launcher import Running, up
 from services.llm_server import LocalLLM
 from tests.conftest import DATA, TASK
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli.launcher import check_teacher
 from distillery import bus
 from distillery.events import DeadLetter, SampledPrediction, TeacherLabel, Topics, decode
 from distillery.settings import KafkaSettings, PathSettings, Settings, TeacherSettings
@@ -22,7 +23,6 @@ from models.llm_teacher import TaskFileError, soft_label
 from models.openai_api import EndpointMismatch
 from services.broker import EmbeddedBroker
 from services.labeler import Labeler
-from services.launcher import check_teacher
 from services.llm_server import LocalLLM
 from tests.conftest import DATA, TASK
 from tests.fault_proxy import FaultProxy

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from cli.launcher import Running
 from distillery import bus
 from distillery.events import FeedbackEvent, TeacherLabel, Topics, decode
-from services.launcher import Running
 from training.registry import Registry
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.launcher import Running
+from cli.launcher import Running
 from training.registry import Registry
 
 pytestmark = pytest.mark.integration

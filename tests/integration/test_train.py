@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from feedback.store import read_kind, read_labels
-from services.launcher import Running
-from services.student import Student
-from training.data import build_round, join
+from cli.launcher import Running
+from feedback.examples import join, read_kind, read_labels
+from models.student import Student
+from training.data import build_round
 from training.registry import Registry
 from training.round import run_round
 

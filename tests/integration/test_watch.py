@@ -21,8 +21,8 @@ import httpx
 import pytest
 import yaml
 
+from cli.launcher import Running
 from services.broker import free_port
-from services.launcher import Running
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

@@ -11,15 +11,14 @@ import pytest
 
 from distillery.events import FeedbackEvent, TeacherLabel, Topics
 from distillery.task import Label, Task
-from feedback.store import read_kind, read_labels, write_shard
+from feedback.examples import join, read_kind, read_labels, supersede_relabelled
+from feedback.store import write_shard
 from training.data import (
     OldLabels,
     build_round,
     in_holdout,
-    join,
     kd_weights,
     offset_ranges,
-    supersede_relabelled,
 )
 
 TASK = Task(

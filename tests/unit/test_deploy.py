@@ -1,7 +1,7 @@
 """deploy/compose and deploy/k8s against the code: every environment variable they set is one the
 settings read, every port a setting's default, every topic one of ``Topics.ALL`` with the
 partitions the code creates, the Serve app the one ``services.deploy`` builds, and every file they
-mount is in the repository. The README's Settings table lists exactly the variables the code reads.
+mount is in the repository. docs/settings.md's table lists exactly the variables the code reads.
 Nothing here runs Docker or Kubernetes."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from distillery.contracts import StudentConfig
 from distillery.events import Topics
 from distillery.settings import (
     EXTERNAL_ENV,
@@ -105,37 +106,36 @@ def test_ray_own_variables_are_ones_ray_reads() -> None:
         assert all(raw.find(name.encode() + b"\0") >= 0 for name in RAY_OWN_ENV)
 
 
-# ---------------------------------------------------------------- README
+# ---------------------------------------------------------------- docs/settings.md
 
 
-def _readme_table() -> dict[str, str]:
-    """The README's Settings table: variable → its default cell."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| `")]
+def _settings_table() -> dict[str, str]:
+    """docs/settings.md's table: variable → its default cell."""
+    text = (ROOT / "docs" / "settings.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
     table: dict[str, str] = {}
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         name = cells[0].strip("`")
-        assert name not in table, f"{name} is twice in the README's Settings table"
+        assert name not in table, f"{name} is twice in docs/settings.md's table"
         table[name] = cells[1]
     return table
 
 
-def test_readme_settings_table_matches_the_code_both_ways() -> None:
-    table, code = _readme_table(), env_vars()
-    assert sorted(set(code) - set(table)) == [], "read by the code, missing from the README"
-    assert sorted(set(table) - set(code)) == [], "in the README, read by no code"
+def test_settings_page_table_matches_the_code_both_ways() -> None:
+    table, code = _settings_table(), env_vars()
+    assert sorted(set(code) - set(table)) == [], "read by the code, missing from docs/settings.md"
+    assert sorted(set(table) - set(code)) == [], "in docs/settings.md, read by no code"
 
 
-def test_readme_defaults_are_the_settings_defaults() -> None:
-    table = _readme_table()
+def test_settings_page_defaults_are_the_settings_defaults() -> None:
+    table = _settings_table()
     for name, var in env_vars().items():
         cell = table[name].replace("`", "")
         if var.default == "unset":
-            assert cell.startswith("unset"), f"{name}: README says {cell!r}, the code: unset"
+            assert cell.startswith("unset"), f"{name}: docs say {cell!r}, the code: unset"
         else:
-            assert cell == var.default, f"{name}: README says {cell!r}, the code {var.default!r}"
+            assert cell == var.default, f"{name}: docs say {cell!r}, the code {var.default!r}"
 
 
 # ---------------------------------------------------------------- compose
@@ -476,22 +476,15 @@ def _serve_config() -> dict[str, Any]:
 
 
 def _reconfigure_keys() -> tuple[set[str], set[str]]:
-    """The user_config keys ``StudentIngress.reconfigure`` reads: (required: ``user_config[k]``,
-    optional: ``user_config.get(k)``)."""
+    """The user_config keys ``StudentIngress.reconfigure`` takes, through the one contract it
+    validates (``StudentConfig``): (required, optional)."""
     from services.app import StudentIngress
 
-    tree = ast.parse(textwrap.dedent(inspect.getsource(StudentIngress.func_or_class.reconfigure)))
-    required, optional = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Subscript) and getattr(node.value, "id", "") == "user_config":
-            required.add(ast.literal_eval(node.slice))
-        func = node.func if isinstance(node, ast.Call) else None
-        if (
-            getattr(func, "attr", "") == "get"
-            and getattr(getattr(func, "value", None), "id", "") == "user_config"
-        ):
-            optional.add(ast.literal_eval(node.args[0]))  # type: ignore[attr-defined]
-    return required, optional
+    source = textwrap.dedent(inspect.getsource(StudentIngress.func_or_class.reconfigure))
+    assert "StudentConfig.model_validate(user_config)" in ast.unparse(ast.parse(source))
+    fields = StudentConfig.model_fields
+    required = {name for name, field in fields.items() if field.is_required()}
+    return required, set(fields) - required
 
 
 def test_rayservice_app_is_the_one_services_deploy_builds(clean_env: pytest.MonkeyPatch) -> None:
@@ -502,7 +495,7 @@ def test_rayservice_app_is_the_one_services_deploy_builds(clean_env: pytest.Monk
     from services import deploy
     from services.app import StudentIngress
 
-    ours = deploy.serve_config(Settings(), 1, Path("/m"))["applications"][0]
+    ours = deploy.serve_config(Settings(), StudentConfig(version=1, path="/m"))["applications"][0]
     (app,) = _serve_config()["applications"]
     assert (app["name"], app["route_prefix"]) == (ours["name"], ours["route_prefix"])
     assert app["import_path"] == ours["import_path"]
@@ -553,7 +546,7 @@ def _cpus(group: dict[str, Any]) -> float:
 
 
 def test_worker_group_fits_the_cpu_plan(k8s_settings: Settings) -> None:
-    from services.launcher import cpu_plan
+    from cli.launcher import cpu_plan
 
     cluster = _one("RayService")["spec"]["rayClusterConfig"]
     assert _cpus(cluster["headGroupSpec"]) == 0
@@ -595,7 +588,7 @@ def _ray_job(kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @pytest.mark.parametrize(("kind", "command"), [("Job", "up"), ("CronJob", "retrain")])
 def test_jobs_submit_a_distillery_command_to_the_rayservice(kind: str, command: str) -> None:
-    from distillery.cli import app as cli
+    from cli.main import app as cli
 
     spec, container = _ray_job(kind)
     words = container["command"]

@@ -8,7 +8,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from distillery.settings import GateSettings, StudentSettings, TeacherSettings
-from services.student import Student, new_student
+from models.student import Student, new_student
+from models.weights import teacher_model_path
 from training.gate import (
     Check,
     Measures,
@@ -106,7 +107,7 @@ def test_report_to_dict_is_plain_data() -> None:
 
 @pytest.fixture(scope="module")
 def student() -> Student:
-    path = TeacherSettings().resolved_model_path()
+    path = teacher_model_path(TeacherSettings())
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     shape = StudentSettings(layers=1, hidden=16, heads=2, intermediate=32, max_positions=64)
     model = new_student(["negative", "positive"], shape, tokenizer.vocab_size, seed=0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
+from cli.launcher import ingress_env
 from distillery.bus import reachable
 from distillery.settings import KafkaSettings, ServeSettings
-from services.launcher import ingress_env
 
 
 def test_haproxy_ingress_gets_free_ports_of_its_own() -> None:

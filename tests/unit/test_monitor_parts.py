@@ -7,9 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from distillery.contracts import TriggerRecord
 from distillery.task import Task
+from feedback.examples import recent
 from monitoring.dashboard import assemble, round_row
-from monitoring.quality import feedback_summary, per_version, recent
+from monitoring.quality import feedback_summary, per_version
 from monitoring.reports import Reports
 from training.registry import Registry, VersionMeta
 
@@ -103,8 +105,8 @@ def test_dashboard_lists_rounds_newest_first_with_trigger_and_gate(tmp_path: Pat
     model = tmp_path / "model"
     model.mkdir()
     (model / "weights").write_text("w")
-    trigger = {"kind": "drift", "value": 0.6, "reason": "drift share 0.60 ≥ 0.50"}
-    registry.register(model, VersionMeta(version=0, trigger={"kind": "bootstrap"}))
+    trigger = TriggerRecord(kind="drift", value=0.6, reason="drift share 0.60 ≥ 0.50")
+    registry.register(model, VersionMeta(version=0, trigger=TriggerRecord.bootstrap("seed")))
     registry.promote(1, "bootstrap")
     v2 = registry.register(model, VersionMeta(version=0, trigger=trigger))
     registry.reject(v2.version, "gate: agreement", {"passed": False, "checks": []})

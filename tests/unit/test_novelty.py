@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.novelty import Reference, fit_reference
+from models.novelty import Reference, fit_reference
 
 
 def test_training_rows_score_above_one_about_five_percent_of_the_time() -> None:

@@ -16,11 +16,12 @@ import pytest
 from pydantic import ValidationError
 from transformers import BertTokenizer
 
+from distillery.files import write_atomic
 from distillery.settings import PathSettings, Settings, StudentSettings
-from services.student import Student, new_student
+from models.student import Student, new_student
 from training import registry as registry_module
 from training.model_store import ModelStore, local_copy
-from training.registry import Lineage, Registry, VersionMeta, write_atomic
+from training.registry import Lineage, Registry, VersionMeta
 
 
 @pytest.fixture()
@@ -535,20 +536,23 @@ def test_the_store_comes_from_the_environment(
 
 
 def test_serve_specs_name_the_store_and_version(memory_url: str, model_dir: Path) -> None:
+    from distillery.contracts import StudentConfig
+    from monitoring import promotion
     from services import deploy
-    from training import cycle
 
     settings = Settings(paths=PathSettings(model_store=memory_url))
     registry = Registry(settings.paths.model_store_url())
     _rolling(registry, model_dir)
-    spec = cycle.candidate_spec(settings, registry)
+    spec = promotion.candidate_spec(settings, registry)
     assert spec is not None
-    assert (spec["version"], spec["store"], spec["stage"]) == (2, memory_url, "shadow")
-    config = deploy.serve_config(settings, 1, registry.location(1), spec, registry.store_url)
+    assert (spec.version, spec.store, spec.stage) == (2, memory_url, "shadow")
+    state = promotion.serve_state(settings, registry)
+    assert state is not None and state.candidate == spec
+    config = deploy.serve_config(settings, state)
     user_config = config["applications"][0]["deployments"][0]["user_config"]
     assert (user_config["version"], user_config["store"]) == (1, memory_url)
-    assert user_config["candidate"] == spec
-    old_style = deploy.serve_config(settings, 1, Path("/models/v1"))
+    assert user_config["candidate"] == spec.model_dump(mode="json")
+    old_style = deploy.serve_config(settings, StudentConfig(version=1, path="/models/v1"))
     old_user_config = old_style["applications"][0]["deployments"][0]["user_config"]
     assert old_user_config == {"version": 1, "path": "/models/v1", "candidate": None}
 

@@ -12,7 +12,7 @@ from transformers import BertConfig, BertModel, BertTokenizer
 
 from distillery.settings import StudentSettings
 from models.embedding_teacher import mean_pool
-from services.student import new_student
+from models.student import new_student
 from training.round import _attach_projection, _tensors, fit
 
 LABELS = ["negative", "positive"]

@@ -9,6 +9,7 @@ from typing import ClassVar
 import pytest
 from pydantic import ValidationError
 
+from distillery.contracts import StudentConfig
 from distillery.settings import (
     KafkaSettings,
     PathSettings,
@@ -133,7 +134,7 @@ def test_max_tokens_beyond_the_students_positions_is_refused() -> None:
 
 
 def test_cpu_plan_refuses_a_loop_that_cannot_run_serving_and_a_round_at_once() -> None:
-    from services.launcher import check_cpu_plan, cpu_plan
+    from cli.launcher import check_cpu_plan, cpu_plan
 
     settings = Settings()
     assert cpu_plan(settings) == {
@@ -355,7 +356,17 @@ def test_no_kafka_client_is_built_outside_the_bus() -> None:
     root = Path(__file__).resolve().parents[2]
     clients = {"KafkaProducer", "KafkaConsumer", "KafkaAdminClient"}
     found = []
-    folders = ("distillery", "services", "feedback", "training", "monitoring", "bench", "tests")
+    folders = (
+        "distillery",
+        "models",
+        "feedback",
+        "training",
+        "services",
+        "monitoring",
+        "cli",
+        "bench",
+    )
+    folders += ("tests",)
     for folder in folders:
         for path in (root / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
@@ -370,10 +381,14 @@ def test_no_kafka_client_is_built_outside_the_bus() -> None:
 def test_autoscaling_bounds_reach_serve_and_must_be_ordered() -> None:
     from services import deploy
 
-    fixed = deploy.serve_config(Settings(), 1, "/m")["applications"][0]["deployments"][0]
+    fixed = deploy.serve_config(Settings(), StudentConfig(version=1, path="/m"))["applications"][0][
+        "deployments"
+    ][0]
     assert fixed["num_replicas"] == 2 and "autoscaling_config" not in fixed
     scaled = Settings(serve=ServeSettings(num_replicas=2, max_replicas=6))
-    (deployment,) = deploy.serve_config(scaled, 1, "/m")["applications"][0]["deployments"]
+    (deployment,) = deploy.serve_config(scaled, StudentConfig(version=1, path="/m"))[
+        "applications"
+    ][0]["deployments"]
     assert "num_replicas" not in deployment
     assert deployment["autoscaling_config"] == {
         "min_replicas": 2, "max_replicas": 6, "target_ongoing_requests": 8.0,
@@ -399,7 +414,7 @@ def test_teacher_api_key_from_env_or_file_never_in_a_dump_or_the_serve_config(
     monkeypatch.setenv("DISTILLERY_TEACHER_API_KEY", "sk-very-secret-1234")
     settings = Settings()
     assert settings.teacher.api_key_value() == "sk-very-secret-1234"
-    config = json.dumps(serve_config(settings, 1, tmp_path))
+    config = json.dumps(serve_config(settings, StudentConfig(version=1, path=str(tmp_path))))
     assert "sk-very-secret" not in config and "sk-very-secret" not in repr(settings)
     monkeypatch.delenv("DISTILLERY_TEACHER_API_KEY")
     key = tmp_path / "key"

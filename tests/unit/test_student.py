@@ -10,7 +10,7 @@ import torch
 from transformers import BertTokenizer
 
 from distillery.settings import StudentSettings
-from services.student import Student, length_buckets, new_student, project_embeddings
+from models.student import Student, length_buckets, new_student, project_embeddings
 
 LABELS = ["against", "neutral", "favour"]
 TEXTS = [
@@ -151,7 +151,7 @@ def test_predict_matches_the_model_and_pools_only_real_tokens(student: Student) 
 
 
 def test_a_student_saved_with_a_reference_scores_novelty(student: Student, tmp_path: Path) -> None:
-    from services.novelty import fit_reference
+    from models.novelty import fit_reference
 
     student.model.save_pretrained(tmp_path)
     student.tokenizer.save_pretrained(tmp_path)  # type: ignore[attr-defined]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -9,16 +11,19 @@ from services.variants import LATENCY_SAMPLES, VariantStats, merge
 from training.rollout import Evidence
 
 
+def _json(stats: VariantStats) -> dict[str, Any]:
+    """A snapshot as it crosses to the scheduler, in JSON form (version keys as strings)."""
+    return stats.snapshot().model_dump(mode="json")
+
+
 def test_record_is_ignored_while_no_rollout_runs() -> None:
     stats = VariantStats()
     stats.record(1, 5.0)
     stats.record(2, 5.0, error=True)
-    assert stats.snapshot()["versions"] == {}
+    assert _json(stats)["versions"] == {}
     stats.start("r1:shadow")
     stats.record(1, 5.0)
-    assert stats.snapshot()["versions"] == {
-        "1": {"requests": 1, "errors": 0, "latencies_ms": [5.0]}
-    }
+    assert _json(stats)["versions"] == {"1": {"requests": 1, "errors": 0, "latencies_ms": [5.0]}}
 
 
 def test_errors_count_as_requests_without_a_latency() -> None:
@@ -26,7 +31,7 @@ def test_errors_count_as_requests_without_a_latency() -> None:
     stats.start("k")
     stats.record(3, 7.0)
     stats.record(3, 99.0, error=True)
-    assert stats.snapshot()["versions"]["3"] == {
+    assert _json(stats)["versions"]["3"] == {
         "requests": 2,
         "errors": 1,
         "latencies_ms": [7.0],
@@ -39,15 +44,15 @@ def test_start_resets_only_when_the_key_changes() -> None:
     stats.record(1, 4.0)
     stats.compare(agreed=True)
     stats.start("r1:shadow")  # a repeated start keeps the counts
-    snap = stats.snapshot()
+    snap = _json(stats)
     assert (snap["key"], snap["versions"]["1"]["requests"], snap["compared"]) == ("r1:shadow", 1, 1)
     stats.start("r1:canary")
-    snap = stats.snapshot()
+    snap = _json(stats)
     assert snap == {"key": "r1:canary", "versions": {}, "compared": 0, "agreed": 0}
     stats.record(1, 4.0)
     stats.start(None)  # the rollout ended: counts go and recording stops
     stats.record(1, 4.0)
-    assert stats.snapshot() == {"key": None, "versions": {}, "compared": 0, "agreed": 0}
+    assert _json(stats) == {"key": None, "versions": {}, "compared": 0, "agreed": 0}
 
 
 def test_latencies_keep_only_the_newest_samples() -> None:
@@ -55,7 +60,7 @@ def test_latencies_keep_only_the_newest_samples() -> None:
     stats.start("k")
     for i in range(LATENCY_SAMPLES + 5):
         stats.record(1, float(i))
-    counts = stats.snapshot()["versions"]["1"]
+    counts = _json(stats)["versions"]["1"]
     assert counts["requests"] == LATENCY_SAMPLES + 5
     assert len(counts["latencies_ms"]) == LATENCY_SAMPLES
     assert counts["latencies_ms"][0] == 5.0

@@ -20,8 +20,8 @@ from distillery.settings import (
 )
 from distillery.task import Task
 from feedback.store import write_shard
+from models.student import new_student
 from monitoring.watch import Watch
-from services.student import new_student
 from training.data import in_holdout
 from training.registry import Lineage, Registry, VersionMeta
 

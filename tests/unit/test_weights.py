@@ -19,6 +19,7 @@ from models.weights import (
     TeacherModelMissing,
     find_mpnet_parts,
     join_parts,
+    teacher_model_path,
 )
 
 FILES = {
@@ -163,14 +164,14 @@ def test_settings_mpnet_extracts_under_models_dir(
     monkeypatch.setattr(teacher_models, "find_mpnet_parts", lambda: parts)
     monkeypatch.setenv("DISTILLERY_TEACHER_MODEL", "mpnet")
     monkeypatch.setenv("DISTILLERY_TEACHER_MODELS_DIR", str(tmp_path / "models"))
-    path = TeacherSettings().resolved_model_path()
+    path = teacher_model_path(TeacherSettings())
     assert path == (tmp_path / "models" / "all-mpnet-base-v2").resolve()
     _assert_model(path)
 
 
 def test_settings_model_path_overrides_model(tmp_path: Path) -> None:
     cfg = TeacherSettings(model="mpnet", model_path=tmp_path)
-    assert cfg.resolved_model_path() == tmp_path
+    assert teacher_model_path(cfg) == tmp_path
 
 
 def test_settings_default_is_minilm_with_an_absolute_models_dir() -> None:

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from distillery.settings import StudentSettings
-from services.novelty import Reference
+from models.novelty import Reference
 
 
 def project_embeddings(teacher: torch.Tensor, width: int) -> torch.Tensor:

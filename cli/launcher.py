@@ -1,19 +1,25 @@
 """``distillery up``: start the broker (unless KAFKA_BOOTSTRAP_SERVERS), Ray (unless RAY_ADDRESS),
-the Serve app, the labeler, the example store and the scheduler; stop all of it on the way out."""
+the Serve app, the labeler, the example store and the scheduler, and Evidently's UI on the drift
+checks' workspace (unless ``monitor.ui`` is off); stop all of it on the way out."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from distillery import bus
+from distillery.actors import LABELER, NAMESPACE, SCHEDULER
 from distillery.settings import KafkaSettings, ServeSettings, Settings
 from distillery.task import Task, load_task
 from feedback.tokens import load_secret
+from monitoring.evidently_workspace import workspace_dir
 from services.broker import EmbeddedBroker, Supervisor, free_port
+from services.evidently_ui import EvidentlyUI
 from services.llm_server import LocalLLM
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,7 @@ class Running:
     started_ray: bool = False
     loops: list[Any] = field(default_factory=list)
     supervisor: Supervisor | None = None
+    ui: EvidentlyUI | None = None
 
     def stop(self) -> None:
         """Stop everything this launcher started, newest first; safe to call twice."""
@@ -64,6 +71,37 @@ class Running:
             self.broker.stop()
         if self.llm is not None:
             self.llm.stop()
+        if self.ui is not None:
+            self.ui.stop()
+
+
+def start_evidently_ui(settings: Settings, say: Any = print) -> EvidentlyUI | None:
+    """Launch ``evidently ui`` on the workspace (``monitor.ui``); it is waited for later, by
+    ``evidently_ui_ready``, so its start overlaps Ray's."""
+    if not settings.monitor.ui:
+        return None
+    workspace = workspace_dir(settings.paths.state_dir)
+    log_path = _log_path(settings, "evidently-ui.log")
+    try:
+        return EvidentlyUI(workspace, settings.monitor.ui_port, log_path).start()
+    except OSError as exc:
+        say(f"Evidently UI did not start, going on without it: {exc}")
+        return None
+
+
+def evidently_ui_ready(ui: EvidentlyUI | None, settings: Settings, say: Any) -> EvidentlyUI | None:
+    """Wait for the UI and say its URL; a UI that does not come up is said and stopped, and the
+    loop runs on without it (the drift checks still fill the workspace)."""
+    if ui is None:
+        return None
+    try:
+        seconds = ui.wait_ready(settings.monitor.ui_start_timeout_s)
+    except (RuntimeError, TimeoutError) as exc:
+        ui.stop()
+        say(f"Evidently UI did not start, going on without it: {exc}")
+        return None
+    say(f"Evidently UI {ui.url}  (workspace {ui.workspace}, {seconds:.0f}s to answer)")
+    return ui
 
 
 def start_local_llm(settings: Settings, say: Any = print) -> tuple[Settings, LocalLLM | None]:
@@ -117,8 +155,10 @@ def ingress_env(serve_cfg: ServeSettings) -> dict[str, str]:
     }
 
 
-def start_ray(settings: Settings) -> tuple[str, bool]:
-    """Join RAY_ADDRESS if set, else start a local Ray; returns (dashboard URL, started)."""
+def start_ray(settings: Settings, quiet: bool = False) -> tuple[str, bool]:
+    """Join RAY_ADDRESS if set, else start a local Ray; returns (dashboard URL, started).
+    ``quiet``: the workers' output stays in Ray's log folder (linked as ``state/logs/ray``)
+    instead of reaching this terminal."""
     import ray
 
     address = os.environ.get("RAY_ADDRESS")
@@ -126,11 +166,13 @@ def start_ray(settings: Settings) -> tuple[str, bool]:
         os.environ.update(ingress_env(settings.serve))
     context = ray.init(
         address=address or None,
-        namespace="distillery",
+        namespace=NAMESPACE,
         _metrics_export_port=None if address else settings.serve.metrics_export_port,
         include_dashboard=True if not address else None,
-        log_to_driver=True,
+        log_to_driver=not quiet,
     )
+    if quiet:
+        _link_ray_logs(settings, getattr(context, "address_info", {}).get("session_dir"))
     dashboard = os.environ.get("RAY_DASHBOARD_ADDRESS") or f"http://{context.dashboard_url}"
     return dashboard, not address
 
@@ -166,8 +208,7 @@ def _start_actors(settings: Settings, task: Task, dashboard_url: str) -> tuple[A
     import ray
 
     from feedback.store import ExampleStore
-    from monitoring.scheduler import ACTOR_NAME, Scheduler
-    from services.labeler import ACTOR_NAME as LABELER_ACTOR
+    from monitoring.scheduler import Scheduler
     from services.labeler import Labeler
 
     store = (
@@ -175,19 +216,52 @@ def _start_actors(settings: Settings, task: Task, dashboard_url: str) -> tuple[A
     )
     labeler = (
         ray.remote(Labeler)
-        .options(name=LABELER_ACTOR, num_cpus=settings.teacher.labeler_cpus, max_concurrency=4)
+        .options(name=LABELER, num_cpus=settings.teacher.labeler_cpus, max_concurrency=4)
         .remote(settings, task)
     )
     scheduler = (
         ray.remote(Scheduler)
-        .options(name=ACTOR_NAME, num_cpus=ACTOR_CPUS, max_concurrency=8, get_if_exists=False)
+        .options(name=SCHEDULER, num_cpus=ACTOR_CPUS, max_concurrency=8, get_if_exists=False)
         .remote(settings, task, dashboard_url)
     )
     return store, labeler, scheduler
 
 
-def up(settings: Settings | None = None, say: Any = print) -> Running:
-    """Start the whole loop and return once the student answers. Units: seconds."""
+def _link_ray_logs(settings: Settings, session_dir: str | None) -> None:
+    """``state/logs/ray`` → this Ray session's log folder (workers, Serve, Train, the raylet)."""
+    if not session_dir:
+        return
+    link = _log_path(settings, "ray")
+    with contextlib.suppress(OSError):
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(Path(session_dir) / "logs", target_is_directory=True)
+
+
+def bootstrap(scheduler: Any, say: Any, poll_s: float = 2.0) -> dict[str, Any] | None:
+    """Make v1 if the registry is empty, saying how the round goes (every quarter of it)."""
+    import ray
+
+    running = scheduler.bootstrap.remote()
+    said = -1
+    while not ray.wait([running], timeout=poll_s)[0]:
+        progress = ray.get(scheduler.status.remote()).get("round_progress")
+        if said < 0:
+            say("bootstrap: the teacher labels the seed slice, then a round distils v1")
+            said = 0
+        if progress and int(progress["done"] * 4) > said:
+            said = int(progress["done"] * 4)
+            say(
+                f"bootstrap round: {25 * said}% (epoch {progress['epoch']}/{progress['epochs']}, "
+                f"loss {progress['loss']:.3f}, {progress['examples_per_s']:.0f} examples/s)"
+            )
+    first: dict[str, Any] | None = ray.get(running)
+    return first
+
+
+def up(settings: Settings | None = None, say: Any = print, quiet: bool = False) -> Running:
+    """Start the whole loop and return once the student answers. Units: seconds. ``quiet``:
+    only ``say``'s steps reach the terminal; Ray's output goes to ``state/logs/ray``."""
     import ray
     from ray import serve
 
@@ -203,7 +277,9 @@ def up(settings: Settings | None = None, say: Any = print) -> Running:
         say(f"embedded Kafka broker on {broker.bootstrap_servers} (in memory)")
     supervisor = None
     llm = None
+    ui = None
     try:
+        ui = start_evidently_ui(settings, say)
         settings, llm = start_local_llm(settings, say)
         check_teacher(settings, task, say)
         bus.ensure_topics(settings.kafka)
@@ -212,19 +288,22 @@ def up(settings: Settings | None = None, say: Any = print) -> Running:
             supervisor = Supervisor(broker, lambda: bus.ensure_topics(kafka))
         load_secret(settings.serve.feedback_secret, settings.paths.state_dir)
         load_secret(settings.serve.operator_token, settings.paths.state_dir, "operator_token")
-        dashboard_url, started_ray = start_ray(settings)
+        say("starting Ray" + ("" if os.environ.get("RAY_ADDRESS") else " (local)"))
+        dashboard_url, started_ray = start_ray(settings, quiet)
         check_cpu_plan(settings, ray.cluster_resources().get("CPU", 0.0))
         serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
         store, labeler, scheduler = _start_actors(settings, task, dashboard_url)
         loops = [store.run.remote(), labeler.run.remote()]
-        first = ray.get(scheduler.bootstrap.remote())
+        first = bootstrap(scheduler, say)
         if first is not None:
             say(
                 f"first student v{first['version']} distilled from seed traffic "
                 f"in {first['seconds']:.0f}s"
             )
+        say("deploying the student on Serve")
         version = ray.get(scheduler.deploy_current.remote())
         loops.append(scheduler.run.remote())
+        ui = evidently_ui_ready(ui, settings, say)
     except BaseException:
         if supervisor is not None:
             supervisor.stop()
@@ -232,6 +311,8 @@ def up(settings: Settings | None = None, say: Any = print) -> Running:
             broker.stop()
         if llm is not None:
             llm.stop()
+        if ui is not None:
+            ui.stop()
         if ray.is_initialized():
             ray.shutdown()
         raise
@@ -244,7 +325,7 @@ def up(settings: Settings | None = None, say: Any = print) -> Running:
         say(f"admin API /v1/admin/*: Authorization: Bearer $(cat {token})")
     return Running(
         settings, task, api_url, dashboard_url, metrics_url, scheduler, labeler, store,
-        time.monotonic() - start, broker, llm, started_ray, loops, supervisor,
+        time.monotonic() - start, broker, llm, started_ray, loops, supervisor, ui,
     )  # fmt: skip
 
 

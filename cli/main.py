@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +19,53 @@ app = typer.Typer(help="Continuous online distillation with a feedback loop.", n
 def _scheduler() -> Any:
     import ray
 
-    from monitoring.scheduler import ACTOR_NAME, NAMESPACE
+    from distillery.actors import NAMESPACE, SCHEDULER
 
-    ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False)
+    address = os.environ.get("RAY_ADDRESS") or "auto"  # as `up` joined it
+    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
     try:
-        return ray.get_actor(ACTOR_NAME)
+        return ray.get_actor(SCHEDULER)
     except ValueError:
         typer.echo("no running distillery found (start it with `distillery up`)", err=True)
         raise typer.Exit(2) from None
 
 
+def _log_to_file(folder: Path) -> Path:
+    """This process's logs (ours, Kafka's, transformers') to ``folder/distillery.log``, not the
+    terminal: the terminal shows ``up``'s steps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "distillery.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    return path
+
+
 @app.command()
 def up() -> None:
     """Start broker, Ray, the Serve app, labeler, store and scheduler; Ctrl-C stops them all."""
-    from services.launcher import up as launch
+    from cli.launcher import up as launch
+    from distillery.settings import Settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    running = launch()
-    typer.echo(f"ready in {running.startup_s:.1f}s; Ctrl-C to stop")
+    settings = Settings()
+    log_file = _log_to_file(settings.paths.state_dir / "logs")
+    start = time.monotonic()
+
+    def say(step: str) -> None:
+        typer.echo(f"[{time.monotonic() - start:5.0f}s] {step}")
+
+    try:
+        running = launch(settings, say=say, quiet=True)
+    except Exception as exc:
+        logging.getLogger("distillery").exception("up failed")
+        typer.echo(f"distillery up failed: {type(exc).__name__}: {str(exc)[:2000]}", err=True)
+        typer.echo(f"logs: {log_file.parent}/ (this one: {log_file}); its last lines:", err=True)
+        typer.echo("\n".join(log_file.read_text().splitlines()[-15:]), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"ready in {running.startup_s:.1f}s; logs in {log_file.parent}/; Ctrl-C to stop")
     done = threading.Event()
     # Both set explicitly: a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -67,12 +97,26 @@ def labeler() -> None:
     typer.echo(json.dumps(worker.stats()))
 
 
-@app.command()
-def status() -> None:
-    """Current version, labels since the last round, the last round's gate, drift."""
-    import ray
+URL = typer.Option(None, "--url", help="the API; default: DISTILLERY_SERVE_HOST/PORT's")
 
-    typer.echo(json.dumps(ray.get(_scheduler().status.remote()), indent=2, default=str))
+
+@app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json", help="the whole status, as JSON"),
+    url: str | None = URL,
+) -> None:
+    """The version serving, the rollout and its checks, labels since the last round, drift,
+    triggers and the teacher, read from the running API (no Ray connection)."""
+    from cli import api_client
+    from cli.status import summary
+    from distillery.settings import Settings
+
+    try:
+        answer = api_client.status(url or api_client.api_url(Settings()))
+    except api_client.APIError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(answer, indent=2) if as_json else summary(answer))
 
 
 @app.command()
@@ -108,24 +152,38 @@ def _progress_bar(scheduler: Any, running: Any) -> None:
 
 
 @app.command()
-def history(state_dir: Path = Path("state")) -> None:
+def history(
+    state_dir: Path | None = typer.Option(None, help="default: DISTILLERY_STATE_DIR (./state)"),
+) -> None:
     """Every registry transition with its reason: registered, rejected, shadow, canary,
     promoted, rolled_back, paused, resumed."""
     from distillery.settings import PathSettings
     from training.registry import Registry
 
-    store = PathSettings(state_dir=state_dir).model_store_url()  # DISTILLERY_MODEL_STORE, if set
+    paths = PathSettings() if state_dir is None else PathSettings(state_dir=state_dir)
+    store = paths.model_store_url()  # DISTILLERY_MODEL_STORE, if set
     for event in Registry(store).history():
         typer.echo(json.dumps(event))
 
 
-def _operate(action: str, reason: str, version: int | None = None) -> None:
-    import ray
+def _operate(action: str, reason: str, version: int | None, url: str | None) -> None:
+    """One admin action through the API; exit 1 when it does not apply now (409), 2 when the
+    API cannot be reached or refuses the token."""
+    from cli import api_client
+    from distillery.settings import Settings
 
-    result = ray.get(_scheduler().operate.remote(action, f"operator (CLI): {reason}", version))
+    settings = Settings()
+    try:
+        token = api_client.operator_token(settings)
+        target = url or api_client.api_url(settings)
+        result = api_client.admin(target, token, action, f"CLI: {reason}", version)
+    except api_client.APIError as exc:
+        if exc.status == 409:
+            typer.echo(json.dumps({"ok": False, "detail": exc.detail}, indent=2))
+            raise typer.Exit(1) from None
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     typer.echo(json.dumps(result, indent=2, default=str))
-    if not result["ok"]:
-        raise typer.Exit(1)
 
 
 REASON = typer.Option("no reason given", "--reason", "-r", help="kept in the history")
@@ -135,27 +193,28 @@ REASON = typer.Option("no reason given", "--reason", "-r", help="kept in the his
 def promote(
     version: int | None = typer.Argument(None, help="default: the rollout's candidate"),
     reason: str = REASON,
+    url: str | None = URL,
 ) -> None:
     """Promote the rollout's candidate (or VERSION) to every user now."""
-    _operate("promote", reason, version)
+    _operate("promote", reason, version, url)
 
 
 @app.command()
-def rollback(reason: str = REASON) -> None:
+def rollback(reason: str = REASON, url: str | None = URL) -> None:
     """Drop the rollout's candidate; with no rollout, serve the previously promoted version."""
-    _operate("rollback", reason)
+    _operate("rollback", reason, None, url)
 
 
 @app.command()
-def pause(reason: str = REASON) -> None:
+def pause(reason: str = REASON, url: str | None = URL) -> None:
     """Freeze the rollout where it is: no automatic advance or rollback until `resume`."""
-    _operate("pause", reason)
+    _operate("pause", reason, None, url)
 
 
 @app.command()
-def resume(reason: str = REASON) -> None:
+def resume(reason: str = REASON, url: str | None = URL) -> None:
     """Let the paused rollout's automatic decisions run again."""
-    _operate("resume", reason)
+    _operate("resume", reason, None, url)
 
 
 @app.command()
@@ -169,26 +228,31 @@ def submit(model_dir: Path, reason: str = REASON) -> None:
 
 
 @app.command("fetch-data")
-def fetch_data(data_dir: Path = Path("data")) -> None:
+def fetch_data(
+    data_dir: Path | None = typer.Option(None, help="default: DISTILLERY_DATA_DIR (./data)"),
+) -> None:
     """Download VADER's human-labelled sentences (movies, tweets, amazon, nyt) into data/."""
     from distillery import vader
+    from distillery.settings import PathSettings
 
-    path = vader.fetch(data_dir.resolve())
+    path = vader.fetch((data_dir or PathSettings().data_dir).resolve())
     typer.echo(f"VADER data in {path}")
 
 
 @app.command()
 def demo(
-    url: str = "http://127.0.0.1:8000",
+    url: str | None = URL,
     per_phase: int = typer.Option(1600, help="texts replayed per phase"),
     eval_size: int = typer.Option(400, help="held-out texts per domain, scored before/after"),
     timeout_s: float = typer.Option(900, help="how long to wait for the automatic retrain"),
     out: Path | None = typer.Option(None, help="also write the results as JSON here"),
 ) -> None:
     """Replay movie reviews, then tweets, through the HTTP API; print accuracy before/after."""
-    from distillery.demo import run_demo
+    from cli.api_client import api_url
+    from cli.demo import run_demo
+    from distillery.settings import Settings
 
-    result = run_demo(url, per_phase, eval_size, timeout_s, say=typer.echo)
+    result = run_demo(url or api_url(Settings()), per_phase, eval_size, timeout_s, say=typer.echo)
     typer.echo(result.table())
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,98 @@
+"""The typed contracts of the promote path, each defined once for its producer and its consumer.
+
+- ``StudentConfig``: the Serve deployment's ``user_config``, written by ``services.deploy`` (from
+  the registry's state, ``monitoring.promotion``) and read by every replica's ``reconfigure``;
+  ``CandidateSpec`` is its rollout candidate.
+- ``TriggerRecord``: what started a round, built by the scheduler, the operator API and the
+  bootstrap, and kept in the version's ``meta.json`` (``training.registry.VersionMeta``).
+- ``RoundProgress``: a round's rank-0 worker → the scheduler (``status``, Prometheus, the CLI bar).
+- ``VariantReport``: a replica's rollout counts → the scheduler (``services.variants.merge``).
+
+They cross Ray (pickled) or JSON (Serve's config, ``meta.json``), so every field is plain data;
+``extra="forbid"`` makes a misspelt field an error at the border rather than a silent default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Stage = Literal["shadow", "canary"]
+TriggerKind = Literal[
+    "feedback", "disagreement", "drift", "volume", "schedule", "operator", "bootstrap"
+]
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CandidateSpec(_Contract):
+    """A rollout's candidate as the replicas take it: they load ``version`` from the model
+    ``store`` (``path``: where it is) and route ``share`` of texts to it in ``stage``."""
+
+    version: int = Field(ge=1)
+    path: str
+    store: str | None = None
+    stage: Stage
+    share: float = Field(ge=0.0, le=1.0)
+    id: str  # the rollout's id: sticky canary routing and the replicas' count keys
+
+
+class StudentConfig(_Contract):
+    """The Serve ``user_config``: the stable version (with ``store``, a replica on any node loads
+    it from the model store; without it, from ``path`` on its own disk) and any candidate."""
+
+    version: int = Field(ge=1)
+    path: str
+    store: str | None = None
+    candidate: CandidateSpec | None = None
+
+    def as_user_config(self) -> dict[str, object]:
+        """JSON for Serve's config; ``store`` left out when unset (as Serve showed it before)."""
+        return self.model_dump(mode="json", exclude={"store"} if self.store is None else set())
+
+
+class TriggerRecord(_Contract):
+    """What started a round: the trigger's ``kind``, its measured ``value`` (labels, minutes or
+    a share; None for an operator or the bootstrap) and a readable ``reason``."""
+
+    kind: TriggerKind
+    value: float | None = None
+    reason: str
+
+    @classmethod
+    def operator(cls, reason: str) -> TriggerRecord:
+        return cls(kind="operator", reason=reason)
+
+    @classmethod
+    def bootstrap(cls, reason: str) -> TriggerRecord:
+        return cls(kind="bootstrap", reason=reason)
+
+
+class RoundProgress(_Contract):
+    """A running round as its rank-0 worker sees it, every few batches."""
+
+    round: str
+    epoch: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    done: float = Field(ge=0.0, le=1.0)  # share of the round's batches done
+    loss: float
+    examples_per_s: float = Field(ge=0.0)
+
+
+class VersionCounts(_Contract):
+    requests: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+    latencies_ms: list[float] = Field(default_factory=list)  # the newest, for a p99
+
+
+class VariantReport(_Contract):
+    """One replica's whole count since the rollout stage ``key`` began (not a delta: a lost or
+    repeated report changes nothing)."""
+
+    key: str | None  # "{rollout id}:{stage}"; None while no rollout runs
+    versions: dict[int, VersionCounts] = Field(default_factory=dict)
+    compared: int = Field(default=0, ge=0)  # mirrored texts
+    agreed: int = Field(default=0, ge=0)  # ... where the shadow agreed with the stable student

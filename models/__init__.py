@@ -1,0 +1,1 @@
+"""Teachers, the student and the models on disk: what the loop learns from and serves."""

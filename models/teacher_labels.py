@@ -1,0 +1,64 @@
+"""A teacher's answer to a batch of sampled predictions, as label events.
+
+The labeler (``services.labeler``) and the bootstrap (``training.cycle.seed_rows``) both turn a
+``Teacher``'s ``TeacherBatch`` into ``TeacherLabel`` events here, so a seed label and a live one
+carry the same fields; an answer the teacher gave that cannot be read becomes a dead letter with
+its raw text (the caller sends it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distillery import bus
+from distillery.events import SampledPrediction, TeacherLabel
+from distillery.task import Task
+from models.teacher import Teacher, TeacherCost
+
+
+@dataclass
+class Labelled:
+    """A batch's outcome: its labels, the records whose answer could not be read (with the raw
+    answer), and what the teacher call cost."""
+
+    labels: list[TeacherLabel]
+    unreadable: list[tuple[bus.Record, str]]
+    cost: TeacherCost
+
+
+def to_labels(
+    batch: list[tuple[bus.Record, SampledPrediction]],
+    task: Task,
+    teacher: Teacher,
+    with_states: bool = False,
+) -> Labelled:
+    """The teacher's label for each sampled prediction; ``with_states`` also carries its
+    sentence embedding (H,) for the student's hidden-state loss, if the teacher has one."""
+    answer = teacher.label([event.text for _, event in batch], with_states)  # (B, C)
+    states = answer.states if with_states else None  # (B, H) or None
+    labels = [
+        TeacherLabel(
+            request_id=event.request_id,
+            text=event.text,
+            labels=task.label_names,
+            teacher_logits=[float(x) for x in answer.logits[i]],
+            teacher_probs=[float(x) for x in answer.probs[i]],
+            student_probs=event.student_probs,
+            model_version=event.model_version,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            predicted_at=event.ts,
+            reason=event.reason,
+            shadow_version=event.shadow_version,
+            shadow_probs=event.shadow_probs,
+            teacher_embedding=None if states is None else [float(x) for x in states[i]],
+            teacher_id=teacher.teacher_id,
+        )
+        for i, (record, event) in enumerate(batch)
+        if i not in answer.unreadable
+    ]
+    unreadable = [
+        (batch[i][0], f"teacher {teacher.teacher_id} answer unreadable: {raw}"[:4_000])
+        for i, raw in sorted(answer.unreadable.items())
+    ]
+    return Labelled(labels, unreadable, answer.cost)

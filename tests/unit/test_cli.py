@@ -1,0 +1,186 @@
+"""The ``distillery`` command: ``status`` over HTTP (readable and ``--json``), and every command
+reading the same settings as ``up`` (``DISTILLERY_STATE_DIR``, ``…_SERVE_PORT``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from cli.status import summary
+from training.registry import Registry, VersionMeta
+
+STATUS: dict[str, Any] = {
+    "current_version": 3,
+    "versions": [1, 2, 3, 4],
+    "replicas": {"r1": 3, "r2": 3},
+    "rollout": {
+        "candidate": 4, "stable": 3, "stage": "canary", "paused": False,
+        "stage_started_at": 1_000.0,
+    },
+    "rollout_verdict": {
+        "reason": "canary: 20s in, waiting for evidence for negative_feedback",
+        "checks": [
+            {"name": "teacher_agreement", "state": "pass", "detail": "agreement 0.91 ≥ 0.86"}
+        ],
+    },
+    "labels_since_last_round": 412,
+    "minutes_since_last_round": 7.25,
+    "round_running": False,
+    "round_progress": None,
+    "last_round": {
+        "version": 4, "outcome": "shadow", "reason": "all checks passed",
+        "trigger": {"kind": "drift", "value": 0.6, "reason": "drift 0.60"},
+    },
+    "drift": {"version": 3, "share": {"embedding": 0.625, "text": 0.1}},
+    "trigger": {"fire": False, "kind": None, "reason": "no trigger: labels 412 < 400?"},
+    "teacher": {"kind": "llm", "teacher_id": "llm:qwen:abc", "state": "down",
+                "last_error": "refused", "note": "the teacher is now llm:qwen:abc"},
+    "last_error": None,
+}  # fmt: skip
+
+
+def test_summary_names_every_part_of_the_loop() -> None:
+    text = summary(STATUS, now=1_030.0)
+    assert "serving   v3 (replicas answer with v3; 4 versions registered)" in text
+    assert "rollout   v4 vs v3: canary, stage began 30 s ago" in text
+    assert "pass    agreement 0.91 ≥ 0.86" in text
+    assert "412 since the last round (7.2 min ago)" in text
+    assert "last round v4 (drift): shadow" in text
+    assert "embedding 0.62, text 0.10" in text
+    assert "teacher   llm:qwen:abc: down (last error: refused)" in text
+    assert "the teacher is now llm:qwen:abc" in text
+
+
+def test_summary_of_a_fresh_loop_says_what_is_not_there_yet() -> None:
+    text = summary({"current_version": 1, "versions": [1]})
+    assert "rollout   none" in text and "drift     not measured yet" in text
+    assert "triggers  not decided yet" in text
+
+
+class _Status(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps(STATUS).encode() if self.path == "/v1/status" else b"{}"
+        self.send_response(200 if self.path == "/v1/status" else 404)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        """/v1/admin/pause: 409 (no rollout); /v1/admin/promote: the result. Both note what
+        they were sent."""
+        length = int(self.headers.get("content-length", 0))
+        SEEN.append(
+            (self.path, self.headers.get("authorization"), json.loads(self.rfile.read(length)))
+        )
+        if self.path == "/v1/admin/pause":
+            code, body = 409, {"detail": "no rollout in progress: nothing to pause"}
+        else:
+            code, body = 200, {"ok": True, "detail": "v2 promoted", "current_version": 2}
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(body).encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+SEEN: list[tuple[str, str | None, dict[str, Any]]] = []
+
+
+@pytest.fixture()
+def api() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Status)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_status_reads_the_api_at_the_configured_port_without_ray(api: int) -> None:
+    """A fresh interpreter, as an operator runs it: DISTILLERY_SERVE_PORT picks the API, the
+    answer is the summary (or the JSON), and Ray is never imported."""
+    probe = (
+        "import sys; from cli.main import app\n"
+        "try:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+        "print('RAY' if 'ray' in sys.modules else 'NO-RAY', code)"
+    )
+    env = {"DISTILLERY_SERVE_PORT": str(api), "PATH": "/usr/bin:/bin"}
+    for args, expect in (([], "serving   v3"), (["--json"], '"current_version": 3')):
+        out = subprocess.run(
+            [sys.executable, "-c", probe, "status", *args],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+        assert expect in out.stdout, out
+        assert out.stdout.strip().endswith("NO-RAY 0"), out.stdout[-200:]
+
+
+def test_status_without_a_running_api_names_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.broker import free_port
+
+    port = free_port()
+    monkeypatch.setenv("DISTILLERY_SERVE_PORT", str(port))
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 2
+    assert f"http://127.0.0.1:{port}" in result.output
+
+
+def test_history_reads_the_configured_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "elsewhere"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights").write_text("w")
+    registry = Registry(state / "registry")
+    meta = registry.register(model, VersionMeta(version=0))
+    registry.promote(meta.version, "history test")
+    monkeypatch.chdir(tmp_path)  # ./state here is empty: only the setting finds the registry
+    monkeypatch.setenv("DISTILLERY_STATE_DIR", str(state))
+    result = CliRunner().invoke(app, ["history"])
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.output.splitlines()]
+    assert [e["event"] for e in events] == ["registered", "promoted"]
+    assert events[1]["reason"] == "history test"
+
+
+def test_operator_actions_go_through_the_admin_api_with_the_state_dirs_token(
+    api: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "operator_token").write_text("s3cret\n")
+    monkeypatch.setenv("DISTILLERY_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("DISTILLERY_SERVE_PORT", str(api))
+    SEEN.clear()
+    promoted = CliRunner().invoke(app, ["promote", "2", "-r", "looks good"])
+    assert promoted.exit_code == 0, promoted.output
+    assert json.loads(promoted.output)["detail"] == "v2 promoted"
+    refused = CliRunner().invoke(app, ["pause", "-r", "e2e"])
+    assert refused.exit_code == 1
+    assert json.loads(refused.output) == {
+        "ok": False,
+        "detail": "no rollout in progress: nothing to pause",
+    }
+    assert SEEN == [
+        ("/v1/admin/promote", "Bearer s3cret", {"reason": "CLI: looks good", "version": 2}),
+        ("/v1/admin/pause", "Bearer s3cret", {"reason": "CLI: e2e"}),
+    ]
+
+
+def test_an_operator_action_without_a_token_names_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISTILLERY_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("DISTILLERY_SERVE_OPERATOR_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["rollback"])
+    assert result.exit_code == 2
+    assert str(tmp_path / "operator_token") in result.output
+    assert not (tmp_path / "operator_token").exists()  # only `up` makes one
