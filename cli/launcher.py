@@ -170,6 +170,7 @@ def start_ray(settings: Settings, quiet: bool = False) -> tuple[str, bool]:
         _metrics_export_port=None if address else settings.serve.metrics_export_port,
         include_dashboard=True if not address else None,
         log_to_driver=not quiet,
+        configure_logging=not quiet,  # quiet: Ray's own driver-side lines go to the log file
     )
     if quiet:
         _link_ray_logs(settings, getattr(context, "address_info", {}).get("session_dir"))
@@ -238,6 +239,15 @@ def _link_ray_logs(settings: Settings, session_dir: str | None) -> None:
         link.symlink_to(Path(session_dir) / "logs", target_is_directory=True)
 
 
+def _into_log_file(*names: str) -> None:
+    """Ray's loggers keep their own terminal handlers; hand their lines to the root logger (the
+    ``state/logs/distillery.log`` file that ``distillery up`` sets)."""
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
 def bootstrap(scheduler: Any, say: Any, poll_s: float = 2.0) -> dict[str, Any] | None:
     """Make v1 if the registry is empty, saying how the round goes (every quarter of it)."""
     import ray
@@ -292,6 +302,8 @@ def up(settings: Settings | None = None, say: Any = print, quiet: bool = False) 
         dashboard_url, started_ray = start_ray(settings, quiet)
         check_cpu_plan(settings, ray.cluster_resources().get("CPU", 0.0))
         serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
+        if quiet:
+            _into_log_file("ray", "ray.serve", "ray.data", "ray.train")
         store, labeler, scheduler = _start_actors(settings, task, dashboard_url)
         loops = [store.run.remote(), labeler.run.remote()]
         first = bootstrap(scheduler, say)

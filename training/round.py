@@ -286,11 +286,21 @@ def save_reference(
 def train_dataset(rows: pd.DataFrame) -> Any:
     """The round's training rows as a Ray Dataset: they travel through Ray's object store, so a
     worker on any node reads its shard (``get_dataset_shard``), not a file on the head's disk.
-    Only the columns a worker trains on go (``TRAIN_COLUMNS``)."""
+    Only the columns a worker trains on go (``TRAIN_COLUMNS``).
+
+    ``from_blocks``, not ``from_pandas``: ``from_pandas`` reads each block's schema in a remote
+    task that asks for a whole CPU, and beside Serve and the labeler the loop has none spare (the
+    round's own CPUs are reserved for its workers), so the second round of the e2e test waited
+    forever for it. ``from_blocks`` computes the metadata here; the split needs no task either
+    (``InputDataBuffer -> OutputSplitter``, its coordinator actor takes 0 CPU)."""
+    import pyarrow as pa
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the round logs its own
-    return ray.data.from_pandas(rows[[c for c in TRAIN_COLUMNS if c in rows]])
+    table = pa.Table.from_pandas(
+        rows[[c for c in TRAIN_COLUMNS if c in rows]], preserve_index=False
+    )
+    return ray.data.from_blocks([table])
 
 
 def _shard_rows(shard: Any) -> pd.DataFrame:

@@ -138,7 +138,13 @@ def test_up_prints_its_steps_and_keeps_the_logs_in_the_state_folder(service: str
         "ready in",
     ):
         assert step in terminal, terminal[-3000:]
-    for chatter in ("(raylet)", "(ServeReplica", "(ServeController", "Loading weights"):
+    for chatter in (
+        "(raylet)",
+        "(ServeReplica",
+        "(ServeController",
+        "Loading weights",
+        "INFO worker.py",
+    ):
         assert chatter not in terminal, f"{chatter!r} reached the terminal: {terminal[-3000:]}"
     assert (state / "logs" / "distillery.log").is_file()
     ray_logs = state / "logs" / "ray"
