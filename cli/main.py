@@ -30,9 +30,11 @@ def _scheduler() -> Any:
         raise typer.Exit(2) from None
 
 
-def _log_to_file(folder: Path) -> Path:
-    """This process's logs (ours, Kafka's, transformers') to ``folder/distillery.log``, not the
-    terminal: the terminal shows ``up``'s steps."""
+def _log_to_file(folder: Path) -> tuple[Path, Any]:
+    """This process's logs to ``folder/distillery.log``, not the terminal, which shows ``up``'s
+    steps (on stdout): the root logger (ours, Kafka's, Ray's driver side) and file descriptor 2
+    itself, because Ray prints its raylet's warnings straight to stderr. Returns the log's path
+    and a stream on the terminal's stderr, for ``up``'s own failure message."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "distillery.log"
     handler = logging.FileHandler(path)
@@ -41,7 +43,11 @@ def _log_to_file(folder: Path) -> Path:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    return path
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    return path, terminal
 
 
 @app.command()
@@ -51,7 +57,7 @@ def up() -> None:
     from distillery.settings import Settings
 
     settings = Settings()
-    log_file = _log_to_file(settings.paths.state_dir / "logs")
+    log_file, terminal = _log_to_file(settings.paths.state_dir / "logs")
     start = time.monotonic()
 
     def say(step: str) -> None:
@@ -61,9 +67,11 @@ def up() -> None:
         running = launch(settings, say=say, quiet=True)
     except Exception as exc:
         logging.getLogger("distillery").exception("up failed")
-        typer.echo(f"distillery up failed: {type(exc).__name__}: {str(exc)[:2000]}", err=True)
-        typer.echo(f"logs: {log_file.parent}/ (this one: {log_file}); its last lines:", err=True)
-        typer.echo("\n".join(log_file.read_text().splitlines()[-15:]), err=True)
+        last = "\n".join(log_file.read_text(errors="replace").splitlines()[-15:])
+        terminal.write(
+            f"distillery up failed: {type(exc).__name__}: {str(exc)[:2000]}\n"
+            f"logs: {log_file.parent}/ (this one: {log_file}); its last lines:\n{last}\n"
+        )
         raise typer.Exit(1) from None
     typer.echo(f"ready in {running.startup_s:.1f}s; logs in {log_file.parent}/; Ctrl-C to stop")
     done = threading.Event()
