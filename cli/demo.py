@@ -156,12 +156,12 @@ def wait_for_round(
             last = status["last_round"] or {}
             if status.get("rollout") is not None and not busy.is_alive():
                 busy.start()
-            if (
-                last.get("version", 0) > after
-                and not status["round_running"]
-                and status.get("rollout") is None
-            ):
+            settled = not status["round_running"] and status.get("rollout") is None
+            if last.get("version", 0) > after and settled:
                 return _verdict(status), time.monotonic() - start
+            current = status.get("current_version") or 0
+            if current > after:  # promoted, and the next round already runs (steady traffic)
+                return f"v{current} promoted", time.monotonic() - start
             time.sleep(2)
         return "no round", time.monotonic() - start
     finally:

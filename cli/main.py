@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,11 +31,11 @@ def _scheduler() -> Any:
         raise typer.Exit(2) from None
 
 
-def _log_to_file(folder: Path) -> tuple[Path, Any]:
+def _log_to_file(folder: Path) -> tuple[Path, Any, Any]:
     """This process's logs to ``folder/distillery.log``, not the terminal, which shows ``up``'s
-    steps (on stdout): the root logger (ours, Kafka's, Ray's driver side) and file descriptor 2
-    itself, because Ray prints its raylet's warnings straight to stderr. Returns the log's path
-    and a stream on the terminal's stderr, for ``up``'s own failure message."""
+    steps: the root logger (ours, Kafka's, Ray's driver side) and file descriptors 1 and 2
+    themselves, because Ray prints straight to them. Returns the log's path and streams on the
+    terminal's stdout (``up``'s steps) and stderr (its failure message)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "distillery.log"
     handler = logging.FileHandler(path)
@@ -43,11 +44,13 @@ def _log_to_file(folder: Path) -> tuple[Path, Any]:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    out, err = (os.fdopen(os.dup(fd), "w", buffering=1) for fd in (1, 2))
+    sys.stdout.flush()
     log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(log_fd, 2)
+    for fd in (1, 2):  # Ray prints raylet warnings to stdout and its own lines to stderr
+        os.dup2(log_fd, fd)
     os.close(log_fd)
-    return path, terminal
+    return path, out, err
 
 
 @app.command()
@@ -57,11 +60,11 @@ def up() -> None:
     from distillery.settings import Settings
 
     settings = Settings()
-    log_file, terminal = _log_to_file(settings.paths.state_dir / "logs")
+    log_file, shown, terminal = _log_to_file(settings.paths.state_dir / "logs")
     start = time.monotonic()
 
     def say(step: str) -> None:
-        typer.echo(f"[{time.monotonic() - start:5.0f}s] {step}")
+        shown.write(f"[{time.monotonic() - start:5.0f}s] {step}\n")
 
     try:
         running = launch(settings, say=say, quiet=True)
@@ -73,7 +76,7 @@ def up() -> None:
             f"logs: {log_file.parent}/ (this one: {log_file}); its last lines:\n{last}\n"
         )
         raise typer.Exit(1) from None
-    typer.echo(f"ready in {running.startup_s:.1f}s; logs in {log_file.parent}/; Ctrl-C to stop")
+    shown.write(f"ready in {running.startup_s:.1f}s; logs in {log_file.parent}/; Ctrl-C to stop\n")
     done = threading.Event()
     # Both set explicitly: a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -81,9 +84,9 @@ def up() -> None:
     try:
         done.wait()
     finally:
-        typer.echo("stopping…")
+        shown.write("stopping…\n")
         running.stop()
-        typer.echo("stopped")
+        shown.write("stopped\n")
 
 
 @app.command()
