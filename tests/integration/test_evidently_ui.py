@@ -11,15 +11,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import numpy as np
-import pandas as pd
 import pytest
 
-from monitoring.drift import drift_by_kind
 from monitoring.evidently_workspace import EvidentlyWorkspace, signal_values
-from monitoring.features import text_features
 from services.evidently_ui import EvidentlyUI
 from tests.browser import page_requests, rendered_dom, without_scripts
+from tests.drift_snapshots import drift_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -33,19 +30,6 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 def _text(dom: str) -> str:
     return " ".join(re.sub(r"<style.*?</style>|<[^>]+>", " ", dom, flags=re.S).split())
-
-
-def _drift_report() -> object:
-    """Evidently's snapshot of a real drift check: short texts against long ones."""
-    rng = np.random.default_rng(0)
-    frames = []
-    for words in ((3, 30), (40, 80)):
-        frame = text_features([" ".join(["w"] * int(k)) for k in rng.integers(*words, 200)])
-        frame["predicted_label"] = pd.Series(rng.choice(["a", "b"], 200), dtype=object)
-        frames.append(frame)
-    got: list[object] = []
-    drift_by_kind(frames[0], frames[1], on_snapshot=got.append)
-    return got[0]
 
 
 def _panel(dom: str, title: str) -> str:
@@ -85,7 +69,7 @@ def test_the_ui_draws_the_projects_panels_from_the_checks(tmp_path: Path) -> Non
     folder = tmp_path / "evidently"
     workspace = EvidentlyWorkspace(folder, "sentiment", keep_signals=10, keep_reports=2)
     t0 = time.time() - 600
-    report_id = workspace.add_check(t0, 1, signal_values(*CHECKS[0]), _drift_report())[0]
+    report_id = workspace.add_check(t0, 1, signal_values(*CHECKS[0]), drift_snapshot())[0]
     workspace.add_check(t0 + 60, 1, signal_values(*CHECKS[1]))
     project_id = workspace.project_id()
     ui = EvidentlyUI(folder, log_path=tmp_path / "evidently-ui.log").start()

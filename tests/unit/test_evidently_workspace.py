@@ -13,12 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from distillery.settings import Settings
-from monitoring.drift import drift_by_kind
 from monitoring.evidently_workspace import (
     DISAGREEMENT,
     REPORT_TAG,
@@ -31,8 +29,8 @@ from monitoring.evidently_workspace import (
     to_prune,
     with_panels,
 )
-from monitoring.features import text_features
 from monitoring.watch import Watch
+from tests.drift_snapshots import drift_snapshot
 from tests.unit.test_watch import TASK, setup  # noqa: F401 (the Watch's store and registry)
 from training.registry import Registry
 
@@ -63,20 +61,6 @@ def _series(folder: Path, project_id: Any) -> dict[str, list[float | None]]:
             assert len(found.series) <= 1, f"{value.legend}: {found.series}"
             out[str(value.legend)] = found.series[0].values if found.series else []
     return out
-
-
-def _drift_snapshot() -> Any:
-    """A real DataDriftPreset snapshot, through ``drift_by_kind``'s ``on_snapshot``."""
-    rng = np.random.default_rng(0)
-    frames = []
-    for words in ((3, 30), (40, 80)):
-        frame = text_features([" ".join(["w"] * int(k)) for k in rng.integers(*words, 200)])
-        frame["predicted_label"] = pd.Series(rng.choice(["a", "b"], 200), dtype=object)
-        frames.append(frame)
-    got: list[Any] = []
-    drift_by_kind(frames[0], frames[1], on_snapshot=got.append)
-    assert len(got) == 1
-    return got[0]
 
 
 def test_signal_values_leave_out_what_was_not_measured() -> None:
@@ -117,7 +101,7 @@ def test_panels_are_added_once_and_other_panels_are_kept() -> None:
 def test_checks_become_series_the_ui_plots_and_old_snapshots_are_pruned(tmp_path: Path) -> None:
     workspace = _workspace(tmp_path, keep_signals=3, keep_reports=1)
     t0 = time.time() - 3_600
-    report = _drift_snapshot()
+    report = drift_snapshot()
     for i, (shares, disagreement) in enumerate(CHECKS):
         added = workspace.add_check(t0 + 60 * i, 1, signal_values(shares, disagreement), report)
         assert len(added) == 2
