@@ -255,7 +255,7 @@ def bootstrap(scheduler: Any, say: Any, poll_s: float = 2.0) -> dict[str, Any] |
     running = scheduler.bootstrap.remote()
     said = -1
     while not ray.wait([running], timeout=poll_s)[0]:
-        progress = ray.get(scheduler.status.remote()).get("round_progress")
+        progress = ray.get(scheduler.round_progress.remote())
         if said < 0:
             say("bootstrap: the teacher labels the seed slice, then a round distils v1")
             said = 0

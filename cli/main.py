@@ -151,7 +151,7 @@ def _progress_bar(scheduler: Any, running: Any) -> None:
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task("round: starting Ray Train workers…", total=1.0)
         while not ray.wait([running], timeout=1.0)[0]:
-            progress = ray.get(scheduler.status.remote())["round_progress"]
+            progress = ray.get(scheduler.round_progress.remote())
             if progress:
                 bar.update(
                     task,

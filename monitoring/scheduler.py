@@ -213,9 +213,7 @@ class Scheduler:
             "labels_since_last_round": new_labels,
             "minutes_since_last_round": round(minutes, 2),
             "round_running": self._round_lock.locked(),
-            "round_progress": (
-                self.progress.model_dump() if self.progress and self._round_lock.locked() else None
-            ),
+            "round_progress": self.round_progress(),
             "last_round": self.last_round,
             "last_error": self.last_error,
             "drift": self.watch.drift,
@@ -257,6 +255,12 @@ class Scheduler:
             self._metrics.round_progress.set(progress.done)
             self._metrics.round_loss.set(progress.loss)
             self._metrics.round_examples_per_s.set(progress.examples_per_s)
+
+    def round_progress(self) -> dict[str, Any] | None:
+        """The running round's progress (``RoundProgress`` as JSON), None between rounds: what
+        progress bars poll, without the cost of a whole ``status``."""
+        running = self.progress is not None and self._round_lock.locked()
+        return self.progress.model_dump() if running and self.progress else None
 
     def report_variants(self, replica: str, report: VariantReport) -> None:
         """Called by each replica every ``rollout.report_s`` during a rollout."""
