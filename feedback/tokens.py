@@ -1,8 +1,11 @@
-"""Feedback tokens: proof that a request id, version and label were really served by us.
+"""Feedback tokens: proof that a request id, version and label were really served by us, to
+which API key, and when.
 
-token = "{model_version}.{label}.{hex HMAC-SHA256(secret, request_id|model_version|label)}". Any
-replica checks it with the shared secret alone, so feedback needs no shared state, and nobody can
-rate (or correct) an answer that the service never gave.
+token = "{model_version}.{key_id}.{issued}.{label}.{hex HMAC-SHA256(secret,
+request_id|model_version|label|key_id|issued)}", ``issued`` in whole Unix seconds. Any replica
+checks it with the shared secret alone, so feedback needs no shared state; nobody can rate (or
+correct) an answer the service never gave, an answer given to another key, or one older than
+the join window (``services.app`` refuses those with 403 and the reason).
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from distillery.files import write_atomic
+
+OPEN_KEY = "open"  # the key id of answers given without an API key (open mode)
 
 
 @dataclass(frozen=True)
@@ -22,27 +28,45 @@ class Served:
 
     model_version: int
     label: str
+    key_id: str = OPEN_KEY
+    issued: int = 0  # Unix seconds
 
 
-def _mac(secret: bytes, request_id: str, model_version: int, label: str) -> str:
-    message = f"{request_id}|{model_version}|{label}".encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+def _mac(secret: bytes, request_id: str, served: Served) -> str:
+    message = f"{request_id}|{served.model_version}|{served.label}|{served.key_id}|{served.issued}"
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
 
 
-def sign(secret: bytes, request_id: str, model_version: int, label: str) -> str:
-    return f"{model_version}.{label}.{_mac(secret, request_id, model_version, label)}"
+def sign(
+    secret: bytes,
+    request_id: str,
+    model_version: int,
+    label: str,
+    key_id: str = OPEN_KEY,
+    issued: float | None = None,
+) -> str:
+    served = Served(model_version, label, key_id, int(time.time() if issued is None else issued))
+    head = f"{served.model_version}.{served.key_id}.{served.issued}.{served.label}"
+    return f"{head}.{_mac(secret, request_id, served)}"
+
+
+def _number(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def verify(secret: bytes, request_id: str, token: str) -> Served | None:
-    """The served (version, label) if ``token`` is valid for ``request_id``, else None."""
-    version_text, _, rest = token.partition(".")
-    label, _, mac = rest.rpartition(".")
-    if not (version_text.isascii() and version_text.isdigit()) or not label or not mac:
+    """What ``token`` vouches for if it is valid for ``request_id``, else None."""
+    parts = token.split(".", 3)
+    if len(parts) != 4:
         return None
-    expected = _mac(secret, request_id, int(version_text), label)
-    if not hmac.compare_digest(expected, mac):
+    version, key_id, issued = _number(parts[0]), parts[1], _number(parts[2])
+    label, _, mac = parts[3].rpartition(".")
+    if version is None or issued is None or not key_id or not label or not mac:
         return None
-    return Served(int(version_text), label)
+    served = Served(version, label, key_id, issued)
+    if not hmac.compare_digest(_mac(secret, request_id, served), mac):
+        return None
+    return served
 
 
 def load_secret(configured: str | None, state_dir: Path, name: str = "feedback_secret") -> bytes:

@@ -60,6 +60,7 @@ def assemble(
         "reports": watch["reports"],
         "events": registry.history()[-EVENTS:][::-1],
         "last_error": status["last_error"],
+        "trust": status.get("trust"),
     }
 
 

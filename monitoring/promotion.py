@@ -27,7 +27,8 @@ from typing import Any
 
 from distillery.contracts import CandidateSpec, StudentConfig, VariantReport
 from distillery.settings import Settings
-from feedback.examples import labels_predicted_since, read_kind
+from feedback.examples import from_keys, labels_predicted_since, read_kind
+from feedback.keys import rating_keys
 from services import deploy
 from services.variants import merge
 from training import rollout
@@ -150,6 +151,7 @@ class Promotion:
         store, since = self.settings.paths.store_dir, running.stage_started_at
         labels = labels_predicted_since(store, since)
         feedback = read_kind(store, "feedback", written_after=since)
+        feedback = from_keys(feedback, rating_keys(self.settings))  # trusted or reliable only
         shadow = running.stage == "shadow"
         if not shadow and "reason" in labels:
             # canary: each version's own margins and novelty steer the targeted picks, so only
@@ -188,8 +190,10 @@ class Promotion:
                 return None
             stable, candidate, with_stable = self.evidence(running)
             elapsed = time.time() - running.stage_started_at
+            meta = self.registry.get(running.candidate)
+            referee = str((meta.gate or {}).get("referee", "teacher"))
             verdict = rollout.evaluate(
-                running.stage, elapsed, stable, candidate, self.settings.rollout
+                running.stage, elapsed, stable, candidate, self.settings.rollout, referee
             )
             record = {
                 **verdict.to_dict(), "stable": asdict(stable), "candidate": asdict(candidate),

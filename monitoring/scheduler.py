@@ -16,13 +16,15 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from distillery.actors import labeler_health
 from distillery.contracts import RoundProgress, TriggerRecord, VariantReport
 from distillery.settings import Settings
 from distillery.task import Task
+from feedback import trust_report
 from feedback.examples import count_labels_since
 from monitoring.promotion import Promotion
 from monitoring.relabel import Relabeler
-from monitoring.teacher_status import current_teacher_id, live_health, teacher_status
+from monitoring.teacher_status import current_teacher_id, teacher_status
 from monitoring.triggers import Decision, Signals, TriggerState, decide
 from monitoring.watch import Watch
 from training import cycle
@@ -221,8 +223,21 @@ class Scheduler:
             "trigger": None if self.decision is None else _decision_dict(self.decision),
             "replicas": self.replicas(),
             "teacher": teacher_status(
-                self.settings.teacher, self.task, self.registry, live_health()
+                self.settings.teacher, self.task, self.registry, labeler_health()
             ),
+            "trust": self._trust(),
+        }
+
+    def _trust(self) -> dict[str, Any] | None:
+        """The last round's trust estimate: the teacher's reliability and the keys ranked by
+        reliability, then volume (``feedback.trust_report``); None before one exists."""
+        model = trust_report.load(self.settings.paths.state_dir)
+        if model is None:
+            return None
+        return {
+            "mode": self.settings.trust.mode,
+            "teacher": model.teacher.model_dump(),
+            "keys": [k.model_dump() for k in model.ranked()],
         }
 
     def dashboard(self) -> dict[str, Any]:

@@ -4,28 +4,13 @@ named, with what rounds do with the old teacher's labels (``DISTILLERY_TEACHER_O
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from distillery.actors import find_labeler
+from distillery.actors import labeler_health
 from distillery.settings import TeacherSettings
 from distillery.task import Task
 from models.factory import configured_teacher_id
-from models.teacher import TeacherHealth
 from training.registry import Registry
-
-
-def live_health(timeout_s: float = 1.0) -> dict[str, Any] | None:
-    """The labeler actor's teacher health, or None if no labeler actor answers."""
-    import ray
-
-    try:
-        actor = find_labeler()
-        if actor is None:
-            return None
-        health = cast(TeacherHealth, ray.get(actor.teacher_health.remote(), timeout=timeout_s))
-        return dict(health.public())
-    except Exception:  # no labeler actor (its own process), or busy: say unknown
-        return None
 
 
 def current_teacher_id(cfg: TeacherSettings, task: Task) -> str | None:
@@ -33,7 +18,7 @@ def current_teacher_id(cfg: TeacherSettings, task: Task) -> str | None:
     configured = configured_teacher_id(cfg, task)
     if configured is not None:
         return configured
-    health = live_health()
+    health = labeler_health()
     return None if health is None else str(health["teacher_id"])
 
 

@@ -31,7 +31,8 @@ import pandas as pd
 from distillery.files import write_atomic
 from distillery.settings import Settings
 from distillery.task import Task
-from feedback.examples import read_kind, read_labels, recent
+from feedback.examples import from_keys, read_kind, read_labels, recent
+from feedback.keys import rating_keys
 from monitoring import quality
 from monitoring.evidently_workspace import EvidentlyWorkspace, signal_values, workspace_dir
 from monitoring.reports import Reports
@@ -82,6 +83,7 @@ class Watch:
         since = now - cfg.signal_window_s
         window = recent(labels, since, "predicted_at")
         feedback = read_kind(self.settings.paths.store_dir, "feedback")
+        feedback = from_keys(feedback, rating_keys(self.settings))  # trusted or reliable only
         bad = self.settings.train.bad_rating_max
         versions = quality.per_version(window, recent(feedback, since), bad)
         self.versions = [asdict(v) for v in versions]

@@ -24,9 +24,9 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from ray import serve
 
 from distillery import bus
-from distillery.actors import find_labeler, find_scheduler
+from distillery.actors import find_scheduler, labeler_health_async
 from distillery.contracts import CandidateSpec, StudentConfig
-from distillery.events import FeedbackEvent, SampledPrediction, Topics, encode
+from distillery.events import SampledPrediction, Topics, encode
 from distillery.metrics import serve_metrics
 from distillery.settings import Settings
 from distillery.task import load_task
@@ -39,10 +39,10 @@ from feedback.models import (
     PredictResponse,
     check_texts,
 )
-from feedback.tokens import load_secret, sign, verify
+from feedback.tokens import load_secret, sign
 from models.student import Student
-from models.teacher import TeacherHealth
 from services import operator_api
+from services.access import Access
 from services.edge import (
     ERRORS,
     body_schema,
@@ -101,20 +101,6 @@ class Variant:
 Answer = tuple[np.ndarray, int, float | None]  # probabilities (C,), version, novelty
 
 
-async def teacher_state() -> dict[str, Any]:
-    """The labeler's teacher, for /readyz: its id and breaker state (up / down / probing), or
-    "unknown" when no labeler actor answers within a second (a labeler run as its own process).
-    The student answers either way: a teacher that is down only delays labels."""
-    try:
-        actor = find_labeler()
-        if actor is None:
-            return {"state": "unknown"}
-        health: TeacherHealth = await asyncio.wait_for(actor.teacher_health.remote(), timeout=1.0)
-    except Exception:  # no such actor, or it is busy: readiness does not depend on it
-        return {"state": "unknown"}
-    return dict(health.public())
-
-
 @serve.deployment(name="StudentIngress")
 @serve.ingress(api)
 class StudentIngress:
@@ -133,6 +119,7 @@ class StudentIngress:
             )
         )
         self.metrics = serve_metrics()
+        self.access = Access(self.settings)
         serve_cfg = self.settings.serve
         self.sampler = make_sampler(self.settings)
         self.publisher = Publisher(
@@ -307,6 +294,7 @@ class StudentIngress:
         """Label one text or a list; each answer carries its version and a feedback_token."""
         start = time.perf_counter()
         serve_cfg = self.settings.serve
+        key_id = self._identify(request, "predict")
         body = await parse(request, PredictRequest, serve_cfg.max_body_bytes)
         texts = body.texts()
         reason = check_texts(texts, serve_cfg.max_items, serve_cfg.max_text_chars)
@@ -322,7 +310,9 @@ class StudentIngress:
         )
         predictions = []
         for text, (probs, version, novelty) in zip(texts, answers, strict=True):
-            prediction, event = self._answer(text, probs, version, novelty, body.allow_training)
+            prediction, event = self._answer(
+                text, probs, version, novelty, body.allow_training, key_id
+            )
             predictions.append(prediction)
             self._after(text, probs, event)
         answered = Counter((p.model_version, p.label) for p in predictions)
@@ -333,8 +323,21 @@ class StudentIngress:
         self.metrics.latency_s.observe(time.perf_counter() - start)
         return json_response(PredictResponse(predictions=predictions))
 
+    def _identify(self, request: Request, route: str) -> str:
+        try:
+            return self.access.identify(request, route)
+        except HTTPException as exc:
+            self.metrics.rejected.inc(tags={"route": route, "status": str(exc.status_code)})
+            raise
+
     def _answer(
-        self, text: str, probs: np.ndarray, version: int, novelty: float | None, sample: bool
+        self,
+        text: str,
+        probs: np.ndarray,
+        version: int,
+        novelty: float | None,
+        sample: bool,
+        key_id: str,
     ) -> tuple[Prediction, SampledPrediction | None]:
         """The answer, and the event the sampler may send to the teacher (None: opted out)."""
         request_id = uuid.uuid4().hex
@@ -347,6 +350,7 @@ class StudentIngress:
                 student_probs=[float(p) for p in probs],
                 model_version=version,
                 novelty=novelty,
+                key_id=key_id,
             )
         else:
             self.metrics.skipped.inc(tags={"reason": "opt_out", "candidate": "none"})
@@ -355,7 +359,7 @@ class StudentIngress:
             label=label,
             probabilities=dict(zip(self.task.label_names, map(float, probs), strict=True)),
             model_version=version,
-            feedback_token=sign(self.secret, request_id, version, label),
+            feedback_token=sign(self.secret, request_id, version, label, key_id),
         ), event
 
     def _on_probe(self, pending_bytes: int, replayed: int) -> None:
@@ -382,33 +386,26 @@ class StudentIngress:
         status_code=202,
         response_model=FeedbackAccepted,
         openapi_extra=body_schema(FeedbackRequest),
-        responses={**ERRORS, 403: {"description": "feedback_token is not one this service issued"}},
+        responses={
+            **ERRORS,
+            403: {"description": "feedback_token not issued, issued to another key, or expired"},
+        },
     )
     async def feedback(self, request: Request) -> Response:
         """A rating (1–5) and optionally the right label for an answer, with its feedback_token.
 
-        The token is an HMAC over (request_id, model_version, label) under the server's secret,
-        so feedback on a request this service never answered is refused with 403.
+        The token is an HMAC over (request_id, model_version, label, API key, issue time) under
+        the server's secret, so feedback on a request this service never answered, answered for
+        another key, or answered longer ago than the join window is refused with 403. A key's
+        repeated feedback on one request replaces its earlier one.
         """
+        key_id = self._identify(request, "feedback")
         body = await parse(request, FeedbackRequest, self.settings.serve.max_body_bytes)
-        served = verify(self.secret, body.request_id, body.feedback_token)
-        if served is None:
-            self.metrics.rejected.inc(tags={"route": "feedback", "status": "403"})
-            raise HTTPException(
-                403, "feedback_token: not a token this service issued for request_id"
-            )
-        if body.corrected_label is not None and body.corrected_label not in self.task.label_names:
-            raise HTTPException(
-                422,
-                f"corrected_label: {body.corrected_label!r} is not one of {self.task.label_names}",
-            )
-        event = FeedbackEvent(
-            request_id=body.request_id,
-            rating=body.rating,
-            corrected_label=body.corrected_label,
-            predicted_label=served.label,
-            model_version=served.model_version,
-        )
+        try:
+            event = self.access.feedback_event(body, key_id, self.secret, self.task.label_names)
+        except HTTPException as exc:
+            self.metrics.rejected.inc(tags={"route": "feedback", "status": str(exc.status_code)})
+            raise
         try:
             outcome = await asyncio.to_thread(
                 self.delivery.put, Topics.FEEDBACK, body.request_id, encode(event)
@@ -421,7 +418,7 @@ class StudentIngress:
             tags={
                 "rating": str(body.rating),
                 "stored": outcome,
-                "model_version": str(served.model_version),
+                "model_version": str(event.model_version),
             }
         )
         return json_response(FeedbackAccepted(request_id=body.request_id), 202)
@@ -447,7 +444,7 @@ class StudentIngress:
             "broker": broker,
             "feedback": feedback,
             "spool_pending_bytes": pending,
-            "teacher": await teacher_state(),
+            "teacher": await labeler_health_async() or {"state": "unknown"},
         }
 
     @api.get("/v1/model")

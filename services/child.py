@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -48,6 +49,25 @@ class Child:
         if self.alive() and self.proc is not None:
             self.proc.kill()
             self.proc.wait()
+
+    def wait_http(self, url: str, timeout_s: float, what: str, hint: str = "") -> None:
+        """Until ``GET url`` answers 200. If the process exits first: RuntimeError with its exit
+        code, log and ``hint``; if time runs out: the process is stopped, then TimeoutError."""
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        where = f"; its log: {self.log_path}" if self.log_path else ""
+        while time.monotonic() < deadline:
+            if (code := self.exit_code()) is not None:
+                raise RuntimeError(f"{what} exited with code {code}{where}{hint}")
+            try:
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise TimeoutError(f"{what} did not answer on {url} in {timeout_s}s{where}")
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from services.broker import free_port
 from services.child import Child
 
@@ -75,19 +73,8 @@ class EvidentlyUI:
         or timeout the process is stopped and RuntimeError / TimeoutError names its log."""
         if self.child is None:
             raise RuntimeError("EvidentlyUI.wait_ready() before start()")
-        deadline = time.monotonic() + timeout_s
-        where = f"; its log: {self.log_path}" if self.log_path else ""
-        while time.monotonic() < deadline:
-            if (code := self.child.exit_code()) is not None:
-                raise RuntimeError(f"evidently ui exited with code {code}{where}")
-            try:
-                if httpx.get(f"{self.url}/api/version", timeout=2.0).status_code == 200:
-                    return time.monotonic() - self._started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise TimeoutError(f"evidently ui did not answer on {self.url} in {timeout_s}s{where}")
+        self.child.wait_http(f"{self.url}/api/version", timeout_s, "evidently ui")
+        return time.monotonic() - self._started
 
     def alive(self) -> bool:
         return self.child is not None and self.child.alive()

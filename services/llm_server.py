@@ -7,10 +7,7 @@ port. Started like the embedded broker: by ``distillery up`` when the teacher is
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-
-import httpx
 
 from models.gguf import GGUF_MODEL_ID
 from services.broker import free_port
@@ -56,22 +53,10 @@ class LocalLLM:
         return self
 
     def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if (code := self.child.exit_code()) is not None:
-                where = f"; its log: {self.log_path}" if self.log_path else ""
-                raise RuntimeError(
-                    f"local LLM server exited with code {code}{where} "
-                    "(is llama-cpp-python[server] installed? `make llm`)"
-                )
-            try:
-                if httpx.get(f"{self.url}/v1/models", timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise TimeoutError(f"local LLM server did not answer on {self.url} in {timeout_s}s")
+        self.child.wait_http(
+            f"{self.url}/v1/models", timeout_s, "local LLM server",
+            " (is llama-cpp-python[server] installed? `make llm`)",
+        )  # fmt: skip
 
     def alive(self) -> bool:
         return self.child.alive()

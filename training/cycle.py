@@ -9,6 +9,7 @@ traffic (the task's ``seed_file``), which also stays in the store as replay for 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -21,7 +22,9 @@ from pydantic import BaseModel, ConfigDict
 from distillery.contracts import TriggerRecord
 from distillery.settings import Settings
 from distillery.task import Task
-from feedback.examples import join, read_kind, read_labels, supersede_relabelled
+from feedback import human_labels, trust_report
+from feedback.examples import read_kind, read_labels, supersede_relabelled
+from feedback.keys import trusted_keys
 from feedback.store import write_shard
 from models.student import Student
 from training import gate, replay
@@ -66,14 +69,21 @@ def last_round_end(registry: Registry) -> tuple[float, float]:
 
 
 def round_data(settings: Settings, task: Task, registry: Registry) -> RoundData:
-    """The example store as a round sees it: recent window + replay, holdout, golden set."""
+    """The example store as a round sees it: recent window + replay, holdout, golden set, with
+    the human labels weighed by trust (the estimate is kept in ``state/trust.json``)."""
     store = settings.paths.store_dir
     labels = supersede_relabelled(read_labels(store))
-    rows = join(labels, read_kind(store, "feedback"), task, settings.store.join_window_s)
+    people = human_labels.apply(
+        labels, read_kind(store, "feedback"), task, settings.trust, settings.store.join_window_s,
+        trusted_keys(settings),
+    )  # fmt: skip
+    rows = people.rows
     if rows.empty:
         raise RuntimeError("the example store holds no teacher labels yet: nothing to train on")
+    if people.trust is not None:
+        trust_report.save(settings.paths.state_dir, people.trust)
     cfg = settings.train
-    return build_round(
+    data = build_round(
         rows,
         window_start(registry),
         cfg.window_size,
@@ -85,6 +95,8 @@ def round_data(settings: Settings, task: Task, registry: Registry) -> RoundData:
         replay.load(settings.paths.replay_dir, cfg.replay_capacity),
         old_label_policy(settings, task, rows),
     )
+    lineage = data.lineage.model_copy(update={"trust": settings.trust.mode})
+    return dataclasses.replace(data, lineage=lineage)
 
 
 def old_label_policy(settings: Settings, task: Task, rows: Any) -> OldLabels:

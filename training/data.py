@@ -1,9 +1,13 @@
 """A round's data: recent teacher labels + replay of older ones, joined with feedback.
 
-Rows carry ``teacher_logits`` (C,), ``correction`` (label index, -1 if none) and ``kd_weight``
-(``kd_weights``): a human correction overrides the teacher, so its row gets kd_weight 0 and a
-cross-entropy target; a teacher label that agrees with an answer the user rated bad is distrusted.
-Held-out rows (a stable hash of the request id) never train; the gate measures on them.
+Rows carry ``teacher_logits`` (C,), ``correction`` (the human label's index, -1 if none: a
+correction, or a confirmation; ``feedback.human_labels``), ``ce_weight`` and ``kd_weight``
+(``kd_weights``): a human label overrides the teacher, so its row gets kd_weight 0 and a
+cross-entropy target weighed by how far its keys are trusted; a teacher label that agrees with
+an answer the user rated bad is distrusted; every KD weight is scaled by the teacher's measured
+reliability on that row's label and length (``teacher_weight``). Held-out rows (a stable hash of
+the request id) never train; the gate measures on them, and its golden set is the held-out rows
+with a label from trusted or reliable keys (``golden_label``).
 """
 
 from __future__ import annotations
@@ -53,9 +57,9 @@ def teacher_counts(rows: pd.DataFrame) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class RoundData:
-    train: pd.DataFrame  # text, teacher_logits, teacher_probs, correction, kd_weight
+    train: pd.DataFrame  # text, teacher_logits, teacher_probs, correction, kd_weight, ce_weight
     holdout: pd.DataFrame  # recent rows kept out of training: agreement with the teacher
-    golden: pd.DataFrame  # held-out rows with a human correction: accuracy on people's labels
+    golden: pd.DataFrame  # held-out rows with a trusted human label (``golden_label``)
     lineage: Lineage
     reservoir: Reservoir | None = None  # the replay reservoir after this round's offer
 
@@ -114,8 +118,16 @@ def build_round(
         older = reservoir.rows
     n_replay = min(len(older), round(replay_ratio * len(recent)))
     replay = older.sample(n=n_replay, random_state=seed) if n_replay else older.iloc[:0]
-    train = pd.concat([recent, replay], ignore_index=True)
+    train = pd.concat([recent, _current(replay, rows)], ignore_index=True)
+    train["correction"] = train["correction"].fillna(-1).astype(int)
     train["kd_weight"] = kd_weights(train, bad_rating_max, bad_agreement_weight)
+    distrusted = (train["kd_weight"] < 1) & (train["correction"] < 0)  # (N,) by a bad rating
+    if "teacher_weight" in train:
+        weight = train["teacher_weight"].astype(float).fillna(1.0)
+        train["kd_weight"] = (train["kd_weight"] * weight).astype(np.float32)
+    has_human = np.where(train["correction"] >= 0, 1.0, 0.0)
+    ce = train["ce_weight"].astype(float) if "ce_weight" in train else pd.Series(has_human)
+    train["ce_weight"] = ce.fillna(pd.Series(has_human)).astype(np.float32)
     policy = old_labels or OldLabels(None)
     old = policy.is_old(train)  # (N,)
     if policy.mode == "downweight":
@@ -123,21 +135,46 @@ def build_round(
     holdout = rows[held & (rows["ts"] > since_ts)]
     if len(holdout) == 0:
         holdout = rows[held]
-    golden = rows[held & (rows["correction"] >= 0)]
+    target = rows["golden_label"] if "golden_label" in rows else rows["correction"]
+    golden = rows[held & (target >= 0)].assign(golden_label=target[held & (target >= 0)])
     lineage = Lineage(
         offsets=offset_ranges(train),
         rows=len(train),
         recent_rows=len(recent),
         replay_rows=len(replay),
         correction_rows=int((train["correction"] >= 0).sum()),
-        distrusted_rows=int(((train["kd_weight"] < 1) & (train["correction"] < 0) & ~old).sum()),
+        distrusted_rows=int((distrusted & ~old).sum()),
         teachers=teacher_counts(train),
         current_teacher=policy.current,
         old_labels=policy.mode,
         old_teacher_rows=int(old.sum()),
         window_end_ts=float(rows["ts"].max()) if len(rows) else since_ts,
+        golden_rows=len(golden),
+        teacher_weight=(
+            float(train["teacher_weight"].mean())
+            if "teacher_weight" in train and len(train)
+            else None
+        ),
     )
     return RoundData(train.reset_index(drop=True), holdout, golden, lineage, reservoir)
+
+
+TRUST_COLUMNS = ("correction", "ce_weight", "golden_label", "teacher_weight")
+
+
+def _current(replay: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Replayed rows (kept by the reservoir when they aged out) with today's human label and
+    weights where the store still holds their request: trust is re-measured every round."""
+    if replay.empty:
+        return replay
+    now = rows.drop_duplicates("request_id").set_index("request_id")
+    fresh = replay.copy()
+    for column in TRUST_COLUMNS:
+        if column in now:
+            mapped = fresh["request_id"].map(now[column])
+            old = fresh[column] if column in fresh else pd.Series(np.nan, index=fresh.index)
+            fresh[column] = mapped.where(mapped.notna(), old)
+    return fresh
 
 
 def offset_ranges(rows: pd.DataFrame) -> dict[str, dict[str, list[int]]]:

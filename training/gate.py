@@ -1,10 +1,13 @@
 """The evaluation gate: a candidate replaces the current student only if it is not worse.
 
-On held-out recent teacher-labelled traffic and on the golden set (held-out rows a human
-corrected), ``measure`` takes: agreement with the teacher, accuracy on the golden set, agreement
-per input-length slice, expected calibration error and p50 latency. ``decide`` is the pure
-decision: each check is recorded with both values and its threshold (all from ``GateSettings``),
-so a failed gate says exactly why.
+On held-out recent teacher-labelled traffic and on the golden set (held-out rows with a label
+from trusted or reliable keys: corrections and confirmations), ``measure`` takes: agreement with
+the teacher, accuracy on the golden set (the student's and the teacher's), agreement per
+input-length slice, expected calibration error and p50 latency. ``decide`` is the pure decision:
+each check is recorded with both values and its threshold (all from ``GateSettings``), so a
+failed gate says exactly why. The referee is the teacher, unless the golden set shows it
+measurably worse than a student (``choose_referee``): then the human labels judge alone, and
+the checks against the teacher (agreement, slices, ECE) are not made.
 """
 
 from __future__ import annotations
@@ -17,16 +20,10 @@ import numpy as np
 import pandas as pd
 
 from distillery.settings import GateSettings
+from distillery.task import length_slice
 from models.student import Student
 
-SLICES = ((8, "short"), (24, "medium"), (10**9, "long"))  # words, inclusive upper bound
 ECE_BINS = 10
-
-
-def length_slice(text: str) -> str:
-    """The input-length slice of a text: short (≤ 8 words), medium (≤ 24) or long."""
-    words = len(text.split())
-    return next(name for bound, name in SLICES if words <= bound)
 
 
 def expected_calibration_error(
@@ -58,7 +55,8 @@ class Measures:
     ece: float | None = None  # calibration against the teacher's top label, on the holdout
     p50_ms: float | None = None  # median one-text latency, measured beside the other student
     hits: tuple[bool, ...] = ()  # (N,) per held-out row: agrees with the teacher
-    golden_hits: tuple[bool, ...] = ()  # (G,) per golden row: matches the correction
+    golden_hits: tuple[bool, ...] = ()  # (G,) per golden row: matches the human label
+    teacher_golden_hits: tuple[bool, ...] = ()  # (G,) per golden row: the teacher matches it
 
 
 @dataclass(frozen=True)
@@ -76,6 +74,7 @@ class GateReport:
     passed: bool
     checks: list[Check] = field(default_factory=list)
     reason: str = ""
+    referee: str = "teacher"  # "human": the teacher was measurably worse on human labels
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,13 +93,18 @@ def measure(
         names = np.array([length_slice(t) for t in holdout["text"]])
         slices = {n: [float(hits[names == n].mean()), int((names == n).sum())] for n in set(names)}
     golden_accuracy, golden_hits = None, np.zeros(0, dtype=bool)
+    teacher_hits = np.zeros(0, dtype=bool)
     if len(golden):
         probs = student.predict_proba(list(golden["text"]))
-        golden_hits = probs.argmax(1) == golden["correction"].to_numpy()  # (G,)
+        target = golden["golden_label" if "golden_label" in golden else "correction"].to_numpy()
+        golden_hits = probs.argmax(1) == target  # (G,)
         golden_accuracy = float(golden_hits.mean())
+        if "teacher_probs" in golden:
+            teacher_hits = np.array(list(golden["teacher_probs"])).argmax(1) == target  # (G,)
     return Measures(
         agreement, golden_accuracy, len(holdout), len(golden), slices, ece, p50_ms,
         tuple(bool(h) for h in hits), tuple(bool(h) for h in golden_hits),
+        tuple(bool(h) for h in teacher_hits),
     )  # fmt: skip
 
 
@@ -140,19 +144,23 @@ def decide(candidate: Measures, current: Measures | None, settings: GateSettings
         check = Check("agreement", candidate.agreement, 0.0, floor, candidate.agreement >= floor)
         return _report([check])
     z = settings.confidence_z
-    noise = z * paired_se(candidate.hits, current.hits)
-    margin = settings.agreement_margin + noise
-    checks = [_at_least("agreement", candidate.agreement, current.agreement, margin)]
-    enough = candidate.golden_rows >= settings.min_golden_rows  # a few corrections are noise
+    referee = choose_referee(candidate, current, settings)
+    checks: list[Check] = []
+    if referee == "teacher":
+        noise = z * paired_se(candidate.hits, current.hits)
+        margin = settings.agreement_margin + noise
+        checks.append(_at_least("agreement", candidate.agreement, current.agreement, margin))
+    enough = candidate.golden_rows >= settings.min_golden_rows  # a few labels are noise
     if candidate.golden_accuracy is not None and current.golden_accuracy is not None and enough:
         noise = z * paired_se(candidate.golden_hits, current.golden_hits)
         margin = settings.correction_margin + noise
         checks.append(
             _at_least("golden_accuracy", candidate.golden_accuracy, current.golden_accuracy, margin)
         )
-    checks += _slice_checks(candidate, current, settings)
+    if referee == "teacher":
+        checks += _slice_checks(candidate, current, settings)
     enough = candidate.holdout_rows >= settings.min_ece_rows  # ECE of a few rows is noise
-    if candidate.ece is not None and current.ece is not None and enough:
+    if referee == "teacher" and candidate.ece is not None and current.ece is not None and enough:
         checks.append(
             _at_most("ece", candidate.ece, current.ece + settings.ece_margin, current.ece)
         )
@@ -161,7 +169,28 @@ def decide(candidate: Measures, current: Measures | None, settings: GateSettings
             current.p50_ms * settings.latency_ratio, current.p50_ms + settings.latency_slack_ms
         )
         checks.append(_at_most("p50_latency_ms", candidate.p50_ms, limit, current.p50_ms))
-    return _report(checks)
+    return _report(checks, referee)
+
+
+def teacher_gap(student: Measures, settings: GateSettings) -> float | None:
+    """How far the teacher is measurably below ``student`` on the golden set: the accuracy
+    difference minus ``confidence_z`` paired standard errors (> 0: measurably worse); None
+    with fewer than ``min_golden_rows`` golden rows."""
+    hits, teacher = student.golden_hits, student.teacher_golden_hits
+    if len(hits) < settings.min_golden_rows or len(teacher) != len(hits):
+        return None
+    diff = float(np.mean(hits)) - float(np.mean(teacher))
+    return diff - settings.confidence_z * paired_se(hits, teacher)
+
+
+def choose_referee(candidate: Measures, current: Measures, settings: GateSettings) -> str:
+    """ "human" when the teacher is measurably worse on the human labels than either student
+    (or ``referee`` says so): agreement with a teacher that people show is wrong would
+    reject exactly the candidate that learnt from them."""
+    if settings.referee != "auto":
+        return settings.referee
+    gaps = (teacher_gap(candidate, settings), teacher_gap(current, settings))
+    return "human" if any(g is not None and g > 0 for g in gaps) else "teacher"
 
 
 def _slice_checks(candidate: Measures, current: Measures, settings: GateSettings) -> list[Check]:
@@ -183,11 +212,11 @@ def _at_most(name: str, candidate: float, limit: float, current: float) -> Check
     return Check(name, candidate, current, limit, candidate <= limit, higher_is_better=False)
 
 
-def _report(checks: list[Check]) -> GateReport:
+def _report(checks: list[Check], referee: str = "teacher") -> GateReport:
     failed = [c for c in checks if not c.passed]
     reason = "; ".join(
         f"{c.name} {c.candidate:.3f} {'<' if c.higher_is_better else '>'} {c.threshold:.3f} "
         f"(current {c.current:.3f})"
         for c in failed
     )
-    return GateReport(not failed, checks, reason or "all checks passed")
+    return GateReport(not failed, checks, reason or "all checks passed", referee)

@@ -55,23 +55,26 @@ def distillation_loss(
     kd_weight: float,
     correction_weight: float,
     kd_weights: torch.Tensor | None = None,
+    ce_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-example sum over the whole batch, divided by the batch size B:
 
-        (kd_weight · Σ_i w_i · T² KL_i  +  correction_weight · Σ_{i corrected} CE_i) / B
+        (kd_weight · Σ_i w_i · T² KL_i  +  correction_weight · Σ_{i labelled} c_i · CE_i) / B
 
-    so one human correction counts ``correction_weight`` times one teacher label. (Averaging the
+    so one human label counts ``correction_weight`` times one teacher label. (Averaging the
     corrections on their own would give the one corrected row of a batch the weight of all its
-    teacher rows together: measured here, that cost 8 points of teacher agreement.)
-    student_logits, teacher_logits (B, C); corrections (B,) index or -1; kd_weights (B,) or None.
+    teacher rows together: measured here, that cost 8 points of teacher agreement.) w_i is the
+    teacher's weight on row i and c_i the human label's (their measured reliability,
+    ``feedback.trust``). student_logits, teacher_logits (B, C); corrections (B,) index or -1;
+    kd_weights, ce_weights (B,) or None for all ones.
     """
     batch = student_logits.shape[0]
     kd = kd_loss(student_logits, teacher_logits, temperature, kd_weights)  # weighted mean
     kd_mass = batch if kd_weights is None else float(kd_weights.sum())
     has_target = corrections >= 0  # (B,)
-    ce = correction_loss(student_logits, corrections)  # mean over corrected rows
-    n_corrected = int(has_target.sum())
-    return (kd_weight * kd * kd_mass + correction_weight * ce * n_corrected) / batch
+    ce = correction_loss(student_logits, corrections, ce_weights)  # weighted mean, labelled rows
+    ce_mass = float((has_target if ce_weights is None else ce_weights[has_target]).sum())
+    return (kd_weight * kd * kd_mass + correction_weight * ce * ce_mass) / batch
 
 
 def hidden_state_loss(

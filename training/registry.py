@@ -67,6 +67,11 @@ class Lineage(BaseModel):
     )
     old_teacher_rows: int = 0
     window_end_ts: float = 0.0
+    golden_rows: int = Field(default=0, description="held-out rows with a trusted human label")
+    teacher_weight: float | None = Field(
+        default=None, description="mean KD weight the teacher's measured reliability gave"
+    )
+    trust: str = Field(default="off", description="measured: keys and teacher weighed by trust")
 
 
 class VersionMeta(BaseModel):

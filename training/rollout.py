@@ -74,7 +74,7 @@ class Evidence:
 @dataclass(frozen=True)
 class OnlineCheck:
     name: str
-    state: Literal["pass", "fail", "pending"]
+    state: Literal["pass", "fail", "pending", "skipped"]
     candidate: float | None
     stable: float | None
     limit: float | None  # the candidate's worst acceptable value
@@ -182,21 +182,38 @@ def _latency(stable: Evidence, cand: Evidence, cfg: RolloutSettings) -> OnlineCh
 
 
 def checks(
-    stage: Stage, stable: Evidence, candidate: Evidence, cfg: RolloutSettings
+    stage: Stage,
+    stable: Evidence,
+    candidate: Evidence,
+    cfg: RolloutSettings,
+    referee: str = "teacher",
 ) -> list[OnlineCheck]:
+    """The stage's checks. With ``referee="human"`` (the gate found the teacher measurably
+    wrong on human labels, ``training.gate.choose_referee``) teacher agreement is skipped: a
+    candidate that learnt from people disagrees with that teacher by design."""
     agreement, errors = _agreement(stable, candidate, cfg), _errors(stable, candidate, cfg)
+    if referee == "human":
+        agreement = OnlineCheck(
+            "teacher_agreement", "skipped", agreement.candidate, agreement.stable, None,
+            "teacher_agreement: not checked, the gate found the teacher wrong on human labels",
+        )  # fmt: skip
     if stage == "shadow":  # users see none of its answers, and it is not timed fairly yet
         return [agreement, errors]
     return [agreement, _negative(stable, candidate, cfg), errors, _latency(stable, candidate, cfg)]
 
 
 def evaluate(
-    stage: Stage, elapsed_s: float, stable: Evidence, candidate: Evidence, cfg: RolloutSettings
+    stage: Stage,
+    elapsed_s: float,
+    stable: Evidence,
+    candidate: Evidence,
+    cfg: RolloutSettings,
+    referee: str = "teacher",
 ) -> Verdict:
     """What to do now, ``elapsed_s`` seconds into ``stage``: roll back on any failed check;
     advance once the stage time is up and every check passed (or ``max_stage_s`` is up and none
     failed); else wait."""
-    found = checks(stage, stable, candidate, cfg)
+    found = checks(stage, stable, candidate, cfg, referee)
     failed = [c.detail for c in found if c.state == "fail"]
     if failed:
         return Verdict("rollback", f"{stage}: " + "; ".join(failed), found)

@@ -48,6 +48,10 @@ def _tensors(
         ),
         "correction": torch.tensor(list(frame["correction"]), dtype=torch.long),  # (B,)
         "kd_weight": torch.tensor(list(frame["kd_weight"]), dtype=torch.float32),  # (B,)
+        "ce_weight": torch.tensor(
+            list(frame["ce_weight"]) if "ce_weight" in frame else [1.0] * len(frame),
+            dtype=torch.float32,
+        ),  # (B,)
     }
     if teacher_width:  # the teacher's sentence states, where the label carried one
         states = frame["teacher_embedding"] if "teacher_embedding" in frame else [None] * len(frame)
@@ -93,7 +97,9 @@ def _attach_projection(model: Any, config: dict[str, Any]) -> None:
 
 
 OnBatch = Callable[[int, int, int, float], None]  # (epoch, batch, batches, loss)
-TRAIN_COLUMNS = ["text", "teacher_logits", "correction", "kd_weight", "teacher_embedding"]
+TRAIN_COLUMNS = [
+    "text", "teacher_logits", "correction", "kd_weight", "ce_weight", "teacher_embedding",
+]  # fmt: skip
 
 
 def _epoch(
@@ -121,7 +127,7 @@ def _epoch(
         )  # fmt: skip
         loss = distillation_loss(
             out.logits, t["teacher_logits"], t["correction"], cfg["kd_temperature"],
-            cfg["kd_weight"], cfg["correction_weight"], t["kd_weight"],
+            cfg["kd_weight"], cfg["correction_weight"], t["kd_weight"], t["ce_weight"],
         )  # fmt: skip
         if width:
             pooled = mean_pool(out.hidden_states[-1], t["attention_mask"])  # (B, H_s)

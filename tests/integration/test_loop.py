@@ -284,3 +284,58 @@ def test_three_promotions_under_load_fail_nothing_and_answer_promoted_versions(
     assert check(answers, windows(registry.history(), swaps)) == []
     assert {a[3] for a in answers} >= {s["version"] for s in swaps}
     assert answers[-1][3] == swaps[-1]["version"]
+
+
+def _wait_mode(loop: Running, headers: dict[str, str], status: int, timeout_s: float = 20) -> None:
+    """Until every replica answers ``status`` to a predict with ``headers`` (the key file is
+    re-read every 2 s per replica)."""
+    deadline, seen = time.monotonic() + timeout_s, 0
+    while time.monotonic() < deadline:
+        code = httpx.post(
+            f"{loop.api_url}/v1/predict", json={"text": "ok"}, headers=headers, timeout=30
+        ).status_code
+        seen = seen + 1 if code == status else 0
+        if seen >= 6:  # several in a row: both replicas agree
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"predict with {list(headers)} never settled on {status}")
+
+
+def test_api_keys_bind_tokens_and_revoking_the_last_reopens(loop: Running) -> None:
+    """With a key in state/keys.json the running replicas ask for keys (401 without), a token
+    answers only the key it was issued to (403 names both), a key's feedback carries its id,
+    and once every key is revoked the loopback API is open again, without a restart."""
+    from feedback import keys
+
+    state = loop.settings.paths.state_dir
+    a, key_a = keys.create(state, "app-a")
+    b, key_b = keys.create(state, "app-b")
+    as_a, as_b = {"Authorization": f"Bearer {key_a}"}, {"X-API-Key": key_b}
+    try:
+        _wait_mode(loop, {}, 401)
+        answer = httpx.post(
+            f"{loop.api_url}/v1/predict", json={"text": "great"}, headers=as_a, timeout=30
+        ).json()["predictions"][0]
+        assert answer["feedback_token"].split(".")[1] == a.id
+        body = {k: answer[k] for k in ("request_id", "feedback_token")} | {"rating": 1}
+        stolen = httpx.post(f"{loop.api_url}/v1/feedback", json=body, headers=as_b, timeout=30)
+        assert stolen.status_code == 403
+        assert stolen.json()["detail"] == (
+            f"feedback_token: issued to API key {a.id}, not to {b.id}"
+        )
+        for rating in (1, 5):  # the same key twice: both kept, the reads keep the latest
+            own = httpx.post(
+                f"{loop.api_url}/v1/feedback", json=body | {"rating": rating}, headers=as_a,
+                timeout=30,
+            )  # fmt: skip
+            assert own.status_code == 202, own.text
+        events = [
+            decode(FeedbackEvent, r.value)
+            for r in bus.read_all(loop.settings.kafka, Topics.FEEDBACK)
+        ]
+        mine = [e for e in events if e.request_id == answer["request_id"]]
+        assert [(e.key_id, e.rating) for e in mine] == [(a.id, 1), (a.id, 5)]
+    finally:
+        for record in (a, b):
+            keys.update(state, record.id, revoked=time.time())
+    _wait_mode(loop, {}, 200)

@@ -61,6 +61,31 @@ def test_summary_names_every_part_of_the_loop() -> None:
     assert "the teacher is now llm:qwen:abc" in text
 
 
+def _key(source: str, reliability: float, weight: float, trusted: bool, above: bool) -> dict:
+    return {
+        "source": source, "reliability": reliability, "weight": weight, "agreements": 0.0,
+        "comparisons": 10.0, "labels": 42, "trusted": trusted, "above_floor": above,
+    }  # fmt: skip
+
+
+def test_summary_ranks_the_keys_and_says_what_each_counts_for() -> None:
+    trust = {
+        "mode": "measured",
+        "teacher": _key("teacher", 0.31, 0.0, False, False) | {"comparisons": 120.0},
+        "keys": [
+            _key("ops", 0.97, 1.0, True, True),
+            _key("app", 0.9, 0.8, False, True),
+            _key("new", 0.7, 0.4, False, False),
+            _key("liar", 0.05, 0.0, False, False),
+        ],
+    }
+    text = summary(STATUS | {"trust": trust}, now=1_030.0)
+    assert "trust     measured: teacher reliability 0.31 (weight 0.00, 120 human labels)" in text
+    lines = [line for line in text.splitlines() if line.startswith("  key ")]
+    assert [line.split()[1] for line in lines] == ["ops", "app", "new", "liar"]
+    assert [line.split()[-1] for line in lines] == ["trusted", "reliable", "weighed", "ignored"]
+
+
 def test_summary_of_a_fresh_loop_says_what_is_not_there_yet() -> None:
     text = summary({"current_version": 1, "versions": [1]})
     assert "rollout   none" in text and "drift     not measured yet" in text

@@ -208,3 +208,28 @@ def test_a_full_page_screenshot_is_a_png(
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert width == 1280 and 1400 < height < 4000  # the whole page, measured before the shot
     assert len(png) > 50_000  # charts and tables, not a blank page
+
+
+def test_the_trust_table_ranks_teacher_and_keys_and_marks_what_each_counts_as(
+    site: Site, fixture_payload: dict[str, Any]
+) -> None:
+    def source(name: str, reliability: float, weight: float, **marks: bool) -> dict[str, Any]:
+        return {
+            "source": name, "reliability": reliability, "weight": weight, "agreements": 0,
+            "comparisons": 50, "labels": 40, "trusted": False, "above_floor": False, **marks,
+        }  # fmt: skip
+
+    payload = copy.deepcopy(fixture_payload)
+    payload["trust"] = {
+        "mode": "measured",
+        "teacher": source("teacher", 0.31, 0.0),
+        "keys": [
+            source("ops", 0.97, 1.0, trusted=True, above_floor=True),
+            source("app", 0.9, 0.8, above_floor=True),
+            source("liar", 0.04, 0.0),
+        ],
+    }
+    text = element_text(load(site.serve(payload)), "trust") or ""
+    assert text.index("teacher") < text.index("ops") < text.index("app") < text.index("liar")
+    assert "0.31" in text and "trusted" in text and "reliable" in text and "ignored" in text
+    assert "no trust estimate yet" in (element_text(load(site.serve(EMPTY)), "trust") or "")

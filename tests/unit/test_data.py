@@ -67,6 +67,7 @@ def _feedback_row(i: int, rating: int, corrected: str | None, ts: float = 0.0) -
         "corrected_label": corrected,
         "predicted_label": "positive",
         "model_version": 1,
+        "key_id": None,
         "topic": Topics.FEEDBACK,
         "partition": 0,
         "offset": i,

@@ -44,7 +44,9 @@ def test_a_ui_that_never_answers_times_out_and_is_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ui = _ui(tmp_path, monkeypatch, "exec sleep 60").start()
-    with pytest.raises(TimeoutError, match=f"did not answer on {re.escape(ui.url)} in 0.5s"):
+    with pytest.raises(
+        TimeoutError, match=f"did not answer on {re.escape(ui.url)}/api/version in 0.5s"
+    ):
         ui.wait_ready(timeout_s=0.5)
     assert not ui.alive()
 

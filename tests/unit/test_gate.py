@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +20,7 @@ from training.gate import (
     length_slice,
     measure,
     paired_se,
+    teacher_gap,
 )
 
 SETTINGS = GateSettings(
@@ -279,3 +282,41 @@ def test_agreement_noise_on_few_rows_passes_but_a_real_drop_fails() -> None:
     assert not report.passed and report.reason.startswith("agreement 0.300 <")
     point = cfg.model_copy(update={"confidence_z": 0.0})  # the plain margin
     assert not decide(unlucky, cur, point).passed
+
+
+def _golden_measures(student_right: int, teacher_right: int, rows: int = 100) -> Measures:
+    """Measures whose golden set has ``rows`` rows: the student right on the first
+    ``student_right``, the teacher on the first ``teacher_right``; teacher agreement 0.5."""
+    hits = tuple(i < student_right for i in range(rows))
+    teacher = tuple(i < teacher_right for i in range(rows))
+    return Measures(
+        0.5, student_right / rows, 200, rows, golden_hits=hits, teacher_golden_hits=teacher,
+        hits=tuple(i % 2 == 0 for i in range(200)),
+    )  # fmt: skip
+
+
+def test_a_teacher_that_people_show_wrong_is_not_the_referee() -> None:
+    settings = GateSettings()
+    current = _golden_measures(30, 25)  # the serving student learnt the teacher's mistakes
+    candidate = replace(_golden_measures(75, 25), agreement=0.2, hits=(False,) * 200)
+    report = decide(candidate, current, settings)
+    assert report.referee == "human" and report.passed, report.reason
+    assert [c.name for c in report.checks] == ["golden_accuracy"]
+    forced = decide(candidate, current, GateSettings(referee="teacher"))
+    assert not forced.passed and "agreement" in forced.reason  # the loop before issue 16
+
+
+def test_a_teacher_no_worse_than_the_students_stays_referee() -> None:
+    current, candidate = _golden_measures(70, 72), _golden_measures(71, 72)
+    report = decide(candidate, current, GateSettings())
+    assert report.referee == "teacher"
+    assert "agreement" in [c.name for c in report.checks]
+
+
+def test_teacher_gap_needs_enough_golden_rows_and_counts_noise() -> None:
+    settings = GateSettings(min_golden_rows=30)
+    assert teacher_gap(_golden_measures(10, 5, rows=20), settings) is None
+    close = teacher_gap(_golden_measures(51, 49), settings)
+    assert close is not None and close < 0  # 2 points on 100 rows is within the noise
+    far = teacher_gap(_golden_measures(80, 30), settings)
+    assert far is not None and far > 0.3

@@ -211,3 +211,18 @@ def test_hidden_state_loss_trains_the_projection() -> None:
         hidden_state_loss(student, teacher, projection).backward()
         optimizer.step()
     assert float(hidden_state_loss(student, teacher, projection)) < first * 0.01
+
+
+def test_ce_weights_scale_each_human_label_against_f_cross_entropy() -> None:
+    """c_i · CE_i summed over labelled rows, over B: a half-trusted label counts half."""
+    student, teacher = torch.randn(5, 2), torch.randn(5, 2)
+    corrections = torch.tensor([1, -1, 0, 1, -1])
+    ce_weights = torch.tensor([1.0, 0.0, 0.5, 0.0, 0.0])
+    got = distillation_loss(
+        student, teacher, corrections, 1.0, 0.0, 2.0, torch.zeros(5), ce_weights
+    )
+    ce = F.cross_entropy(student, corrections.clamp(min=0), reduction="none")  # (B,)
+    expected = 2.0 * (ce[0] * 1.0 + ce[2] * 0.5) / 5
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    unweighted = distillation_loss(student, teacher, corrections, 1.0, 0.0, 2.0, torch.zeros(5))
+    assert unweighted.item() == pytest.approx(2.0 * (ce[0] + ce[2] + ce[3]).item() / 5, rel=1e-5)

@@ -54,6 +54,18 @@ def test_agreement_drop_beyond_limit_rolls_back_naming_values() -> None:
     assert evaluate("shadow", 5, GOOD, replace(GOOD, agreed=17), CFG).action == "wait"
 
 
+def test_with_people_as_referee_teacher_agreement_is_skipped_not_failed() -> None:
+    """A candidate that learnt from people where the teacher is wrong disagrees with it."""
+    against_teacher = replace(GOOD, agreed=2)  # 0.10 against 0.90: far below the limit
+    verdict = evaluate("shadow", 100, GOOD, against_teacher, CFG, referee="human")
+    assert _states(verdict)["teacher_agreement"] == "skipped"
+    assert verdict.action == "advance", verdict.reason
+    canary = evaluate("canary", 5, GOOD, replace(against_teacher, negative=9), CFG, "human")
+    assert (
+        canary.action == "rollback" and "negative_feedback" in canary.reason
+    )  # people still judge
+
+
 def test_agreement_drop_is_pending_until_both_versions_have_min_labels() -> None:
     few = replace(GOOD, labelled=9, agreed=0)  # terrible, but below min_labels
     for stable, cand in ((GOOD, few), (few, GOOD)):

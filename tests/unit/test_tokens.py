@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,26 @@ SECRET = b"s" * 32
 
 
 def test_sign_verify_round_trip() -> None:
-    token = sign(SECRET, "req-1", 7, "positive")
-    assert token.startswith("7.positive.")
-    assert verify(SECRET, "req-1", token) == Served(7, "positive")
+    token = sign(SECRET, "req-1", 7, "positive", "ab12cd34", issued=1_700_000_000.7)
+    assert token.startswith("7.ab12cd34.1700000000.positive.")
+    assert verify(SECRET, "req-1", token) == Served(7, "positive", "ab12cd34", 1_700_000_000)
 
 
 def test_label_with_dots_round_trips() -> None:
-    token = sign(SECRET, "req-1", 12, "very.good")
-    assert verify(SECRET, "req-1", token) == Served(12, "very.good")
+    token = sign(SECRET, "req-1", 12, "very.good", issued=5)
+    assert verify(SECRET, "req-1", token) == Served(12, "very.good", "open", 5)
+
+
+def test_default_issue_time_is_now() -> None:
+    before = int(time.time())
+    served = verify(SECRET, "r", sign(SECRET, "r", 1, "x"))
+    assert served is not None and before <= served.issued <= time.time()
+
+
+def test_tampered_key_or_issue_time_is_rejected() -> None:
+    token = sign(SECRET, "req-1", 7, "positive", "ab12cd34", issued=100)
+    assert verify(SECRET, "req-1", token.replace("ab12cd34", "ffffffff")) is None
+    assert verify(SECRET, "req-1", token.replace(".100.", ".999.")) is None
 
 
 def test_different_request_id_is_rejected() -> None:
@@ -29,13 +42,14 @@ def test_different_request_id_is_rejected() -> None:
 
 
 def test_tampered_label_is_rejected() -> None:
-    mac = sign(SECRET, "req-1", 7, "positive").rsplit(".", 1)[1]
-    assert verify(SECRET, "req-1", f"7.negative.{mac}") is None
+    mac = sign(SECRET, "req-1", 7, "positive", issued=1).rsplit(".", 1)[1]
+    assert verify(SECRET, "req-1", f"7.open.1.positive.{mac}") is not None
+    assert verify(SECRET, "req-1", f"7.open.1.negative.{mac}") is None
 
 
 def test_tampered_version_is_rejected() -> None:
-    mac = sign(SECRET, "req-1", 7, "positive").rsplit(".", 1)[1]
-    assert verify(SECRET, "req-1", f"8.positive.{mac}") is None
+    mac = sign(SECRET, "req-1", 7, "positive", issued=1).rsplit(".", 1)[1]
+    assert verify(SECRET, "req-1", f"8.open.1.positive.{mac}") is None
 
 
 def test_tampered_mac_is_rejected() -> None:
@@ -57,6 +71,10 @@ def test_different_secret_is_rejected() -> None:
         "1..x",
         "1.positive",
         "1.positive.",
+        "1.positive.abc",  # the old three-part form
+        "1.open.x.positive.abc",
+        "1..5.positive.abc",
+        "1.open.5.positive",
         ".positive.abc",
         "-1.positive.abc",
         "x.positive.abc",
@@ -94,4 +112,5 @@ def test_load_secret_reads_an_existing_file(tmp_path: Path) -> None:
 def test_tokens_signed_with_the_loaded_secret_verify(tmp_path: Path) -> None:
     secret = load_secret(None, tmp_path)
     token = sign(secret, "r", 1, "neutral")
-    assert verify(load_secret(None, tmp_path), "r", token) == Served(1, "neutral")
+    served = verify(load_secret(None, tmp_path), "r", token)
+    assert served is not None and (served.model_version, served.label) == (1, "neutral")

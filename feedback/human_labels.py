@@ -1,0 +1,146 @@
+"""Human labels for a round: what each key said, weighed by how far it can be trusted.
+
+A key's label on a request is its correction, or, with ``confirmations`` on, the served label
+when it rated the answer ``confirm_min_rating`` or better without correcting it: the golden set
+then holds the easy cases people confirmed beside the hard ones they corrected, so its figures
+are not biased towards the student's mistakes. One key counts once per request (its latest
+feedback within the join window). ``apply`` measures every key and the teacher
+(``feedback.trust``) and writes, per row:
+
+- ``correction``: the human label of the row's text (weighted vote of the keys that rated an
+  answer on that text), -1 where there is none;
+- ``ce_weight`` (0..1): how sure that vote is, given its keys' weights;
+- ``golden_label``: the vote of trusted and reliable keys only (the gate's golden set);
+- ``teacher_weight`` (0..1): the teacher's reliability where it gave this row's top label, on
+  texts of this length (scales the row's KD weight).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from distillery.settings import TrustSettings
+from distillery.task import Task, length_slice
+from feedback.examples import join, key_ids, prediction_time
+from feedback.tokens import OPEN_KEY
+from feedback.trust import (
+    consensus,
+    estimate,
+    key_weights,
+    reliable_keys,
+    restrict,
+)
+from feedback.trust_report import Prior, TrustModel, TrustParams
+
+
+def votes(
+    rows: pd.DataFrame, feedback: pd.DataFrame, task: Task, window_s: float, settings: TrustSettings
+) -> pd.DataFrame:
+    """One label per (request, key) on the labelled ``rows``: request_id, item (the text: what
+    keys are compared on), key_id, label, rating."""
+    empty = pd.DataFrame({"request_id": [], "item": [], "key_id": [], "label": [], "rating": []})
+    if rows.empty or feedback.empty:
+        return empty
+    stamps = prediction_time(rows).to_numpy(dtype=float)
+    when = pd.Series(stamps, index=rows["request_id"].to_numpy())
+    fb = feedback[feedback["request_id"].isin(when.index)].assign(key_id=key_ids(feedback))
+    delay = fb["ts"].astype(float) - fb["request_id"].map(when)
+    fb = fb[delay <= window_s].sort_values("ts", kind="stable")
+    fb = fb.drop_duplicates(["request_id", "key_id"], keep="last")
+    names = {name: i for i, name in enumerate(task.label_names)}
+    corrected = fb["corrected_label"].map(names) if "corrected_label" in fb else None
+    label = pd.Series(-1, index=fb.index) if corrected is None else corrected.fillna(-1)
+    if settings.confirmations:
+        confirms = (label < 0) & (fb["rating"] >= settings.confirm_min_rating)
+        label = label.where(~confirms, fb["predicted_label"].map(names).fillna(-1))
+    texts = pd.Series(rows["text"].to_numpy(), index=rows["request_id"].to_numpy())
+    fb = fb.assign(label=label.astype(int), item=fb["request_id"].map(texts))
+    columns = ["request_id", "item", "key_id", "label", "rating"]
+    return fb[fb["label"] >= 0][columns].reset_index(drop=True)
+
+
+def teacher_view(rows: pd.DataFrame) -> pd.DataFrame:
+    """The teacher as one more annotator, once per text: item, label (top), confidence, slice."""
+    rows = rows.drop_duplicates("text")
+    probs = np.array(list(rows["teacher_probs"]), dtype=float).reshape(len(rows), -1)  # (N, C)
+    return pd.DataFrame(
+        {
+            "item": rows["text"].to_numpy(),
+            "label": probs.argmax(1) if len(rows) else np.zeros(0, dtype=int),
+            "confidence": probs.max(1) if len(rows) else np.zeros(0),
+            "slice": [length_slice(t) for t in rows["text"]],
+        }
+    )
+
+
+def params(settings: TrustSettings, n_labels: int, trusted: set[str]) -> TrustParams:
+    marked = set(trusted) | settings.trusted_ids()
+    if settings.open_trusted:
+        marked.add(OPEN_KEY)
+    return TrustParams(
+        n_labels=n_labels,
+        key_prior=_prior(settings.key_prior_reliability, settings.key_prior_strength),
+        teacher_prior=_prior(settings.teacher_prior_reliability, settings.teacher_prior_strength),
+        trusted=frozenset(marked),
+        confident=settings.confident,
+        floor=settings.floor,
+    )
+
+
+def _prior(reliability: float, strength: float) -> Prior:
+    return Prior(a=reliability * strength, b=(1 - reliability) * strength)
+
+
+@dataclass(frozen=True)
+class HumanLabels:
+    rows: pd.DataFrame  # the joined rows with correction, ce_weight, golden_label, teacher_weight
+    trust: TrustModel | None  # None with trust off
+    votes: int  # (request, key) labels behind them
+
+
+def apply(
+    labels: pd.DataFrame,
+    feedback: pd.DataFrame,
+    task: Task,
+    settings: TrustSettings,
+    window_s: float,
+    trusted: set[str] | None = None,
+) -> HumanLabels:
+    """The round's rows (``feedback.examples.join`` of ``labels``), with their human labels."""
+    rows = join(labels, feedback, task, window_s)
+    if rows.empty:
+        return HumanLabels(rows.assign(ce_weight=[], golden_label=[], teacher_weight=[]), None, 0)
+    voted = votes(rows, feedback, task, window_s, settings)
+    n = len(task.label_names)
+    teacher = teacher_view(rows)
+    if settings.mode == "off":
+        weights = {k: 1.0 for k in set(voted["key_id"])}
+        model, golden_votes, t_weight = None, voted, np.ones(len(rows))
+    else:
+        model = estimate(voted, teacher, params(settings, n, trusted or set()))
+        weights, reliable = key_weights(model), reliable_keys(model)
+        golden_votes = restrict(voted, reliable)
+        # ratings that tune the KD weights (``training.data.kd_weights``) come from reliable keys
+        rows = join(labels, feedback[key_ids(feedback).isin(reliable)], task, window_s)
+        per_text = {
+            item: model.teacher_weight(int(label), name)
+            for item, label, name in zip(
+                teacher["item"], teacher["label"], teacher["slice"], strict=True
+            )
+        }
+        t_weight = rows["text"].map(per_text).to_numpy(dtype=float)
+    once = ["item", "key_id"]  # a key that sent one text twice counts once for it
+    human = consensus(voted.drop_duplicates(once, keep="last"), weights, n).set_index("item")
+    golden_once = golden_votes.drop_duplicates(once, keep="last")
+    golden = consensus(golden_once, weights, n).set_index("item")
+    ids = rows["text"]
+    rows = rows.assign(
+        correction=ids.map(human["human_label"]).fillna(-1).astype(int).to_numpy(),
+        ce_weight=ids.map(human["human_weight"]).fillna(0.0).astype(float).to_numpy(),
+        golden_label=ids.map(golden["human_label"]).fillna(-1).astype(int).to_numpy(),
+        teacher_weight=t_weight,
+    )
+    return HumanLabels(rows, model, len(voted))
