@@ -209,7 +209,8 @@ def one_round(
     gate_cfg = GateSettings(referee=arm.referee)  # type: ignore[arg-type]
     cand = gate.measure(candidate, data.holdout, data.golden)
     cur = gate.measure(student, data.holdout, data.golden)
-    report = gate.decide(cand, cur, gate_cfg)
+    at_chance = people.teacher_at_chance(gate_cfg.min_golden_rows)
+    report = gate.decide(cand, cur, gate_cfg, at_chance)
     gaps = (gate.teacher_gap(cand, gate_cfg), gate.teacher_gap(cur, gate_cfg))
     point: dict[str, Any] = {
         "passed": report.passed, "referee": report.referee, "reason": report.reason,

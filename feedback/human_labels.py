@@ -100,6 +100,12 @@ class HumanLabels:
     trust: TrustModel | None  # None with trust off
     votes: int  # (request, key) labels behind them
 
+    def teacher_at_chance(self, min_labels: int) -> bool:
+        """The estimate puts the teacher at weight 0 (no better than a guess) on at least
+        ``min_labels`` human labels: it cannot referee the gate."""
+        t = None if self.trust is None else self.trust.teacher
+        return t is not None and t.weight == 0.0 and t.comparisons >= min_labels
+
 
 def apply(
     labels: pd.DataFrame,

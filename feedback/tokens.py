@@ -61,8 +61,8 @@ def verify(secret: bytes, request_id: str, token: str) -> Served | None:
         return None
     version, key_id, issued = _number(parts[0]), parts[1], _number(parts[2])
     label, _, mac = parts[3].rpartition(".")
-    if version is None or issued is None or not key_id or not label or not mac:
-        return None
+    if version is None or issued is None or not key_id or not label or not mac.isascii():
+        return None  # (compare_digest raises on non-ASCII text: a 500 instead of a 403)
     served = Served(version, label, key_id, issued)
     if not hmac.compare_digest(_mac(secret, request_id, served), mac):
         return None

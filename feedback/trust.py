@@ -166,7 +166,13 @@ def key_trust(
         source = _source(str(key_id), params.key_prior, r * n, float(n), params.n_labels)
         trusted = key_id in params.trusted
         above = trusted or source.reliability >= params.floor
-        update = {"labels": int(labels), "trusted": trusted, "above_floor": above}
+        update: dict[str, object] = {
+            "labels": int(labels),
+            "trusted": trusted,
+            "above_floor": above,
+        }
+        if trusted:  # its labels weigh 1 whatever it measures at (an anchor)
+            update["weight"] = 1.0
         found.append(source.model_copy(update=update))
     return found
 

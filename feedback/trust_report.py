@@ -46,8 +46,8 @@ class SourceTrust(BaseModel):
     """One source's posterior: ``labels`` it gave, ``comparisons`` (weighted) behind it."""
 
     source: str
-    reliability: float
-    weight: float
+    reliability: float  # posterior mean chance of giving the true label
+    weight: float  # what its labels weigh: chance-corrected reliability, 1 for a trusted key
     agreements: float
     comparisons: float
     labels: int

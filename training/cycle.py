@@ -96,7 +96,8 @@ def round_data(settings: Settings, task: Task, registry: Registry) -> RoundData:
         old_label_policy(settings, task, rows),
     )
     lineage = data.lineage.model_copy(update={"trust": settings.trust.mode})
-    return dataclasses.replace(data, lineage=lineage)
+    at_chance = people.teacher_at_chance(settings.gate.min_golden_rows)
+    return dataclasses.replace(data, lineage=lineage, teacher_at_chance=at_chance)
 
 
 def old_label_policy(settings: Settings, task: Task, rows: Any) -> OldLabels:
@@ -213,7 +214,7 @@ def _gate(
     cur = None
     if cur_student is not None:
         cur = gate.measure(cur_student, data.holdout, data.golden, p50[1])
-    report = gate.decide(cand, cur, settings.gate)
+    report = gate.decide(cand, cur, settings.gate, data.teacher_at_chance)
     details = {"candidate": asdict(cand), "current": None if cur is None else asdict(cur)}
     log.info("gate v%d vs v%s: %s %s", candidate, current, report.reason, json.dumps(details))
     return report

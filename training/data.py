@@ -62,6 +62,7 @@ class RoundData:
     golden: pd.DataFrame  # held-out rows with a trusted human label (``golden_label``)
     lineage: Lineage
     reservoir: Reservoir | None = None  # the replay reservoir after this round's offer
+    teacher_at_chance: bool = False  # the trust estimate: the teacher no better than a guess
 
 
 def in_holdout(request_id: str, fraction: float) -> bool:

@@ -133,8 +133,15 @@ def latency_p50(students: list[Student], texts: list[str]) -> list[float]:
     return [float(np.median(t)) if t else 0.0 for t in times]
 
 
-def decide(candidate: Measures, current: Measures | None, settings: GateSettings) -> GateReport:
-    """Pass when every check passes; with no current student, agreement must beat chance."""
+def decide(
+    candidate: Measures,
+    current: Measures | None,
+    settings: GateSettings,
+    teacher_at_chance: bool = False,
+) -> GateReport:
+    """Pass when every check passes; with no current student, agreement must beat chance.
+    ``teacher_at_chance``: the trust estimate found the teacher no better than a guess on the
+    human labels (``feedback.human_labels.HumanLabels.teacher_at_chance``)."""
     if candidate.holdout_rows < settings.min_holdout:
         return GateReport(
             False, [], f"holdout has {candidate.holdout_rows} rows, need {settings.min_holdout}"
@@ -144,8 +151,14 @@ def decide(candidate: Measures, current: Measures | None, settings: GateSettings
         check = Check("agreement", candidate.agreement, 0.0, floor, candidate.agreement >= floor)
         return _report([check])
     z = settings.confidence_z
-    referee = choose_referee(candidate, current, settings)
+    referee = choose_referee(candidate, current, settings, teacher_at_chance)
     checks: list[Check] = []
+    if referee == "human" and candidate.golden_rows < settings.min_golden_rows:
+        reason = (
+            f"the teacher cannot referee (no better than a guess on human labels) and the "
+            f"golden set has {candidate.golden_rows} rows, need {settings.min_golden_rows}"
+        )
+        return GateReport(False, [], reason, referee)
     if referee == "teacher":
         noise = z * paired_se(candidate.hits, current.hits)
         margin = settings.agreement_margin + noise
@@ -183,12 +196,17 @@ def teacher_gap(student: Measures, settings: GateSettings) -> float | None:
     return diff - settings.confidence_z * paired_se(hits, teacher)
 
 
-def choose_referee(candidate: Measures, current: Measures, settings: GateSettings) -> str:
-    """ "human" when the teacher is measurably worse on the human labels than either student
-    (or ``referee`` says so): agreement with a teacher that people show is wrong would
-    reject exactly the candidate that learnt from them."""
+def choose_referee(
+    candidate: Measures, current: Measures, settings: GateSettings, teacher_at_chance: bool = False
+) -> str:
+    """The human labels referee ("human") when the teacher is measurably worse on them than
+    either student, or no better than a guess on them (the trust estimate, over all human
+    labels so far), or when ``referee`` says so: agreement with a teacher that people show is
+    wrong would reject exactly the candidate that learnt from them."""
     if settings.referee != "auto":
         return settings.referee
+    if teacher_at_chance:
+        return "human"
     gaps = (teacher_gap(candidate, settings), teacher_gap(current, settings))
     return "human" if any(g is not None and g > 0 for g in gaps) else "teacher"
 

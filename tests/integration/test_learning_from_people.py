@@ -1,6 +1,6 @@
 """Learning from people on a live loop of its own (real Serve, broker, labeler, store, Ray
 Train): the teacher is MiniLM with the sentiment task's two label prompts swapped, so it is
-mostly wrong, and v1 learnt its mistakes. Users (open mode, trusted) rate a fifth of the
+mostly wrong, and v1 learnt its mistakes. Users (open mode, trusted) rate 30% of the
 answers truthfully. One round later the gate has taken the human labels as referee, the
 rollout skipped teacher agreement, and the served student is well above the teacher on held-out
 human labels. Then two API keys arrive: an operator-trusted one, and one that flips every label
@@ -42,7 +42,7 @@ from tests.conftest import DATA, TASK
 from training.registry import Registry
 
 pytestmark = pytest.mark.integration
-RATED = 0.2  # share of answers users rate
+RATED = 0.3  # share of answers users rate: ~210 ratings, ~40 of them held out (golden)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, vader_ready: Any) -> Iterato
         teacher=TeacherSettings(budget_per_min=60_000),
         scheduler=SchedulerSettings(enabled=False, seed_size=300, drift_every_s=3_600, poll_s=1),
         monitor=MonitorSettings(min_rows=30),
-        gate=GateSettings(min_holdout=5, first_version_min_agreement=0),
+        gate=GateSettings(min_holdout=5, first_version_min_agreement=0, min_golden_rows=20),
         rollout=RolloutSettings(
             shadow_s=2, canary_s=2, max_stage_s=8, min_requests=10, min_labels=5, report_s=1
         ),

@@ -320,3 +320,14 @@ def test_teacher_gap_needs_enough_golden_rows_and_counts_noise() -> None:
     assert close is not None and close < 0  # 2 points on 100 rows is within the noise
     far = teacher_gap(_golden_measures(80, 30), settings)
     assert far is not None and far > 0.3
+
+
+def test_a_teacher_at_chance_cannot_referee_and_a_small_golden_set_waits() -> None:
+    settings = GateSettings(min_golden_rows=30)
+    current = _golden_measures(30, 30)  # the students and the teacher alike: no gap measured
+    candidate = replace(_golden_measures(31, 30), agreement=0.1, hits=(False,) * 200)
+    assert decide(candidate, current, settings).referee == "teacher"
+    judged = decide(candidate, current, settings, teacher_at_chance=True)
+    assert judged.referee == "human" and judged.passed, judged.reason
+    few = decide(_golden_measures(8, 2, rows=20), _golden_measures(5, 2, rows=20), settings, True)
+    assert not few.passed and "golden set has 20 rows, need 30" in few.reason

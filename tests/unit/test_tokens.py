@@ -75,6 +75,7 @@ def test_different_secret_is_rejected() -> None:
         "1.open.x.positive.abc",
         "1..5.positive.abc",
         "1.open.5.positive",
+        "1.open.5.positive.abcé",  # non-ASCII: refused, not a TypeError in compare_digest
         ".positive.abc",
         "-1.positive.abc",
         "x.positive.abc",
