@@ -7,7 +7,10 @@ cross-entropy target weighed by how far its keys are trusted; a teacher label th
 an answer the user rated bad is distrusted; every KD weight is scaled by the teacher's measured
 reliability on that row's label and length (``teacher_weight``). Held-out rows (a stable hash of
 the request id) never train; the gate measures on them, and its golden set is the held-out rows
-with a label from trusted or reliable keys (``golden_label``).
+with a label from trusted or reliable keys (``golden_label``) whose text the round does not train
+on: a human label belongs to a text (``feedback.human_labels``), so a held-out copy of a trained
+text would score the candidate on its own training data (measured in the e2e test: .967 on the
+golden set against .787 for the current student).
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ class RoundData:
     lineage: Lineage
     reservoir: Reservoir | None = None  # the replay reservoir after this round's offer
     teacher_at_chance: bool = False  # the trust estimate: the teacher no better than a guess
+
+
+def text_keys(rows: pd.DataFrame) -> pd.Series:
+    """(N,) each row's text, case-folded, whitespace collapsed."""
+    return rows["text"].astype(str).map(lambda text: " ".join(text.split()).casefold())
 
 
 def in_holdout(request_id: str, fraction: float) -> bool:
@@ -138,6 +146,7 @@ def build_round(
         holdout = rows[held]
     target = rows["golden_label"] if "golden_label" in rows else rows["correction"]
     golden = rows[held & (target >= 0)].assign(golden_label=target[held & (target >= 0)])
+    golden = golden[~text_keys(golden).isin(set(text_keys(train)))]
     lineage = Lineage(
         offsets=offset_ranges(train),
         rows=len(train),

@@ -403,3 +403,21 @@ def test_a_relabel_replaces_its_original_with_the_originals_id_and_times() -> No
     new = out[out["request_id"] == "req-2"].iloc[0]
     assert new["teacher_id"] == "llm:qwen:bbbb" and new["ts"] == 2.0 and new["predicted_at"] == 2.0
     assert supersede_relabelled(rows) is rows  # nothing relabelled: unchanged
+
+
+def test_the_golden_set_leaves_out_texts_the_round_trains_on() -> None:
+    """A human label belongs to a text: a held-out copy of a trained text is not golden."""
+    corrections = {i: "negative" for i in range(200)}
+    rows = _joined(200, corrections)
+    rows["text"] = [
+        f"Text  number {i // 2}" if i % 2 else f"text number {i // 2}" for i in range(200)
+    ]
+    data = build_round(
+        rows, since_ts=-1.0, window_size=1000, replay_ratio=0.0, holdout_fraction=0.3
+    )
+    key = lambda t: " ".join(t.split()).casefold()  # noqa: E731
+    trained = {key(t) for t in data.train["text"]}
+    assert len(data.golden) > 0
+    assert trained.isdisjoint({key(t) for t in data.golden["text"]})
+    held = rows[rows["request_id"].map(lambda rid: in_holdout(rid, 0.3))]
+    assert len(data.golden) < len(held)  # the copies of trained texts were left out
