@@ -39,7 +39,13 @@ __all__ = [
     "EnvVar", "GateSettings", "KafkaSettings", "MonitorSettings", "PathSettings",
     "RolloutSettings", "SchedulerSettings", "ServeSettings", "Settings", "StoreSettings",
     "StudentSettings", "TeacherSettings", "TrainSettings", "TrustSettings", "env_vars",
+    "is_loopback",
 ]  # fmt: skip
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an API bound to ``host`` is reachable from this machine only."""
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
 class PathSettings(BaseSettings):
@@ -273,8 +279,7 @@ class ServeSettings(BaseSettings):
             raise ValueError(
                 f"max_replicas={self.max_replicas} is below num_replicas={self.num_replicas}"
             )
-        loopback = self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
-        if self.auth == "open" and not loopback:
+        if self.auth == "open" and not is_loopback(self.host):
             raise ValueError(
                 f"auth='open' with host={self.host!r}: only a loopback API may run without API "
                 "keys (set DISTILLERY_SERVE_AUTH=keys and create one with `distillery keys "

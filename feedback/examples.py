@@ -130,9 +130,12 @@ def latest_ratings(feedback: pd.DataFrame) -> pd.DataFrame:
     return ordered.drop_duplicates(["request_id", "_key"], keep="last").drop(columns="_key")
 
 
-def on_time(rows: pd.DataFrame, feedback: pd.DataFrame, window_s: float) -> pd.DataFrame:
+def on_time(
+    rows: pd.DataFrame, feedback: pd.DataFrame, window_s: float, per_key: bool = False
+) -> pd.DataFrame:
     """Feedback that arrived within ``window_s`` seconds of its prediction, the latest per
-    request. A label row's prediction time is ``predicted_at``, or its own ``ts`` if absent."""
+    request (``per_key``: per request and API key), oldest first. A label row's prediction
+    time is ``predicted_at``, or its own ``ts`` if absent."""
     when = dict(zip(rows["request_id"], prediction_time(rows), strict=True))
     fb = feedback[feedback["request_id"].isin(when.keys())]
     delay = fb["ts"].astype(float) - fb["request_id"].map(when)
@@ -140,6 +143,9 @@ def on_time(rows: pd.DataFrame, feedback: pd.DataFrame, window_s: float) -> pd.D
     if late:
         log.info("join: %d feedback events arrived after the %gs window: left out", late, window_s)
     fb = fb[delay <= window_s].sort_values("ts", kind="stable")
+    if per_key:
+        fb = fb.assign(key_id=key_ids(fb))
+        return fb.drop_duplicates(["request_id", "key_id"], keep="last")
     return fb.drop_duplicates("request_id", keep="last")
 
 

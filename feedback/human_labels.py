@@ -24,14 +24,14 @@ import pandas as pd
 
 from distillery.settings import TrustSettings
 from distillery.task import Task, length_slice
-from feedback.examples import join, key_ids, prediction_time
+from feedback.examples import from_keys, join, on_time
 from feedback.tokens import OPEN_KEY
 from feedback.trust import (
     consensus,
     estimate,
     key_weights,
     reliable_keys,
-    restrict,
+    teacher_references,
 )
 from feedback.trust_report import Prior, TrustModel, TrustParams
 
@@ -39,17 +39,13 @@ from feedback.trust_report import Prior, TrustModel, TrustParams
 def votes(
     rows: pd.DataFrame, feedback: pd.DataFrame, task: Task, window_s: float, settings: TrustSettings
 ) -> pd.DataFrame:
-    """One label per (request, key) on the labelled ``rows``: request_id, item (the text: what
-    keys are compared on), key_id, label, rating."""
+    """One label per (text, key) on the labelled ``rows``, the key's latest within the join
+    window: request_id, item (the text: what keys are compared on), key_id, label, rating. A key
+    that sent one text twice counts once for it."""
     empty = pd.DataFrame({"request_id": [], "item": [], "key_id": [], "label": [], "rating": []})
     if rows.empty or feedback.empty:
         return empty
-    stamps = prediction_time(rows).to_numpy(dtype=float)
-    when = pd.Series(stamps, index=rows["request_id"].to_numpy())
-    fb = feedback[feedback["request_id"].isin(when.index)].assign(key_id=key_ids(feedback))
-    delay = fb["ts"].astype(float) - fb["request_id"].map(when)
-    fb = fb[delay <= window_s].sort_values("ts", kind="stable")
-    fb = fb.drop_duplicates(["request_id", "key_id"], keep="last")
+    fb = on_time(rows, feedback, window_s, per_key=True)  # oldest first
     names = {name: i for i, name in enumerate(task.label_names)}
     corrected = fb["corrected_label"].map(names) if "corrected_label" in fb else None
     label = pd.Series(-1, index=fb.index) if corrected is None else corrected.fillna(-1)
@@ -59,7 +55,8 @@ def votes(
     texts = pd.Series(rows["text"].to_numpy(), index=rows["request_id"].to_numpy())
     fb = fb.assign(label=label.astype(int), item=fb["request_id"].map(texts))
     columns = ["request_id", "item", "key_id", "label", "rating"]
-    return fb[fb["label"] >= 0][columns].reset_index(drop=True)
+    voted = fb[fb["label"] >= 0].drop_duplicates(["item", "key_id"], keep="last")
+    return voted[columns].reset_index(drop=True)
 
 
 def teacher_view(rows: pd.DataFrame) -> pd.DataFrame:
@@ -128,20 +125,14 @@ def apply(
     else:
         model = estimate(voted, teacher, params(settings, n, trusted or set()))
         weights, reliable = key_weights(model), reliable_keys(model)
-        golden_votes = restrict(voted, reliable)
+        golden_votes = from_keys(voted, reliable)
         # ratings that tune the KD weights (``training.data.kd_weights``) come from reliable keys
-        rows = join(labels, feedback[key_ids(feedback).isin(reliable)], task, window_s)
-        per_text = {
-            item: model.teacher_weight(int(label), name)
-            for item, label, name in zip(
-                teacher["item"], teacher["label"], teacher["slice"], strict=True
-            )
-        }
+        rows = join(labels, from_keys(feedback, reliable), task, window_s)
+        per_text = pd.Series(teacher_references(model, teacher)["weight"].to_numpy(),
+                             index=teacher["item"].to_numpy())  # fmt: skip
         t_weight = rows["text"].map(per_text).to_numpy(dtype=float)
-    once = ["item", "key_id"]  # a key that sent one text twice counts once for it
-    human = consensus(voted.drop_duplicates(once, keep="last"), weights, n).set_index("item")
-    golden_once = golden_votes.drop_duplicates(once, keep="last")
-    golden = consensus(golden_once, weights, n).set_index("item")
+    human = consensus(voted, weights, n).set_index("item")
+    golden = consensus(golden_votes, weights, n).set_index("item")
     ids = rows["text"]
     rows = rows.assign(
         correction=ids.map(human["human_label"]).fillna(-1).astype(int).to_numpy(),

@@ -30,8 +30,6 @@ its two label prompts swapped ends at weight 0 (``bench/people.py``, docs/benchm
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import pandas as pd
 
@@ -178,9 +176,9 @@ def key_trust(
 
 
 def estimate(votes: pd.DataFrame, teacher: pd.DataFrame, params: TrustParams) -> TrustModel:
-    """The reliabilities of every key in ``votes`` (item, key_id, label) and of the teacher
-    (``teacher``: item, label, confidence, slice, one row per item)."""
-    votes = votes.drop_duplicates(["item", "key_id"], keep="last")  # a key counts once per text
+    """The reliabilities of every key in ``votes`` (item, key_id, label; one vote per key and
+    item, as ``feedback.human_labels.votes`` gives them) and of the teacher (``teacher``: item,
+    label, confidence, slice, one row per item)."""
     prior = params.key_prior.mean()
     prior_w = weight_of(prior, params.n_labels)
     ids = sorted(set(votes["key_id"])) if len(votes) else []
@@ -214,13 +212,9 @@ def teacher_references(model: TrustModel, teacher: pd.DataFrame) -> pd.DataFrame
 
 def key_weights(model: TrustModel) -> dict[str, float]:
     """Training weight per key: 1 for a trusted key, else its chance-corrected reliability."""
-    return {k.source: 1.0 if k.trusted else k.weight for k in model.keys}
+    return {k.source: k.weight for k in model.keys}  # ``key_trust`` set 1 for trusted keys
 
 
 def reliable_keys(model: TrustModel) -> set[str]:
     """Keys that feed the golden set and the rollout's feedback checks."""
     return {k.source for k in model.keys if k.above_floor}
-
-
-def restrict(votes: pd.DataFrame, keys: Iterable[str]) -> pd.DataFrame:
-    return votes[votes["key_id"].isin(set(keys))]

@@ -101,6 +101,15 @@ class Promotion:
         self.lock = threading.RLock()
         self._applied: StudentConfig | None = None  # what Serve was last told to run
         self._next_heal = 0.0  # monotonic s
+        self._referees: dict[str, str] = {}  # rollout id → its candidate's gate referee
+
+    def _referee(self, running: Rollout) -> str:
+        """Who judged the candidate at the gate ("teacher" or "human"), read from the registry
+        once per rollout rather than on every tick (a remote model store is a network read)."""
+        if running.id not in self._referees:
+            gate = self.registry.get(running.candidate).gate or {}
+            self._referees = {running.id: str(gate.get("referee", "teacher"))}
+        return self._referees[running.id]
 
     def report_variants(self, replica: str, report: VariantReport) -> None:
         self.reports[replica] = report
@@ -190,11 +199,10 @@ class Promotion:
                 return None
             stable, candidate, with_stable = self.evidence(running)
             elapsed = time.time() - running.stage_started_at
-            meta = self.registry.get(running.candidate)
-            referee = str((meta.gate or {}).get("referee", "teacher"))
             verdict = rollout.evaluate(
-                running.stage, elapsed, stable, candidate, self.settings.rollout, referee
-            )
+                running.stage, elapsed, stable, candidate, self.settings.rollout,
+                self._referee(running),
+            )  # fmt: skip
             record = {
                 **verdict.to_dict(), "stable": asdict(stable), "candidate": asdict(candidate),
                 "shadow_agreement_with_stable": with_stable,

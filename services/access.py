@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from fastapi import HTTPException, Request
 
 from distillery.events import FeedbackEvent
-from distillery.settings import Settings
+from distillery.settings import Settings, is_loopback
 from feedback.keys import KeyRecord, KeyRing
 from feedback.keys import load as load_keys
 from feedback.models import FeedbackRequest
 from feedback.tokens import OPEN_KEY, Served, verify
 
 log = logging.getLogger(__name__)
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -47,10 +46,6 @@ class Bucket:
             self.level -= 1
             return 0.0
         return (1 - self.level) / self.rate
-
-
-def is_loopback(host: str) -> bool:
-    return host in LOOPBACK or host.startswith("127.")
 
 
 class Access:
