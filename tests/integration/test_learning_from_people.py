@@ -1,6 +1,6 @@
 """Learning from people on a live loop of its own (real Serve, broker, labeler, store, Ray
 Train): the teacher is MiniLM with the sentiment task's two label prompts swapped, so it is
-mostly wrong, and v1 learnt its mistakes. Users (open mode, trusted) rate 30% of the
+mostly wrong, and v1 learnt its mistakes. Users (open mode, trusted) rate 40% of the
 answers truthfully. One round later the gate has taken the human labels as referee, the
 rollout skipped teacher agreement, and the served student is well above the teacher on held-out
 human labels. Then two API keys arrive: an operator-trusted one, and one that flips every label
@@ -42,7 +42,7 @@ from tests.conftest import DATA, TASK
 from training.registry import Registry
 
 pytestmark = pytest.mark.integration
-RATED = 0.3  # share of answers users rate: ~210 ratings, ~40 of them held out (golden)
+RATED = 0.4  # share of answers users rate: ~280 ratings, ~55 of them held out (golden)
 
 
 @pytest.fixture(scope="module")
