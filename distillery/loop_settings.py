@@ -218,8 +218,16 @@ class GateSettings(BaseSettings):
     )
     referee: Literal["auto", "teacher", "human"] = Field(
         default="auto",
-        description="auto: the human labels judge (teacher agreement, slices and ECE are not "
-        "checked) where the teacher is measurably worse than a student on them",
+        description="auto: the human labels judge (teacher agreement only where the teacher "
+        "is still trusted; slices and ECE are not checked) where the teacher is measurably "
+        "worse than a student on them",
+    )
+    trusted_teacher_weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="under the human referee, teacher agreement counts on held-out rows whose "
+        "teacher weight is at least this",
     )
     confidence_z: float = Field(
         default=1.64,

@@ -6,8 +6,10 @@ the teacher, accuracy on the golden set (the student's and the teacher's), agree
 input-length slice, expected calibration error and p50 latency. ``decide`` is the pure decision:
 each check is recorded with both values and its threshold (all from ``GateSettings``), so a
 failed gate says exactly why. The referee is the teacher, unless the golden set shows it
-measurably worse than a student (``choose_referee``): then the human labels judge alone, and
-the checks against the teacher (agreement, slices, ECE) are not made.
+measurably worse than a student (``choose_referee``): then the human labels judge, teacher
+agreement counts only on held-out rows where the trust estimate still trusts the teacher
+(``teacher_weight`` ≥ ``trusted_teacher_weight``; none, when it trusts it nowhere), and the
+slice and ECE checks are not made.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Measures:
     hits: tuple[bool, ...] = ()  # (N,) per held-out row: agrees with the teacher
     golden_hits: tuple[bool, ...] = ()  # (G,) per golden row: matches the human label
     teacher_golden_hits: tuple[bool, ...] = ()  # (G,) per golden row: the teacher matches it
+    teacher_weights: tuple[float, ...] = ()  # (N,) per held-out row: trust in its teacher label
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ def measure(
     student: Student, holdout: pd.DataFrame, golden: pd.DataFrame, p50_ms: float | None = None
 ) -> Measures:
     agreement, ece, slices, hits = 0.0, None, {}, np.zeros(0, dtype=bool)
+    weights = np.ones(len(holdout))  # (N,) without a trust estimate the teacher is trusted
     if len(holdout):
         probs = student.predict_proba(list(holdout["text"]))  # (N, C)
         teacher = np.array(list(holdout["teacher_probs"])).argmax(1)  # (N,)
@@ -92,6 +96,8 @@ def measure(
         ece = expected_calibration_error(probs, teacher)
         names = np.array([length_slice(t) for t in holdout["text"]])
         slices = {n: [float(hits[names == n].mean()), int((names == n).sum())] for n in set(names)}
+        if "teacher_weight" in holdout:
+            weights = holdout["teacher_weight"].astype(float).fillna(1.0).to_numpy()  # (N,)
     golden_accuracy, golden_hits = None, np.zeros(0, dtype=bool)
     teacher_hits = np.zeros(0, dtype=bool)
     if len(golden):
@@ -104,7 +110,7 @@ def measure(
     return Measures(
         agreement, golden_accuracy, len(holdout), len(golden), slices, ece, p50_ms,
         tuple(bool(h) for h in hits), tuple(bool(h) for h in golden_hits),
-        tuple(bool(h) for h in teacher_hits),
+        tuple(bool(h) for h in teacher_hits), tuple(float(w) for w in weights),
     )  # fmt: skip
 
 
@@ -163,6 +169,8 @@ def decide(
         noise = z * paired_se(candidate.hits, current.hits)
         margin = settings.agreement_margin + noise
         checks.append(_at_least("agreement", candidate.agreement, current.agreement, margin))
+    else:
+        checks += _trusted_agreement(candidate, current, settings)
     enough = candidate.golden_rows >= settings.min_golden_rows  # a few labels are noise
     if candidate.golden_accuracy is not None and current.golden_accuracy is not None and enough:
         noise = z * paired_se(candidate.golden_hits, current.golden_hits)
@@ -209,6 +217,25 @@ def choose_referee(
         return "human"
     gaps = (teacher_gap(candidate, settings), teacher_gap(current, settings))
     return "human" if any(g is not None and g > 0 for g in gaps) else "teacher"
+
+
+def _trusted_agreement(
+    candidate: Measures, current: Measures, settings: GateSettings
+) -> list[Check]:
+    """Under the human referee, teacher agreement on the held-out rows whose teacher label the
+    trust estimate still trusts: people showing the teacher wrong on one label or slice does not
+    make it wrong elsewhere, and without this check a candidate trained on shuffled labels passed
+    a golden set of confirmed answers (CI, stop 22). No check on fewer than ``min_holdout`` rows."""
+    weights = np.array(candidate.teacher_weights)  # (N,)
+    if len(weights) != len(candidate.hits) or len(candidate.hits) != len(current.hits):
+        return []
+    trusted = weights >= settings.trusted_teacher_weight  # (N,)
+    if int(trusted.sum()) < settings.min_holdout:
+        return []
+    cand, cur = np.array(candidate.hits)[trusted], np.array(current.hits)[trusted]  # (T,) each
+    noise = settings.confidence_z * paired_se(tuple(cand), tuple(cur))
+    margin = settings.agreement_margin + noise
+    return [_at_least("agreement", float(cand.mean()), float(cur.mean()), margin)]
 
 
 def _slice_checks(candidate: Measures, current: Measures, settings: GateSettings) -> list[Check]:

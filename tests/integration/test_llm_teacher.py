@@ -125,9 +125,13 @@ def test_429_slow_and_unreadable_answers_are_retried_or_dead_lettered_without_a_
     llm: LocalLLM, kafka: KafkaSettings, tmp_path: Path
 ) -> None:
     proxy = FaultProxy(llm.url)
-    settings = _settings(kafka, tmp_path, proxy.url, timeout_s=3.0, backoff_s=0.2, cache=False)
+    # breaker_failures 5: the timeout and the 500 in a row, plus an ordinary answer slow on a
+    # loaded machine, would open it, and an open breaker asks the whole batch again
+    settings = _settings(
+        kafka, tmp_path, proxy.url, timeout_s=6.0, backoff_s=0.2, cache=False, breaker_failures=5
+    )
     labeler = Labeler(settings, load_task(TASK))  # its start-up probe goes through unfaulted
-    proxy.faults.extend(["429", "429", "slow:5", "500", "garbage", "html"])
+    proxy.faults.extend(["429", "429", "slow:10", "500", "garbage", "html"])
     thread = _run(labeler)
     try:
         _send(kafka, TEXTS[:6], "faulty")
@@ -147,7 +151,10 @@ def test_429_slow_and_unreadable_answers_are_retried_or_dead_lettered_without_a_
     stats = labeler.stats()
     assert stats["retries"] >= 4  # two 429s, the timeout and the 500, each retried
     assert stats["dead_letters"] == 2 and stats["labelled"] == 6
-    assert proxy.served.count("ok") == 1 + 6  # the start-up probe, then one answer per label
+    # the start-up probe, then one answer per label, plus one for each ordinary answer that
+    # took longer than the 6 s timeout on a loaded machine and was asked again (a retry beyond
+    # the four faults above); CI saw one such
+    assert proxy.served.count("ok") == 1 + 6 + (stats["retries"] - 4)
 
 
 def _task(**update: object) -> Task:

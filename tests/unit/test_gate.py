@@ -331,3 +331,35 @@ def test_a_teacher_at_chance_cannot_referee_and_a_small_golden_set_waits() -> No
     assert judged.referee == "human" and judged.passed, judged.reason
     few = decide(_golden_measures(8, 2, rows=20), _golden_measures(5, 2, rows=20), settings, True)
     assert not few.passed and "golden set has 20 rows, need 30" in few.reason
+
+
+def test_under_the_human_referee_agreement_counts_where_the_teacher_is_still_trusted() -> None:
+    settings = GateSettings()  # trusted_teacher_weight 0.5, min_holdout 40
+    current = replace(_golden_measures(30, 25), hits=(True,) * 200)  # the teacher shown wrong
+    shuffled = replace(_golden_measures(75, 25), agreement=0.5, hits=_hits(100, 200))
+    everywhere = (0.9,) * 200  # the estimate still trusts the teacher on every held-out row
+    report = decide(replace(shuffled, teacher_weights=everywhere), current, settings)
+    assert report.referee == "human" and not report.passed
+    assert [c.name for c in report.checks if not c.passed] == ["agreement"], report.reason
+    nowhere = (0.0,) * 200  # a teacher at chance everywhere: its agreement means nothing
+    report = decide(replace(shuffled, teacher_weights=nowhere), current, settings)
+    assert report.passed and [c.name for c in report.checks] == ["golden_accuracy"]
+    # wrong only on the rows where the teacher is distrusted: the trusted 100 agree as before
+    split = tuple(0.0 if i % 2 else 0.9 for i in range(200))
+    odd_wrong = tuple(i % 2 == 0 for i in range(200))
+    report = decide(replace(shuffled, hits=odd_wrong, teacher_weights=split), current, settings)
+    assert report.passed, report.reason
+    agreement = next(c for c in report.checks if c.name == "agreement")
+    assert (agreement.candidate, agreement.current) == (1.0, 1.0)
+    few = tuple(0.9 if i < 39 else 0.0 for i in range(200))  # 39 trusted rows < min_holdout
+    report = decide(replace(shuffled, teacher_weights=few), current, settings)
+    assert "agreement" not in [c.name for c in report.checks]
+
+
+def test_measure_records_each_held_out_rows_teacher_weight(student: Student) -> None:
+    teacher = np.eye(2)[[0, 1, 0, 1, 0, 1]].tolist()
+    holdout = pd.DataFrame({"text": TEXTS, "teacher_probs": teacher})
+    assert measure(student, holdout, _golden([], [])).teacher_weights == (1.0,) * 6
+    weighted = holdout.assign(teacher_weight=[0.0, 0.25, None, 1.0, 0.5, 0.75])
+    result = measure(student, weighted, _golden([], []))
+    assert result.teacher_weights == (0.0, 0.25, 1.0, 1.0, 0.5, 0.75)
