@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 LLM_STAMP := $(VENV)/.llm-installed
 GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
 
-.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos
 
 setup: $(STAMP) data llm
 
@@ -82,6 +82,10 @@ bench-drift-methods: setup
 	$(BIN)/python -m bench.drift_methods
 
 # Learning from people: a wrong teacher, a right one, and a lying API key (bench/people.py).
+# Kill a replica, the labeler, the store, the scheduler mid-rollout and the broker under load.
+bench-chaos: setup
+	$(BIN)/python -m bench.chaos
+
 bench-people: setup
 	$(BIN)/python -m bench.people
 

@@ -214,17 +214,25 @@ def _start_actors(settings: Settings, task: Task, dashboard_url: str) -> tuple[A
     from monitoring.scheduler import Scheduler
     from services.labeler import Labeler
 
+    # A crashed actor is restarted by Ray, and its calls in flight (its ``run`` loop among them)
+    # are sent again to the new one: each keeps its state where a restart finds it (offsets in
+    # Kafka, rows in the store, the rollout in the registry). bench/chaos.py measures it.
+    again = {"max_restarts": -1, "max_task_retries": -1}
     store = (
-        ray.remote(ExampleStore).options(num_cpus=ACTOR_CPUS, max_concurrency=2).remote(settings)
+        ray.remote(ExampleStore)
+        .options(num_cpus=ACTOR_CPUS, max_concurrency=2, **again)
+        .remote(settings)
     )
     labeler = (
         ray.remote(Labeler)
-        .options(name=LABELER, num_cpus=settings.teacher.labeler_cpus, max_concurrency=4)
+        .options(name=LABELER, num_cpus=settings.teacher.labeler_cpus, max_concurrency=4, **again)
         .remote(settings, task)
     )
     scheduler = (
         ray.remote(Scheduler)
-        .options(name=SCHEDULER, num_cpus=ACTOR_CPUS, max_concurrency=8, get_if_exists=False)
+        .options(
+            name=SCHEDULER, num_cpus=ACTOR_CPUS, max_concurrency=8, get_if_exists=False, **again
+        )
         .remote(settings, task, dashboard_url)
     )
     return store, labeler, scheduler

@@ -255,10 +255,15 @@ class GateSettings(BaseSettings):
     first_version_min_agreement: float = Field(default=0.6, ge=0, le=1)
 
 
+ONLINE_CHECKS = {"teacher_agreement", "negative_feedback", "error_rate", "p99_latency"}
+
+
 class RolloutSettings(BaseSettings):
     """Shadow → canary → full, with automatic rollback. A stage ends after ``*_s`` seconds once
-    every check has its minimum evidence, or after ``max_stage_s`` with no failing check; a check
-    that fails with its minimum evidence rolls the candidate back at once."""
+    every check has its minimum evidence, or after ``max_stage_s`` with no failing check, except
+    that a canary is never promoted without the evidence ``required_checks`` need: it is held,
+    widened step by step; a check that fails with its minimum evidence rolls the candidate back
+    at once."""
 
     model_config = env_prefix("ROLLOUT_")
 
@@ -283,13 +288,48 @@ class RolloutSettings(BaseSettings):
     max_p99_ratio: float = Field(default=2.0, ge=1)
     p99_slack_ms: float = Field(default=50.0, ge=0, description="p99 differences below pass")
     report_s: float = Field(default=2.0, gt=0, description="replicas report their counts")
+    required_checks: str = Field(
+        default="teacher_agreement,error_rate,p99_latency",
+        description="comma-separated canary checks that need their minimum evidence before "
+        "promotion (the others are named as unmeasured)",
+    )
+    timeout_promotes: bool = Field(
+        default=False,
+        description="true: a canary is promoted once max_stage_s is up with no check failed, "
+        "even without the evidence required_checks need",
+    )
+    max_canary_share: float = Field(
+        default=0.5, gt=0, le=1, description="a canary held for evidence widens up to this share"
+    )
+    share_step: float = Field(
+        default=2.0,
+        gt=1,
+        description="a held canary's share is multiplied by this each max_stage_s",
+    )
+    max_hold_s: float = Field(
+        default=3600, gt=0, description="a canary held this long at its widest is rolled back"
+    )
 
     @model_validator(mode="after")
     def _stage_fits(self) -> RolloutSettings:
         longest = max(self.shadow_s, self.canary_s)
         if longest > self.max_stage_s:
             raise ValueError(f"max_stage_s={self.max_stage_s} is below a stage of {longest}s")
+        unknown = self.required() - ONLINE_CHECKS
+        if unknown:
+            raise ValueError(
+                f"required_checks={self.required_checks!r}: {sorted(unknown)} not among "
+                f"{sorted(ONLINE_CHECKS)}"
+            )
+        if self.max_canary_share < self.canary_share:
+            raise ValueError(
+                f"max_canary_share={self.max_canary_share} is below "
+                f"canary_share={self.canary_share}"
+            )
         return self
+
+    def required(self) -> set[str]:
+        return {c.strip() for c in self.required_checks.split(",") if c.strip()}
 
 
 class SchedulerSettings(BaseSettings):

@@ -29,6 +29,7 @@ class ServeMetrics:
     swap_failed: Any  # hot swaps whose new version could not load (the old one kept serving)
     spool_pending: Any  # feedback bytes spooled and not yet acknowledged by the broker
     replayed: Any  # spooled feedback events the broker acknowledged on replay
+    spool_quarantined: Any  # torn or unreadable spool lines set aside, on this replica's disk
     candidate_errors: Any  # a rollout candidate failed a text (the stable student answered)
     shadow_compared: Any  # mirrored texts, by whether the shadow agreed with the stable student
 
@@ -84,6 +85,10 @@ def serve_metrics() -> ServeMetrics:
         replayed=metrics.Counter(
             "distillery_spool_replayed_total", "Spooled feedback acknowledged on replay."
         ),
+        spool_quarantined=metrics.Gauge(
+            "distillery_spool_quarantined_records",
+            "Torn or unreadable spool lines set aside in the spool folder's .quarantine files.",
+        ),
         candidate_errors=metrics.Counter(
             "distillery_candidate_errors_total",
             "Texts a rollout candidate failed; the stable student answered them.",
@@ -111,7 +116,7 @@ class LoopMetrics:
     negative_feedback: Any  # share of recent ratings that are bad
     labels_since_round: Any  # teacher labels since the last round
     rollout_stage: Any  # 0 none, 1 shadow, 2 canary
-    rollout_transitions: Any  # by the stage entered: shadow, canary, promoted, rolled_back
+    rollout_transitions: Any  # by what was entered: shadow, canary, widened, promoted, rolled_back
     round_progress: Any  # share of the running round done, 0-1
     round_loss: Any  # its running mean training loss
     round_examples_per_s: Any  # its throughput, all workers together
@@ -171,7 +176,8 @@ def loop_metrics() -> LoopMetrics:
         ),
         rollout_transitions=metrics.Counter(
             "distillery_rollout_transitions_total",
-            "Rollout transitions, by what was entered (shadow, canary, promoted, rolled_back).",
+            "Rollout transitions, by what was entered "
+            "(shadow, canary, widened, promoted, rolled_back).",
             tag_keys=_tags("to"),
         ),
         round_progress=metrics.Gauge(

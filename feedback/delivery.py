@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from distillery import bus
 from distillery.settings import KafkaSettings
-from feedback.spool import Entry, Spool, adopt_orphans
+from feedback.spool import Entry, Spool, adopt_orphans, quarantined
 
 log = logging.getLogger(__name__)
 Outcome = Literal["sent", "spooled"]
@@ -32,14 +32,15 @@ class Delivery:
         owner: str,
         probe_s: float = 1.0,
         adopt_every_s: float = 30.0,
-        on_probe: Callable[[int, int], None] = lambda pending_bytes, replayed: None,
+        on_probe: Callable[[int, int, int], None] = lambda pending, replayed, quarantined: None,
     ) -> None:
         self.kafka = kafka
         self.spool_dir = spool_dir
         self.spool = Spool(spool_dir, owner)
         self.probe_s = probe_s
         self.adopt_every_s = adopt_every_s
-        self.on_probe = on_probe  # (spool bytes pending, events replayed so far), every probe
+        # every probe: (spool bytes pending, events replayed so far, records quarantined on disk)
+        self.on_probe = on_probe
         self.counts = {"sent": 0, "spooled": 0, "replayed": 0, "adopted": 0}
         self._down = threading.Event()  # set: the broker failed us; spool until replay catches up
         if self.spool.pending():
@@ -111,7 +112,8 @@ class Delivery:
     def _loop(self) -> None:
         last_adopt = 0.0
         while not self._stop.wait(self.probe_s):
-            self.on_probe(self.spool.pending(), self.counts["replayed"] + self.counts["adopted"])
+            replayed = self.counts["replayed"] + self.counts["adopted"]
+            self.on_probe(self.spool.pending(), replayed, quarantined(self.spool_dir))
             if not bus.reachable(self.kafka):
                 self._down.set()
                 continue

@@ -9,6 +9,15 @@ dedupe by request id.
 
 Each owner (a Serve replica) holds an exclusive ``flock`` on its own file for its whole life.
 A file nobody holds belongs to a dead owner: any live owner adopts it, replays it and deletes it.
+
+A damaged spool never jams. A torn last line (a crash mid-append: that event was never answered
+202) is cut off when the file is opened, and an append that fails (a full disk: the client gets
+503) is cut back at once, so the next append starts on a fresh line. Before, the next append
+glued itself to the torn bytes and ``entries`` raised on that line from then on, while
+``/v1/feedback`` kept answering 202. A whole line that does not decode is moved past in order.
+Torn tails and unreadable lines go, raw, to ``<name>.quarantine`` (fsync'd before the mark
+moves) and are logged; ``quarantined`` counts the records in a folder's quarantine files (each
+replica exports it as ``distillery_spool_quarantined_records``).
 """
 
 from __future__ import annotations
@@ -24,10 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillery.files import write_atomic
+from distillery.files import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 SUFFIX = ".spool"
+QUARANTINE = ".quarantine"
 
 
 @dataclass(frozen=True)
@@ -48,14 +58,20 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{name}{SUFFIX}"
         self._mark_path = self.path.with_suffix(".acked")
+        self._quarantine_path = self.path.with_suffix(QUARANTINE)
         self._lock = threading.Lock()
+        existed = self.path.exists()
         self._file = open(self.path, "a+b")  # noqa: SIM115 (held for the owner's life)
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
             raise
+        if not existed:
+            fsync_dir(directory)  # the file's name survives a power cut, not only its bytes
         self._acked = self._read_mark()
+        with self._lock:
+            self._cut_torn_tail()
 
     def _read_mark(self) -> int:
         try:
@@ -72,13 +88,48 @@ class Spool:
         self._acked = mark
 
     def append(self, topic: str, key: str, value: bytes) -> None:
-        """Write one event and fsync it: after this returns, a crash does not lose it."""
+        """Write one event and fsync it: after this returns, a crash does not lose it. If the
+        write fails (a full disk), the part written is cut off again and the error raised."""
         line = json.dumps({"topic": topic, "key": key, "value": base64.b64encode(value).decode()})
         with self._lock:
-            self._file.seek(0, os.SEEK_END)
-            self._file.write(line.encode() + b"\n")
+            before = self._size()
+            try:
+                self._file.write(line.encode() + b"\n")
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError:
+                self._cut_back(before)  # the client is told 503: nothing of it may stay
+                raise
+
+    def _cut_back(self, size: int) -> None:
+        with contextlib.suppress(OSError):  # the disk is failing: the next open cuts a tail
+            self._file.truncate(size)
             self._file.flush()
             os.fsync(self._file.fileno())
+        log.warning("spool %s: an append failed and was cut back to %d bytes", self.path.name, size)
+
+    def _cut_torn_tail(self) -> None:
+        """Cut bytes after the last newline (a line no one was told was stored), quarantined."""
+        size = self._size()
+        if size == self._acked:
+            return
+        self._file.seek(self._acked)
+        unacked = self._file.read(size - self._acked)
+        if unacked.endswith(b"\n"):
+            return
+        keep = self._acked + unacked.rfind(b"\n") + 1  # rfind -1 → the mark itself
+        self._quarantine(unacked[keep - self._acked :], "torn")
+        self._file.truncate(keep)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        log.warning("spool %s: cut a torn last line of %d bytes", self.path.name, size - keep)
+
+    def _quarantine(self, raw: bytes, reason: str) -> None:
+        record = {"reason": reason, "spool": self.path.name, "raw": base64.b64encode(raw).decode()}
+        with open(self._quarantine_path, "ab") as out:
+            out.write(json.dumps(record).encode() + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
 
     def pending(self) -> int:
         """Bytes written but not acknowledged (0: nothing to replay)."""
@@ -86,31 +137,43 @@ class Spool:
             return self._size() - self._acked
 
     def entries(self, limit: int = 500) -> list[Entry]:
-        """Up to ``limit`` unacknowledged entries, oldest first; a torn last line is skipped."""
+        """Up to ``limit`` unacknowledged entries, oldest first. A torn last line is skipped; an
+        unreadable line first in line is quarantined and the mark moved past it, one later on
+        ends the list (it is first in line next time)."""
         with self._lock:
-            self._file.seek(self._acked)
             out: list[Entry] = []
             position = self._acked
+            self._file.seek(position)
             for raw in self._file:
                 if not raw.endswith(b"\n") or len(out) >= limit:
                     break  # a line a crash cut short was never acknowledged to anyone
                 position += len(raw)
-                body = json.loads(raw)
-                out.append(
-                    Entry(body["topic"], body["key"], base64.b64decode(body["value"]), position)
-                )
+                entry = _decode(raw, position)
+                if entry is not None:
+                    out.append(entry)
+                    continue
+                if out:
+                    break
+                self._quarantine(raw, "unreadable")
+                log.warning("spool %s: quarantined an unreadable line", self.path.name)
+                self._advance(position)
+                self._file.seek(position)
             return out
 
     def ack(self, entry: Entry) -> None:
         """The broker acknowledged everything up to and including ``entry``."""
         with self._lock:
-            if entry.end >= self._size():
-                self._file.truncate(0)  # first: a crash now leaves a mark past the end → 0
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._write_mark(0)
-            else:
-                self._write_mark(entry.end)
+            self._advance(entry.end)
+
+    def _advance(self, end: int) -> None:
+        """Move the mark to ``end``; at the end of the file, empty it."""
+        if end >= self._size():
+            self._file.truncate(0)  # first: a crash now leaves a mark past the end → 0
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._write_mark(0)
+        else:
+            self._write_mark(end)
 
     def replay(self, send: Send, batch: int = 500) -> int:
         """Send what is pending, in order, until done or the broker stops acknowledging;
@@ -128,6 +191,24 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._file.close()  # releases the flock
+
+
+def _decode(raw: bytes, end: int) -> Entry | None:
+    """One spooled line as an entry ending at byte ``end``; None if it does not decode."""
+    try:
+        body = json.loads(raw)
+        return Entry(str(body["topic"]), str(body["key"]), base64.b64decode(body["value"]), end)
+    except (ValueError, KeyError, TypeError):  # JSONDecodeError and binascii.Error are ValueErrors
+        return None
+
+
+def quarantined(directory: Path) -> int:
+    """Records in the quarantine files of ``directory`` (the spools of every owner there)."""
+    total = 0
+    for path in directory.glob(f"*{QUARANTINE}"):
+        with contextlib.suppress(FileNotFoundError), open(path, "rb") as records:
+            total += sum(1 for _ in records)
+    return total
 
 
 def adopt_orphans(directory: Path, send: Send) -> int:

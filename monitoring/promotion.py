@@ -9,7 +9,8 @@ the rollout in the registry), in the order they happen:
    ``wait`` until every replica answers with the current version;
 3. ``evidence``: the replicas' ``VariantReport``s, the store's teacher labels and feedback since the
    stage began;
-4. ``tick``: ``training.rollout.evaluate`` judges them; wait, advance or roll back;
+4. ``tick``: ``training.rollout.evaluate`` judges them; wait, advance, widen a held canary, or
+   roll back;
 5. ``operate``: an operator's promote, rollback, pause or resume.
 
 The scheduler (``monitoring.scheduler``) calls ``tick`` every ``poll_s`` and holds its round lock
@@ -47,12 +48,13 @@ def candidate_spec(settings: Settings, registry: Registry) -> CandidateSpec | No
     if running is None:
         return None
     cfg = settings.rollout
+    canary = cfg.canary_share if running.share is None else running.share
     return CandidateSpec(
         version=running.candidate,
         path=registry.location(running.candidate),
         store=registry.store_url,
         stage=running.stage,
-        share=cfg.shadow_share if running.stage == "shadow" else cfg.canary_share,
+        share=cfg.shadow_share if running.stage == "shadow" else canary,
         id=running.id,
     )
 
@@ -198,10 +200,12 @@ class Promotion:
             if running is None or running.paused:
                 return None
             stable, candidate, with_stable = self.evidence(running)
-            elapsed = time.time() - running.stage_started_at
+            now = time.time()
+            elapsed = now - running.stage_started_at
+            held = now - (running.widened_at or running.stage_started_at)
             verdict = rollout.evaluate(
                 running.stage, elapsed, stable, candidate, self.settings.rollout,
-                self._referee(running),
+                self._referee(running), running.share, held,
             )  # fmt: skip
             record = {
                 **verdict.to_dict(), "stable": asdict(stable), "candidate": asdict(candidate),
@@ -223,6 +227,9 @@ class Promotion:
         elif action == "advance":
             self.registry.finish(reason, record)
             self._transition("promoted")
+        elif action == "widen" and record.get("share") is not None:
+            self.registry.widen(float(record["share"]), reason)
+            self._transition("widened")
         if action != "wait":
             log.info("rollout of v%d: %s", running.candidate, reason)
             self.apply(wait=action == "advance")

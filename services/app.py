@@ -39,6 +39,7 @@ from feedback.models import (
     PredictResponse,
     check_texts,
 )
+from feedback.spool import quarantined
 from feedback.tokens import load_secret, sign
 from models.student import Student
 from services import operator_api
@@ -362,8 +363,9 @@ class StudentIngress:
             feedback_token=sign(self.secret, request_id, version, label, key_id),
         ), event
 
-    def _on_probe(self, pending_bytes: int, replayed: int) -> None:
+    def _on_probe(self, pending_bytes: int, replayed: int, quarantined: int) -> None:
         self.metrics.spool_pending.set(pending_bytes)
+        self.metrics.spool_quarantined.set(quarantined)
         if replayed > self._replayed:
             self.metrics.replayed.inc(replayed - self._replayed)
             self._replayed = replayed
@@ -444,6 +446,7 @@ class StudentIngress:
             "broker": broker,
             "feedback": feedback,
             "spool_pending_bytes": pending,
+            "spool_quarantined": await asyncio.to_thread(quarantined, self.delivery.spool_dir),
             "teacher": await labeler_health_async() or {"state": "unknown"},
         }
 

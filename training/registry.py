@@ -7,7 +7,7 @@ Layout under the model store's root (a local folder, a shared mount or an object
     current.json       {"version": N}: the version users get
     rollout.json       the rollout in progress, if any (``training.rollout.Rollout``)
     history.jsonl      every transition (registered, rejected, shadow, canary, promoted,
-                       rolled_back, paused, resumed) with its reason
+                       rolled_back, paused, resumed, widened) with its reason
 
 On local disk every write is atomic (temporary file or folder, fsync, ``os.replace``/``rename``):
 a crash leaves the old state or the new one, never half of either. On an object store each file
@@ -275,6 +275,13 @@ class Registry:
         self._log("rolled_back", rollout.candidate, reason)
         self.store.remove(ROLLOUT)
         return rollout.candidate
+
+    def widen(self, share: float, reason: str) -> Rollout:
+        """A canary held for evidence: it answers ``share`` of the traffic from now on."""
+        rollout = self._running()
+        self._log("widened", rollout.candidate, reason)
+        update = {"share": share, "widened_at": time.time()}
+        return self._save_rollout(rollout.model_copy(update=update))
 
     def set_paused(self, paused: bool, reason: str) -> Rollout:
         rollout = self._running()

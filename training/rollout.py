@@ -13,8 +13,13 @@ stable student's answer), then a share of real traffic in canary, then all of it
 
 A check is *pending* until both versions have its minimum evidence. A check that fails rolls the
 candidate back at once; a stage ends after its time once every check passed, or after
-``max_stage_s`` if none failed (a quiet service still moves on; the unmeasured checks are named
-in the reason, so the registry says what was not verified).
+``max_stage_s`` if none failed, with the unmeasured checks named in the reason. A canary is never
+*promoted* that way while a check in ``required_checks`` is pending: before, promotion on a quiet
+service was a timer (the defaults need roughly 3–7 texts/s for a canary to measure anything).
+It is held, and each ``max_stage_s`` without that evidence its share is multiplied by
+``share_step`` up to ``max_canary_share`` (more of the traffic there is, to measure it on);
+held ``max_hold_s`` at the widest, it is rolled back, so that a quiet service still learns from
+its next round. An operator may promote by hand at any time.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from distillery.contracts import Stage
 from distillery.settings import RolloutSettings
 from feedback.examples import latest_ratings
 
-Action = Literal["wait", "advance", "rollback"]
+Action = Literal["wait", "advance", "rollback", "widen"]
 
 
 def stage_key(rollout_id: str, stage: str) -> str:
@@ -52,6 +57,8 @@ class Rollout(BaseModel):
     stage_started_at: float
     paused: bool = False
     reason: str = ""
+    share: float | None = None  # the canary's share of traffic now (None: canary_share)
+    widened_at: float | None = None  # when a held canary's share last rose
 
     @property
     def key(self) -> str:
@@ -86,6 +93,7 @@ class Verdict:
     action: Action
     reason: str
     checks: list[OnlineCheck] = field(default_factory=list)
+    share: float | None = None  # "widen": the canary's new share
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,10 +217,13 @@ def evaluate(
     candidate: Evidence,
     cfg: RolloutSettings,
     referee: str = "teacher",
+    share: float | None = None,
+    held_s: float | None = None,
 ) -> Verdict:
     """What to do now, ``elapsed_s`` seconds into ``stage``: roll back on any failed check;
     advance once the stage time is up and every check passed (or ``max_stage_s`` is up and none
-    failed); else wait."""
+    failed, except a canary still missing required evidence: ``_hold``); else wait. ``share``:
+    the canary's share now; ``held_s``: seconds since it last changed (default ``elapsed_s``)."""
     found = checks(stage, stable, candidate, cfg, referee)
     failed = [c.detail for c in found if c.state == "fail"]
     if failed:
@@ -222,6 +233,9 @@ def evaluate(
     if elapsed_s >= stage_s and not pending:
         return Verdict("advance", f"{stage}: every check passed after {elapsed_s:.0f}s", found)
     if elapsed_s >= cfg.max_stage_s:
+        missing = [name for name in pending if name in cfg.required()]
+        if stage == "canary" and missing and not cfg.timeout_promotes:
+            return _hold(found, missing, share or cfg.canary_share, held_s, elapsed_s, cfg)
         unmeasured = ", ".join(pending)
         return Verdict(
             "advance",
@@ -230,6 +244,39 @@ def evaluate(
         )
     waiting = f"evidence for {', '.join(pending)}" if pending else f"{stage_s:.0f}s"
     return Verdict("wait", f"{stage}: {elapsed_s:.0f}s in, waiting for {waiting}", found)
+
+
+def _hold(
+    found: list[OnlineCheck],
+    missing: list[str],
+    share: float,
+    held_s: float | None,
+    elapsed_s: float,
+    cfg: RolloutSettings,
+) -> Verdict:
+    """A canary past ``max_stage_s`` without the evidence ``missing`` checks need: widen its
+    share each ``max_stage_s``, up to ``max_canary_share``; at the widest, wait ``max_hold_s``,
+    then roll back. Never promoted on the timer."""
+    held = elapsed_s if held_s is None else held_s
+    need = ", ".join(missing)
+    if share < cfg.max_canary_share and held >= cfg.max_stage_s:
+        wider = min(cfg.max_canary_share, share * cfg.share_step)
+        reason = (
+            f"canary: no evidence for {need} after {elapsed_s:.0f}s at share {share:.2f}: "
+            f"share raised to {wider:.2f}"
+        )
+        return Verdict("widen", reason, found, wider)
+    if share >= cfg.max_canary_share and held >= cfg.max_hold_s:
+        reason = (
+            f"canary: still no evidence for {need} after {held:.0f}s at share {share:.2f} "
+            f"(max_hold_s {cfg.max_hold_s:g}): not promoted on a timer"
+        )
+        return Verdict("rollback", reason, found)
+    reason = (
+        f"canary: held at share {share:.2f}, waiting for evidence for {need} "
+        f"({elapsed_s:.0f}s in; an operator may promote by hand)"
+    )
+    return Verdict("wait", reason, found)
 
 
 def teacher_evidence(labels: pd.DataFrame, version: int, shadow: bool) -> tuple[int, int]:

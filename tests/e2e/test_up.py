@@ -97,7 +97,10 @@ def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> 
     assert movies.teacher_accuracy > 0.6 and tweets.teacher_accuracy > 0.7
     assert movies.round != "no round", "the movie traffic did not trigger a round"
     assert tweets.round != "no round", "the shift to tweets did not trigger a round"
-    assert tweets.student_after >= tweets.student_before - 0.05
+    # the shift's round got through the gate, shadow and canary, and the promoted student is
+    # better on held-out tweets than the one before it (a rejected round leaves them equal)
+    assert tweets.round.endswith("promoted"), result.table()
+    assert tweets.student_after > tweets.student_before, result.table()
 
 
 def test_status_command_reports_the_running_loop(service: str) -> None:

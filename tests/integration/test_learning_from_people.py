@@ -59,8 +59,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, vader_ready: Any) -> Iterato
         scheduler=SchedulerSettings(enabled=False, seed_size=300, drift_every_s=3_600, poll_s=1),
         monitor=MonitorSettings(min_rows=30),
         gate=GateSettings(min_holdout=5, first_version_min_agreement=0, min_golden_rows=20),
+        # no traffic flows while a round's rollout runs here (its subject is the round), so
+        # the canary is promoted on the timer, not held for evidence (tests/unit/test_rollout)
         rollout=RolloutSettings(
-            shadow_s=2, canary_s=2, max_stage_s=8, min_requests=10, min_labels=5, report_s=1
+            shadow_s=2,
+            canary_s=2,
+            max_stage_s=8,
+            min_requests=10,
+            min_labels=5,
+            report_s=1,
+            timeout_promotes=True,
         ),
     )
     running = up(settings)

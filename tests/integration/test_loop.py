@@ -215,6 +215,7 @@ def test_status_reports_version_labels_and_drift(loop: Running) -> None:
     import ray
 
     # traffic after v2's window, so that a drift check measures against v2's training window
+    sent = 6 * 8
     for chunk in range(6):  # within the teacher budget's burst
         _predict(loop, [f"traffic {chunk}-{i}: a film I would watch again" for i in range(8)])
         time.sleep(0.5)
@@ -223,19 +224,21 @@ def test_status_reports_version_labels_and_drift(loop: Running) -> None:
     while time.monotonic() < deadline:
         status = ray.get(loop.scheduler.status.remote())
         drift = status["drift"] or {}
-        if drift.get("version") == status["current_version"]:
+        signals = status["signals"] or {}
+        labelled = min(status["labels_since_last_round"], signals.get("new_labels", 0)) >= sent
+        if drift.get("version") == status["current_version"] and labelled:
             break
         time.sleep(2)
     assert status["current_version"] >= 2
     assert set(status["replicas"].values()) == {status["current_version"]}
     assert len(status["replicas"]) == loop.settings.serve.num_replicas
-    assert status["labels_since_last_round"] >= 0
+    assert status["labels_since_last_round"] >= sent, status["labels_since_last_round"]
     assert status["last_round"]["version"] == 2
     drift = status["drift"]
     assert set(drift["share"]) == {"features", "embedding", "prediction"}
     assert all(0.0 <= share <= 1.0 for share in drift["share"].values())
     assert drift["version"] == status["current_version"]
-    assert status["signals"]["new_labels"] >= 0
+    assert status["signals"]["new_labels"] >= sent, status["signals"]
     assert status["trigger"]["reason"]  # decided on every tick, even with rounds switched off
     reports = httpx.get(f"{loop.api_url}/v1/reports", timeout=10).json()["reports"]
     assert reports and reports[0]["url"] == f"/v1/reports/{reports[0]['name']}"

@@ -103,18 +103,63 @@ def test_advances_once_stage_time_is_up_and_every_check_passed() -> None:
     assert evaluate("canary", 20, GOOD, GOOD, CFG).action == "advance"
 
 
-def test_max_stage_s_advances_without_evidence_and_names_unmeasured_checks() -> None:
+def test_max_stage_s_advances_a_shadow_without_evidence_and_names_unmeasured_checks() -> None:
     quiet = Evidence()
-    assert evaluate("canary", 99, quiet, quiet, CFG).action == "wait"
-    verdict = evaluate("canary", 100, quiet, quiet, CFG)
-    assert verdict.action == "advance"
+    assert evaluate("shadow", 99, quiet, quiet, CFG).action == "wait"
+    verdict = evaluate("shadow", 100, quiet, quiet, CFG)
+    assert verdict.action == "advance"  # into canary: users are not all on it yet
     assert verdict.reason == (
-        "canary: no check failed in 100s (not enough evidence for "
-        "teacher_agreement, negative_feedback, error_rate, p99_latency)"
+        "shadow: no check failed in 100s (not enough evidence for teacher_agreement, error_rate)"
     )
     partly = evaluate("shadow", 100, GOOD, replace(GOOD, labelled=0, agreed=0), CFG)
     assert partly.action == "advance"
     assert partly.reason.endswith("(not enough evidence for teacher_agreement)")
+
+
+def test_a_canary_without_required_evidence_is_held_and_widened_never_promoted() -> None:
+    quiet = Evidence()
+    held = evaluate("canary", 100, quiet, quiet, CFG, held_s=100)
+    assert held.action == "widen" and held.share == pytest.approx(0.2)  # 0.1 × share_step 2
+    assert held.reason == (
+        "canary: no evidence for teacher_agreement, error_rate, p99_latency after 100s at "
+        "share 0.10: share raised to 0.20"
+    )
+    # just widened: held there until another max_stage_s passes
+    waiting = evaluate("canary", 150, quiet, quiet, CFG, share=0.2, held_s=50)
+    assert waiting.action == "wait"
+    assert waiting.reason == (
+        "canary: held at share 0.20, waiting for evidence for teacher_agreement, error_rate, "
+        "p99_latency (150s in; an operator may promote by hand)"
+    )
+    assert evaluate("canary", 200, quiet, quiet, CFG, share=0.4, held_s=100).share == 0.5  # cap
+    widest = evaluate("canary", 10_000, quiet, quiet, CFG, share=0.5, held_s=3_599)
+    assert widest.action == "wait"
+    gone = evaluate("canary", 10_000, quiet, quiet, CFG, share=0.5, held_s=3_600)
+    assert gone.action == "rollback" and "not promoted on a timer" in gone.reason
+
+
+def test_a_canary_missing_only_optional_evidence_advances_naming_it() -> None:
+    unrated = replace(GOOD, rated=0, negative=0)  # nobody rated: feedback is optional
+    verdict = evaluate("canary", 100, unrated, unrated, CFG)
+    assert verdict.action == "advance"
+    assert verdict.reason.endswith("(not enough evidence for negative_feedback)")
+    assert evaluate("canary", 99, unrated, unrated, CFG).action == "wait"
+
+
+def test_timeout_promotes_restores_promotion_on_the_timer() -> None:
+    quiet = Evidence()
+    timer = CFG.model_copy(update={"timeout_promotes": True})
+    assert evaluate("canary", 100, quiet, quiet, timer).action == "advance"
+    human = evaluate("canary", 100, GOOD, replace(GOOD, labelled=0, agreed=0), CFG, "human")
+    assert human.action == "advance"  # a skipped check is not missing evidence
+
+
+def test_rollout_settings_name_an_unknown_required_check_and_a_narrow_cap() -> None:
+    with pytest.raises(ValidationError, match="'agreement'"):
+        RolloutSettings(required_checks="error_rate,agreement")
+    with pytest.raises(ValidationError, match=r"max_canary_share=0\.05"):
+        RolloutSettings(max_canary_share=0.05)
+    assert RolloutSettings(required_checks="").required() == set()
 
 
 def test_failure_rolls_back_even_after_max_stage_s() -> None:
