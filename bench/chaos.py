@@ -12,7 +12,7 @@ For each: failed predictions (goal: none beyond the requests in flight on a kill
 accepted feedback lost (a 202 whose request id never reaches the store; goal 0), and seconds
 until the loop labels and stores again; for the scheduler, also until its rollout, read back
 from the registry, decides again. Writes ``bench/results/chaos.json`` and ``.md``; the
-integration test ``tests/integration/test_survives_kills.py`` runs the same phases.
+integration test ``tests/integration/test_zero_loss_under_kills.py`` runs the same phases.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """One validated settings class per component, read from ``DISTILLERY_*`` environment variables:
 here the paths, Kafka and serving, and ``Settings``, which holds every component; the learning
-loop's classes live in ``distillery.loop_settings`` and are re-exported here.
+loop's classes live in ``distillery.loop_settings`` and ``distillery.release_settings`` and are
+re-exported here.
 
 Defaults run the whole loop on one machine with nothing set. Every field is validated, and a bad
 value raises a ``pydantic.ValidationError`` that names the field and the value.
@@ -23,9 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from distillery.loop_settings import (
-    GateSettings,
     MonitorSettings,
-    RolloutSettings,
     SchedulerSettings,
     StoreSettings,
     StudentSettings,
@@ -34,6 +33,7 @@ from distillery.loop_settings import (
     TrustSettings,
     env_prefix,
 )
+from distillery.release_settings import GateSettings, RolloutSettings
 
 __all__ = [
     "EnvVar", "GateSettings", "KafkaSettings", "MonitorSettings", "PathSettings",
