@@ -51,7 +51,7 @@ class FeedbackRequest(BaseModel):
     )
     rating: int = Field(ge=1, le=5, description="1 (bad) … 5 (good)")
     corrected_label: StrictStr | None = Field(
-        default=None, description="the right label, one of the task's labels"
+        default=None, max_length=200, description="the right label, one of the task's labels"
     )
 
 

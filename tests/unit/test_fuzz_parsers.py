@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,6 +46,9 @@ def test_any_body_is_a_model_or_a_422_never_another_error(
         assert isinstance(validate(body, model), model)
     except RequestValidationError as exc:
         assert all(error["loc"][0] == "body" for error in exc.errors())
+        # what FastAPI's handler then sends: it must encode (a failure here was a 500)
+        sent = json.dumps({"detail": jsonable_encoder(exc.errors())}, allow_nan=False)
+        assert len(sent) < 20_000
 
 
 @PROPERTY
@@ -74,6 +78,18 @@ def test_check_texts_names_the_field_or_passes(texts: list[str], limit: int) -> 
     broken = not texts or len(texts) > limit or any(not t.strip() or len(t) > 20 for t in texts)
     assert (reason is not None) == broken
     assert reason is None or reason.startswith("text")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff\xfe{", b'{"text": "\xc3"}', b'{"text": 1e999999}', b'{"rating": -1e999}', b"[" * 500],
+)
+def test_a_body_that_broke_the_error_handler_gets_a_422_it_can_send(body: bytes) -> None:
+    """Found by test_fuzz_routes on the live service: each of these was a 500."""
+    with pytest.raises(RequestValidationError) as caught:
+        validate(body, PredictRequest)
+    sent = json.dumps({"detail": jsonable_encoder(caught.value.errors())}, allow_nan=False)
+    assert "body" in sent and len(sent) < 2_000
 
 
 def test_a_lone_surrogate_escape_is_a_422_not_a_500() -> None:
