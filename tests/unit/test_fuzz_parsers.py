@@ -85,7 +85,7 @@ def test_check_texts_names_the_field_or_passes(texts: list[str], limit: int) -> 
     [b"\xff\xfe{", b'{"text": "\xc3"}', b'{"text": 1e999999}', b'{"rating": -1e999}', b"[" * 500],
 )
 def test_a_body_that_broke_the_error_handler_gets_a_422_it_can_send(body: bytes) -> None:
-    """Found by test_fuzz_routes on the live service: each of these was a 500."""
+    """Found by tests/integration/test_loop_fuzz.py on the live service: each of these was a 500."""
     with pytest.raises(RequestValidationError) as caught:
         validate(body, PredictRequest)
     sent = json.dumps({"detail": jsonable_encoder(caught.value.errors())}, allow_nan=False)
