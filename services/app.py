@@ -371,7 +371,8 @@ class StudentIngress:
             self._replayed = replayed
 
     def _sample(self, event: SampledPrediction) -> None:
-        decision = self.sampler.decide(event)
+        variant = self._variant()
+        decision = self.sampler.decide(event, variant is not None and variant.stage == "canary")
         if decision.event is None:
             self.metrics.skipped.inc(
                 tags={"reason": decision.reason, "candidate": decision.candidate}

@@ -5,8 +5,12 @@ that got feedback, then predictions the student is unsure of (low margin between
 labels: uncertainty sampling, Lewis & Gale 1994), then inputs far from its training window
 (``models.novelty``), then a uniform base rate that keeps the training data representative.
 Uniform picks may only spend the upper half of the bucket, so a burst of routine traffic cannot
-starve the priority reasons. Unsampled requests stay in a bounded, expiring cache so that feedback
-on them can still bring their text to the teacher.
+starve the priority reasons, except during a canary: then a uniform draw is taken first and from
+the whole bucket, because the rollout compares the two versions on uniform picks only (targeted
+picks follow each version's own margins) and, under steady load with a weak student, the
+priority reasons kept the bucket below half and the canary never got its evidence. Unsampled
+requests stay in a bounded, expiring cache so that feedback on them can still bring their text
+to the teacher.
 
 Predictions never wait on Kafka: sampled events go into a bounded queue drained by one thread;
 when it is full the event is dropped and counted.
@@ -58,8 +62,13 @@ def margin(probs: list[float]) -> float:
     return float(top[0] - top[1]) if len(top) > 1 else 1.0
 
 
-def candidate(event: SampledPrediction, policy: Policy, draw: float) -> SampleReason | None:
-    """Why ``event`` should go to the teacher, or None; ``draw`` is uniform in [0, 1)."""
+def candidate(
+    event: SampledPrediction, policy: Policy, draw: float, canary: bool = False
+) -> SampleReason | None:
+    """Why ``event`` should go to the teacher, or None; ``draw`` is uniform in [0, 1). In a
+    ``canary`` the uniform draw comes first: it must not depend on the answering version."""
+    if canary and draw < policy.base_rate:
+        return "uniform"
     if margin(event.student_probs) < policy.margin_below:
         return "low_margin"
     if event.novelty is not None and event.novelty > policy.novelty_above:
@@ -128,12 +137,14 @@ class Sampler:
         self._unsampled: OrderedDict[str, tuple[float, SampledPrediction]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def decide(self, event: SampledPrediction) -> Decision:
-        """Send ``event`` to the teacher now, or keep it in case feedback arrives."""
-        reason = candidate(event, self.policy, self.rng.random())
+    def decide(self, event: SampledPrediction, canary: bool = False) -> Decision:
+        """Send ``event`` to the teacher now, or keep it in case feedback arrives; ``canary``:
+        a rollout is in canary (uniform picks first, from the whole bucket)."""
+        reason = candidate(event, self.policy, self.rng.random(), canary)
         with self._lock:
             if reason is not None:
-                floor = self.budget.capacity * self.UNIFORM_RESERVE if reason == "uniform" else 0
+                reserve = reason == "uniform" and not canary
+                floor = self.budget.capacity * self.UNIFORM_RESERVE if reserve else 0
                 if self.budget.take(floor):
                     return Decision(event.model_copy(update={"reason": reason}), reason, reason)
             self._keep(event)

@@ -3,9 +3,9 @@ surrogates, NUL, huge numbers, deep nesting, wrong types, raw bytes and the larg
 bounds admit. Every answer is 2xx or 4xx, never 5xx, and a 4xx says why.
 
 It runs after test_loop.py (by name), so the shared loop starts there, not while the modules
-with stacks of their own run. Nothing here may change the loop the other tests share: predictions opt out of training, tokens
-are invented or mangled (no feedback is accepted), and the operator token is only sent with an
-action that does not exist.
+with stacks of their own run. Nothing here may change the loop the other tests share:
+predictions opt out of training, tokens are invented or mangled (no feedback is accepted), and
+the operator token is only sent with an action that does not exist.
 """
 
 from __future__ import annotations

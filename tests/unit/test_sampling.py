@@ -109,6 +109,21 @@ def test_uniform_picks_leave_half_the_bucket_to_priority_reasons() -> None:
     assert priority == 5  # the reserve is there for unsure predictions
 
 
+def test_in_a_canary_a_uniform_draw_comes_first_and_spends_the_whole_bucket() -> None:
+    """The rollout compares versions on uniform picks only; priority picks had starved them."""
+    unsure = [0.5, 0.5]  # every text low-margin: outside a canary none is ever "uniform"
+    outside = _sampler(1.0, cache_size=0, per_min=10)
+    assert {outside.decide(_event(i, unsure)).reason for i in range(100)} <= {
+        "low_margin", "over_budget",
+    }  # fmt: skip
+    inside = _sampler(1.0, cache_size=0, per_min=10)
+    picks = [inside.decide(_event(i, unsure), canary=True) for i in range(100)]
+    assert [d.reason for d in picks if d.event is not None] == ["uniform"] * 10  # all 10 tokens
+    half = _sampler(0.5, cache_size=0, per_min=1_000, seed=3)  # the draw still decides
+    share = sum(half.decide(_event(i), canary=True).reason == "uniform" for i in range(2_000))
+    assert 900 < share < 1_100
+
+
 def test_feedback_is_sampled_even_with_no_budget_left() -> None:
     sampler = _sampler(0.0, per_min=1)
     sampler.decide(_event(0, [0.5, 0.5]))  # spends the only token
