@@ -48,7 +48,9 @@ class Running:
     ui: EvidentlyUI | None = None
 
     def stop(self) -> None:
-        """Stop everything this launcher started, newest first; safe to call twice."""
+        """Stop everything this launcher started, newest first; safe to call twice. Each step
+        runs even if one before it failed (a Serve shutdown that raised had left the broker
+        running), and the first failure is raised at the end."""
         import ray
         from ray import serve
 
@@ -57,24 +59,31 @@ class Running:
                 ray.get(actor.stop.remote(), timeout=10)
             except Exception:
                 log.debug("actor already gone", exc_info=True)
+        steps: list[Any] = []
         if ray.is_initialized():
+            steps += [serve.shutdown, self._kill_actors, ray.shutdown]
+        steps += [
+            part.stop for part in (self.supervisor, self.broker, self.llm, self.ui)
+            if part is not None
+        ]  # fmt: skip
+        failed: BaseException | None = None
+        for step in steps:
             try:
-                serve.shutdown()
-            finally:
-                for actor in (self.scheduler, self.labeler, self.store):
-                    try:
-                        ray.kill(actor)
-                    except Exception:
-                        log.debug("actor already gone", exc_info=True)
-                ray.shutdown()
-        if self.supervisor is not None:
-            self.supervisor.stop()
-        if self.broker is not None:
-            self.broker.stop()
-        if self.llm is not None:
-            self.llm.stop()
-        if self.ui is not None:
-            self.ui.stop()
+                step()
+            except Exception as exc:
+                log.warning("stopping: %s failed: %s", getattr(step, "__qualname__", step), exc)
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    def _kill_actors(self) -> None:
+        import ray
+
+        for actor in (self.scheduler, self.labeler, self.store):
+            try:
+                ray.kill(actor)  # no_restart: Ray would otherwise start it again
+            except Exception:
+                log.debug("actor already gone", exc_info=True)
 
 
 def start_evidently_ui(settings: Settings, say: Any = print) -> EvidentlyUI | None:

