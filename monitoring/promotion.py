@@ -48,13 +48,12 @@ def candidate_spec(settings: Settings, registry: Registry) -> CandidateSpec | No
     if running is None:
         return None
     cfg = settings.rollout
-    canary = cfg.canary_share if running.share is None else running.share
     return CandidateSpec(
         version=running.candidate,
         path=registry.location(running.candidate),
         store=registry.store_url,
         stage=running.stage,
-        share=cfg.shadow_share if running.stage == "shadow" else canary,
+        share=cfg.shadow_share if running.stage == "shadow" else running.canary_share(cfg),
         id=running.id,
     )
 
@@ -205,7 +204,7 @@ class Promotion:
             held = now - (running.widened_at or running.stage_started_at)
             verdict = rollout.evaluate(
                 running.stage, elapsed, stable, candidate, self.settings.rollout,
-                self._referee(running), running.share, held,
+                self._referee(running), running.canary_share(self.settings.rollout), held,
             )  # fmt: skip
             record = {
                 **verdict.to_dict(), "stable": asdict(stable), "candidate": asdict(candidate),

@@ -263,7 +263,7 @@ class StudentIngress:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         elif event is not None:
-            self._sample(event)
+            self._sample(event, canary=variant is not None and variant.stage == "canary")
 
     async def _mirror(
         self, variant: Variant, text: str, probs: np.ndarray, event: SampledPrediction | None
@@ -370,9 +370,9 @@ class StudentIngress:
             self.metrics.replayed.inc(replayed - self._replayed)
             self._replayed = replayed
 
-    def _sample(self, event: SampledPrediction) -> None:
-        variant = self._variant()
-        decision = self.sampler.decide(event, variant is not None and variant.stage == "canary")
+    def _sample(self, event: SampledPrediction, canary: bool = False) -> None:
+        """``canary``: a rollout's canary is live (the caller has its variant in hand)."""
+        decision = self.sampler.decide(event, canary)
         if decision.event is None:
             self.metrics.skipped.inc(
                 tags={"reason": decision.reason, "candidate": decision.candidate}

@@ -166,9 +166,9 @@ def decide(
         )
         return GateReport(False, [], reason, referee)
     if referee == "teacher":
-        noise = z * paired_se(candidate.hits, current.hits)
-        margin = settings.agreement_margin + noise
-        checks.append(_at_least("agreement", candidate.agreement, current.agreement, margin))
+        checks.append(_agreement(
+            candidate.agreement, current.agreement, candidate.hits, current.hits, settings
+        ))  # fmt: skip
     else:
         checks += _trusted_agreement(candidate, current, settings)
     enough = candidate.golden_rows >= settings.min_golden_rows  # a few labels are noise
@@ -233,9 +233,20 @@ def _trusted_agreement(
     if int(trusted.sum()) < settings.min_holdout:
         return []
     cand, cur = np.array(candidate.hits)[trusted], np.array(current.hits)[trusted]  # (T,) each
-    noise = settings.confidence_z * paired_se(tuple(cand), tuple(cur))
-    margin = settings.agreement_margin + noise
-    return [_at_least("agreement", float(cand.mean()), float(cur.mean()), margin)]
+    return [_agreement(float(cand.mean()), float(cur.mean()), tuple(cand), tuple(cur), settings)]
+
+
+def _agreement(
+    candidate: float,
+    current: float,
+    candidate_hits: tuple[bool, ...],
+    current_hits: tuple[bool, ...],
+    settings: GateSettings,
+) -> Check:
+    """Teacher agreement may drop ``agreement_margin`` plus ``confidence_z`` paired standard
+    errors of the difference on the same rows."""
+    noise = settings.confidence_z * paired_se(candidate_hits, current_hits)
+    return _at_least("agreement", candidate, current, settings.agreement_margin + noise)
 
 
 def _slice_checks(candidate: Measures, current: Measures, settings: GateSettings) -> list[Check]:

@@ -64,6 +64,10 @@ class Rollout(BaseModel):
     def key(self) -> str:
         return stage_key(self.id, self.stage)
 
+    def canary_share(self, cfg: RolloutSettings) -> float:
+        """The canary's share of traffic now: widened, else the configured one."""
+        return cfg.canary_share if self.share is None else self.share
+
 
 @dataclass(frozen=True)
 class Evidence:
