@@ -11,6 +11,8 @@ import random
 import re
 import shutil
 import subprocess
+import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -114,12 +116,34 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def provenance() -> dict[str, str]:
+    """What produced a result: the command, the commit (``+dirty`` with uncommitted changes) and
+    the UTC date, so a table in the docs names the code it measured."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short=10", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+dirty"
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = f"python -m {spec.name}" if spec is not None else Path(sys.argv[0]).name
+    command = " ".join([program, *sys.argv[1:]])
+    when = time.strftime("%Y-%m-%d", time.gmtime())
+    return {"commit": commit, "command": command, "date": when}
+
+
 def write_results(name: str, payload: dict[str, Any], table: str) -> tuple[Path, Path]:
-    """``bench/results/<name>.json`` and ``.md``; returns both paths."""
+    """``bench/results/<name>.json`` and ``.md``, each naming its command and commit; returns
+    both paths."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
+    made = provenance()
+    payload = {**payload, "provenance": made}
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
-    md_path.write_text(table)
+    footer = f"\n_`{made['command']}` at commit `{made['commit']}`, {made['date']}._\n"
+    md_path.write_text(table.rstrip("\n") + "\n" + footer)
     return json_path, md_path
 
 
