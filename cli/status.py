@@ -102,6 +102,32 @@ def _trust(status: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cascade(status: dict[str, Any]) -> list[str]:
+    """The cascade's default and the threshold offered for the serving student, with its
+    guarantee (``training.selective``)."""
+    cascade = status.get("cascade")
+    if not cascade:
+        return []
+    default = cascade["min_confidence"]
+    now = f"default min_confidence {default:g}" if default else "off by default"
+    offered = cascade.get("offered")
+    if not offered:
+        return [f"cascade   {now}; no threshold offered yet (none before a gate)"]
+    share = f"{offered['target']:.3f} accuracy on the texts it answers"
+    if offered["threshold"] is None:
+        return [
+            f"cascade   {now}; no min_confidence keeps v{cascade['version']} at {share} "
+            f"({offered['rows']} gate rows): the teacher would answer everything"
+        ]
+    return [
+        f"cascade   {now}; offered for v{cascade['version']}: min_confidence "
+        f"{offered['threshold']:.3f} keeps the student at ≥ {share} with probability "
+        f"{1 - offered['delta']:.2f} (measured {offered['accuracy']:.3f}, bound "
+        f"{offered['lower_bound']:.3f}); the student answers {offered['coverage']:.0%} of "
+        f"{offered['rows']} gate rows"
+    ]
+
+
 def summary(status: dict[str, Any], now: float | None = None) -> str:
     """A readable page of the status: serving version, rollout and its checks, labels since the
     last round, round progress, drift, triggers, the teacher, and the last error."""
@@ -119,6 +145,7 @@ def summary(status: dict[str, Any], now: float | None = None) -> str:
         _trigger(status),
         *_teacher(status),
         *_trust(status),
+        *_cascade(status),
     ]
     if status.get("last_error"):
         lines.append(f"error     {status['last_error']}")

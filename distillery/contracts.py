@@ -96,3 +96,18 @@ class VariantReport(_Contract):
     versions: dict[int, VersionCounts] = Field(default_factory=dict)
     compared: int = Field(default=0, ge=0)  # mirrored texts
     agreed: int = Field(default=0, ge=0)  # ... where the shadow agreed with the stable student
+
+
+class Selection(_Contract):
+    """The cascade's offered ``min_confidence`` for one student version (``training.selective``,
+    shown by ``distillery status``): θ, the share of the gate's rows at or above it, their
+    accuracy, and its lower bound at probability 1 − δ. θ None: no θ met the target (the teacher
+    would answer everything)."""
+
+    threshold: float | None
+    coverage: float
+    accuracy: float | None
+    lower_bound: float | None
+    target: float
+    delta: float
+    rows: int

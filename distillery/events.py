@@ -13,7 +13,8 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
-SampleReason = Literal["uniform", "low_margin", "novel", "feedback", "relabel"]
+# deferred: the cascade asked the teacher to answer the text (``services.cascade``)
+SampleReason = Literal["uniform", "low_margin", "novel", "feedback", "relabel", "deferred"]
 
 
 class Topics:

@@ -32,6 +32,7 @@ class ServeMetrics:
     spool_quarantined: Any  # torn or unreadable spool lines set aside, on this replica's disk
     candidate_errors: Any  # a rollout candidate failed a text (the stable student answered)
     shadow_compared: Any  # mirrored texts, by whether the shadow agreed with the stable student
+    cascade: Any  # texts below min_confidence, by outcome (deferred, or which budget stopped it)
 
 
 def serve_metrics() -> ServeMetrics:
@@ -75,6 +76,12 @@ def serve_metrics() -> ServeMetrics:
             boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
         ),
         batches=metrics.Counter("distillery_batches_total", "Student forwards."),
+        cascade=metrics.Counter(
+            "distillery_cascade_total",
+            "Texts below min_confidence: deferred (the teacher answered), teacher_budget, "
+            "latency_budget or teacher_unavailable (the student answered).",
+            tag_keys=_tags("outcome"),
+        ),
         swap_failed=metrics.Counter(
             "distillery_swap_failed_total", "Hot swaps that kept the old version."
         ),

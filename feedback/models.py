@@ -6,7 +6,12 @@ the 422 names the field and the limit.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+# What the cascade did with a text below min_confidence (``services.cascade``).
+DeferralReason = Literal["deferred", "teacher_budget", "latency_budget", "teacher_unavailable"]
 
 
 class PredictRequest(BaseModel):
@@ -25,6 +30,19 @@ class PredictRequest(BaseModel):
         max_length=200,
         description="during a canary, requests with the same key get the same student",
     )
+    min_confidence: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="the cascade: a text whose student top probability is below this is answered "
+        "by the teacher, within the budgets (default: the deployment's serve.min_confidence)",
+    )
+    teacher_timeout_ms: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="the most this request waits for the teacher, in ms; at most the "
+        "deployment's serve.cascade_timeout_ms, which is also the default",
+    )
 
     def texts(self) -> list[str]:
         return [self.text] if isinstance(self.text, str) else list(self.text)
@@ -34,8 +52,17 @@ class Prediction(BaseModel):
     request_id: str
     label: str
     probabilities: dict[str, float] = Field(description="per label, summing to 1")
-    model_version: int
+    model_version: int = Field(description="the student version that answered, or was asked")
     feedback_token: str = Field(description="send it back with feedback on this answer")
+    answered_by: Literal["student", "teacher"] = "student"
+    deferred: bool = Field(default=False, description="the cascade handed this text to the teacher")
+    deferral: DeferralReason | None = Field(
+        default=None,
+        description="why the cascade did or did not defer a text below min_confidence: "
+        "deferred, teacher_budget (per minute, spent), latency_budget (the teacher took too "
+        "long), teacher_unavailable",
+    )
+    teacher_id: str | None = Field(default=None, description="the teacher that answered")
 
 
 class PredictResponse(BaseModel):

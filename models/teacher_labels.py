@@ -3,15 +3,17 @@
 The labeler (``services.labeler``) and the bootstrap (``training.cycle.seed_rows``) both turn a
 ``Teacher``'s ``TeacherBatch`` into ``TeacherLabel`` events here, so a seed label and a live one
 carry the same fields; an answer the teacher gave that cannot be read becomes a dead letter with
-its raw text (the caller sends it).
+its raw text (the caller sends it). ``parse_batch`` decodes and dedupes a polled batch;
+``Recent`` remembers the request ids already labelled.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from distillery import bus
-from distillery.events import SampledPrediction, TeacherLabel
+from distillery.events import DecodeError, SampledPrediction, TeacherLabel, decode
 from distillery.task import Task
 from models.teacher import Teacher, TeacherCost
 
@@ -62,3 +64,43 @@ def to_labels(
         for i, raw in sorted(answer.unreadable.items())
     ]
     return Labelled(labels, unreadable, answer.cost)
+
+
+def parse_batch(
+    records: list[bus.Record], n_labels: int
+) -> tuple[list[tuple[bus.Record, SampledPrediction]], list[tuple[bus.Record, str]]]:
+    """Split records into (record, event) to label, deduped by request id, and (record, reason)."""
+    good: dict[str, tuple[bus.Record, SampledPrediction]] = {}
+    bad: list[tuple[bus.Record, str]] = []
+    for record in records:
+        try:
+            event = decode(SampledPrediction, record.value)
+        except DecodeError as exc:
+            bad.append((record, str(exc)))
+            continue
+        if len(event.student_probs) != n_labels:
+            reason = f"student_probs has {len(event.student_probs)} values, task has {n_labels}"
+            bad.append((record, reason))
+            continue
+        good.setdefault(event.request_id, (record, event))
+    return list(good.values()), bad
+
+
+class Recent:
+    """A bounded set of request ids, oldest forgotten first."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, request_id: str) -> None:
+        self._ids[request_id] = None
+        self._ids.move_to_end(request_id)
+        while len(self._ids) > self.maxsize:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)

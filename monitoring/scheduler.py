@@ -226,6 +226,18 @@ class Scheduler:
                 self.settings.teacher, self.task, self.registry, labeler_health()
             ),
             "trust": self._trust(),
+            "cascade": self._cascade(),
+        }
+
+    def _cascade(self) -> dict[str, Any]:
+        """The deployment's default ``min_confidence`` and the threshold offered for the
+        serving student at its gate (``training.selective``; None before any gate)."""
+        current = self.registry.current()
+        offered = None if current is None else self.registry.get(current).cascade
+        return {
+            "min_confidence": self.settings.cascade.min_confidence,
+            "offered": None if offered is None else offered.model_dump(),
+            "version": current,
         }
 
     def _trust(self) -> dict[str, Any] | None:

@@ -15,16 +15,15 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import HTTPException, Request, Response
 from ray import serve
 
 from distillery import bus
-from distillery.actors import find_scheduler, labeler_health_async
+from distillery.actors import labeler_health_async
 from distillery.contracts import CandidateSpec, StudentConfig
 from distillery.events import SampledPrediction, Topics, encode
 from distillery.metrics import serve_metrics
@@ -44,59 +43,30 @@ from feedback.tokens import load_secret, sign
 from models.student import Student
 from services import operator_api
 from services.access import Access
+from services.cascade import Cascade
 from services.edge import (
     ERRORS,
+    LeanAPI,
     body_schema,
     json_response,
     parse,
     within,
 )
 from services.recall import Recall
-from services.sampling import Policy, Publisher, Sampler, TokenBucket
-from services.slots import Slot
+from services.sampling import Publisher, make_sampler
+from services.slots import Slot, Variant, report_serving
 from services.variants import VariantStats, report_forever
 from training.model_store import ModelStore, local_copy
 from training.rollout import stage_key, takes_candidate
 
 log = logging.getLogger(__name__)
-api = FastAPI(
+api = LeanAPI(
     title="distillery",
     version="1",
     description="A student classifier that keeps learning from a teacher on live traffic.",
 )
+api.lean = {("POST", "/v1/predict"): "predict"}  # the hot route skips FastAPI's machinery
 api.include_router(operator_api.router)
-
-
-def report_serving(version: int) -> None:
-    """Tell the scheduler which version this replica now answers with (fire and forget)."""
-    replica = serve.get_replica_context().replica_id.unique_id
-    scheduler = find_scheduler()
-    if scheduler is None:
-        log.info("no scheduler to tell that replica %s serves v%d", replica, version)
-    else:
-        scheduler.report_serving.remote(replica, version)
-
-
-def make_sampler(settings: Settings) -> Sampler:
-    """This replica's sampler: its share of the teacher budget, the cache for the join window."""
-    serve_cfg = settings.serve
-    policy = Policy(
-        serve_cfg.sample_rate, serve_cfg.sample_margin_below, serve_cfg.sample_novelty_above
-    )
-    budget = TokenBucket(settings.teacher.labels_per_min() / serve_cfg.num_replicas)
-    return Sampler(policy, budget, serve_cfg.unsampled_cache_size, settings.store.join_window_s)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """The rollout candidate as routing sees it: ``shadow`` answers a ``share`` of texts
-    unseen; ``canary`` answers a ``share`` of texts for real."""
-
-    student: Student
-    version: int
-    stage: str
-    share: float
-    rollout_id: str
 
 
 Answer = tuple[np.ndarray, int, float | None]  # probabilities (C,), version, novelty
@@ -123,6 +93,7 @@ class StudentIngress:
         self.access = Access(self.settings)
         serve_cfg = self.settings.serve
         self.sampler = make_sampler(self.settings)
+        self.cascade = Cascade(self.settings, self.secret, self.task.label_names)
         self.publisher = Publisher(
             self.settings.kafka,
             serve_cfg.sample_queue_size,
@@ -309,20 +280,26 @@ class StudentIngress:
             serve_cfg.request_timeout_s,
             "prediction",
         )
-        predictions = []
-        for text, (probs, version, novelty) in zip(texts, answers, strict=True):
-            prediction, event = self._answer(
-                text, probs, version, novelty, body.allow_training, key_id
-            )
-            predictions.append(prediction)
-            self._after(text, probs, event)
+        built = [self._answer(t, *a, key_id) for t, a in zip(texts, answers, strict=True)]
+        reviewed = await self.cascade.review_all(built, body)
+        for text, answer, (_, event), done in zip(texts, answers, built, reviewed, strict=True):
+            if done.prediction.deferral is not None:
+                self.metrics.cascade.inc(tags={"outcome": done.prediction.deferral})
+            if not body.allow_training:
+                self.metrics.skipped.inc(tags={"reason": "opt_out", "candidate": "none"})
+            sample = body.allow_training and not done.labelled
+            self._after(text, answer[0], event if sample else None)
+        predictions = [r.prediction for r in reviewed]
+        self._count(predictions)
+        self.metrics.latency_s.observe(time.perf_counter() - start)
+        return json_response(PredictResponse(predictions=predictions))
+
+    def _count(self, predictions: list[Prediction]) -> None:
         answered = Counter((p.model_version, p.label) for p in predictions)
         for (version, label), count in answered.items():
             self.metrics.predictions.inc(
                 count, tags={"model_version": str(version), "label": label}
             )
-        self.metrics.latency_s.observe(time.perf_counter() - start)
-        return json_response(PredictResponse(predictions=predictions))
 
     def _identify(self, request: Request, route: str) -> str:
         try:
@@ -332,29 +309,19 @@ class StudentIngress:
             raise
 
     def _answer(
-        self,
-        text: str,
-        probs: np.ndarray,
-        version: int,
-        novelty: float | None,
-        sample: bool,
-        key_id: str,
-    ) -> tuple[Prediction, SampledPrediction | None]:
-        """The answer, and the event the sampler may send to the teacher (None: opted out)."""
+        self, text: str, probs: np.ndarray, version: int, novelty: float | None, key_id: str
+    ) -> tuple[Prediction, SampledPrediction]:
+        """The student's answer, and the event the sampler or the cascade may send on."""
         request_id = uuid.uuid4().hex
         label = self.task.label_names[int(probs.argmax())]
-        event = None
-        if sample:
-            event = SampledPrediction(
-                request_id=request_id,
-                text=text,
-                student_probs=[float(p) for p in probs],
-                model_version=version,
-                novelty=novelty,
-                key_id=key_id,
-            )
-        else:
-            self.metrics.skipped.inc(tags={"reason": "opt_out", "candidate": "none"})
+        event = SampledPrediction(
+            request_id=request_id,
+            text=text,
+            student_probs=[float(p) for p in probs],
+            model_version=version,
+            novelty=novelty,
+            key_id=key_id,
+        )
         return Prediction(
             request_id=request_id,
             label=label,

@@ -23,45 +23,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Any
 
 from distillery import bus
-from distillery.events import DecodeError, SampledPrediction, TeacherLabel, Topics, decode
+from distillery.events import (
+    DecodeError,
+    SampledPrediction,
+    TeacherLabel,
+    Topics,
+    decode,
+    encode,
+)
 from distillery.faults import failpoint
 from distillery.settings import Settings
 from distillery.task import Task
 from models.factory import build_teacher
 from models.openai_api import EndpointUnreachable
 from models.teacher import Teacher, TeacherCost, TeacherHealth, TeacherUnavailable
-from models.teacher_labels import Labelled, to_labels
+from models.teacher_labels import Labelled, Recent, parse_batch, to_labels
 
 log = logging.getLogger(__name__)
 GROUP = "distillery-labeler"
 MAX_PENDING = 2  # batches handed to the teacher and not yet sent: one labelled, one queued
-
-
-def parse_batch(
-    records: list[bus.Record], n_labels: int
-) -> tuple[list[tuple[bus.Record, SampledPrediction]], list[tuple[bus.Record, str]]]:
-    """Split records into (record, event) to label, deduped by request id, and (record, reason)."""
-    good: dict[str, tuple[bus.Record, SampledPrediction]] = {}
-    bad: list[tuple[bus.Record, str]] = []
-    for record in records:
-        try:
-            event = decode(SampledPrediction, record.value)
-        except DecodeError as exc:
-            bad.append((record, str(exc)))
-            continue
-        if len(event.student_probs) != n_labels:
-            reason = f"student_probs has {len(event.student_probs)} values, task has {n_labels}"
-            bad.append((record, reason))
-            continue
-        good.setdefault(event.request_id, (record, event))
-    return list(good.values()), bad
+CASCADE = "cascade"  # the source named on a cascade answer's dead letter
 
 
 def _one_torch_thread() -> None:
@@ -81,26 +69,6 @@ class Pending:
     bad: list[tuple[bus.Record, str]]
     skipped: int
     future: Future[Labelled] | None
-
-
-class Recent:
-    """A bounded set of request ids, oldest forgotten first."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, request_id: str) -> None:
-        self._ids[request_id] = None
-        self._ids.move_to_end(request_id)
-        while len(self._ids) > self.maxsize:
-            self._ids.popitem(last=False)
-
-    def __contains__(self, request_id: object) -> bool:
-        return request_id in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
 
 
 class Labeler:
@@ -123,6 +91,8 @@ class Labeler:
         self._rescan = threading.Event()
         self._stop = threading.Event()
         self._metrics: Any = None
+        self._producer: Any = None  # the cascade's, made on its first answer
+        self._producer_lock = threading.Lock()
 
     def _build_teacher(self) -> bool:
         """Build the configured teacher; an LLM endpoint that does not answer yet is waited for
@@ -348,8 +318,46 @@ class Labeler:
         if dead:
             self._metrics.dead_letters.inc(dead, tags={"topic": Topics.SAMPLED})
 
+    def answer(self, events: list[SampledPrediction], train: list[bool]) -> list[Any]:
+        """The cascade (``services.cascade``): the teacher's ``TeacherLabel`` for each text a
+        replica defers, now, on this actor's own thread beside the sampled stream. A label whose
+        request allows training is also sent to the labels topic, so it trains the student like
+        a sampled one without a second teacher call. None per text while the teacher is
+        unavailable, or for an answer it gave that cannot be read (sent as a dead letter)."""
+        _one_torch_thread()
+        batch = [(bus.Record(CASCADE, 0, i, encode(e)), e) for i, e in enumerate(events)]
+        try:
+            done = to_labels(batch, self.task, self.teacher, self.settings.train.hidden_weight > 0)
+        except TeacherUnavailable:
+            self._note_health()
+            return [None] * len(events)
+        self._note_health()
+        producer = self._answer_producer()
+        allowed = {e.request_id for e, ok in zip(events, train, strict=True) if ok}
+        for lab in done.labels:
+            if lab.request_id in allowed:
+                bus.send(producer, Topics.LABELS, lab, lab.request_id)
+        for record, reason in done.unreadable:
+            bus.send_dead_letter(producer, record, reason)
+        if self._metrics is not None:
+            self._metrics.labels.inc(len(allowed & {lab.request_id for lab in done.labels}))
+            self._cost(done.cost)
+        self.counts["cascade"] = self.counts.get("cascade", 0) + len(done.labels)
+        by_id = {lab.request_id: lab for lab in done.labels}
+        return [by_id.get(e.request_id) for e in events]
+
+    def _answer_producer(self) -> Any:
+        with self._producer_lock:
+            if self._producer is None:
+                self._producer = bus.make_producer(self.settings.kafka)
+            return self._producer
+
     def stop(self) -> None:
         self._stop.set()
+        with self._producer_lock:
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+                self._producer = None
 
     def stats(self) -> dict[str, int]:
         return dict(self.counts)

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from distillery import bus
 from distillery.events import SampledPrediction, SampleReason
-from distillery.settings import KafkaSettings
+from distillery.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
@@ -217,3 +217,13 @@ class Publisher:
             threading.Event().wait(0.01)
         if self._producer is not None:
             self._producer.flush(timeout=timeout_s)
+
+
+def make_sampler(settings: Settings) -> Sampler:
+    """This replica's sampler: its share of the teacher budget, the cache for the join window."""
+    serve_cfg = settings.serve
+    policy = Policy(
+        serve_cfg.sample_rate, serve_cfg.sample_margin_below, serve_cfg.sample_novelty_above
+    )
+    budget = TokenBucket(settings.teacher.labels_per_min() / serve_cfg.num_replicas)
+    return Sampler(policy, budget, serve_cfg.unsampled_cache_size, settings.store.join_window_s)

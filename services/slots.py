@@ -13,6 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ray import serve
+
+from distillery.actors import find_scheduler
 from models.student import Student
 
 log = logging.getLogger(__name__)
@@ -88,3 +91,25 @@ class Slot:
             self.loaded = Loaded(student, version)
         if self._on_switch is not None:
             self._on_switch(version)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The rollout candidate as routing sees it: ``shadow`` answers a ``share`` of texts
+    unseen; ``canary`` answers a ``share`` of texts for real."""
+
+    student: Student
+    version: int
+    stage: str
+    share: float
+    rollout_id: str
+
+
+def report_serving(version: int) -> None:
+    """Tell the scheduler which version this replica now answers with (fire and forget)."""
+    replica = serve.get_replica_context().replica_id.unique_id
+    scheduler = find_scheduler()
+    if scheduler is None:
+        log.info("no scheduler to tell that replica %s serves v%d", replica, version)
+    else:
+        scheduler.report_serving.remote(replica, version)

@@ -27,7 +27,7 @@ from feedback.examples import read_kind, read_labels, supersede_relabelled
 from feedback.keys import trusted_keys
 from feedback.store import write_shard
 from models.student import Student
-from training import gate, replay
+from training import gate, replay, selective
 from training.data import OldLabels, RoundData, build_round
 from training.registry import Registry, VersionMeta
 from training.round import run_round
@@ -179,7 +179,10 @@ def admit(
         trigger=trigger,
     )
     meta = registry.register(model_dir, meta)
-    report = _gate(settings, registry, meta.version, parent, data)
+    report, measured = _gate(settings, registry, meta.version, parent, data)
+    cfg = settings.cascade
+    offered = selective.offer(measured, cfg.target_share, cfg.delta, settings.gate.min_golden_rows)
+    registry.update(meta.version, cascade=offered)
     outcome: Outcome = "rejected"
     if not report.passed:
         registry.reject(meta.version, f"gate: {report.reason}", report.to_dict())
@@ -201,7 +204,8 @@ def admit(
 
 def _gate(
     settings: Settings, registry: Registry, candidate: int, current: int | None, data: RoundData
-) -> gate.GateReport:
+) -> tuple[gate.GateReport, gate.Measures]:
+    """The gate's verdict on ``candidate`` against ``current``, and the candidate's measures."""
     max_tokens, cache = settings.serve.max_tokens, settings.paths.model_cache_path()
     cand_student = Student.load(registry.local_dir(candidate, cache), max_tokens)
     cur_student = None
@@ -217,7 +221,7 @@ def _gate(
     report = gate.decide(cand, cur, settings.gate, data.teacher_at_chance)
     details = {"candidate": asdict(cand), "current": None if cur is None else asdict(cur)}
     log.info("gate v%d vs v%s: %s %s", candidate, current, report.reason, json.dumps(details))
-    return report
+    return report, cand
 
 
 def seed_rows(settings: Settings, task: Task) -> int:

@@ -60,6 +60,8 @@ class Measures:
     golden_hits: tuple[bool, ...] = ()  # (G,) per golden row: matches the human label
     teacher_golden_hits: tuple[bool, ...] = ()  # (G,) per golden row: the teacher matches it
     teacher_weights: tuple[float, ...] = ()  # (N,) per held-out row: trust in its teacher label
+    confidence: tuple[float, ...] = ()  # (N,) per held-out row: the student's top probability
+    golden_confidence: tuple[float, ...] = ()  # (G,) per golden row: the same
 
 
 @dataclass(frozen=True)
@@ -87,11 +89,13 @@ def measure(
     student: Student, holdout: pd.DataFrame, golden: pd.DataFrame, p50_ms: float | None = None
 ) -> Measures:
     agreement, ece, slices, hits = 0.0, None, {}, np.zeros(0, dtype=bool)
+    confidence, golden_confidence = np.zeros(0), np.zeros(0)
     weights = np.ones(len(holdout))  # (N,) without a trust estimate the teacher is trusted
     if len(holdout):
         probs = student.predict_proba(list(holdout["text"]))  # (N, C)
         teacher = np.array(list(holdout["teacher_probs"])).argmax(1)  # (N,)
         hits = probs.argmax(1) == teacher  # (N,)
+        confidence = probs.max(1)  # (N,)
         agreement = float(hits.mean())
         ece = expected_calibration_error(probs, teacher)
         names = np.array([length_slice(t) for t in holdout["text"]])
@@ -104,6 +108,7 @@ def measure(
         probs = student.predict_proba(list(golden["text"]))
         target = golden["golden_label" if "golden_label" in golden else "correction"].to_numpy()
         golden_hits = probs.argmax(1) == target  # (G,)
+        golden_confidence = probs.max(1)  # (G,)
         golden_accuracy = float(golden_hits.mean())
         if "teacher_probs" in golden:
             teacher_hits = np.array(list(golden["teacher_probs"])).argmax(1) == target  # (G,)
@@ -111,6 +116,7 @@ def measure(
         agreement, golden_accuracy, len(holdout), len(golden), slices, ece, p50_ms,
         tuple(bool(h) for h in hits), tuple(bool(h) for h in golden_hits),
         tuple(bool(h) for h in teacher_hits), tuple(float(w) for w in weights),
+        tuple(float(c) for c in confidence), tuple(float(c) for c in golden_confidence),
     )  # fmt: skip
 
 

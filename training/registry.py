@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from distillery.contracts import TriggerRecord
+from distillery.contracts import Selection, TriggerRecord
 from distillery.files import write_atomic
 from training.model_store import (
     CLAIM,
@@ -86,6 +86,9 @@ class VersionMeta(BaseModel):
         default_factory=dict, description="rollout stage → the verdict that ended it, with checks"
     )
     trigger: TriggerRecord | None = Field(default=None, description="what started the round")
+    cascade: Selection | None = Field(
+        default=None, description="the cascade threshold offered for it at its gate"
+    )
 
 
 __all__ = ["Lineage", "Registry", "VersionMeta"]

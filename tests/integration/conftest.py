@@ -9,6 +9,7 @@ import pytest
 
 from cli.launcher import Running, up
 from distillery.settings import (
+    CascadeSettings,
     GateSettings,
     MonitorSettings,
     PathSettings,
@@ -28,6 +29,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iterato
     settings = Settings(
         paths=PathSettings(state_dir=state, data_dir=DATA, task_file=TASK),
         serve=ServeSettings(port=free_port(), metrics_export_port=free_port(), sample_rate=1.0),
+        cascade=CascadeSettings(per_min=120, timeout_ms=5_000),
         scheduler=SchedulerSettings(enabled=False, seed_size=300, drift_every_s=5, poll_s=1),
         monitor=MonitorSettings(min_rows=30, html_every=1, signal_window_s=3_600),
         train=TrainSettings(epochs=2, scratch_epochs=3),

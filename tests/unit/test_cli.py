@@ -86,6 +86,19 @@ def test_summary_ranks_the_keys_and_says_what_each_counts_for() -> None:
     assert [line.split()[-1] for line in lines] == ["trusted", "reliable", "weighed", "ignored"]
 
 
+def test_summary_offers_the_cascade_threshold_with_its_guarantee() -> None:
+    offered = {"threshold": 0.8312, "coverage": 0.71, "accuracy": 0.962, "lower_bound": 0.941,
+               "target": 0.931, "delta": 0.05, "rows": 420}  # fmt: skip
+    cascade = {"min_confidence": 0.0, "offered": offered, "version": 3}
+    text = summary(STATUS | {"cascade": cascade}, now=1_030.0)
+    line = next(line for line in text.splitlines() if line.startswith("cascade"))
+    assert "off by default" in line and "min_confidence 0.831" in line and "v3" in line
+    assert "≥ 0.931 accuracy" in line and "probability 0.95" in line and "71% of 420" in line
+    none = cascade | {"offered": offered | {"threshold": None}, "min_confidence": 0.9}
+    text = summary(STATUS | {"cascade": none}, now=1_030.0)
+    assert "default min_confidence 0.9" in text and "the teacher would answer everything" in text
+
+
 def test_summary_of_a_fresh_loop_says_what_is_not_there_yet() -> None:
     text = summary({"current_version": 1, "versions": [1]})
     assert "rollout   none" in text and "drift     not measured yet" in text

@@ -4,6 +4,7 @@ timeouts; driven through real Starlette requests, no server."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
 from feedback.models import FeedbackRequest, PredictRequest
-from services.edge import body_schema, json_response, parse, read_body, within
+from services.edge import answer, body_schema, json_response, parse, read_body, within
 
 
 def _request(chunks: list[bytes], headers: dict[str, str] | None = None) -> Request:
@@ -98,6 +99,43 @@ def test_within_turns_a_timeout_into_503_with_retry_after() -> None:
 def test_json_response_and_body_schema() -> None:
     response = json_response(PredictRequest(text="hi"), 202)
     assert response.status_code == 202
-    assert response.body == b'{"text":"hi","allow_training":true,"client_key":null}'
+    assert response.body == (
+        b'{"text":"hi","allow_training":true,"client_key":null,"min_confidence":null,'
+        b'"teacher_timeout_ms":null}'
+    )
     schema = body_schema(PredictRequest)["requestBody"]["content"]["application/json"]["schema"]
     assert schema["properties"]["text"]
+
+
+def _bare_request() -> Request:
+    return Request({"type": "http", "method": "POST", "path": "/v1/predict", "headers": []})
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "detail"),
+    [
+        (HTTPException(429, "over the limit", {"Retry-After": "3"}), 429, "over the limit"),
+        (RequestValidationError([{"loc": ("body", "text"), "msg": "bad"}]), 422, None),
+    ],
+)
+def test_the_lean_route_answers_errors_in_fastapis_shapes(
+    error: Exception, status: int, detail: str | None
+) -> None:
+    async def handler(request: Request) -> Any:
+        raise error
+
+    response = asyncio.run(answer(handler, _bare_request()))
+    assert response.status_code == status
+    body = json.loads(bytes(response.body))
+    if detail is None:
+        assert body["detail"][0]["loc"] == ["body", "text"]
+    else:
+        assert body == {"detail": detail} and response.headers["retry-after"] == "3"
+
+
+def test_the_lean_route_turns_a_crash_into_a_plain_500() -> None:
+    async def handler(request: Request) -> Any:
+        raise RuntimeError("boom")
+
+    response = asyncio.run(answer(handler, _bare_request()))
+    assert response.status_code == 500 and response.body == b"Internal Server Error"

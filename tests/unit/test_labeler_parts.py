@@ -7,7 +7,7 @@ from kafka.structs import TopicPartition
 
 from distillery import bus
 from distillery.events import SampledPrediction, Topics, encode
-from services.labeler import Recent, parse_batch
+from models.teacher_labels import Recent, parse_batch
 
 
 def _record(offset: int, value: bytes, partition: int = 0) -> bus.Record:
