@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 LLM_STAMP := $(VENV)/.llm-installed
 GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
 
-.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade
 
 setup: $(STAMP) data llm
 
@@ -89,6 +89,10 @@ bench-chaos: setup
 # One hour at a steady rate, the memory of every process sampled (not part of CI).
 bench-soak: setup
 	$(BIN)/python -m bench.soak --minutes 60
+
+# The drift benchmark with the cascade on: who answers (student or teacher), and how well.
+bench-cascade: setup
+	$(BIN)/python -m bench.cascade
 
 bench-people: setup
 	$(BIN)/python -m bench.people

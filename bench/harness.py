@@ -29,15 +29,29 @@ NO_SAMPLING = {"sample_rate": 0.0, "sample_margin_below": 0.0, "sample_novelty_a
 
 
 def bench_settings(name: str, **serve: Any) -> Settings:
-    """Settings for a benchmark's own stack: its own state, free ports, no scheduler rounds."""
+    """Settings for a benchmark's own stack: its own state, free ports, no scheduler rounds,
+    and one drift measurement at start only (``wait_measured``): an Evidently report in the
+    middle of a load level took half a core from the replicas (py-spy, issue 18)."""
     from services.broker import free_port
 
     paths = PathSettings(state_dir=ROOT / "state" / f"bench-{name}")
     return Settings(
         paths=paths,
         serve=ServeSettings(port=free_port(), metrics_export_port=free_port(), **serve),
-        scheduler=SchedulerSettings(enabled=False),
+        scheduler=SchedulerSettings(enabled=False, drift_every_s=86_400),
     )
+
+
+def wait_measured(running: Any, timeout_s: float = 300) -> None:
+    """Until the scheduler's first drift measurement is done (it runs on its first tick)."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ray.get(running.scheduler.status.remote()).get("signals") is not None:
+            return
+        time.sleep(2)
+    raise TimeoutError(f"the scheduler measured nothing in {timeout_s:g}s")
 
 
 def texts(n: int, data_dir: Path, seed: int = 0) -> list[str]:

@@ -28,6 +28,7 @@ from bench.harness import (
     run_wrk,
     scrape,
     texts,
+    wait_measured,
     write_results,
 )
 
@@ -143,6 +144,7 @@ def serve_phase(args: argparse.Namespace, sample: list[str]) -> tuple[dict, Weig
     )
     running = up(settings)
     try:
+        wait_measured(running)
         url = f"{running.api_url}/v1/predict"
         run_wrk(url, _bodies(settings.paths.state_dir, sample, 1), 16, 5)  # warm up
         loads = []

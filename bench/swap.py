@@ -20,7 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import NO_SAMPLING, bench_settings, markdown_table, texts, write_results
+from bench.harness import (
+    NO_SAMPLING,
+    bench_settings,
+    markdown_table,
+    texts,
+    wait_measured,
+    write_results,
+)
 
 Answer = tuple[float, float, int, int | None]  # (start, end) wall s, HTTP status, model_version
 
@@ -131,6 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = bench_settings("swap", **NO_SAMPLING)
     running = up(settings)
     try:
+        wait_measured(running)
         registry = Registry(settings.paths.model_store_url())
         versions = copies(registry, args.promotions, settings.paths.model_cache_path())
         bodies = [json.dumps({"text": t}) for t in texts(256, PathSettings().data_dir)]
