@@ -1,10 +1,10 @@
 """The drift benchmark with the cascade on: ``python -m bench.cascade``.
 
 The live loop of ``bench.drift_recovery`` (movies → tweets → amazon → nyt, the scheduler
-retraining on its own), except that every traffic request asks for ``min_confidence``: by
-default the threshold ``distillery status`` offers for the serving student
-(``training.selective``), re-read every ``eval_every_s``; 1.0 while none is offered (the teacher
-answers what its budget allows). Per window of ``window_s`` seconds of traffic:
+retraining on its own), except that every traffic request asks for ``min_confidence``: 0.7 by
+default, or (``--min-confidence offered``) the threshold ``distillery status`` offers for the
+serving student (``training.selective``), re-read every ``eval_every_s`` (1.0 while none is
+offered); what status offered is recorded either way. Per window of ``window_s`` seconds:
 
 - the share of texts the teacher answered (``answered_by == "teacher"``);
 - the accuracy of what users received, against the human labels;
@@ -15,7 +15,7 @@ and every ``eval_every_s`` the student alone on the phase's held-out texts (serv
 delivered accuracy stays within 1 point of the teacher. Writes ``bench/results/cascade.{json,md,
 png}``.
 
-    python -m bench.cascade [--per-phase 1600] [--rate 16] [--min-confidence offered|0.9]
+    python -m bench.cascade [--per-phase 1600] [--rate 16] [--min-confidence 0.7|offered]
 """
 
 from __future__ import annotations
@@ -56,18 +56,23 @@ class CascadeRun:
     answers: list[Answer] = field(default_factory=list)
     student: list[drift.Point] = field(default_factory=list)  # the student alone, held out
     phases: list[str] = field(default_factory=list)
+    offered: list[dict[str, Any]] = field(default_factory=list)  # status's threshold over time
     wall_s: float = 0.0
 
 
 class Threshold:
-    """The ``min_confidence`` traffic asks for: fixed, or the one status offers now."""
+    """The ``min_confidence`` traffic asks for: fixed, or the one status offers now (1.0 while
+    none is offered); ``offered`` keeps what status offered at each refresh, either way."""
 
     def __init__(self, fixed: float | None) -> None:
         self.fixed, self.value = fixed, 1.0 if fixed is None else fixed
+        self.offered: list[dict[str, Any]] = []
 
-    def refresh(self, client: httpx.Client) -> float:
+    def refresh(self, client: httpx.Client, t_s: float = 0.0) -> float:
+        cascade = client.get("/v1/status").json().get("cascade") or {}
+        offered = cascade.get("offered") or {}
+        self.offered.append({"t_s": t_s, "version": cascade.get("version"), **offered})
         if self.fixed is None:
-            offered = (client.get("/v1/status").json().get("cascade") or {}).get("offered") or {}
             self.value = 1.0 if offered.get("threshold") is None else offered["threshold"]
         return self.value
 
@@ -136,7 +141,7 @@ def run_phase(client: httpx.Client, settings: Any, rows: Any, ctx: dict[str, Any
     try:
         while sender.is_alive():
             ctx["stop"].wait(ctx["eval_every_s"])
-            ctx["threshold"].refresh(client)
+            ctx["threshold"].refresh(client, round(time.monotonic() - ctx["t0"], 1))
             point = drift.evaluate(client, settings, held, ctx["phase"], phase_ctx)
             ctx["run"].student.append(point)
     finally:
@@ -171,6 +176,7 @@ def measure(args: argparse.Namespace) -> CascadeRun:
                 ctx["phase"] = domain
                 print(f"{domain}: min_confidence {ctx['threshold'].value:.3f}")
                 run_phase(client, running.settings, splits[domain], ctx)
+            run.offered = ctx["threshold"].offered
     finally:
         running.stop()
     run.wall_s = round(time.monotonic() - started, 1)
@@ -257,7 +263,19 @@ def table(run: CascadeRun, summary: list[dict[str, Any]]) -> str:
         marks = ", ".join(f"{d} {'yes' if ok else 'no'}" for d, ok in verdicts.items())
         lines.append(f"- {goal}: {marks}")
     asked = run.settings["min_confidence"]
-    lines.append(f"\nmin_confidence: {asked}; wall time {run.wall_s / 60:.1f} min.")
+    last = next((o for o in reversed(run.offered) if o.get("threshold") is not None), None)
+    offered = (
+        "none met its target"
+        if last is None
+        else (
+            f"last offered {last['threshold']:.3f} for v{last['version']} (coverage "
+            f"{last['coverage']:.0%}, bound {last['lower_bound']:.3f} ≥ {last['target']:.3f})"
+        )
+    )
+    lines.append(
+        f"\nmin_confidence asked: {asked}; the threshold status offered: {offered}; "
+        f"wall time {run.wall_s / 60:.1f} min."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -301,7 +319,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=16.0, help="traffic, texts per second")
     parser.add_argument("--eval-every-s", type=float, default=20.0)
     parser.add_argument("--window-s", type=float, default=20.0)
-    parser.add_argument("--min-confidence", default="offered", help="offered, or a number")
+    parser.add_argument("--min-confidence", default="0.7", help="a number, or offered")
     parser.add_argument("--domains", default=",".join(vader.DOMAINS))
     args = parser.parse_args()
     run = measure(args)

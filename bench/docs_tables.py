@@ -31,6 +31,10 @@ def render(name: str, results: Path = RESULTS) -> str:
     """What the block ``name`` holds: the results table, its headings nested under the page's."""
     if name == "demo":
         return _demo_table(results / "demo.json")
+    if name == "headline":  # the README's figures, one row per benchmark
+        from bench.headline import table
+
+        return table(results)
     text = (results / f"{name}.md").read_text()
     return HEADING.sub(lambda m: "#" * (len(m[1]) + DEMOTE) + " ", text)
 
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 naming any stale block")
     args = parser.parse_args(argv)
-    pages = sorted(DOCS.glob("*.md"))
+    pages = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
     if args.check:
         found = stale(pages)
         for line in found:

@@ -315,7 +315,7 @@ class CascadeSettings(BaseSettings):
     )
     max_batch_size: int = Field(default=16, ge=1, le=256)
     target_share: float = Field(
-        default=0.98,
+        default=0.95,
         gt=0,
         le=1,
         description="the offered threshold keeps the student's accuracy on the texts it answers "

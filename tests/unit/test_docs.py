@@ -21,7 +21,6 @@ from tests.conftest import ROOT
 README = ROOT / "README.md"
 PAGES = sorted((ROOT / "docs").glob("*.md"))
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-NUMBER = re.compile(r"\d+(?:\.\d+)?")
 OWN_GENERATOR = {"teachers"}  # bench.teachers writes its table into docs/teachers.md itself
 
 
@@ -75,14 +74,10 @@ def test_the_readme_links_every_docs_page() -> None:
     assert sorted(p.name for p in PAGES if p.resolve() not in linked) == []
 
 
-def _figures() -> list[str]:
+def test_the_readme_figures_are_generated_from_the_results() -> None:
+    """The README's figures are one generated table (``bench.headline``), never hand copies."""
     section = README.read_text().split("\n## Figures\n", 1)[1].split("\n## ", 1)[0]
-    return re.split(r"\n- ", section)[1:]
-
-
-def test_each_readme_figure_is_in_the_page_it_links() -> None:
-    assert _figures(), "the README has no figures"
-    for figure in _figures():
-        pages = "".join(_target(README, link).read_text() for link in _links(figure))
-        missing = set(NUMBER.findall(LINK.sub("", figure))) - set(NUMBER.findall(pages))
-        assert pages and not missing, f"{sorted(missing)} not on the linked page: {figure}"
+    assert docs_tables.names(section) == ["headline"]
+    block = section.split("<!-- results:headline:start -->\n", 1)[1].split("<!--", 1)[0]
+    assert block == docs_tables.render("headline") and block.count("\n|") >= 4
+    assert "serving" in block and "`" in block  # each row names its commit

@@ -1,0 +1,98 @@
+"""The README's figures: one row per benchmark, read from ``bench/results/*.json`` only.
+
+``bench.docs_tables`` renders it between the README's ``results:headline`` markers
+(``python -m bench.docs_tables``), and its ``--check`` fails when the README and the results
+disagree. Each row names the commit and date its results file records
+(``harness.provenance``; "before provenance" for a file written before it existed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.harness import RESULTS, markdown_table
+
+Row = tuple[str, str, str]  # (figure, goal, met)
+
+
+def _serve(d: dict[str, Any]) -> Row:
+    v = d["verdict"]
+    served = next(s for s in d["served"] if s["clients"] == 64 and s["texts_per_request"] == 1)
+    raw_b1 = next(r for r in d["raw"]["fp32"] if r["batch"] == 1)["p50_ms"]
+    figure = (
+        f"{served['texts_per_s']} texts/s at 64 clients, {v['throughput_ratio_64']} of the raw "
+        f"forward rate; p50 alone {v['p50_alone_ms']} ms against raw batch-1 {raw_b1} ms"
+    )
+    met = f"{'yes' if v['throughput_met'] else 'no'}; {'yes' if v['latency_met'] else 'no'}"
+    return figure, f"≥ {v['throughput_target']} × raw; ≤ raw + 1 ms", met
+
+
+def _swap(d: dict[str, Any]) -> Row:
+    figure = (
+        f"{len(d['swaps'])} promotions under {d['clients']} clients: {d['failed']} of "
+        f"{d['requests']} requests failed, {d['wrong_version']} answered by a wrong version"
+    )
+    return figure, "0 failed, 0 wrong", "yes" if d["failed"] == d["wrong_version"] == 0 else "no"
+
+
+def _labeler(d: dict[str, Any]) -> Row:
+    figure = (
+        f"{d['labeler_per_s']} labels/s over Kafka against {d['raw_teacher_per_s']} for the "
+        f"teacher alone: {d['ratio']}"
+    )
+    return figure, f"≥ {d['goal']}", "yes" if d["ratio"] >= d["goal"] else "no"
+
+
+def _drift(d: dict[str, Any]) -> Row:
+    parts = [f"{p['domain']} {p['end']:.3f} (teacher {p['teacher']:.3f})" for p in d["phases"]]
+    caught = next(iter(d["goals"].values()))
+    met = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in caught.items())
+    return f"served student at each phase's end: {', '.join(parts)}", next(iter(d["goals"])), met
+
+
+def _cascade(d: dict[str, Any]) -> Row:
+    parts = [
+        f"{p['phase']} {p['share_first']:.0%} → {p['share_last']:.0%}, delivered "
+        f"{p['delivered']:.3f} vs teacher {p['teacher']:.3f}"
+        for p in d["phases"]
+    ]
+    goals = d["goals"]
+    met = "; ".join(
+        ", ".join(f"{k} {'yes' if ok else 'no'}" for k, ok in verdicts.items())
+        for verdicts in goals.values()
+    )
+    return "teacher share (first → last third): " + "; ".join(parts), " and ".join(goals), met
+
+
+def _chaos(d: dict[str, Any]) -> Row:
+    lost = {p["kind"]: p["feedback_lost"] for p in d["phases"]}
+    total = sum(p["feedback_accepted"] for p in d["phases"])
+    per_kill = ", ".join(f"{kind} {n}" for kind, n in lost.items())
+    figure = f"acknowledged feedback lost per kill: {per_kill} (of {total} accepted)"
+    return figure, "0 lost", "yes" if not any(lost.values()) else "no"
+
+
+ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], Row]]] = {
+    "cascade": ("cascade on drifting traffic", _cascade),
+    "drift_recovery": ("drift recovery", _drift),
+    "serve": ("serving", _serve),
+    "swap": ("hot swap", _swap),
+    "labeler": ("labeler", _labeler),
+    "chaos": ("kills", _chaos),
+}
+
+
+def table(results: Path = RESULTS) -> str:
+    rows = []
+    for name, (what, build) in ROWS.items():
+        path = results / f"{name}.json"
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        made = data.get("provenance") or {}
+        commit = f"`{made['commit']}`, {made['date']}" if made else "before provenance"
+        rows.append([f"[{what}](docs/benchmarks.md)", *build(data), commit])
+    return markdown_table(["benchmark", "figure", "goal", "met", "commit"], rows)
