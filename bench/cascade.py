@@ -35,6 +35,7 @@ import numpy as np
 from bench import drift_recovery as drift
 from bench.harness import RESULTS, ROOT, markdown_table, write_results
 from distillery import vader
+from distillery.settings import CascadeSettings
 
 WITHIN = 0.01  # delivered accuracy at most 1 point below the teacher's
 
@@ -154,7 +155,9 @@ def measure(args: argparse.Namespace) -> CascadeRun:
 
     state = ROOT / "state" / "bench-cascade"
     shutil.rmtree(state, ignore_errors=True)  # every run starts from the seed student, v1
-    settings = drift.bench_loop_settings(state, "minilm")
+    settings = drift.bench_loop_settings(state, "minilm").model_copy(
+        update={"cascade": CascadeSettings(timeout_ms=args.teacher_timeout_ms)}
+    )
     vader.fetch(settings.paths.data_dir)
     domains = args.domains.split(",")
     seeds = drift.seed_texts(settings)
@@ -272,9 +275,10 @@ def table(run: CascadeRun, summary: list[dict[str, Any]]) -> str:
             f"{last['coverage']:.0%}, bound {last['lower_bound']:.3f} ≥ {last['target']:.3f})"
         )
     )
+    budget = run.settings.get("teacher_timeout_ms")
     lines.append(
-        f"\nmin_confidence asked: {asked}; the threshold status offered: {offered}; "
-        f"wall time {run.wall_s / 60:.1f} min."
+        f"\nmin_confidence asked: {asked}, latency budget {budget} ms; the threshold status "
+        f"offered: {offered}; wall time {run.wall_s / 60:.1f} min."
     )
     return "\n".join(lines) + "\n"
 
@@ -320,6 +324,9 @@ def main() -> None:
     parser.add_argument("--eval-every-s", type=float, default=20.0)
     parser.add_argument("--window-s", type=float, default=20.0)
     parser.add_argument("--min-confidence", default="0.7", help="a number, or offered")
+    parser.add_argument(
+        "--teacher-timeout-ms", type=float, default=1000, help="the cascade's latency budget"
+    )
     parser.add_argument("--domains", default=",".join(vader.DOMAINS))
     args = parser.parse_args()
     run = measure(args)

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 GROUP = "distillery-labeler"
 MAX_PENDING = 2  # batches handed to the teacher and not yet sent: one labelled, one queued
 CASCADE = "cascade"  # the source named on a cascade answer's dead letter
+YIELD_S = 1.0  # the longest a sampled batch waits for live cascade calls (bench.cascade)
 
 
 def _one_torch_thread() -> None:
@@ -93,6 +94,10 @@ class Labeler:
         self._metrics: Any = None
         self._producer: Any = None  # the cascade's, made on its first answer
         self._producer_lock = threading.Lock()
+        self._answer_lock = threading.Lock()
+        self._answering = 0  # cascade calls in flight
+        self._no_answers = threading.Event()
+        self._no_answers.set()
 
     def _build_teacher(self) -> bool:
         """Build the configured teacher; an LLM endpoint that does not answer yet is waited for
@@ -223,8 +228,11 @@ class Labeler:
     def _label_when_up(
         self, batch: list[tuple[bus.Record, SampledPrediction]], with_states: bool
     ) -> Labelled:
-        """``to_labels``, retried for as long as the teacher is unavailable (until ``stop``)."""
+        """``to_labels``, retried for as long as the teacher is unavailable (until ``stop``).
+        A live request waiting on the teacher (``answer``) goes first: each batch waits up to
+        ``YIELD_S`` for the cascade's calls in flight to finish."""
         while True:
+            self._no_answers.wait(YIELD_S)
             try:
                 labelled = to_labels(batch, self.task, self.teacher, with_states)
             except TeacherUnavailable as exc:
@@ -326,11 +334,19 @@ class Labeler:
         unavailable, or for an answer it gave that cannot be read (sent as a dead letter)."""
         _one_torch_thread()
         batch = [(bus.Record(CASCADE, 0, i, encode(e)), e) for i, e in enumerate(events)]
+        with self._answer_lock:
+            self._answering += 1
+            self._no_answers.clear()
         try:
             done = to_labels(batch, self.task, self.teacher, self.settings.train.hidden_weight > 0)
         except TeacherUnavailable:
             self._note_health()
             return [None] * len(events)
+        finally:
+            with self._answer_lock:
+                self._answering -= 1
+                if not self._answering:
+                    self._no_answers.set()
         self._note_health()
         producer = self._answer_producer()
         allowed = {e.request_id for e, ok in zip(events, train, strict=True) if ok}
