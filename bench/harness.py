@@ -131,15 +131,16 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def provenance() -> dict[str, str]:
-    """What produced a result: the command, the commit (``+dirty`` with uncommitted changes) and
-    the UTC date, so a table in the docs names the code it measured."""
+    """What produced a result: the command, the commit (``+dirty`` with uncommitted changes
+    outside ``bench/results``, which a run of several benchmarks rewrites) and the UTC date, so
+    a table in the docs names the code it measured."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return done.stdout.strip()
 
     commit = git("rev-parse", "--short=10", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"):
         commit += "+dirty"
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     program = f"python -m {spec.name}" if spec is not None else Path(sys.argv[0]).name

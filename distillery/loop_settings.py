@@ -1,7 +1,7 @@
-"""The learning loop's settings: teacher, student, training, scheduler, monitor, example store
-and trust, one validated class per component (``distillery.release_settings`` holds the gate's
-and the rollout's; ``distillery.settings`` the serving side, the paths and ``Settings``, and
-re-exports these).
+"""The learning loop's settings: teacher, student, training, scheduler, monitor, example store,
+trust and the cascade (the teacher answering unsure texts), one validated class per component
+(``distillery.release_settings`` holds the gate's and the rollout's; ``distillery.settings``
+the serving side, the paths and ``Settings``, and re-exports these).
 """
 
 from __future__ import annotations
@@ -342,3 +342,52 @@ class TrustSettings(BaseSettings):
 
     def trusted_ids(self) -> set[str]:
         return {k.strip() for k in (self.trusted_keys or "").split(",") if k.strip()}
+
+
+class CascadeSettings(BaseSettings):
+    """The cascade (``services.cascade``): a text the student is unsure of is answered by the
+    teacher, within a teacher budget per minute and a latency budget per request."""
+
+    model_config = env_prefix("CASCADE_")
+
+    min_confidence: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="a request's default: below this student top probability, ask the teacher "
+        "(0: off unless the request sets min_confidence)",
+    )
+    per_min: float | None = Field(
+        default=None,
+        gt=0,
+        description="teacher answers per minute, whole deployment (unset: half the teacher "
+        "budget, teacher.labels_per_min)",
+    )
+    timeout_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="the most a request waits for the teacher (unset: 300 for an embedding "
+        "teacher, 3000 for an LLM)",
+    )
+    max_batch_size: int = Field(default=16, ge=1, le=256)
+    target_share: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="the offered threshold keeps the student's accuracy on the texts it answers "
+        "at this share of the teacher's (training.selective)",
+    )
+    delta: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="the offered threshold holds with probability 1 − delta",
+    )
+
+    def answers_per_min(self, teacher: TeacherSettings) -> float:
+        return self.per_min if self.per_min is not None else teacher.labels_per_min() / 2
+
+    def timeout_s(self, teacher: TeacherSettings) -> float:
+        if self.timeout_ms is not None:
+            return self.timeout_ms / 1000
+        return 0.3 if teacher.kind == "embedding" else 3.0
