@@ -2,8 +2,8 @@
 answered by the real teacher through the labeler actor, join the label stream instead of the
 sampled one, and fall back to the student when a budget runs out.
 
-The shared loop samples every answer (``sample_rate=1``), so a text that reached the sampled
-topic was not deferred, and one that is missing from it was."""
+The shared loop samples every answer it can afford (``sample_rate=1``): a deferred text must
+reach neither the sampled topic nor the labels topic twice."""
 
 from __future__ import annotations
 
@@ -66,8 +66,12 @@ def test_unsure_texts_are_answered_by_the_teacher_and_train_without_being_sample
         assert label.reason == "deferred" and label.teacher_id == answer["teacher_id"]
         assert label.teacher_probs[1] == pytest.approx(answer["probabilities"]["positive"])
     sampled = _ids(loop, Topics.SAMPLED, SampledPrediction)
-    assert {p["request_id"] for p in sure} <= set(sampled)  # sample_rate=1: sampled
     assert not deferred & set(sampled)  # deferred: labelled once, never sampled again
+    labelled = [
+        decode(TeacherLabel, r.value).request_id
+        for r in bus.read_all(loop.settings.kafka, Topics.LABELS)
+    ]
+    assert all(labelled.count(rid) == 1 for rid in deferred)
     # feedback on a teacher's answer is accepted against the label the user received
     body = {
         "request_id": unsure[0]["request_id"],
