@@ -355,8 +355,10 @@ class Labeler:
                 bus.send(producer, Topics.LABELS, lab, lab.request_id)
         for record, reason in done.unreadable:
             bus.send_dead_letter(producer, record, reason)
+        kept = len(allowed & {lab.request_id for lab in done.labels})
         if self._metrics is not None:
-            self._metrics.labels.inc(len(allowed & {lab.request_id for lab in done.labels}))
+            if kept:  # a Ray counter refuses inc(0): an opted-out text made every answer fail
+                self._metrics.labels.inc(kept)
             self._cost(done.cost)
         self.counts["cascade"] = self.counts.get("cascade", 0) + len(done.labels)
         by_id = {lab.request_id: lab for lab in done.labels}
