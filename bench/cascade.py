@@ -34,6 +34,7 @@ import numpy as np
 
 from bench import drift_recovery as drift
 from bench.harness import RESULTS, ROOT, markdown_table, write_results
+from cli.demo import rate_as_user
 from distillery import vader
 from distillery.settings import CascadeSettings
 
@@ -102,19 +103,8 @@ def send(
                            answer["label"] == row.label, teacher_right[row.text], at.value)
                 )  # fmt: skip
                 if rng.random() < 0.05:
-                    _rate(client, answer, row)
+                    rate_as_user(client, answer, row)
         ctx["stop"].wait(max(0.0, period - (time.monotonic() - started)))
-
-
-def _rate(client: httpx.Client, answer: dict[str, Any], row: vader.VaderRow) -> None:
-    wrong = answer["label"] != row.label
-    body = {
-        "request_id": answer["request_id"],
-        "feedback_token": answer["feedback_token"],
-        "rating": 1 if wrong else 5,
-        "corrected_label": row.label if wrong else None,
-    }
-    client.post("/v1/feedback", json=body)
 
 
 def teacher_right(settings: Any, rows: list[vader.VaderRow]) -> dict[str, bool]:

@@ -76,6 +76,21 @@ def accuracy(client: httpx.Client, rows: list[vader.VaderRow]) -> tuple[float, i
     return float(np.mean(hits)), max(a["model_version"] for a in answers)
 
 
+def rate_as_user(
+    client: httpx.Client, answer: dict[str, Any], row: vader.VaderRow
+) -> httpx.Response:
+    """Rate ``answer`` like a user who knows ``row``'s label: 1 and the right label if it is
+    wrong, 5 if it is right."""
+    wrong = answer["label"] != row.label
+    body = {
+        "request_id": answer["request_id"],
+        "feedback_token": answer["feedback_token"],
+        "rating": 1 if wrong else 5,
+        "corrected_label": row.label if wrong else None,
+    }
+    return client.post("/v1/feedback", json=body)
+
+
 def _one_chunk(
     client: httpx.Client, chunk: list[vader.VaderRow], feedback_rate: float, rng: random.Random
 ) -> int:
@@ -84,14 +99,7 @@ def _one_chunk(
     sent = 0
     for answer, row in zip(predict(client, [r.text for r in chunk], True), chunk, strict=True):
         if rng.random() < feedback_rate:
-            wrong = answer["label"] != row.label
-            body = {
-                "request_id": answer["request_id"],
-                "feedback_token": answer["feedback_token"],
-                "rating": 1 if wrong else 5,
-                "corrected_label": row.label if wrong else None,
-            }
-            client.post("/v1/feedback", json=body).raise_for_status()
+            rate_as_user(client, answer, row).raise_for_status()
             sent += 1
     return sent
 
