@@ -40,10 +40,17 @@ def _swap(d: dict[str, Any]) -> Row:
 
 def _labeler(d: dict[str, Any]) -> Row:
     figure = (
-        f"{d['labeler_per_s']} labels/s over Kafka against {d['raw_teacher_per_s']} for the "
-        f"teacher alone: {d['ratio']}"
+        f"embedding teacher: {d['labeler_per_s']} labels/s over Kafka against "
+        f"{d['raw_teacher_per_s']} alone, {d['ratio']}"
     )
-    return figure, f"≥ {d['goal']}", "yes" if d["ratio"] >= d["goal"] else "no"
+    ratios = [d["ratio"]]
+    if llm := d.get("llm"):
+        figure += (
+            f"; LLM over HTTP: {llm['labeler_per_s']} against {llm['raw_teacher_per_s']}, "
+            f"{llm['ratio']}"
+        )
+        ratios.append(llm["ratio"])
+    return figure, f"≥ {d['goal']}", "yes" if min(ratios) >= d["goal"] else "no"
 
 
 def _drift(d: dict[str, Any]) -> Row:

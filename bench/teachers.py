@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from bench.harness import ROOT, markdown_table, write_results
+from bench.labeler import llm_rates, llm_teacher_settings
 from distillery import vader
 from distillery.settings import TeacherSettings
 from distillery.task import Task, load_task
@@ -159,15 +160,11 @@ def distil(
     }
 
 
-def llm_settings(url: str, threads: int) -> TeacherSettings:
-    return TeacherSettings(kind="llm", url=url, concurrency=2, cache=False, llm_threads=threads)
-
-
 def measure_task(name: str, args: argparse.Namespace, url: str, say: Any) -> dict[str, Any]:
     task = load_task(TASKS[name])
     data_dir = ROOT / "data"
     evals, train = split(task, data_dir, args.eval_per_domain, args.train_labels, args.seed)
-    llm = llm_teacher(llm_settings(url, args.threads), task)
+    llm = llm_teacher(llm_teacher_settings(url, args.threads), task)
     cache = LabelCache(STATE / "teacher-cache.sqlite")
     teachers: dict[str, Teacher] = {
         "minilm": embedding_teacher(TeacherSettings(model="minilm"), task)
@@ -268,25 +265,7 @@ def served_rate(student: Any, sample: list[str], seconds: float, say: Any) -> di
 
 def labeler_rate(url: str, threads: int, sample: list[str], say: Any) -> dict[str, float]:
     """The labeler over the real broker against the LLM server alone, interleaved in one run."""
-    from bench.labeler import interleaved
-    from distillery import bus
-    from distillery.settings import KafkaSettings, PathSettings, Settings
-    from services.broker import EmbeddedBroker
-    from services.labeler import Labeler
-
-    with EmbeddedBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
-        bus.ensure_topics(kafka)
-        settings = Settings(
-            kafka=kafka,
-            paths=PathSettings(state_dir=STATE / "labeler"),
-            teacher=llm_settings(url, threads).model_copy(update={"batch_wait_s": 0.2}),
-        )
-        labeler = Labeler(settings, load_task(TASKS["sentiment"]))
-        chunks = [sample[i : i + 32] for i in range(0, len(sample), 32)]
-        rates = interleaved(labeler, chunks, kafka)
-        labeler.stop()
-    rates["ratio"] = round(rates["labeler"] / rates["raw"], 3)
+    rates = llm_rates(llm_teacher_settings(url, threads), sample, 32)
     say(f"  labeler {rates['labeler']:.2f}/s against the server alone {rates['raw']:.2f}/s")
     return rates
 

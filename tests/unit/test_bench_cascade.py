@@ -58,3 +58,17 @@ def test_the_readme_figures_come_from_the_results_files(tmp_path: Path) -> None:
     assert "2 promotions under 8 clients: 0 of 100 requests failed, 1 answered by a wrong" in text
     assert "| no | `abc1234567`, 2026-12-01 |" in text
     assert "serving" not in text  # no results file, no row
+
+
+def test_the_labeler_row_is_met_only_when_both_teachers_are(tmp_path: Path) -> None:
+    labeler = {"labeler_per_s": 80.0, "raw_teacher_per_s": 84.0, "ratio": 0.952, "goal": 0.9,
+               "llm": {"labeler_per_s": 0.8, "raw_teacher_per_s": 1.0, "ratio": 0.8}}  # fmt: skip
+    (tmp_path / "labeler.json").write_text(json.dumps(labeler))
+    text = headline(tmp_path)
+    assert "LLM over HTTP: 0.8 against 1.0, 0.8 | ≥ 0.9 | no |" in text
+    labeler["llm"]["ratio"] = 0.95  # type: ignore[index]
+    (tmp_path / "labeler.json").write_text(json.dumps(labeler))
+    assert "0.95 | ≥ 0.9 | yes |" in headline(tmp_path)
+    del labeler["llm"]
+    (tmp_path / "labeler.json").write_text(json.dumps(labeler))
+    assert "alone, 0.952 | ≥ 0.9 | yes |" in headline(tmp_path)
