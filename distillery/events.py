@@ -36,8 +36,19 @@ class Event(BaseModel):
     ts: float = Field(default_factory=time.time, description="Unix time, seconds")
 
 
+class ChatTurn(BaseModel):
+    """One message of a chat (a ``kind: generate`` task), as the OpenAI chat API carries it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
 class SampledPrediction(Event):
-    """A served prediction chosen for the teacher (topic ``SAMPLED``)."""
+    """A served prediction chosen for the teacher (topic ``SAMPLED``). For a generate task,
+    ``text`` is the user's last message, ``messages`` the whole chat the student answered and
+    ``reply`` its answer; ``student_probs`` is empty."""
 
     text: str
     student_probs: list[float]  # (C,) in task label order
@@ -53,6 +64,8 @@ class SampledPrediction(Event):
     key_id: str | None = Field(
         default=None, max_length=64, description="the API key's id (``open`` in open mode)"
     )
+    messages: list[ChatTurn] | None = Field(default=None, description="generate: the chat")
+    reply: str | None = Field(default=None, description="generate: the student's reply")
 
 
 class FeedbackEvent(Event):
@@ -60,6 +73,7 @@ class FeedbackEvent(Event):
 
     rating: int = Field(ge=1, le=5)
     corrected_label: str | None = None
+    corrected_reply: str | None = Field(default=None, description="generate: the right reply")
     predicted_label: str
     model_version: int
     key_id: str | None = Field(
@@ -91,6 +105,8 @@ class TeacherLabel(Event):
         description="the teacher and prompt version that gave this label (lineage); None on "
         "labels written before teachers were named",
     )
+    reply: str | None = Field(default=None, description="generate: the teacher's reply")
+    student_reply: str | None = Field(default=None, description="generate: the served reply")
 
 
 class DeadLetter(BaseModel):

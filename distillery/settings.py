@@ -250,6 +250,10 @@ class ServeSettings(BaseSettings):
     max_tokens: int = Field(default=128, ge=8, le=512)
     max_body_bytes: int = Field(default=1_048_576, ge=1_024)
     request_timeout_s: float = Field(default=10.0, gt=0)
+    max_new_tokens: int = Field(
+        default=256, ge=1, le=2_048, description="generate: the bound on a chat's max_tokens"
+    )
+    max_messages: int = Field(default=32, ge=1, description="generate: messages in one chat")
     access_log: bool = False
     sample_rate: float = Field(default=0.2, ge=0, le=1, description="uniform base rate")
     sample_margin_below: float = Field(

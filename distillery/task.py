@@ -6,6 +6,11 @@ comes from.
   of the label names (``answers: words``) or of the letters A, B, C… (``answers: letters``, for
   label names whose first tokens clash).
 - ``ensemble`` weighs the teachers of a mixed teacher, by backend name (``llm``, ``embedding``).
+
+A task is ``kind: classify`` (the default: soft labels over ``labels``) or ``kind: generate``: a
+chat reply to each prompt, learnt by a small LM from the teacher LLM's answers. A generate task
+has no labels; its ``generate`` block holds the system prompt, the reply's token bound, the stop
+strings and the template that turns a seed text into a prompt.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Label(BaseModel):
@@ -27,13 +32,46 @@ class Label(BaseModel):
     )
 
 
+class Generate(BaseModel):
+    """What a ``kind: generate`` task asks for: one chat turn, one reply."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    system_prompt: str = Field(min_length=1, description="the system message of every chat")
+    max_new_tokens: int = Field(default=48, ge=1, le=1024, description="the reply's bound")
+    stop: tuple[str, ...] = Field(default=(), description="strings that end a reply early")
+    prompt_template: str = Field(
+        default="{text}", description="turns a seed text into the user's message ({text})"
+    )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_text(cls, template: str) -> str:
+        if "{text}" not in template:
+            raise ValueError(f"prompt_template must contain {{text}}, got {template!r}")
+        return template
+
+    @field_validator("stop")
+    @classmethod
+    def _non_empty_stops(cls, stop: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not s for s in stop):
+            raise ValueError(f"stop strings must be non-empty, got {list(stop)}")
+        return stop
+
+    def prompt(self, text: str) -> str:
+        """The user's message for seed text ``text``."""
+        return self.prompt_template.replace("{text}", text)
+
+
 class Task(BaseModel):
     """Labels in a fixed order: every probability vector in the system follows this order."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1)
-    labels: tuple[Label, ...]
+    kind: Literal["classify", "generate"] = "classify"
+    labels: tuple[Label, ...] = ()
+    generate: Generate | None = Field(default=None, description="kind: generate only")
     seed_file: Path | None = Field(
         default=None, description="JSON lines with a 'text' field: traffic for the first student"
     )
@@ -52,15 +90,22 @@ class Task(BaseModel):
         default_factory=dict, description="weights of the ensemble teacher's members, by backend"
     )
 
-    @field_validator("labels")
-    @classmethod
-    def _at_least_two_unique(cls, labels: tuple[Label, ...]) -> tuple[Label, ...]:
-        names = [label.name for label in labels]
+    @model_validator(mode="after")
+    def _fits_its_kind(self) -> Task:
+        names = [label.name for label in self.labels]
+        if self.kind == "generate":
+            if names:
+                raise ValueError(f"a generate task has no labels, got {names}")
+            if self.generate is None:
+                raise ValueError("a generate task needs a generate block (system_prompt...)")
+            return self
+        if self.generate is not None:
+            raise ValueError("a generate block needs kind: generate, got kind: classify")
         if len(names) < 2:
             raise ValueError(f"a task needs at least two labels, got {names}")
         if len(set(names)) != len(names):
             raise ValueError(f"label names must be unique, got {names}")
-        return labels
+        return self
 
     @field_validator("ensemble")
     @classmethod

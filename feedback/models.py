@@ -80,6 +80,9 @@ class FeedbackRequest(BaseModel):
     corrected_label: StrictStr | None = Field(
         default=None, max_length=200, description="the right label, one of the task's labels"
     )
+    corrected_reply: StrictStr | None = Field(
+        default=None, min_length=1, max_length=4_000, description="generate: the right reply"
+    )
 
 
 class AdminAction(BaseModel):

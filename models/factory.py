@@ -21,6 +21,7 @@ from models.label_cache import CachedTeacher, LabelCache
 from models.llm_teacher import (
     LLMOptions,
     LLMTeacher,
+    TaskFileError,
     answers,
     check_first_tokens,
     check_prefixes,
@@ -29,6 +30,7 @@ from models.llm_teacher import (
 )
 from models.openai_api import EndpointMismatch, OpenAIChat, tokenizer_of
 from models.resilience import Budget, CircuitBreaker
+from models.responder import LLMResponder, responder_id
 from models.teacher import Teacher
 from models.weights import teacher_model_path
 
@@ -85,9 +87,8 @@ def _client(cfg: TeacherSettings, model: str, teacher_id: str) -> OpenAIChat:
     )
 
 
-def llm_teacher(cfg: TeacherSettings, task: Task) -> LLMTeacher:
-    """An LLM teacher that passed every start-up check."""
-    system_prompt(task)  # the task file can drive an LLM at all
+def _checked_model(cfg: TeacherSettings) -> str:
+    """The model to ask for, once the URL has answered as an OpenAI API that serves it."""
     probe = _client(cfg, cfg.llm_model or "?", "probe")
     try:
         model = llm_model_name(cfg, probe)
@@ -96,6 +97,23 @@ def llm_teacher(cfg: TeacherSettings, task: Task) -> LLMTeacher:
             raise EndpointMismatch(f"teacher URL {probe.base} serves {served}, not {model!r}")
     finally:
         probe.close()
+    return model
+
+
+def llm_responder(cfg: TeacherSettings, task: Task) -> LLMResponder:
+    """The teacher of a ``kind: generate`` task, after the endpoint checks ``llm_teacher``
+    makes (the URL answers, it serves the model)."""
+    if task.generate is None:
+        raise TaskFileError(f"task {task.name!r} is kind {task.kind!r}: it has no replies to ask")
+    model = _checked_model(cfg)
+    client = _client(cfg, model, responder_id(model, task.generate))
+    return LLMResponder(client, task.generate, cfg.concurrency)
+
+
+def llm_teacher(cfg: TeacherSettings, task: Task) -> LLMTeacher:
+    """An LLM teacher that passed every start-up check."""
+    system_prompt(task)  # the task file can drive an LLM at all
+    model = _checked_model(cfg)
     client = _client(cfg, model, llm_teacher_id(model, task))
     first_token = tokenizer_of(client)
     said = answers(task)

@@ -51,6 +51,7 @@ class ChatAnswer:
     seconds: float
     retries: int
     raw: str  # the body, for a dead letter when the answer cannot be read
+    finish_reason: str | None = None  # "stop", "length"...: why the answer ended
 
 
 def api_base(url: str) -> str:
@@ -188,6 +189,7 @@ def _read_answer(text: str, seconds: float) -> ChatAnswer:
             seconds=seconds,
             retries=0,
             raw=text[:2_000],
+            finish_reason=choice.get("finish_reason"),
         )
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return ChatAnswer("", [], 0, 0, seconds, 0, text[:2_000])

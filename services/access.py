@@ -128,12 +128,14 @@ class Access:
         if problem:
             raise HTTPException(403, problem)
         if body.corrected_label is not None and body.corrected_label not in labels:
-            raise HTTPException(
-                422, f"corrected_label: {body.corrected_label!r} is not one of {labels}"
-            )
+            known = f"is not one of {labels}" if labels else "given, but the task generates"
+            raise HTTPException(422, f"corrected_label: {body.corrected_label!r} {known}")
+        if body.corrected_reply is not None and labels:
+            raise HTTPException(422, "corrected_reply: only a generate task's answers have one")
         return FeedbackEvent(
             request_id=body.request_id, rating=body.rating, corrected_label=body.corrected_label,
             predicted_label=served.label, model_version=served.model_version, key_id=key_id,
+            corrected_reply=body.corrected_reply,
         )  # fmt: skip
 
     def token_problem(self, served: Served, key_id: str) -> str | None:

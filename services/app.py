@@ -29,6 +29,7 @@ from distillery.events import SampledPrediction, Topics, encode
 from distillery.metrics import serve_metrics
 from distillery.settings import Settings
 from distillery.task import load_task
+from feedback.chat_models import ChatCompletion, ChatRequest
 from feedback.delivery import Delivery
 from feedback.models import (
     FeedbackAccepted,
@@ -40,10 +41,12 @@ from feedback.models import (
 )
 from feedback.spool import quarantined
 from feedback.tokens import load_secret, sign
+from models.generator import Generator, chat
 from models.student import Student
 from services import operator_api
 from services.access import Access
 from services.cascade import Cascade
+from services.chat import ChatRoute, Pinned
 from services.edge import (
     ERRORS,
     LeanAPI,
@@ -108,8 +111,17 @@ class StudentIngress:
             on_probe=self._on_probe,
         )
         self.recall = Recall(self.settings.kafka, self.sampler.on_feedback, self._send_recalled)
-        self.stable = Slot("stable", self._load, report_serving, self.metrics.swap_failed.inc)
-        self.candidate = Slot("candidate", self._load, None, self.metrics.swap_failed.inc)
+        generate = self.task.kind == "generate"
+        self.chat = (
+            ChatRoute(self.settings, self.task, self.secret, self._sample) if generate else None
+        )
+        # Slot[Student] for a classify task, Slot[Generator] for a generate task (``_load``)
+        self.stable: Slot[Any] = Slot(
+            "stable", self._load, report_serving, self.metrics.swap_failed.inc
+        )
+        self.candidate: Slot[Any] = Slot(
+            "candidate", self._load, None, self.metrics.swap_failed.inc
+        )
         self.spec: CandidateSpec | None = None  # the rollout candidate, if any
         self.store: str | None = None  # the model store versions load from (None: "path")
         self.stats = VariantStats()
@@ -157,11 +169,15 @@ class StudentIngress:
             return None
         return Variant(ready.student, ready.version, spec.stage, spec.share, spec.id)
 
-    def _load(self, version: int, path: Path) -> Student:
+    def _load(self, version: int, path: Path) -> Student | Generator:
         if self.store is not None:
             cache = self.settings.paths.model_cache_path()
             path = local_copy(ModelStore(self.store), version, cache)
         serve_cfg = self.settings.serve
+        if self.task.kind == "generate":
+            generator = Generator.load(path)
+            generator.reply(chat("", "warm up"), 2)
+            return generator
         student = Student.load(path, serve_cfg.max_tokens, serve_cfg.quantize)
         if student.labels != self.task.label_names:
             raise ValueError(
@@ -266,6 +282,10 @@ class StudentIngress:
         """Label one text or a list; each answer carries its version and a feedback_token."""
         start = time.perf_counter()
         serve_cfg = self.settings.serve
+        if self.chat is not None:
+            raise HTTPException(
+                404, f"task {self.task.name!r} is kind generate: POST /v1/chat/completions"
+            )
         key_id = self._identify(request, "predict")
         body = await parse(request, PredictRequest, serve_cfg.max_body_bytes)
         texts = body.texts()
@@ -293,6 +313,22 @@ class StudentIngress:
         self._count(predictions)
         self.metrics.latency_s.observe(time.perf_counter() - start)
         return json_response(PredictResponse(predictions=predictions))
+
+    @api.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletion,
+        openapi_extra=body_schema(ChatRequest),
+        responses={**ERRORS, 404: {"description": "the task is not kind: generate"}},
+    )
+    async def chat_completions(self, request: Request) -> Response:
+        """A generate task's reply (``services.chat``): OpenAI's chat completion, whole or
+        streamed (``"stream": true``), with model_version, request_id and feedback_token."""
+        if self.chat is None:
+            raise HTTPException(404, f"task {self.task.name!r} is kind classify: POST /v1/predict")
+        key_id = self._identify(request, "predict")
+        loaded = self.stable.loaded
+        pinned = None if loaded is None else Pinned(loaded.student, loaded.version)
+        return await self.chat.complete(request, pinned, key_id)
 
     def _count(self, predictions: list[Prediction]) -> None:
         answered = Counter((p.model_version, p.label) for p in predictions)

@@ -57,9 +57,11 @@ class Policy:
 
 
 def margin(probs: list[float]) -> float:
-    """Top-1 minus top-2 probability; 1.0 for a single label."""
+    """Top-1 minus top-2 probability; 1.0 for a single label or none (a generate task)."""
+    if len(probs) < 2:
+        return 1.0
     top = np.sort(np.asarray(probs))[::-1]
-    return float(top[0] - top[1]) if len(top) > 1 else 1.0
+    return float(top[0] - top[1])
 
 
 def candidate(

@@ -12,31 +12,34 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from ray import serve
 
 from distillery.actors import find_scheduler
 from models.student import Student
 
+M = TypeVar("M")  # models.student.Student (classify) or models.generator.Generator (generate)
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Loaded:
-    student: Student
+class Loaded(Generic[M]):
+    student: M
     version: int
 
 
-class Slot:
+class Slot(Generic[M]):
     def __init__(
         self,
         name: str,
-        load: Callable[[int, Path], Student],
+        load: Callable[[int, Path], M],
         on_switch: Callable[[int], None] | None = None,
         on_failure: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
-        self.loaded: Loaded | None = None
+        self.loaded: Loaded[M] | None = None
         self._load = load
         self._on_switch = on_switch
         self._on_failure = on_failure
@@ -59,7 +62,7 @@ class Slot:
             daemon=True,
         ).start()
 
-    def put(self, version: int, student: Student) -> None:
+    def put(self, version: int, student: M) -> None:
         """Switch to weights already loaded elsewhere."""
         with self._lock:
             if getattr(self.loaded, "version", None) == version:
@@ -84,7 +87,7 @@ class Slot:
             return
         self._switch(version, student)
 
-    def _switch(self, version: int, student: Student) -> None:
+    def _switch(self, version: int, student: M) -> None:
         with self._lock:
             if self._wanted != version:
                 return  # another version was asked for (or the slot cleared) while it loaded

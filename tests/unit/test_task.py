@@ -125,3 +125,30 @@ def test_task_is_frozen(tmp_path: Path) -> None:
     task = load_task(_write(tmp_path, THREE))
     with pytest.raises(ValidationError):
         task.name = "other"  # type: ignore[misc]
+
+
+def test_the_reply_task_is_a_generate_task_without_labels() -> None:
+    task = load_task(Path(__file__).resolve().parents[2] / "tasks" / "reply.yaml")
+    assert task.kind == "generate" and task.labels == ()
+    assert task.generate is not None and task.generate.max_new_tokens == 48
+    assert task.generate.prompt("It broke.").endswith("one sentence:\n\nIt broke.")
+
+
+def test_a_generate_task_names_what_is_wrong() -> None:
+    block = {"system_prompt": "s"}
+    with pytest.raises(ValidationError, match=r"a generate task has no labels, got \['a'\]"):
+        Task(name="t", kind="generate", generate=block, labels=[{"name": "a", "prompt": "p"}])
+    with pytest.raises(ValidationError, match="a generate task needs a generate block"):
+        Task(name="t", kind="generate")
+    with pytest.raises(ValidationError, match="needs kind: generate, got kind: classify"):
+        Task(
+            name="t",
+            generate=block,
+            labels=[{"name": "a", "prompt": "p"}, {"name": "b", "prompt": "q"}],
+        )
+    with pytest.raises(ValidationError, match=r"must contain \{text\}, got 'Reply:'"):
+        Task(
+            name="t", kind="generate", generate={"system_prompt": "s", "prompt_template": "Reply:"}
+        )
+    with pytest.raises(ValidationError, match="max_new_tokens"):
+        Task(name="t", kind="generate", generate={"system_prompt": "s", "max_new_tokens": 5000})

@@ -1,0 +1,308 @@
+"""Generative distillation, offline: does SmolLM2-135M learn the teacher LLM's replies, and how
+fast does it catch up after a shift? (``make bench-generate``)
+
+The task is ``tasks/reply.yaml``: a one-sentence reply to a real customer message. Phase 1 is
+VADER's product reviews, phase 2 its tweets (the shift). The teacher is Qwen2.5-Coder-0.5B-Instruct
+through the real llama.cpp server (greedy, one thread); its replies are cached under
+``state/bench-generate`` by (teacher id, prompt), so a rerun pays only for new prompts.
+
+1. Speeds, in a quiet phase, one thread each: the teacher's completion tokens/s and p50 time to
+   first token (streamed over HTTP), and the student's (``models.generator``, in process).
+2. Similarity to the teacher on held-out prompts of each phase (mean sentence chrF,
+   ``training.chrf``, and the teacher replies' mean per-token log-likelihood under the
+   student), for the never-retrained student, after round 1 (SFT on ``--train`` reviews
+   answers, ``training.sft``), and after each step of round 2 on tweets answers (the
+   cumulative counts in ``--shift-steps``, each replayed with as many review answers).
+
+Writes ``bench/results/generate.{json,md,png}``. Not yet through the live loop: the labeler,
+the Ray Train round and the Serve route for ``kind: generate`` are the next steps of issue 19.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+from bench.harness import ROOT, markdown_table, write_results
+from distillery import vader
+from distillery.events import ChatTurn
+from distillery.settings import TeacherSettings
+from distillery.task import Generate, load_task
+from models.factory import llm_responder
+from models.generator import Generator, chat
+from models.responder import LLMResponder
+from training.chrf import mean_chrf
+from training.sft import fine_tune, reply_logps, sft_batch
+
+STATE = ROOT / "state" / "bench-generate"
+TASK = ROOT / "tasks" / "reply.yaml"
+PHASES = ("amazon", "tweets")
+SPEEDUP_GOAL, RECOVERY_GOAL = 10.0, 1_000
+
+
+class ReplyCache:
+    """The teacher's replies by (teacher id, prompt), one JSON line each."""
+
+    def __init__(self, path: Path, teacher_id: str) -> None:
+        self.path, self.teacher_id = path, teacher_id
+        self.known: dict[str, str] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                if row["teacher_id"] == teacher_id:
+                    self.known[row["prompt"]] = row["reply"]
+
+    def replies(self, teacher: LLMResponder, prompts: list[str], say: Any) -> list[str | None]:
+        missing = [p for p in dict.fromkeys(prompts) if p not in self.known]
+        for start in range(0, len(missing), 16):
+            part = missing[start : start + 16]
+            batch = teacher.respond(part)
+            with self.path.open("a") as sink:
+                for prompt, response in zip(part, batch.responses, strict=True):
+                    if response is not None:
+                        self.known[prompt] = response.text
+                        row = {"teacher_id": self.teacher_id, "prompt": prompt}
+                        sink.write(json.dumps({**row, "reply": response.text}) + "\n")
+            say(f"  teacher: {min(start + 16, len(missing))}/{len(missing)} new replies")
+        return [self.known.get(p) for p in prompts]
+
+
+def split(domain: str, n_train: int, n_eval: int) -> tuple[list[str], list[str]]:
+    """Held-out texts from the end of the domain, training texts from its start."""
+    rows = [r.text for r in vader.load(domain, ROOT / "data") if 3 <= len(r.text.split()) <= 60]
+    return rows[:n_train], rows[-n_eval:]
+
+
+def teacher_speed(url: str, model: str, gen: Generate, prompts: list[str]) -> dict[str, float]:
+    """Streamed chat completions one at a time: completion tokens/s and time to first token."""
+    ttft, tokens, seconds = [], 0, 0.0
+    with httpx.Client(timeout=120) as http:
+        for prompt in prompts:
+            body = {
+                "model": model, "stream": True, "temperature": 0,
+                "max_tokens": gen.max_new_tokens, "stop": list(gen.stop),
+                "messages": [{"role": "system", "content": gen.system_prompt},
+                             {"role": "user", "content": prompt}],
+            }  # fmt: skip
+            start, first, pieces = time.perf_counter(), None, 0
+            with http.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+                for line in response.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    delta = json.loads(line[6:])["choices"][0].get("delta", {})
+                    if delta.get("content"):
+                        first = first or time.perf_counter() - start
+                        pieces += 1
+            seconds += time.perf_counter() - start
+            tokens += pieces
+            ttft.append(first or 0.0)
+    return {"tokens_per_s": round(tokens / seconds, 2), "ttft_p50_s": _p50(ttft)}
+
+
+def student_speed(student: Generator, gen: Generate, prompts: list[str]) -> dict[str, float]:
+    replies = [student.reply(chat(gen.system_prompt, p), gen.max_new_tokens, gen.stop)
+               for p in prompts]  # fmt: skip
+    tokens = sum(r.completion_tokens for r in replies)
+    return {
+        "tokens_per_s": round(tokens / sum(r.seconds for r in replies), 2),
+        "ttft_p50_s": _p50([r.first_token_s for r in replies]),
+    }
+
+
+def _p50(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def similarity(student: Generator, gen: Generate, prompts: list[str], refs: list[str]) -> dict:
+    """Mean chrF of the student's replies against the teacher's, and the teacher replies' mean
+    per-token log-likelihood under the student."""
+    chats = [chat(gen.system_prompt, p) for p in prompts]
+    made = [student.reply(c, gen.max_new_tokens, gen.stop).text for c in chats]
+    batch = sft_batch(student, chats, refs)
+    per_token = reply_logps(student, batch) / (batch.labels[:, 1:] != -100).sum(-1)
+    return {"chrf": round(mean_chrf(made, refs), 2), "logp": round(float(per_token.mean()), 3)}
+
+
+def measure(student: Generator, gen: Generate, evals: dict[str, tuple[list, list]]) -> dict:
+    return {d: similarity(student, gen, p, r) for d, (p, r) in evals.items()}
+
+
+def teacher_data(args: argparse.Namespace, gen: Generate, say: Any) -> dict[str, Any]:
+    """Every phase's training and held-out prompts with the teacher's replies, and its speed."""
+    from models.gguf import local_gguf
+    from services.llm_server import LocalLLM
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    sizes = {"amazon": args.train, "tweets": max(args.shift_steps)}
+    out: dict[str, Any] = {}
+    with LocalLLM(local_gguf(ROOT / "data"), 1, log_path=STATE / "llm-server.log") as server:
+        settings = TeacherSettings(kind="llm", url=server.url, concurrency=1, timeout_s=120)
+        teacher = llm_responder(settings, load_task(TASK))
+        cache = ReplyCache(STATE / "replies.jsonl", teacher.teacher_id)
+        try:
+            for domain in PHASES:
+                say(f"{domain}: teacher replies")
+                train, held = split(domain, sizes[domain], args.eval)
+                out[domain] = {k: _answered([gen.prompt(t) for t in texts], teacher, cache, say)
+                               for k, texts in (("train", train), ("eval", held))}  # fmt: skip
+            speed_prompts = [gen.prompt(t) for t in split("amazon", 0, args.speed)[1]]
+            out["teacher_speed"] = teacher_speed(server.url, teacher.client.model, gen,
+                                                 speed_prompts)  # fmt: skip
+            out["speed_prompts"], out["teacher_id"] = speed_prompts, teacher.teacher_id
+        finally:
+            teacher.close()
+    return out
+
+
+def _answered(prompts: list[str], teacher: LLMResponder, cache: ReplyCache, say: Any) -> tuple:
+    replies = cache.replies(teacher, prompts, say)
+    kept = [(p, r) for p, r in zip(prompts, replies, strict=True) if r]
+    return [p for p, _ in kept], [r for _, r in kept]
+
+
+def rounds(args: argparse.Namespace, gen: Generate, data: dict[str, Any], say: Any) -> list:
+    """The never-retrained student, round 1 on reviews, then round 2's steps on tweets."""
+    from models.gguf import student_gguf
+
+    torch.manual_seed(args.seed)
+    student = Generator.from_gguf(student_gguf(ROOT / "data"))
+    evals = {d: data[d]["eval"] for d in PHASES}
+    rows = [{"stage": "never retrained", "tweets_answers": 0, **measure(student, gen, evals)}]
+    say(f"  {rows[-1]}")
+    reviews_p, reviews_r = data["amazon"]["train"]
+    _train(student, gen, reviews_p, reviews_r, args)
+    rows.append({"stage": "round 1: reviews", "tweets_answers": 0, **measure(student, gen, evals)})
+    say(f"  {rows[-1]}")
+    tweets_p, tweets_r = data["tweets"]["train"]
+    done = 0
+    for step in args.shift_steps:
+        new_p, new_r = tweets_p[done:step], tweets_r[done:step]
+        replay = slice(0, len(new_p))  # as many review answers, replayed
+        _train(student, gen, new_p + reviews_p[replay], new_r + reviews_r[replay], args)
+        done = step
+        stage = {"stage": f"round 2: +{len(new_p)} tweets answers", "tweets_answers": done}
+        rows.append({**stage, **measure(student, gen, evals)})
+        say(f"  {rows[-1]}")
+    return rows
+
+
+def _train(student: Generator, gen: Generate, prompts: list, replies: list, args: Any) -> None:
+    chats: list[list[ChatTurn]] = [chat(gen.system_prompt, p) for p in prompts]
+    torch.set_num_threads(args.train_threads)
+    try:
+        fine_tune(student, chats, replies, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    finally:
+        torch.set_num_threads(1)
+
+
+def verdict(rows: list[dict], speeds: dict[str, dict]) -> dict[str, Any]:
+    speedup = speeds["student"]["tokens_per_s"] / speeds["teacher"]["tokens_per_s"]
+    level = rows[1]["amazon"]["chrf"]  # phase 1's level, after its round
+    recovered = [r["tweets_answers"] for r in rows[2:] if r["tweets"]["chrf"] >= level]
+    return {
+        "speedup": {
+            "value": round(speedup, 2),
+            "goal": SPEEDUP_GOAL,
+            "met": speedup >= SPEEDUP_GOAL,
+        },
+        "recovery": {
+            "phase1_chrf": level,
+            "answers": recovered[0] if recovered else None,
+            "goal": RECOVERY_GOAL,
+            "met": bool(recovered) and recovered[0] <= RECOVERY_GOAL,
+        },
+    }
+
+
+def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
+    gen = load_task(TASK).generate
+    assert gen is not None
+    torch.set_num_threads(1)
+    data = teacher_data(args, gen, say)
+    from models.gguf import student_gguf
+
+    speed_student = Generator.from_gguf(student_gguf(ROOT / "data"))
+    speeds = {
+        "teacher": data["teacher_speed"],
+        "student": student_speed(speed_student, gen, data["speed_prompts"]),
+    }
+    del speed_student
+    say(f"speeds: {speeds}")
+    rows = rounds(args, gen, data, say)
+    sizes = {d: {k: len(data[d][k][0]) for k in ("train", "eval")} for d in PHASES}
+    return {"teacher_id": data["teacher_id"], "sizes": sizes, "speeds": speeds, "rows": rows,
+            "goals": verdict(rows, speeds), "settings": vars(args)}  # fmt: skip
+
+
+def table(result: dict[str, Any]) -> str:
+    sp, goals = result["speeds"], result["goals"]
+    speed_rows = [[who, sp[who]["tokens_per_s"], sp[who]["ttft_p50_s"]] for who in sp]
+    head = markdown_table(["one thread, one stream", "tokens/s", "p50 time to first token (s)"],
+                          speed_rows)  # fmt: skip
+    rows = [[r["stage"], r["tweets_answers"], r["amazon"]["chrf"], r["amazon"]["logp"],
+             r["tweets"]["chrf"], r["tweets"]["logp"]] for r in result["rows"]]  # fmt: skip
+    header = ["student", "tweets answers", "reviews chrF", "reviews log-lik/token",
+              "tweets chrF", "tweets log-lik/token"]  # fmt: skip
+    rec = goals["recovery"]
+    lines = [
+        f"- student tokens/s {goals['speedup']['value']}× the teacher's, one stream each "
+        f"(goal ≥ {SPEEDUP_GOAL:g}× for the served student: "
+        f"{'met' if goals['speedup']['met'] else 'not met'});",
+        f"- tweets chrF reaches phase 1's level ({rec['phase1_chrf']}) after "
+        f"{rec['answers'] if rec['answers'] is not None else 'more than the last step of'} tweets "
+        f"answers (goal ≤ {RECOVERY_GOAL}: {'met' if rec['met'] else 'not met'}).",
+    ]
+    sizes = result["sizes"]
+    intro = (f"Teacher `{result['teacher_id']}`; held-out prompts: reviews "
+             f"{sizes['amazon']['eval']}, tweets {sizes['tweets']['eval']}; round 1 on "
+             f"{sizes['amazon']['train']} review answers.\n\n")  # fmt: skip
+    return intro + head + "\n\n" + markdown_table(header, rows) + "\n\n" + "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    x = list(range(len(rows)))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for domain, label in (("amazon", "reviews (phase 1)"), ("tweets", "tweets (phase 2)")):
+        ax.plot(x, [r[domain]["chrf"] for r in rows], marker="o", label=label)
+        ax.axhline(rows[0][domain]["chrf"], linestyle=":", linewidth=1, color="grey")
+    ax.set_xticks(x, [r["stage"].replace(": ", ":\n") for r in rows], fontsize=7)
+    ax.set_ylabel("chrF against the teacher's reply")
+    ax.set_title("SmolLM2-135M learning Qwen2.5-0.5B's replies (dotted: never retrained)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--train", type=int, default=160, help="review answers for round 1")
+    parser.add_argument("--shift-steps", type=int, nargs="+", default=[40, 80, 160])
+    parser.add_argument("--eval", type=int, default=30, help="held-out prompts per phase")
+    parser.add_argument("--speed", type=int, default=10, help="prompts for the speed phase")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--train-threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    result = run(args)
+    json_path, md_path = write_results("generate", result, table(result))
+    plot(result, json_path.with_suffix(".png"))
+    print(table(result))
+    print(f"wrote {json_path}, {md_path} and {json_path.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

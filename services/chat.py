@@ -1,0 +1,214 @@
+"""``POST /v1/chat/completions`` for a ``kind: generate`` task: the student writes the reply, as
+OpenAI's chat API does, whole or streamed as server-sent events.
+
+- The version is pinned per request: the generator is taken from the stable slot once, at the
+  start, so a stream that began on one version finishes on it while a hot swap replaces the
+  slot (``services.slots``); every chunk names that version.
+- One generation at a time per replica (``_lock``): decoding is CPU-bound on one torch thread,
+  so a second one in parallel would only halve both; concurrency comes from replicas.
+- A chat without its own system message gets the task's; the teacher answers the same chat.
+- After the reply, the chat and the student's reply are offered to the sampler
+  (``SampledPrediction`` with ``messages`` and ``reply``), off the request path.
+- A client that goes away stops its generation at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request, Response
+from fastapi.responses import StreamingResponse
+
+from distillery.events import ChatTurn, SampledPrediction
+from distillery.settings import Settings
+from distillery.task import Task
+from feedback.chat_models import (
+    Answered,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatMessageOut,
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    Usage,
+    check_chat,
+)
+from feedback.tokens import sign
+from models.generator import Counted, Generator, Piece, Reply, Sampling
+from services.edge import json_response, parse
+
+REPLY_LABEL = "reply"  # what a generate answer's feedback token vouches for
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """The generator a request uses from start to end, and its version."""
+
+    generator: Generator
+    version: int
+
+
+class ChatRoute:
+    def __init__(
+        self,
+        settings: Settings,
+        task: Task,
+        secret: bytes,
+        offer: Callable[[SampledPrediction], None],
+    ) -> None:
+        if task.generate is None:
+            raise ValueError(f"task {task.name!r} is kind {task.kind!r}: it has no chat route")
+        self.settings = settings
+        self.generate = task.generate
+        self.secret = secret
+        self.offer = offer
+        self._lock = threading.Lock()
+
+    async def complete(self, request: Request, pinned: Pinned | None, key_id: str) -> Response:
+        serve_cfg = self.settings.serve
+        body = await parse(request, ChatRequest, serve_cfg.max_body_bytes)
+        reason = check_chat(
+            body, serve_cfg.max_messages, serve_cfg.max_text_chars, serve_cfg.max_new_tokens
+        )
+        if reason:
+            raise HTTPException(422, reason)
+        if pinned is None:
+            raise HTTPException(503, "no student loaded yet", headers={"Retry-After": "5"})
+        request_id = uuid.uuid4().hex
+        answered = Answered(
+            id=f"chatcmpl-{request_id}",
+            model=f"student-v{pinned.version}",
+            model_version=pinned.version,
+            request_id=request_id,
+        )
+        job = _Job(
+            self._chat(body.messages),
+            body.token_bound(self.generate.max_new_tokens),
+            body.stops() or list(self.generate.stop),
+            Sampling(body.temperature, body.top_p, body.seed, body.min_tokens),
+        )
+        token = sign(self.secret, request_id, pinned.version, REPLY_LABEL, key_id)
+        done = _Done(self, body, answered, key_id)
+        if body.stream:
+            stream = self._stream(pinned, job, answered, token, done)
+            return StreamingResponse(stream, media_type="text/event-stream")
+        reply = await asyncio.to_thread(self._reply, pinned, job)
+        done(reply.text)
+        usage = Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                      total_tokens=reply.prompt_tokens + reply.completion_tokens)  # fmt: skip
+        choice = Choice(
+            message=ChatMessageOut(content=reply.text), finish_reason=reply.finish_reason
+        )
+        completion = ChatCompletion(
+            **answered.model_dump(exclude={"feedback_token"}), feedback_token=token,
+            choices=[choice], usage=usage,
+        )  # fmt: skip
+        return json_response(completion)
+
+    def _chat(self, messages: list[ChatTurn]) -> list[ChatTurn]:
+        if any(m.role == "system" for m in messages):
+            return messages
+        return [ChatTurn(role="system", content=self.generate.system_prompt), *messages]
+
+    def _reply(self, pinned: Pinned, job: _Job) -> Reply:
+        with self._lock:
+            return pinned.generator.reply(job.messages, job.max_new_tokens, job.stop, job.sampling)
+
+    async def _stream(
+        self, pinned: Pinned, job: _Job, answered: Answered, token: str, done: _Done
+    ) -> AsyncIterator[bytes]:
+        """``data: <chunk>`` per piece of text, a last chunk with the finish reason, usage and
+        feedback token, then ``data: [DONE]``."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Piece | Counted | BaseException] = asyncio.Queue()
+        cancel = threading.Event()
+        head = answered.model_dump()
+
+        def work() -> None:
+            counted = Counted()
+            try:
+                with self._lock:
+                    for piece in pinned.generator.stream(
+                        job.messages, job.max_new_tokens, job.stop, counted, job.sampling
+                    ):
+                        loop.call_soon_threadsafe(queue.put_nowait, piece)
+                        if cancel.is_set():
+                            return
+                loop.call_soon_threadsafe(queue.put_nowait, counted)
+            except BaseException as exc:  # the client gets an error event, not a cut stream
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        worker = loop.run_in_executor(None, work)
+        parts: list[str] = []
+        finish = None
+        try:
+            yield _sse(
+                ChatCompletionChunk(
+                    **head, choices=[ChunkChoice(delta=Delta(role="assistant", content=""))]
+                )
+            )
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    yield b'data: {"error": {"message": "the student failed mid-reply"}}\n\n'
+                    return
+                if isinstance(item, Counted):
+                    usage = Usage(prompt_tokens=item.prompt, completion_tokens=item.completion,
+                                  total_tokens=item.prompt + item.completion)  # fmt: skip
+                    last = ChunkChoice(delta=Delta(), finish_reason=finish or "stop")
+                    yield _sse(ChatCompletionChunk(**{**head, "feedback_token": token},
+                                                   choices=[last], usage=usage))  # fmt: skip
+                    yield b"data: [DONE]\n\n"
+                    done("".join(parts))
+                    return
+                finish = item.finish_reason or finish
+                if item.text:
+                    parts.append(item.text)
+                    yield _sse(
+                        ChatCompletionChunk(
+                            **head, choices=[ChunkChoice(delta=Delta(content=item.text))]
+                        )
+                    )
+        finally:
+            cancel.set()
+            await asyncio.shield(worker)
+
+
+@dataclass(frozen=True)
+class _Job:
+    messages: list[ChatTurn]
+    max_new_tokens: int
+    stop: list[str]
+    sampling: Sampling
+
+
+class _Done:
+    """Offers the finished chat to the sampler (unless the client opted out)."""
+
+    def __init__(self, route: ChatRoute, body: ChatRequest, answered: Answered, key_id: str):
+        self.route, self.body, self.answered, self.key_id = route, body, answered, key_id
+
+    def __call__(self, reply: str) -> None:
+        if not self.body.allow_training:
+            return
+        messages = self.route._chat(self.body.messages)
+        event = SampledPrediction(
+            request_id=self.answered.request_id,
+            text=messages[-1].content,
+            student_probs=[],
+            model_version=self.answered.model_version,
+            key_id=self.key_id,
+            messages=messages,
+            reply=reply,
+        )
+        self.route.offer(event)
+
+
+def _sse(chunk: Any) -> bytes:
+    return b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"

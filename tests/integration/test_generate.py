@@ -1,0 +1,85 @@
+"""The generative task's parts on the real models: SmolLM2-135M-Instruct (the student, from its
+GGUF) streams exactly what it replies and honours stop strings; fine-tuning on a reply raises its
+likelihood; the teacher (Qwen2.5 through the real llama.cpp server) writes replies with a
+teacher id that names its prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from distillery.settings import TeacherSettings
+from distillery.task import load_task
+from models.factory import llm_responder
+from models.generator import Generator, chat
+from models.gguf import local_gguf, student_gguf
+from services.llm_server import LocalLLM
+from tests.conftest import DATA, ROOT
+from training.chrf import chrf
+from training.sft import fine_tune, reply_logps, sft_batch
+
+pytestmark = pytest.mark.integration
+TASK = load_task(ROOT / "tasks" / "reply.yaml")
+SYSTEM = TASK.generate.system_prompt if TASK.generate else ""
+MESSAGE = "The charger stopped working after two days. Very disappointed."
+
+
+@pytest.fixture(scope="module")
+def student() -> Generator:
+    torch.manual_seed(0)
+    return Generator.from_gguf(student_gguf(DATA))
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[LocalLLM]:
+    with LocalLLM(local_gguf(DATA)) as server:
+        yield server
+
+
+def test_the_stream_is_the_reply_and_a_stop_string_ends_it(student: Generator) -> None:
+    messages = chat(SYSTEM, MESSAGE)
+    whole = student.reply(messages, 24)
+    pieces = list(student.stream(messages, 24))
+    assert "".join(p.text for p in pieces) == whole.text and len(pieces) > 2
+    assert pieces[-1].finish_reason == whole.finish_reason and whole.completion_tokens <= 24
+    assert whole.first_token_s < whole.seconds
+    stop = whole.text[6:10]  # greedy: the same reply, cut where the stop string begins
+    cut = student.reply(messages, 24, [stop])
+    assert cut.text == whole.text[: whole.text.find(stop)] and cut.finish_reason == "stop"
+    short = student.reply(messages, 3)
+    assert short.completion_tokens == 3 and short.finish_reason == "length"
+
+
+def test_fine_tuning_on_a_reply_raises_its_likelihood(student: Generator) -> None:
+    said = (MESSAGE, "Love this camera, sharp pictures!", "Arrived late and the box was crushed.")
+    chats = [chat(SYSTEM, f"Reply to this customer message in one sentence:\n\n{m}") for m in said]
+    replies = [
+        "We're sorry the charger failed; we'll send you a replacement today.",
+        "Thank you, we're glad you love the camera!",
+        "We're sorry your order arrived late and damaged; a refund is on its way.",
+    ]
+    batch = sft_batch(student, chats, replies)
+    before = reply_logps(student, batch)
+    losses = fine_tune(student, chats, replies, epochs=4, batch_size=3, lr=1e-4)
+    after = reply_logps(student, batch)
+    assert losses[-1] < losses[0]
+    assert bool((after > before + 1.0).all()), (before, after)
+    learnt = student.reply(chats[0], 32)
+    assert chrf(learnt.text, replies[0]) > 60, learnt.text
+
+
+def test_the_teacher_replies_with_an_id_that_names_its_prompt(llm: LocalLLM) -> None:
+    teacher = llm_responder(TeacherSettings(kind="llm", url=llm.url), TASK)
+    try:
+        assert TASK.generate is not None
+        prompts = [TASK.generate.prompt(MESSAGE), TASK.generate.prompt("Best purchase ever!")]
+        first, again = teacher.respond(prompts), teacher.respond(prompts[:1])
+    finally:
+        teacher.close()
+    assert teacher.teacher_id.startswith("llm-gen:qwen2.5-coder-0.5b-instruct-q4:")
+    assert not first.unreadable and all(r is not None and r.text for r in first.responses)
+    assert first.responses[0] == again.responses[0]  # temperature 0: one answer per prompt
+    assert first.cost.completion_tokens > 0 and first.cost.requests == 2
+    assert all(r is not None and r.finish_reason in {"stop", "length"} for r in first.responses)

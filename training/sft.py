@@ -1,0 +1,100 @@
+"""Fine-tuning the generative student on replies: batches in the chat template, and the epochs
+of a round (sequence-level KD, ``training.sequence_kd``).
+
+A batch is the chat up to the assistant's turn (context) followed by the reply and the
+template's end of turn (scored), right-padded. The prompt's length is the length of the
+generation prompt, which the template must reproduce as a prefix of the whole chat; a template
+that does not is refused rather than trained on misaligned labels.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from distillery.events import ChatTurn
+from models.generator import Generator
+from training.sequence_kd import response_labels, sequence_logps, sft_loss
+
+
+@dataclass(frozen=True)
+class SftBatch:
+    """input_ids, attention_mask, labels: (B, T); weights: (B,)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    weights: torch.Tensor
+
+
+def sft_batch(
+    generator: Generator,
+    chats: Sequence[Sequence[ChatTurn]],
+    replies: Sequence[str],
+    weights: Sequence[float] | None = None,
+    max_tokens: int = 256,
+) -> SftBatch:
+    """One right-padded batch; a chat longer than ``max_tokens`` keeps its end (the reply)."""
+    rows, prompts = [], []
+    for chat, reply in zip(chats, replies, strict=True):
+        prompt = generator.chat_ids(chat)
+        whole = generator.chat_ids(chat, reply)
+        if whole[: len(prompt)] != prompt:
+            raise ValueError("the chat template does not end the prompt where the reply begins")
+        cut = max(0, len(whole) - max_tokens)
+        rows.append(whole[cut:])
+        prompts.append(max(0, len(prompt) - cut))
+    width = max(len(r) for r in rows)
+    pad = generator.tokenizer.pad_token_id or 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    labels = response_labels(ids, torch.tensor(prompts), mask)
+    w = torch.ones(len(rows)) if weights is None else torch.tensor(list(weights), dtype=torch.float)
+    return SftBatch(ids, mask, labels, w)
+
+
+def reply_logps(generator: Generator, batch: SftBatch) -> torch.Tensor:
+    """log π(reply | chat) per row under the generator, (B,): the gate's likelihood signal."""
+    with torch.inference_mode():
+        logits = generator.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    return sequence_logps(logits.logits, batch.labels)
+
+
+def fine_tune(
+    generator: Generator,
+    chats: Sequence[Sequence[ChatTurn]],
+    replies: Sequence[str],
+    epochs: int = 2,
+    batch_size: int = 8,
+    lr: float = 5e-5,
+    seed: int = 0,
+) -> list[float]:
+    """AdamW on the SFT loss over shuffled mini-batches; the generator's model is trained in
+    place. Returns each step's loss."""
+    model = generator.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    order = list(range(len(replies)))
+    rng = random.Random(seed)
+    losses: list[float] = []
+    model.train()
+    try:
+        for _ in range(epochs):
+            rng.shuffle(order)
+            for start in range(0, len(order), batch_size):
+                part = order[start : start + batch_size]
+                batch = sft_batch(generator, [chats[i] for i in part], [replies[i] for i in part])
+                out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                loss = sft_loss(out.logits, batch.labels, batch.weights)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss))
+    finally:
+        model.eval()
+    return losses
