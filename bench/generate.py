@@ -63,7 +63,7 @@ class ReplyCache:
         missing = [p for p in dict.fromkeys(prompts) if p not in self.known]
         for start in range(0, len(missing), 16):
             part = missing[start : start + 16]
-            batch = teacher.respond(part)
+            batch = teacher.respond([chat(teacher.generate.system_prompt, p) for p in part])
             with self.path.open("a") as sink:
                 for prompt, response in zip(part, batch.responses, strict=True):
                     if response is not None:

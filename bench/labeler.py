@@ -26,6 +26,8 @@ from distillery import bus
 from distillery.events import SampledPrediction, TeacherLabel, Topics, decode
 from distillery.settings import KafkaSettings, PathSettings, Settings, TeacherSettings
 from distillery.task import load_task
+from models.responder import Responder
+from models.teacher import Teacher
 from services.broker import EmbeddedBroker
 from services.labeler import Labeler
 
@@ -44,12 +46,20 @@ class Lag:
     max_s: float
 
 
+def classifier(labeler: Labeler) -> Teacher:
+    """The labeler's teacher of a classify task (these benchmarks label VADER texts)."""
+    teacher = labeler.teacher
+    if isinstance(teacher, Responder):
+        raise TypeError(f"{teacher.teacher_id} writes replies: bench.labeler measures labels")
+    return teacher
+
+
 def raw_seconds(labeler: Labeler, chunk: list[str]) -> float:
     """Seconds the teacher alone takes on ``chunk``, at the labeler's batch size."""
     size = labeler.settings.teacher.labeler_batch()
     start = time.perf_counter()
     for i in range(0, len(chunk), size):
-        labeler.teacher.label(chunk[i : i + size])
+        classifier(labeler).label(chunk[i : i + size])
     return time.perf_counter() - start
 
 
@@ -151,7 +161,7 @@ def run(n: int, rounds: int, lag_s: float) -> dict[str, Any]:
         settings = Settings(kafka=kafka, paths=PathSettings(state_dir=STATE))
         labeler = Labeler(settings, load_task(settings.paths.task_file))
         sample = texts(n, settings.paths.data_dir, seed=3)
-        labeler.teacher.label(sample[:64])  # warm up
+        classifier(labeler).label(sample[:64])  # warm up
         size = -(-n // rounds)
         rates = interleaved(labeler, [sample[i : i + size] for i in range(0, n, size)], kafka)
         lag = steady_lag(kafka, sample, rates["raw"] / 2, lag_s)
@@ -182,7 +192,7 @@ def llm_rates(teacher: TeacherSettings, sample: list[str], chunk: int) -> dict[s
             teacher=teacher.model_copy(update={"batch_wait_s": 0.2}),
         )
         labeler = Labeler(settings, load_task(settings.paths.task_file))
-        labeler.teacher.label(sample[:2])  # warm up
+        classifier(labeler).label(sample[:2])  # warm up
         chunks = [sample[i : i + chunk] for i in range(0, len(sample), chunk)]
         rates = interleaved(labeler, chunks, kafka)
         labeler.stop()

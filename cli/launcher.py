@@ -133,13 +133,33 @@ def start_local_llm(settings: Settings, say: Any = print) -> tuple[Settings, Loc
     return settings.model_copy(update={"teacher": teacher}), llm
 
 
+def for_task(settings: Settings, task: Task, say: Any = print) -> Settings:
+    """A generate task's teacher writes replies, so it is the LLM: chosen here unless the
+    settings name another kind, which is refused with the setting to change."""
+    cfg = settings.teacher
+    if task.kind != "generate" or cfg.kind == "llm":
+        return settings
+    if "kind" in cfg.model_fields_set:
+        raise ValueError(
+            f"task {task.name!r} is kind generate: DISTILLERY_TEACHER_KIND must be llm, "
+            f"got {cfg.kind!r}"
+        )
+    say(f"task {task.name!r} generates replies: the teacher is the LLM")
+    return settings.model_copy(update={"teacher": cfg.model_copy(update={"kind": "llm"})})
+
+
 def check_teacher(settings: Settings, task: Task, say: Any = print) -> None:
     """Run an LLM teacher's start-up checks here, before Ray starts, so a bad task file or URL
     fails ``up`` at once with its own message (in the labeler actor it would surface late)."""
     if settings.teacher.kind == "embedding":
         return
-    from models.factory import llm_teacher
+    from models.factory import llm_responder, llm_teacher
 
+    if task.kind == "generate":
+        responder = llm_responder(settings.teacher, task)
+        say(f"teacher {responder.teacher_id} at {responder.client.base}: checks passed")
+        responder.close()
+        return
     teacher = llm_teacher(settings.teacher, task)
     say(f"teacher {teacher.teacher_id} at {teacher.chat.base}: checks passed")
     teacher.close()
@@ -297,6 +317,7 @@ def up(settings: Settings | None = None, say: Any = print, quiet: bool = False) 
     start = time.monotonic()
     settings = settings or Settings()
     task = load_task(settings.paths.task_file)
+    settings = for_task(settings, task, say)
     broker = None
     if not settings.kafka.bootstrap_servers:
         broker = EmbeddedBroker(log_path=_log_path(settings, "broker.log")).start()
@@ -327,10 +348,8 @@ def up(settings: Settings | None = None, say: Any = print, quiet: bool = False) 
         loops = [store.run.remote(), labeler.run.remote()]
         first = bootstrap(scheduler, say)
         if first is not None:
-            say(
-                f"first student v{first['version']} distilled from seed traffic "
-                f"in {first['seconds']:.0f}s"
-            )
+            made = "distilled from seed traffic" if task.kind == "classify" else first["reason"]
+            say(f"first student v{first['version']} {made} in {first['seconds']:.0f}s")
         say("deploying the student on Serve")
         version = ray.get(scheduler.deploy_current.remote())
         loops.append(scheduler.run.remote())
@@ -349,7 +368,8 @@ def up(settings: Settings | None = None, say: Any = print, quiet: bool = False) 
         raise
     api_url = f"http://{settings.serve.host}:{settings.serve.port}"
     metrics_url = f"http://127.0.0.1:{settings.serve.metrics_export_port}/metrics"
-    say(f"serving student v{version} at {api_url}/v1/predict  (docs {api_url}/docs)")
+    route = "/v1/predict" if task.kind == "classify" else "/v1/chat/completions"
+    say(f"serving student v{version} at {api_url}{route}  (docs {api_url}/docs)")
     say(f"Ray dashboard {dashboard_url}  metrics {metrics_url}")
     if settings.serve.operator_token is None:
         token = settings.paths.state_dir / "operator_token"

@@ -107,6 +107,7 @@ class TeacherLabel(Event):
     )
     reply: str | None = Field(default=None, description="generate: the teacher's reply")
     student_reply: str | None = Field(default=None, description="generate: the served reply")
+    messages: list[ChatTurn] | None = Field(default=None, description="generate: the chat")
 
 
 class DeadLetter(BaseModel):

@@ -183,6 +183,9 @@ class TrainSettings(BaseSettings):
     learning_rate: float = Field(default=3e-4, gt=0)
     scratch_epochs: int = Field(default=4, ge=1, description="the first student, from scratch")
     scratch_learning_rate: float = Field(default=1e-3, gt=0)
+    generate_learning_rate: float = Field(
+        default=5e-5, gt=0, description="generate: AdamW rate of a round's SFT (bench.generate)"
+    )
     batch_size: int = Field(default=32, ge=1)
     window_size: int = Field(default=2_000, ge=1)
     replay_ratio: float = Field(default=1.0, ge=0)

@@ -132,6 +132,7 @@ class LoopMetrics:
     teacher_cache_hits: Any  # texts answered from the label cache, by teacher_id
     teacher_retries: Any  # teacher requests retried (429, 5xx, timeouts), by teacher_id
     teacher_up: Any  # 1 while the teacher's breaker lets calls through, 0 while it is open
+    teacher_similarity: Any  # generate: chrF of the served reply against the teacher's, 0-100
 
 
 def loop_metrics() -> LoopMetrics:
@@ -219,5 +220,11 @@ def loop_metrics() -> LoopMetrics:
             "distillery_teacher_up",
             "1 while the teacher's circuit breaker lets calls through, 0 while it is open.",
             tag_keys=_tags("teacher_id"),
+        ),
+        teacher_similarity=metrics.Histogram(
+            "distillery_teacher_similarity",
+            "Generate tasks: chrF (0-100) of the served reply against the teacher's reply.",
+            boundaries=[10, 20, 30, 40, 50, 60, 70, 80, 90],
+            tag_keys=_tags("model_version"),
         ),
     )

@@ -133,6 +133,20 @@ def llm_teacher(cfg: TeacherSettings, task: Task) -> LLMTeacher:
     return teacher
 
 
+def labeler_teacher(
+    cfg: TeacherSettings, task: Task, cache_dir: Path | None = None
+) -> Teacher | LLMResponder:
+    """What the labeler asks: ``build_teacher``, or a generate task's LLM responder."""
+    if task.kind != "generate":
+        return build_teacher(cfg, task, cache_dir)
+    if cfg.kind != "llm":
+        raise ValueError(
+            f"task {task.name!r} is kind generate: its teacher writes replies, so it must be "
+            f"an LLM (DISTILLERY_TEACHER_KIND=llm), got {cfg.kind!r}"
+        )
+    return llm_responder(cfg, task)
+
+
 def build_teacher(cfg: TeacherSettings, task: Task, cache_dir: Path | None = None) -> Teacher:
     """The configured teacher; an LLM (alone or in an ensemble) behind the label cache."""
     if cfg.kind == "embedding":

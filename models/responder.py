@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from distillery.events import ChatTurn
 from distillery.task import Generate
 from models.openai_api import ChatAnswer, OpenAIChat, RequestRejected
 from models.teacher import TeacherCost, TeacherHealth, prompt_hash
@@ -39,13 +40,14 @@ class ResponseBatch:
     cost: TeacherCost = field(default_factory=TeacherCost)
 
 
+@runtime_checkable
 class Responder(Protocol):
     """What the labeler and the benchmarks need of a generative teacher."""
 
     @property
     def teacher_id(self) -> str: ...
 
-    def respond(self, prompts: list[str]) -> ResponseBatch: ...
+    def respond(self, chats: list[list[ChatTurn]]) -> ResponseBatch: ...
 
     def health(self) -> TeacherHealth: ...
 
@@ -75,22 +77,20 @@ class LLMResponder:
     def health(self) -> TeacherHealth:
         return self.client.breaker.health()
 
-    def ask(self, prompt: str) -> ChatAnswer:
-        """One reply; ``prompt`` is the user's message, already templated."""
-        messages = [
-            {"role": "system", "content": self.generate.system_prompt},
-            {"role": "user", "content": prompt},
-        ]
+    def ask(self, chat: list[ChatTurn]) -> ChatAnswer:
+        """The reply to one chat (the task's system prompt, then the user's message, or the
+        chat a served request carried)."""
+        messages = [turn.model_dump() for turn in chat]
         params: dict[str, object] = {"max_tokens": self.generate.max_new_tokens, "temperature": 0}
         if self.generate.stop:
             params["stop"] = list(self.generate.stop)
         return self.client.chat(messages, **params)
 
-    def respond(self, prompts: list[str]) -> ResponseBatch:
-        """Every prompt's reply, in order. ``TeacherUnavailable`` propagates (the labeler keeps
-        the batch); a prompt the endpoint rejects, or an empty answer, is unreadable."""
-        batch = ResponseBatch([None] * len(prompts))
-        for i, outcome in enumerate(self._pool.map(self._ask_or_rejected, prompts)):
+    def respond(self, chats: list[list[ChatTurn]]) -> ResponseBatch:
+        """Every chat's reply, in order. ``TeacherUnavailable`` propagates (the labeler keeps
+        the batch); a chat the endpoint rejects, or an empty answer, is unreadable."""
+        batch = ResponseBatch([None] * len(chats))
+        for i, outcome in enumerate(self._pool.map(self._ask_or_rejected, chats)):
             if isinstance(outcome, str):
                 batch.unreadable[i] = outcome
                 continue
@@ -103,9 +103,9 @@ class LLMResponder:
             batch.responses[i] = Response(text, reason, outcome.completion_tokens)
         return batch
 
-    def _ask_or_rejected(self, prompt: str) -> ChatAnswer | str:
+    def _ask_or_rejected(self, chat: list[ChatTurn]) -> ChatAnswer | str:
         try:
-            return self.ask(prompt)
+            return self.ask(chat)
         except RequestRejected as exc:
             return f"rejected: {exc}"
 

@@ -13,8 +13,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from distillery import bus
-from distillery.events import DecodeError, SampledPrediction, TeacherLabel, decode
+from distillery.events import ChatTurn, DecodeError, SampledPrediction, TeacherLabel, decode
 from distillery.task import Task
+from models.responder import Responder
 from models.teacher import Teacher, TeacherCost
 
 
@@ -61,6 +62,59 @@ def to_labels(
     ]
     unreadable = [
         (batch[i][0], f"teacher {teacher.teacher_id} answer unreadable: {raw}"[:4_000])
+        for i, raw in sorted(answer.unreadable.items())
+    ]
+    return Labelled(labels, unreadable, answer.cost)
+
+
+def answer_batch(
+    batch: list[tuple[bus.Record, SampledPrediction]],
+    task: Task,
+    teacher: Teacher | Responder,
+    with_states: bool = False,
+) -> Labelled:
+    """``to_replies`` for a generate task's responder, ``to_labels`` for a classifier's teacher."""
+    if isinstance(teacher, Responder):
+        return to_replies(batch, task, teacher)
+    return to_labels(batch, task, teacher, with_states)
+
+
+def to_replies(
+    batch: list[tuple[bus.Record, SampledPrediction]], task: Task, teacher: Responder
+) -> Labelled:
+    """The teacher's reply to each sampled chat (the chat the student answered, or the task's
+    system prompt and the text), as label events with no probabilities."""
+    if task.generate is None:
+        raise ValueError(f"task {task.name!r} is kind {task.kind!r}: it has no replies")
+    system = ChatTurn(role="system", content=task.generate.system_prompt)
+    chats = [
+        list(event.messages or [system, ChatTurn(role="user", content=event.text)])
+        for _, event in batch
+    ]
+    answer = teacher.respond(chats)
+    labels = [
+        TeacherLabel(
+            request_id=event.request_id,
+            text=event.text,
+            labels=[],
+            teacher_logits=[],
+            teacher_probs=[],
+            student_probs=[],
+            model_version=event.model_version,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            predicted_at=event.ts,
+            reason=event.reason,
+            teacher_id=teacher.teacher_id,
+            reply=response.text,
+            student_reply=event.reply,
+            messages=chat,
+        )
+        for (record, event), response, chat in zip(batch, answer.responses, chats, strict=True)
+        if response is not None
+    ]
+    unreadable = [
+        (batch[i][0], f"teacher {teacher.teacher_id} reply unreadable: {raw}"[:4_000])
         for i, raw in sorted(answer.unreadable.items())
     ]
     return Labelled(labels, unreadable, answer.cost)

@@ -27,7 +27,7 @@ from monitoring.relabel import Relabeler
 from monitoring.teacher_status import current_teacher_id, teacher_status
 from monitoring.triggers import Decision, Signals, TriggerState, decide
 from monitoring.watch import Watch
-from training import cycle
+from training import cycle, generate_cycle
 from training.cycle import RoundReport
 from training.registry import Registry
 
@@ -62,8 +62,9 @@ class Scheduler:
         self.relabeler = Relabeler(settings)
 
     def bootstrap(self) -> dict[str, Any] | None:
+        generate = self.task.kind == "generate"
         with self._round_lock:
-            report = cycle.bootstrap(self.settings, self.task)
+            report = (generate_cycle if generate else cycle).bootstrap(self.settings, self.task)
         if report is not None:
             self._last(report)
         return self.last_round
@@ -109,7 +110,7 @@ class Scheduler:
         with self._round_lock:
             try:
                 self._no_rollout_running()
-                report = cycle.retrain(self.settings, self.task, reason, trigger, self._serving())
+                report = self._round(reason, trigger)
                 self._after_round(report)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -169,7 +170,10 @@ class Scheduler:
         """Measure drift and quality now; returns the signals and what the triggers decide on
         them (a decision only: rounds start from ``tick``)."""
         new_labels, minutes = self._since_last_round()
-        self.signals = self.watch.measure(new_labels, minutes)
+        if self.task.kind == "generate":  # drift and quality of replies: not measured yet
+            self.signals = Signals(new_labels, minutes)
+        else:
+            self.signals = self.watch.measure(new_labels, minutes)
         decision = decide(self.signals, self.trigger_state, time.time(), self.settings.scheduler)
         self._export(self.signals)
         return {
@@ -317,6 +321,11 @@ class Scheduler:
 
     def _serving(self) -> bool:
         return self.dashboard_url is not None
+
+    def _round(self, reason: str, trigger: TriggerRecord) -> RoundReport:
+        if self.task.kind == "generate":
+            return generate_cycle.retrain(self.settings, self.task, reason, trigger)
+        return cycle.retrain(self.settings, self.task, reason, trigger, self._serving())
 
     def _after_round(self, report: RoundReport) -> None:
         """Serve learns the round's outcome: a promoted version on every replica before this

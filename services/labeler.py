@@ -41,10 +41,12 @@ from distillery.events import (
 from distillery.faults import failpoint
 from distillery.settings import Settings
 from distillery.task import Task
-from models.factory import build_teacher
+from models.factory import labeler_teacher
 from models.openai_api import EndpointUnreachable
+from models.responder import Responder
 from models.teacher import Teacher, TeacherCost, TeacherHealth, TeacherUnavailable
-from models.teacher_labels import Labelled, Recent, parse_batch, to_labels
+from models.teacher_labels import Labelled, Recent, answer_batch, parse_batch
+from training.chrf import chrf
 
 log = logging.getLogger(__name__)
 GROUP = "distillery-labeler"
@@ -83,7 +85,7 @@ class Labeler:
         self.settings = settings
         self.task = task
         cfg = settings.teacher
-        self.teacher: Teacher = _NoTeacherYet()
+        self.teacher: Teacher | Responder = _NoTeacherYet()
         self._health = self.teacher.health()
         self._build_teacher()
         self.counts = {"labelled": 0, "dead_letters": 0, "batches": 0, "already_labelled": 0}
@@ -104,7 +106,7 @@ class Labeler:
         by ``run`` (a labeler restarted while its teacher is down must not crash-loop); any
         other start-up check that fails raises."""
         try:
-            self.teacher = build_teacher(
+            self.teacher = labeler_teacher(
                 self.settings.teacher, self.task, self.settings.paths.state_dir
             )
         except EndpointUnreachable as exc:
@@ -228,13 +230,13 @@ class Labeler:
     def _label_when_up(
         self, batch: list[tuple[bus.Record, SampledPrediction]], with_states: bool
     ) -> Labelled:
-        """``to_labels``, retried for as long as the teacher is unavailable (until ``stop``).
+        """``answer_batch``, retried for as long as the teacher is unavailable (until ``stop``).
         A live request waiting on the teacher (``answer``) goes first: each batch waits up to
         ``YIELD_S`` for the cascade's calls in flight to finish."""
         while True:
             self._no_answers.wait(YIELD_S)
             try:
-                labelled = to_labels(batch, self.task, self.teacher, with_states)
+                labelled = answer_batch(batch, self.task, self.teacher, with_states)
             except TeacherUnavailable as exc:
                 self._note_health()
                 log.warning(
@@ -303,11 +305,19 @@ class Labeler:
             self.counts[key] = self.counts.get(key, 0) + value
 
     def _watch(self, labels: list[TeacherLabel]) -> None:
-        """Export teacher-student agreement per served version, and the lag (s) of the oldest
-        prediction in this batch."""
+        """Export teacher-student agreement per served version (a generate task's: the served
+        reply's chrF against the teacher's), and the lag (s) of the oldest prediction in this
+        batch."""
+        for lab in labels:
+            if lab.reply is not None and lab.student_reply is not None:
+                tags = {"model_version": str(lab.model_version)}
+                self._metrics.teacher_similarity.observe(
+                    chrf(lab.student_reply, lab.reply), tags=tags
+                )
         agreed = Counter(
             (lab.model_version, _argmax(lab.teacher_probs) == _argmax(lab.student_probs))
             for lab in labels
+            if lab.teacher_probs and lab.student_probs
         )
         for (version, same), count in agreed.items():
             tags = {"model_version": str(version), "agreed": str(same).lower()}
@@ -338,7 +348,8 @@ class Labeler:
             self._answering += 1
             self._no_answers.clear()
         try:
-            done = to_labels(batch, self.task, self.teacher, self.settings.train.hidden_weight > 0)
+            with_states = self.settings.train.hidden_weight > 0
+            done = answer_batch(batch, self.task, self.teacher, with_states)
         except TeacherUnavailable:
             self._note_health()
             return [None] * len(events)

@@ -74,9 +74,11 @@ def fine_tune(
     batch_size: int = 8,
     lr: float = 5e-5,
     seed: int = 0,
+    weights: Sequence[float] | None = None,
 ) -> list[float]:
-    """AdamW on the SFT loss over shuffled mini-batches; the generator's model is trained in
-    place. Returns each step's loss."""
+    """AdamW on the SFT loss over shuffled mini-batches, each reply's tokens weighted by
+    ``weights`` (None: all 1); the generator's model is trained in place. Returns each step's
+    loss."""
     model = generator.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     order = list(range(len(replies)))
@@ -88,13 +90,16 @@ def fine_tune(
             rng.shuffle(order)
             for start in range(0, len(order), batch_size):
                 part = order[start : start + batch_size]
-                batch = sft_batch(generator, [chats[i] for i in part], [replies[i] for i in part])
+                w = None if weights is None else [weights[i] for i in part]
+                batch = sft_batch(
+                    generator, [chats[i] for i in part], [replies[i] for i in part], w
+                )
                 out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
                 loss = sft_loss(out.logits, batch.labels, batch.weights)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
     finally:
         model.eval()
     return losses

@@ -5,16 +5,23 @@ teacher id that names its prompt."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
-from distillery.settings import TeacherSettings
+from distillery import bus
+from distillery.events import ChatTurn, DeadLetter, SampledPrediction, TeacherLabel, Topics, decode
+from distillery.settings import KafkaSettings, PathSettings, Settings, TeacherSettings
 from distillery.task import load_task
 from models.factory import llm_responder
 from models.generator import Generator, chat
 from models.gguf import local_gguf, student_gguf
+from services.broker import EmbeddedBroker
+from services.labeler import Labeler
 from services.llm_server import LocalLLM
 from tests.conftest import DATA, ROOT
 from training.chrf import chrf
@@ -75,7 +82,8 @@ def test_the_teacher_replies_with_an_id_that_names_its_prompt(llm: LocalLLM) -> 
     try:
         assert TASK.generate is not None
         prompts = [TASK.generate.prompt(MESSAGE), TASK.generate.prompt("Best purchase ever!")]
-        first, again = teacher.respond(prompts), teacher.respond(prompts[:1])
+        chats = [chat(SYSTEM, p) for p in prompts]
+        first, again = teacher.respond(chats), teacher.respond(chats[:1])
     finally:
         teacher.close()
     assert teacher.teacher_id.startswith("llm-gen:qwen2.5-coder-0.5b-instruct-q4:")
@@ -83,3 +91,58 @@ def test_the_teacher_replies_with_an_id_that_names_its_prompt(llm: LocalLLM) -> 
     assert first.responses[0] == again.responses[0]  # temperature 0: one answer per prompt
     assert first.cost.completion_tokens > 0 and first.cost.requests == 2
     assert all(r is not None and r.finish_reason in {"stop", "length"} for r in first.responses)
+
+
+def test_the_labeler_answers_sampled_chats_and_dead_letters_what_it_cannot(
+    llm: LocalLLM, tmp_path: Path
+) -> None:
+    with EmbeddedBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        bus.ensure_topics(kafka)
+        settings = Settings(
+            kafka=kafka,
+            paths=PathSettings(state_dir=tmp_path, task_file=ROOT / "tasks" / "reply.yaml"),
+            teacher=TeacherSettings(kind="llm", url=llm.url, batch_wait_s=0.2),
+        )
+        labeler = Labeler(settings, TASK)
+        thread = threading.Thread(target=labeler.run, daemon=True)
+        thread.start()
+        try:
+            _send(kafka)
+            labels = _wait(kafka, Topics.LABELS, 1)
+            dead = _wait(kafka, Topics.DEAD_LETTER, 2)
+        finally:
+            labeler.stop()
+            thread.join(timeout=60)
+    label = decode(TeacherLabel, labels[0].value)
+    assert label.request_id == "chat-0" and label.reply and label.student_reply == "Sorry."
+    assert label.teacher_id is not None and label.teacher_id.startswith("llm-gen:")
+    reasons = {decode(DeadLetter, r.value).reason for r in dead}
+    assert "student_probs has 2 values, task has 0" in reasons  # a classifier's event
+    unread = next(r for r in reasons if r.startswith("teacher "))  # past the server's context
+    assert "reply unreadable: rejected: HTTP 400" in unread, reasons
+
+
+def _send(kafka: KafkaSettings) -> None:
+    turns = [ChatTurn(role="system", content=SYSTEM), ChatTurn(role="user", content=MESSAGE)]
+    long = [ChatTurn(role="user", content="word " * 5_000)]  # over the 2,048-token context
+    events = [
+        SampledPrediction(request_id="chat-0", text=MESSAGE, student_probs=[], model_version=1,
+                          messages=turns, reply="Sorry."),
+        SampledPrediction(request_id="chat-1", text="x", student_probs=[], model_version=1,
+                          messages=long, reply="?"),
+        SampledPrediction(request_id="chat-2", text="x", student_probs=[0.5, 0.5], model_version=1),
+    ]  # fmt: skip
+    producer = bus.make_producer(kafka)
+    for event in events:
+        bus.send(producer, Topics.SAMPLED, event, event.request_id)
+    producer.flush()
+    producer.close()
+
+
+def _wait(kafka: KafkaSettings, topic: str, n: int, timeout_s: float = 120) -> list[bus.Record]:
+    deadline = time.monotonic() + timeout_s
+    while len(records := bus.read_all(kafka, topic)) < n and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(records) >= n, f"{topic}: {len(records)} records, wanted {n}"
+    return records

@@ -52,6 +52,7 @@ def _label_row(i: int, labels: Any = None, **extra: Any) -> dict[str, Any]:
         "teacher_id": "embedding:minilm:aaaa",
         "reply": None,
         "student_reply": None,
+        "messages": None,
         "topic": Topics.LABELS,
         "partition": i % 2,
         "offset": 1000 + i,

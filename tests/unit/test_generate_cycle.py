@@ -1,0 +1,70 @@
+"""A generate task's round data and gate (``training.generate_cycle``), on a store written here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from distillery.events import ChatTurn, FeedbackEvent, TeacherLabel
+from distillery.settings import GateSettings, PathSettings, Settings, TrainSettings
+from distillery.task import load_task
+from feedback.store import write_shard
+from training.generate_cycle import _held_out, decide, examples
+from training.generate_round import Measures
+
+ROOT = Path(__file__).resolve().parents[2]
+TASK = load_task(ROOT / "tasks" / "reply.yaml")
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(
+        paths=PathSettings(state_dir=tmp_path, task_file=ROOT / "tasks" / "reply.yaml"),
+        train=TrainSettings(holdout_fraction=0.3, correction_weight=3.0),
+        gate=GateSettings(agreement_margin=0.05, min_golden_rows=1),
+    )
+
+
+def _label(i: int) -> dict[str, object]:
+    chat = [ChatTurn(role="system", content="Be kind."), ChatTurn(role="user", content=f"msg {i}")]
+    event = TeacherLabel(
+        request_id=f"r{i}", text=f"msg {i}", labels=[], teacher_logits=[], teacher_probs=[],
+        student_probs=[], model_version=1, source_partition=0, source_offset=i, ts=float(i),
+        teacher_id="llm-gen:m:1", reply=f"teacher {i}", student_reply=f"student {i}", messages=chat,
+    )  # fmt: skip
+    return {**event.model_dump(), "topic": "t", "partition": 0, "offset": i}
+
+
+def test_corrections_replace_the_teachers_reply_and_weigh_more(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    write_shard(settings.paths.store_dir, "labels", [_label(i) for i in range(40)])
+    fixed = next(i for i in range(40) if not _held_out(f"r{i}", 0.3))
+    held = next(i for i in range(40) if _held_out(f"r{i}", 0.3))
+    fixes = [
+        FeedbackEvent(request_id=f"r{i}", rating=1, predicted_label="reply", model_version=1,
+                      corrected_reply=f"human {i}").model_dump()
+        for i in (fixed, held)
+    ]  # fmt: skip
+    write_shard(settings.paths.store_dir, "feedback", fixes)
+    data = examples(settings, TASK, parent=1)
+    assert len(data.train) + len(data.holdout) == 40 and 5 <= len(data.holdout) <= 20
+    by_target = dict(zip(data.train["target"], data.train["weight"], strict=True))
+    assert by_target[f"human {fixed}"] == 3.0 and f"teacher {fixed}" not in by_target
+    assert by_target[f"teacher {next(i for i in range(40) if i not in (fixed, held))}"] in (1.0,)
+    assert data.golden["corrected_reply"].tolist() == [f"human {held}"]
+    chat = json.loads(data.train["messages"].iloc[0])
+    assert [t["role"] for t in chat] == ["system", "user"] and chat[0]["content"] == "Be kind."
+    assert data.lineage.correction_rows == 1 and data.lineage.teachers == {
+        "llm-gen:m:1": len(data.train)}  # fmt: skip
+
+
+def _m(chrf: float, golden: float | None = None) -> Measures:
+    return Measures(chrf, -1.0, 20.0, golden, 10, 0 if golden is None else 2)
+
+
+def test_the_gate_holds_chrf_within_the_margin(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)  # margin 0.05 → 5 chrF points
+    assert decide(_m(40.0), _m(44.0), settings)[0]
+    passed, why = decide(_m(38.0), _m(44.0), settings)
+    assert not passed and why == "held-out chrF 38.0 < current 44.0 - 5"
+    passed, why = decide(_m(50.0, 20.0), _m(44.0, 30.0), settings)
+    assert not passed and why.startswith("golden chrF 20.0 < current 30.0")

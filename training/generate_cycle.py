@@ -1,0 +1,160 @@
+"""A generate task's cycle: the store's replies → a Ray Train round → registry → gate → promote.
+
+The same store, registry and round report as a classifier's (``training.cycle``); what differs is
+the data (chats and replies, not soft labels), the round (SFT, ``training.generate_round``) and
+the gate's signals (chrF and likelihood against the teacher's replies, and against the replies
+people corrected: the golden set).
+
+- Version 1 is the base student, never retrained (``bootstrap``): a generative student answers
+  before it has learnt anything, unlike a classifier's fresh head.
+- A row's target is the teacher's reply, or a person's corrected reply, which replaces it and
+  weighs ``correction_weight``. Held out by a stable hash of the request id
+  (``holdout_fraction``); held-out corrections are the golden set.
+- The gate passes a candidate whose held-out chrF is within ``agreement_margin`` (× 100) of the
+  current version's, and whose golden chrF (given ``min_golden_rows``) is too. Passing, it is
+  promoted at once: shadow and canary for generate tasks are not built yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from distillery.contracts import TriggerRecord
+from distillery.settings import Settings
+from distillery.task import Task
+from feedback.examples import read_kind, read_labels
+from models.generator import Generator
+from models.gguf import STUDENT_GGUF_NAME, student_gguf
+from training.cycle import RoundReport
+from training.generate_round import Measures, chat_of, measure, run_round
+from training.registry import Lineage, Registry, VersionMeta
+
+log = logging.getLogger(__name__)
+GATE_ROWS = 24  # held-out chats the gate answers with each version (two replies each)
+
+
+@dataclass(frozen=True)
+class Examples:
+    train: pd.DataFrame  # messages (chat JSON), target, weight
+    holdout: pd.DataFrame  # text, messages, reply
+    golden: pd.DataFrame  # text, messages, corrected_reply
+    lineage: Lineage
+
+
+def _held_out(request_id: str, fraction: float) -> bool:
+    digest = hashlib.sha256(request_id.encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+def examples(settings: Settings, task: Task, parent: int | None) -> Examples:
+    """The round's rows from the store: the newest ``window_size`` replies, corrected where a
+    person gave the right one."""
+    labels = read_labels(settings.paths.store_dir)
+    if labels.empty or "reply" not in labels:
+        raise RuntimeError("the example store holds no teacher replies yet: nothing to train on")
+    labels = labels[labels["reply"].notna()].sort_values("ts").tail(settings.train.window_size)
+    feedback = read_kind(settings.paths.store_dir, "feedback")
+    fixes: dict[str, str] = {}
+    if not feedback.empty and "corrected_reply" in feedback:
+        latest = feedback.sort_values("ts").drop_duplicates("request_id", keep="last")
+        named = latest[latest["corrected_reply"].notna()]
+        fixes = dict(zip(named["request_id"], named["corrected_reply"], strict=True))
+    chats = [json.dumps([t.model_dump() for t in chat_of(r, task)]) for _, r in labels.iterrows()]
+    frame = labels.assign(chat=chats, corrected_reply=labels["request_id"].map(fixes))
+    held = frame["request_id"].map(lambda i: _held_out(i, settings.train.holdout_fraction))
+    train = frame[~held]
+    fixed = train["corrected_reply"].notna()
+    rows = pd.DataFrame({
+        "messages": train["chat"],
+        "target": train["corrected_reply"].where(fixed, train["reply"]),
+        "weight": fixed.map({True: settings.train.correction_weight, False: 1.0}).astype(float),
+    })  # fmt: skip
+    holdout = frame[held].tail(GATE_ROWS)
+    golden = frame[held & frame["corrected_reply"].notna()]
+    lineage = Lineage(
+        parent=parent, rows=len(rows), recent_rows=len(rows), correction_rows=int(fixed.sum()),
+        teachers={str(k): int(v) for k, v in train["teacher_id"].value_counts().items()},
+        window_end_ts=float(labels["ts"].max()), golden_rows=len(golden),
+    )  # fmt: skip
+    return Examples(rows.reset_index(drop=True), holdout, golden, lineage)
+
+
+def bootstrap(settings: Settings, task: Task) -> RoundReport | None:
+    """Register and promote the base student as version 1 if the registry is empty."""
+    registry = Registry(settings.paths.model_store_url())
+    if registry.current() is not None:
+        return None
+    base = Generator.from_gguf(student_gguf(settings.paths.data_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        base.save(Path(tmp))
+        meta = registry.register(
+            Path(tmp), VersionMeta(version=0, config={"base": STUDENT_GGUF_NAME})
+        )
+    why = f"bootstrap: the base student {STUDENT_GGUF_NAME}, never retrained (generate task)"
+    registry.promote(meta.version, why)
+    return RoundReport(
+        version=meta.version, parent=None, promoted=True, reason=why, gate={},
+        train_metrics={}, rows=0, seconds=0.0, outcome="promoted",
+        trigger=TriggerRecord.bootstrap(why),
+    )  # fmt: skip
+
+
+def retrain(
+    settings: Settings, task: Task, reason: str, trigger: TriggerRecord | None = None
+) -> RoundReport:
+    """One round from the store; the candidate is gated against the current version."""
+    start = time.monotonic()
+    registry = Registry(settings.paths.model_store_url())
+    parent = registry.current()
+    if parent is None:
+        raise RuntimeError("no promoted version to fine-tune: bootstrap first")
+    data = examples(settings, task, parent)
+    if data.train.empty or data.holdout.empty:
+        raise RuntimeError(
+            f"{len(data.train)} training and {len(data.holdout)} held-out replies: too few"
+        )
+    name = f"round-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}"
+    cache = settings.paths.model_cache_path()
+    checkpoint, metrics = run_round(settings, data.train, registry.local_dir(parent, cache), name)
+    trigger = trigger or TriggerRecord.operator(reason)
+    meta = registry.register(
+        checkpoint, VersionMeta(version=0, lineage=data.lineage, metrics=metrics, trigger=trigger)
+    )
+    cand = measure(Generator.load(registry.local_dir(meta.version, cache)), task, data.holdout,
+                   data.golden)  # fmt: skip
+    cur = measure(
+        Generator.load(registry.local_dir(parent, cache)), task, data.holdout, data.golden
+    )
+    passed, why = decide(cand, cur, settings)
+    gate = {"passed": passed, "reason": why, "candidate": asdict(cand), "current": asdict(cur)}
+    log.info("gate v%d vs v%d: %s", meta.version, parent, json.dumps(gate))
+    if passed:
+        registry.update(meta.version, gate=gate)
+        registry.promote(meta.version, f"{reason}; gate: {why}")
+    else:
+        registry.reject(meta.version, f"gate: {why}", gate)
+    return RoundReport(
+        version=meta.version, parent=parent, promoted=passed, reason=why, gate=gate,
+        train_metrics=metrics, rows=len(data.train), seconds=time.monotonic() - start,
+        outcome="promoted" if passed else "rejected", trigger=trigger,
+    )  # fmt: skip
+
+
+def decide(cand: Measures, cur: Measures, settings: Settings) -> tuple[bool, str]:
+    """Pass when held-out chrF, and golden chrF with enough rows, stay within the margin."""
+    margin = settings.gate.agreement_margin * 100
+    if cand.chrf < cur.chrf - margin:
+        return False, f"held-out chrF {cand.chrf} < current {cur.chrf} - {margin:g}"
+    golden, current = cand.golden_chrf, cur.golden_chrf
+    enough = cand.golden_rows >= settings.gate.min_golden_rows
+    if enough and golden is not None and current is not None and golden < current - margin:
+        return False, f"golden chrF {golden} < current {current} - {margin:g}"
+    return True, f"held-out chrF {cand.chrf} (current {cur.chrf}), log-lik/token {cand.logp}"

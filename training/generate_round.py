@@ -1,0 +1,156 @@
+"""A generate task's round on Ray Train, and the gate's measures of a generative student.
+
+The round is sequence-level KD (``training.sequence_kd``, Kim & Rush 2016): ``TorchTrainer`` runs
+``train_loop`` on each worker, which fine-tunes the parent version (or, for version 1, the
+base SmolLM2) on its shard of (chat, reply, weight) rows: the teacher's replies, and the
+replies people corrected, which weigh ``correction_weight`` and replace the teacher's on their
+request. The same scaffolding as a classifier's round (``training.round``): the rows travel as a
+Ray Dataset, the cluster's CPUs are checked first, the fit is bounded by ``round_timeout_s``.
+
+The gate's signals on held-out chats (``measure``): the mean sentence chrF of the student's
+greedy replies against the teacher's (``training.chrf``), the teacher replies' mean per-token
+log-likelihood under the student, and its tokens/s.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from distillery.events import ChatTurn
+from distillery.settings import Settings
+from distillery.task import Task
+from models.generator import Generator
+from training.chrf import mean_chrf
+from training.sft import fine_tune, reply_logps, sft_batch
+
+COLUMNS = ["messages", "target", "weight"]  # what a worker trains on: chat JSON, reply, weight
+
+
+def chat_of(row: Any, task: Task) -> list[ChatTurn]:
+    """The chat a label row was answered for: its ``messages``, else the task's system prompt
+    and its text (a row written before labels carried the chat)."""
+    messages = row.get("messages") if hasattr(row, "get") else None
+    if messages is not None and len(messages):
+        return [ChatTurn.model_validate(dict(m)) for m in messages]
+    system = task.generate.system_prompt if task.generate else ""
+    return [ChatTurn(role="system", content=system), ChatTurn(role="user", content=row["text"])]
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """One worker: its shard, ``epochs`` passes of AdamW on the SFT loss; rank 0 saves the
+    fine-tuned student (``save_pretrained``) as the final checkpoint."""
+    import ray.train
+    import torch
+
+    torch.set_num_threads(1)
+    context = ray.train.get_context()
+    shard = ray.train.get_dataset_shard("train")
+    parts = list(shard.iter_batches(batch_format="pandas", batch_size=None))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+    generator = Generator.load(Path(config["init_dir"]))
+    generator.model = ray.train.torch.prepare_model(generator.model)
+    chats = [[ChatTurn.model_validate(m) for m in json.loads(c)] for c in frame["messages"]]
+    start = time.perf_counter()
+    losses = fine_tune(
+        generator, chats, list(frame["target"]), config["epochs"], config["batch_size"],
+        config["learning_rate"], config["seed"], list(frame["weight"]),
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    metrics = {
+        "loss": losses[-1] if losses else 0.0,
+        "first_loss": losses[0] if losses else 0.0,
+        "epoch": float(config["epochs"]),
+        "examples_per_s": len(frame) * config["epochs"] / max(seconds, 1e-9),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        if context.get_world_rank() == 0:
+            generator.model = getattr(generator.model, "module", generator.model)
+            generator.save(Path(tmp))
+            (Path(tmp) / "train_metrics.json").write_text(json.dumps(metrics))
+        checkpoint = (
+            ray.train.Checkpoint.from_directory(tmp) if context.get_world_rank() == 0 else None
+        )
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def run_round(
+    settings: Settings, rows: pd.DataFrame, init_dir: Path, name: str
+) -> tuple[Path, dict[str, float]]:
+    """Fine-tune ``init_dir`` on ``rows`` (``COLUMNS``); its checkpoint folder and metrics."""
+    import pyarrow as pa
+    import ray.data
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from training.round import _fit_with_timeout, check_resources
+
+    cfg = settings.train
+    config = {
+        "init_dir": str(init_dir), "epochs": cfg.epochs, "batch_size": min(cfg.batch_size, 8),
+        "learning_rate": cfg.generate_learning_rate, "seed": cfg.seed,
+    }  # fmt: skip
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    table = pa.Table.from_pandas(rows[COLUMNS], preserve_index=False)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=config,
+        datasets={"train": ray.data.from_blocks([table])},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, resources_per_worker={"CPU": cfg.worker_cpus}
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(settings.paths.train_dir / "ray"),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+    )
+    check_resources(cfg.num_workers * cfg.worker_cpus)
+    result = _fit_with_timeout(trainer, cfg.round_timeout_s)
+    if result.checkpoint is None:
+        raise RuntimeError(f"round {name} ended without a checkpoint: {result.error}")
+    path = Path(result.checkpoint.path)
+    metrics = json.loads((path / "train_metrics.json").read_text())
+    return path, {k: float(v) for k, v in metrics.items()}
+
+
+@dataclass(frozen=True)
+class Measures:
+    """A generative student on held-out chats."""
+
+    chrf: float  # mean sentence chrF against the teacher's replies, 0-100
+    logp: float  # the teacher replies' mean per-token log-likelihood under the student
+    tokens_per_s: float
+    golden_chrf: float | None  # against the replies people corrected, if any
+    rows: int
+    golden_rows: int
+
+
+def measure(
+    generator: Generator, task: Task, holdout: pd.DataFrame, golden: pd.DataFrame
+) -> Measures:
+    """``Measures`` on ``holdout`` (chats and teacher replies) and ``golden`` (corrections)."""
+    assert task.generate is not None
+    gen = task.generate
+    chats = [chat_of(row, task) for _, row in holdout.iterrows()]
+    replies = [generator.reply(c, gen.max_new_tokens, gen.stop) for c in chats]
+    batch = sft_batch(generator, chats, list(holdout["reply"]))
+    per_token = reply_logps(generator, batch) / (batch.labels[:, 1:] != -100).sum(-1).clamp(min=1)
+    tokens = sum(r.completion_tokens for r in replies)
+    golden_chrf = None
+    if len(golden):
+        g_chats = [chat_of(row, task) for _, row in golden.iterrows()]
+        made = [generator.reply(c, gen.max_new_tokens, gen.stop).text for c in g_chats]
+        golden_chrf = round(mean_chrf(made, list(golden["corrected_reply"])), 2)
+    return Measures(
+        round(mean_chrf([r.text for r in replies], list(holdout["reply"])), 2),
+        round(float(per_token.mean()), 4),
+        round(tokens / max(sum(r.seconds for r in replies), 1e-9), 2),
+        golden_chrf, len(holdout), len(golden),
+    )  # fmt: skip
