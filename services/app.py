@@ -13,8 +13,6 @@ import logging
 import random
 import threading
 import time
-import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +20,24 @@ import numpy as np
 from fastapi import HTTPException, Request, Response
 from ray import serve
 
-from distillery import bus
 from distillery.actors import labeler_health_async
 from distillery.contracts import CandidateSpec, StudentConfig
-from distillery.events import SampledPrediction, Topics, encode
+from distillery.events import SampledPrediction, Topics
 from distillery.metrics import serve_metrics
 from distillery.settings import Settings
 from distillery.task import load_task
 from feedback.chat_models import ChatCompletion, ChatRequest
-from feedback.delivery import Delivery
 from feedback.models import (
     FeedbackAccepted,
     FeedbackRequest,
-    Prediction,
     PredictRequest,
     PredictResponse,
     check_texts,
 )
-from feedback.spool import quarantined
-from feedback.tokens import load_secret, sign
+from feedback.tokens import load_secret
 from models.generator import Generator, chat
 from models.student import Student
+from services import answers as answering
 from services import operator_api
 from services.access import Access
 from services.cascade import Cascade
@@ -55,6 +50,7 @@ from services.edge import (
     parse,
     within,
 )
+from services.feedback_route import FeedbackRoute
 from services.recall import Recall
 from services.sampling import Publisher, make_sampler
 from services.slots import Slot, Variant, report_serving
@@ -103,13 +99,10 @@ class StudentIngress:
             on_drop=lambda reason: self.metrics.sample_dropped.inc(tags={"reason": reason}),
         )
         self.replica_id = serve.get_replica_context().replica_id.unique_id
-        self._replayed = 0
-        self.delivery = Delivery(
-            self.settings.kafka,
-            self.settings.paths.spool_dir,
+        self.feedback_route = FeedbackRoute(
+            self.settings, self.access, self.secret, self.task.label_names, self.metrics,
             self.replica_id,
-            on_probe=self._on_probe,
-        )
+        )  # fmt: skip
         self.recall = Recall(self.settings.kafka, self.sampler.on_feedback, self._send_recalled)
         generate = self.task.kind == "generate"
         self.chat = (
@@ -300,7 +293,11 @@ class StudentIngress:
             serve_cfg.request_timeout_s,
             "prediction",
         )
-        built = [self._answer(t, *a, key_id) for t, a in zip(texts, answers, strict=True)]
+        labels = self.task.label_names
+        built = [
+            answering.answer(labels, self.secret, t, *a, key_id)
+            for t, a in zip(texts, answers, strict=True)
+        ]
         reviewed = await self.cascade.review_all(built, body)
         for text, answer, (_, event), done in zip(texts, answers, built, reviewed, strict=True):
             if done.prediction.deferral is not None:
@@ -310,7 +307,7 @@ class StudentIngress:
             sample = body.allow_training and not done.labelled
             self._after(text, answer[0], event if sample else None)
         predictions = [r.prediction for r in reviewed]
-        self._count(predictions)
+        answering.count(self.metrics.predictions, predictions)
         self.metrics.latency_s.observe(time.perf_counter() - start)
         return json_response(PredictResponse(predictions=predictions))
 
@@ -330,48 +327,12 @@ class StudentIngress:
         pinned = None if loaded is None else Pinned(loaded.student, loaded.version)
         return await self.chat.complete(request, pinned, key_id)
 
-    def _count(self, predictions: list[Prediction]) -> None:
-        answered = Counter((p.model_version, p.label) for p in predictions)
-        for (version, label), count in answered.items():
-            self.metrics.predictions.inc(
-                count, tags={"model_version": str(version), "label": label}
-            )
-
     def _identify(self, request: Request, route: str) -> str:
         try:
             return self.access.identify(request, route)
         except HTTPException as exc:
             self.metrics.rejected.inc(tags={"route": route, "status": str(exc.status_code)})
             raise
-
-    def _answer(
-        self, text: str, probs: np.ndarray, version: int, novelty: float | None, key_id: str
-    ) -> tuple[Prediction, SampledPrediction]:
-        """The student's answer, and the event the sampler or the cascade may send on."""
-        request_id = uuid.uuid4().hex
-        label = self.task.label_names[int(probs.argmax())]
-        event = SampledPrediction(
-            request_id=request_id,
-            text=text,
-            student_probs=[float(p) for p in probs],
-            model_version=version,
-            novelty=novelty,
-            key_id=key_id,
-        )
-        return Prediction(
-            request_id=request_id,
-            label=label,
-            probabilities=dict(zip(self.task.label_names, map(float, probs), strict=True)),
-            model_version=version,
-            feedback_token=sign(self.secret, request_id, version, label, key_id),
-        ), event
-
-    def _on_probe(self, pending_bytes: int, replayed: int, quarantined: int) -> None:
-        self.metrics.spool_pending.set(pending_bytes)
-        self.metrics.spool_quarantined.set(quarantined)
-        if replayed > self._replayed:
-            self.metrics.replayed.inc(replayed - self._replayed)
-            self._replayed = replayed
 
     def _sample(self, event: SampledPrediction, canary: bool = False) -> None:
         """``canary``: a rollout's canary is live (the caller has its variant in hand)."""
@@ -405,29 +366,7 @@ class StudentIngress:
         another key, or answered longer ago than the join window is refused with 403. A key's
         repeated feedback on one request replaces its earlier one.
         """
-        key_id = self._identify(request, "feedback")
-        body = await parse(request, FeedbackRequest, self.settings.serve.max_body_bytes)
-        try:
-            event = self.access.feedback_event(body, key_id, self.secret, self.task.label_names)
-        except HTTPException as exc:
-            self.metrics.rejected.inc(tags={"route": "feedback", "status": str(exc.status_code)})
-            raise
-        try:
-            outcome = await asyncio.to_thread(
-                self.delivery.put, Topics.FEEDBACK, body.request_id, encode(event)
-            )
-        except OSError as exc:  # neither the broker nor the local disk took it
-            raise HTTPException(
-                503, f"feedback not stored, try again: {exc}", {"Retry-After": "5"}
-            ) from exc
-        self.metrics.feedback.inc(
-            tags={
-                "rating": str(body.rating),
-                "stored": outcome,
-                "model_version": str(event.model_version),
-            }
-        )
-        return json_response(FeedbackAccepted(request_id=body.request_id), 202)
+        return await self.feedback_route.accept(request, self._identify(request, "feedback"))
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -440,17 +379,10 @@ class StudentIngress:
         loaded = self.stable.loaded
         if loaded is None:
             raise HTTPException(503, "no student loaded yet", headers={"Retry-After": "5"})
-        reachable = await asyncio.to_thread(bus.reachable, self.settings.kafka)
-        pending = self.delivery.spool.pending()
-        broker = "reachable" if reachable else "unreachable"
-        feedback = "spooling" if self.delivery.spooling() or not reachable else "direct"
         return {
             "status": "ready",
             "model_version": loaded.version,
-            "broker": broker,
-            "feedback": feedback,
-            "spool_pending_bytes": pending,
-            "spool_quarantined": await asyncio.to_thread(quarantined, self.delivery.spool_dir),
+            **await self.feedback_route.readiness(),
             "teacher": await labeler_health_async() or {"state": "unknown"},
         }
 

@@ -70,6 +70,8 @@ def examples(settings: Settings, task: Task, parent: int | None) -> Examples:
     chats = [json.dumps([t.model_dump() for t in chat_of(r, task)]) for _, r in labels.iterrows()]
     frame = labels.assign(chat=chats, corrected_reply=labels["request_id"].map(fixes))
     held = frame["request_id"].map(lambda i: _held_out(i, settings.train.holdout_fraction))
+    if len(frame) >= 2 and (not held.any() or held.all()):  # the gate and the round need both
+        held = pd.Series([False] * (len(frame) - 1) + [True], index=frame.index)
     train = frame[~held]
     fixed = train["corrected_reply"].notna()
     rows = pd.DataFrame({

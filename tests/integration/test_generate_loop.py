@@ -33,7 +33,7 @@ from tests.conftest import DATA, ROOT
 pytestmark = pytest.mark.integration
 TASK = ROOT / "tasks" / "reply.yaml"
 PROMPT = "Reply to this customer message in one sentence:\n\n"
-CHATS = 16
+CHATS = 12
 
 
 @pytest.fixture(scope="module")

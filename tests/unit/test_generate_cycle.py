@@ -68,3 +68,11 @@ def test_the_gate_holds_chrf_within_the_margin(tmp_path: Path) -> None:
     assert not passed and why == "held-out chrF 38.0 < current 44.0 - 5"
     passed, why = decide(_m(50.0, 20.0), _m(44.0, 30.0), settings)
     assert not passed and why.startswith("golden chrF 20.0 < current 30.0")
+
+
+def test_a_few_replies_still_give_the_gate_one_held_out_chat(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    kept = [i for i in range(200) if not _held_out(f"r{i}", 0.3)][:3]  # none would be held out
+    write_shard(settings.paths.store_dir, "labels", [_label(i) for i in kept])
+    data = examples(settings, TASK, parent=1)
+    assert len(data.train) == 2 and data.holdout["request_id"].tolist() == [f"r{kept[-1]}"]
