@@ -28,6 +28,7 @@ from distillery.settings import Settings
 from distillery.task import Task
 from models.generator import Generator
 from training.chrf import mean_chrf
+from training.ray_train import train_on_ray
 from training.sft import fine_tune, reply_logps, sft_batch
 
 COLUMNS = ["messages", "target", "weight"]  # what a worker trains on: chat JSON, reply, weight
@@ -86,10 +87,6 @@ def run_round(
     """Fine-tune ``init_dir`` on ``rows`` (``COLUMNS``); its checkpoint folder and metrics."""
     import pyarrow as pa
     import ray.data
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from training.round import _fit_with_timeout, check_resources
 
     cfg = settings.train
     config = {
@@ -97,27 +94,8 @@ def run_round(
         "learning_rate": cfg.generate_learning_rate, "seed": cfg.seed,
     }  # fmt: skip
     ray.data.DataContext.get_current().enable_progress_bars = False
-    table = pa.Table.from_pandas(rows[COLUMNS], preserve_index=False)
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=config,
-        datasets={"train": ray.data.from_blocks([table])},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers, resources_per_worker={"CPU": cfg.worker_cpus}
-        ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=str(settings.paths.train_dir / "ray"),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-        ),
-    )
-    check_resources(cfg.num_workers * cfg.worker_cpus)
-    result = _fit_with_timeout(trainer, cfg.round_timeout_s)
-    if result.checkpoint is None:
-        raise RuntimeError(f"round {name} ended without a checkpoint: {result.error}")
-    path = Path(result.checkpoint.path)
-    metrics = json.loads((path / "train_metrics.json").read_text())
-    return path, {k: float(v) for k, v in metrics.items()}
+    dataset = ray.data.from_blocks([pa.Table.from_pandas(rows[COLUMNS], preserve_index=False)])
+    return train_on_ray(train_loop, config, dataset, settings, name)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from distillery.settings import Settings
 from distillery.task import Task
 from models.weights import teacher_model_path
 from training.data import RoundData
+from training.ray_train import train_on_ray
 
 
 def _batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
@@ -320,9 +321,6 @@ def run_round(
     settings: Settings, task: Task, data: RoundData, init_dir: Path | None, name: str
 ) -> tuple[Path, dict[str, float]]:
     """Train a candidate; returns its checkpoint folder and the final training metrics."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     cfg = settings.train
     loop_config = {
         **cfg.model_dump(include={"kd_temperature", "kd_weight", "correction_weight"}),
@@ -341,53 +339,7 @@ def run_round(
         "teacher_width": _teacher_width(settings),
         "name": name,
     }
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=loop_config,
-        datasets={"train": train_dataset(data.train)},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers, resources_per_worker={"CPU": cfg.worker_cpus}
-        ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=str(settings.paths.train_dir / "ray"),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-        ),
-    )
-    check_resources(cfg.num_workers * cfg.worker_cpus)
-    result = _fit_with_timeout(trainer, cfg.round_timeout_s)
-    if result.checkpoint is None:
-        raise RuntimeError(f"round {name} ended without a checkpoint: {result.error}")
-    path = Path(result.checkpoint.path)
-    metrics = json.loads((path / "train_metrics.json").read_text())
-    return path, {k: float(v) for k, v in metrics.items()}
-
-
-def check_resources(cpus: float) -> None:
-    """Fail fast: Ray Train waits forever for workers the cluster can never place."""
-    import ray
-
-    total = ray.cluster_resources().get("CPU", 0.0)
-    if total < cpus:
-        raise RuntimeError(
-            f"a round needs {cpus} CPU (num_workers × worker_cpus) but the cluster has {total}"
-        )
-
-
-def _fit_with_timeout(trainer: Any, timeout_s: float) -> Any:
-    """``trainer.fit()`` bounded by ``timeout_s`` seconds (TimeoutError names the limit)."""
-    from concurrent.futures import ThreadPoolExecutor
-    from concurrent.futures import TimeoutError as FutureTimeout
-
-    pool = ThreadPoolExecutor(1, thread_name_prefix="round")
-    try:
-        return pool.submit(trainer.fit).result(timeout=timeout_s)
-    except FutureTimeout:
-        raise TimeoutError(
-            f"round did not finish in DISTILLERY_TRAIN_ROUND_TIMEOUT_S={timeout_s}s"
-        ) from None
-    finally:
-        pool.shutdown(wait=False)
+    return train_on_ray(train_loop, loop_config, train_dataset(data.train), settings, name)
 
 
 def _teacher_width(settings: Settings) -> int:
