@@ -80,6 +80,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     bus.ensure_topics(settings.kafka)
     dashboard, _ = start_ray(settings)
+    stack = Stack(settings, broker, f"http://127.0.0.1:{settings.serve.port}")
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": settings.serve.port})
         model = _tiny_student(state / "v1", settings)
@@ -87,11 +88,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             dashboard, deploy.serve_config(settings, StudentConfig(version=1, path=str(model)))
         )
         deploy.wait_running(dashboard, 1)
-        yield Stack(settings, broker, f"http://127.0.0.1:{settings.serve.port}")
+        yield stack
     finally:
         serve.shutdown()
         ray.shutdown()
         broker.stop()
+        stack.broker.stop()  # the one a test started in its place (its own process), if any
 
 
 def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:
@@ -117,7 +119,7 @@ def test_broker_down_loses_no_feedback_and_fails_no_prediction(stack: Stack) -> 
         assert ready.status_code == 200
         assert ready.json()["feedback"] == "spooling" and ready.json()["broker"] == "unreachable"
         # What `distillery up`'s supervisor does: same port, empty, so it recreates the topics.
-        EmbeddedBroker(port=stack.broker.port).start()
+        stack.broker = EmbeddedBroker(port=stack.broker.port).start()
         bus.ensure_topics(stack.settings.kafka)
         wanted = {p["request_id"] for p in served}
         feedback = _await(stack.settings, Topics.FEEDBACK, 100)
