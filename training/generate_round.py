@@ -64,9 +64,10 @@ def train_loop(config: dict[str, Any]) -> None:
         config["learning_rate"], config["seed"], list(frame["weight"]),
     )  # fmt: skip
     seconds = time.perf_counter() - start
+    steps = -(-len(frame) // config["batch_size"])  # per epoch
     metrics = {
-        "loss": losses[-1] if losses else 0.0,
-        "first_loss": losses[0] if losses else 0.0,
+        "loss": _mean(losses[-steps:]),  # the last epoch's mean: one step's is noise
+        "first_epoch_loss": _mean(losses[:steps]),
         "epoch": float(config["epochs"]),
         "examples_per_s": len(frame) * config["epochs"] / max(seconds, 1e-9),
     }
@@ -79,6 +80,10 @@ def train_loop(config: dict[str, Any]) -> None:
             ray.train.Checkpoint.from_directory(tmp) if context.get_world_rank() == 0 else None
         )
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def run_round(
