@@ -17,7 +17,7 @@ from distillery.task import Task
 from models.embedding_teacher import EmbeddingTeacher, embedding_teacher_id
 from models.ensemble import EnsembleTeacher, ensemble_id
 from models.gguf import GGUF_MODEL_ID
-from models.label_cache import CachedTeacher, LabelCache
+from models.label_cache import CachedResponder, CachedTeacher, LabelCache
 from models.llm_teacher import (
     LLMOptions,
     LLMTeacher,
@@ -30,7 +30,7 @@ from models.llm_teacher import (
 )
 from models.openai_api import EndpointMismatch, OpenAIChat, tokenizer_of
 from models.resilience import Budget, CircuitBreaker
-from models.responder import LLMResponder, responder_id
+from models.responder import LLMResponder, Responder, responder_id
 from models.teacher import Teacher
 from models.weights import teacher_model_path
 
@@ -135,7 +135,7 @@ def llm_teacher(cfg: TeacherSettings, task: Task) -> LLMTeacher:
 
 def labeler_teacher(
     cfg: TeacherSettings, task: Task, cache_dir: Path | None = None
-) -> Teacher | LLMResponder:
+) -> Teacher | Responder:
     """What the labeler asks: ``build_teacher``, or a generate task's LLM responder."""
     if task.kind != "generate":
         return build_teacher(cfg, task, cache_dir)
@@ -144,7 +144,10 @@ def labeler_teacher(
             f"task {task.name!r} is kind generate: its teacher writes replies, so it must be "
             f"an LLM (DISTILLERY_TEACHER_KIND=llm), got {cfg.kind!r}"
         )
-    return llm_responder(cfg, task)
+    responder = llm_responder(cfg, task)
+    if cfg.cache and cache_dir is not None:
+        return CachedResponder(responder, LabelCache(cache_dir / "teacher-cache.sqlite"))
+    return responder
 
 
 def build_teacher(cfg: TeacherSettings, task: Task, cache_dir: Path | None = None) -> Teacher:

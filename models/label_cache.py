@@ -1,6 +1,7 @@
 """A teacher's answers kept on disk, keyed by (teacher_id, SHA-256 of the text): a text the
 same teacher has labelled never costs a second request, across restarts too. Another teacher or
-prompt version has another id, so it never reads these answers.
+prompt version has another id, so it never reads these answers. A generate task's replies are
+kept the same way, keyed by the SHA-256 of the whole chat (``CachedResponder``).
 
 SQLite in WAL mode (one file under the state folder; readers do not block the writer).
 Unreadable answers are not kept: they are retried the next time the text comes.
@@ -13,19 +14,29 @@ import json
 import sqlite3
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from distillery.events import ChatTurn
+from models.responder import Responder, Response, ResponseBatch
 from models.teacher import Teacher, TeacherBatch, TeacherHealth
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS labels (
     teacher_id TEXT NOT NULL, text_sha TEXT NOT NULL, probs TEXT NOT NULL, logits TEXT NOT NULL,
     created REAL NOT NULL, PRIMARY KEY (teacher_id, text_sha))"""
+_REPLIES = """CREATE TABLE IF NOT EXISTS replies (
+    teacher_id TEXT NOT NULL, chat_sha TEXT NOT NULL, response TEXT NOT NULL,
+    created REAL NOT NULL, PRIMARY KEY (teacher_id, chat_sha))"""
 
 
 def text_sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def chat_sha(chat: list[ChatTurn]) -> str:
+    return text_sha(json.dumps([turn.model_dump() for turn in chat]))
 
 
 class LabelCache:
@@ -34,6 +45,7 @@ class LabelCache:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_REPLIES)
         self._lock = threading.Lock()
 
     def get(self, teacher_id: str, texts: list[str]) -> dict[int, tuple[list[float], list[float]]]:
@@ -57,6 +69,28 @@ class LabelCache:
         ]
         with self._lock:
             self._db.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?)", rows)
+
+    def get_replies(self, teacher_id: str, chats: list[list[ChatTurn]]) -> dict[int, Response]:
+        """Chat index → the reply already given to that very chat."""
+        found: dict[int, Response] = {}
+        with self._lock:
+            for i, chat in enumerate(chats):
+                row = self._db.execute(
+                    "SELECT response FROM replies WHERE teacher_id=? AND chat_sha=?",
+                    (teacher_id, chat_sha(chat)),
+                ).fetchone()
+                if row is not None:
+                    found[i] = Response(**json.loads(row[0]))
+        return found
+
+    def put_replies(
+        self, teacher_id: str, chats: list[list[ChatTurn]], replies: list[Response]
+    ) -> None:
+        now = time.time()
+        rows = [(teacher_id, chat_sha(c), json.dumps(asdict(r)), now)
+                for c, r in zip(chats, replies, strict=True)]  # fmt: skip
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)", rows)
 
     def __len__(self) -> int:
         with self._lock:
@@ -111,3 +145,41 @@ class CachedTeacher:
                 fresh.logits[good],
             )
         return batch
+
+
+class CachedResponder:
+    """A generate task's ``Responder`` with the same cache in front: a chat answered once is
+    never asked again. Unreadable answers are not kept."""
+
+    def __init__(self, inner: Responder, cache: LabelCache) -> None:
+        self.inner = inner
+        self.cache = cache
+
+    @property
+    def teacher_id(self) -> str:
+        return self.inner.teacher_id
+
+    def health(self) -> TeacherHealth:
+        return self.inner.health()
+
+    def respond(self, chats: list[list[ChatTurn]]) -> ResponseBatch:
+        hits = self.cache.get_replies(self.teacher_id, chats)
+        misses = [i for i in range(len(chats)) if i not in hits]
+        batch = ResponseBatch([hits.get(i) for i in range(len(chats))])
+        batch.cost.cache_hits = len(hits)
+        if not misses:
+            return batch
+        fresh = self.inner.respond([chats[i] for i in misses])
+        batch.cost.add(fresh.cost)
+        batch.unreadable = {misses[j]: raw for j, raw in fresh.unreadable.items()}
+        got = [(j, r) for j, r in enumerate(fresh.responses) if r is not None]
+        for j, response in got:
+            batch.responses[misses[j]] = response
+        self.cache.put_replies(self.teacher_id, [chats[misses[j]] for j, _ in got],
+                               [r for _, r in got])  # fmt: skip
+        return batch
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.label_cache import CachedTeacher, LabelCache
+from distillery.events import ChatTurn
+from models.label_cache import CachedResponder, CachedTeacher, LabelCache
+from models.responder import Responder, Response, ResponseBatch
 from models.teacher import TeacherBatch, TeacherHealth, always_up
 
 
@@ -60,3 +62,43 @@ def test_another_teacher_id_never_reads_the_cache(tmp_path: Path) -> None:
     other = Counting("fake:2")
     CachedTeacher(other, cache).label(["a"])
     assert other.asked == ["a"]
+
+
+class Replying:
+    """A responder that counts the chats it is asked; a chat mentioning 'unreadable' gets none."""
+
+    teacher_id = "llm-gen:m:1"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def health(self) -> TeacherHealth:
+        return always_up(self.teacher_id)
+
+    def respond(self, chats: list[list[ChatTurn]]) -> ResponseBatch:
+        self.asked += [c[-1].content for c in chats]
+        batch = ResponseBatch([None] * len(chats))
+        for i, chat in enumerate(chats):
+            if "unreadable" in chat[-1].content:
+                batch.unreadable[i] = "{}"
+            else:
+                batch.responses[i] = Response(f"re: {chat[-1].content}", "stop", 3)
+        return batch
+
+
+def _chat(text: str, system: str = "Be kind.") -> list[ChatTurn]:
+    return [ChatTurn(role="system", content=system), ChatTurn(role="user", content=text)]
+
+
+def test_a_repeated_chat_is_answered_once_and_an_unreadable_one_is_asked_again(
+    tmp_path: Path,
+) -> None:
+    inner = Replying()
+    cached = CachedResponder(inner, LabelCache(tmp_path / "c.sqlite"))
+    first = cached.respond([_chat("a"), _chat("unreadable b")])
+    assert first.responses[0] == Response("re: a", "stop", 3) and first.unreadable == {1: "{}"}
+    again = CachedResponder(inner, LabelCache(tmp_path / "c.sqlite"))  # after a restart
+    second = again.respond([_chat("a"), _chat("unreadable b"), _chat("a", "Be brief.")])
+    assert second.responses[0] == Response("re: a", "stop", 3) and second.cost.cache_hits == 1
+    assert inner.asked == ["a", "unreadable b", "unreadable b", "a"]  # another system prompt: asked
+    assert isinstance(again, Responder)  # the labeler dispatches on the protocol
