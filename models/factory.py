@@ -183,6 +183,8 @@ def configured_teacher_id(cfg: TeacherSettings, task: Task) -> str | None:
         return embedding_id
     if cfg.url is not None and not cfg.llm_model:
         return None
+    if task.generate is not None:
+        return responder_id(llm_model_name(cfg), task.generate)
     llm_id = llm_teacher_id(llm_model_name(cfg), task)
     if cfg.kind == "llm":
         return llm_id

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from cli.launcher import Running, up
+from cli.status import summary
 from distillery import vader
 from distillery.settings import (
     GateSettings,
@@ -103,6 +104,8 @@ def test_a_sampled_chat_is_answered_by_the_teacher_and_a_round_promotes(
         assert after.json()["model_version"] == 2
         status = ray.get(gen_loop.scheduler.status.remote())
         assert status["current_version"] == 2
+        page = summary(status)  # what `distillery status` prints
+        assert page.startswith("serving   v2") and "llm-gen:" in page, page
 
 
 def _replies(running: Running, n: int, timeout_s: float = 240) -> Any:

@@ -76,3 +76,17 @@ def test_a_few_replies_still_give_the_gate_one_held_out_chat(tmp_path: Path) -> 
     write_shard(settings.paths.store_dir, "labels", [_label(i) for i in kept])
     data = examples(settings, TASK, parent=1)
     assert len(data.train) == 2 and data.holdout["request_id"].tolist() == [f"r{kept[-1]}"]
+
+
+def test_status_names_a_generate_tasks_teacher_by_its_reply_prompt() -> None:
+    from distillery.settings import TeacherSettings
+    from models.factory import configured_teacher_id
+    from models.responder import responder_id
+
+    assert TASK.generate is not None
+    local = TeacherSettings(kind="llm")  # the local server: its model name is pinned
+    assert configured_teacher_id(local, TASK) == responder_id(
+        "qwen2.5-coder-0.5b-instruct-q4", TASK.generate
+    )
+    remote = TeacherSettings(kind="llm", url="http://teacher:8000")  # only it knows its model
+    assert configured_teacher_id(remote, TASK) is None
