@@ -3,8 +3,9 @@ fast does it catch up after a shift? (``make bench-generate``)
 
 The task is ``tasks/reply.yaml``: a one-sentence reply to a real customer message. Phase 1 is
 VADER's product reviews, phase 2 its tweets (the shift). The teacher is Qwen2.5-Coder-0.5B-Instruct
-through the real llama.cpp server (greedy, one thread); its replies are cached under
-``state/bench-generate`` by (teacher id, prompt), so a rerun pays only for new prompts.
+through the real llama.cpp server (greedy, one thread); its replies are kept in the loop's own
+label cache (``models.label_cache.CachedResponder``, ``state/bench-generate``) by teacher id and
+chat, so a rerun pays only for new prompts.
 
 1. Speeds, in a quiet phase, one thread each: the teacher's completion tokens/s and p50 time to
    first token (streamed over HTTP), and the student's (``models.generator``, in process).
@@ -37,7 +38,7 @@ from distillery.settings import TeacherSettings
 from distillery.task import Generate, load_task
 from models.factory import llm_responder
 from models.generator import Generator, chat
-from models.responder import LLMResponder
+from models.label_cache import CachedResponder, LabelCache
 from training.chrf import mean_chrf
 from training.sft import fine_tune, reply_logps, sft_batch
 
@@ -45,33 +46,6 @@ STATE = ROOT / "state" / "bench-generate"
 TASK = ROOT / "tasks" / "reply.yaml"
 PHASES = ("amazon", "tweets")
 SPEEDUP_GOAL, RECOVERY_GOAL = 10.0, 1_000
-
-
-class ReplyCache:
-    """The teacher's replies by (teacher id, prompt), one JSON line each."""
-
-    def __init__(self, path: Path, teacher_id: str) -> None:
-        self.path, self.teacher_id = path, teacher_id
-        self.known: dict[str, str] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                row = json.loads(line)
-                if row["teacher_id"] == teacher_id:
-                    self.known[row["prompt"]] = row["reply"]
-
-    def replies(self, teacher: LLMResponder, prompts: list[str], say: Any) -> list[str | None]:
-        missing = [p for p in dict.fromkeys(prompts) if p not in self.known]
-        for start in range(0, len(missing), 16):
-            part = missing[start : start + 16]
-            batch = teacher.respond([chat(teacher.generate.system_prompt, p) for p in part])
-            with self.path.open("a") as sink:
-                for prompt, response in zip(part, batch.responses, strict=True):
-                    if response is not None:
-                        self.known[prompt] = response.text
-                        row = {"teacher_id": self.teacher_id, "prompt": prompt}
-                        sink.write(json.dumps({**row, "reply": response.text}) + "\n")
-            say(f"  teacher: {min(start + 16, len(missing))}/{len(missing)} new replies")
-        return [self.known.get(p) for p in prompts]
 
 
 def split(domain: str, n_train: int, n_eval: int) -> tuple[list[str], list[str]]:
@@ -144,16 +118,16 @@ def teacher_data(args: argparse.Namespace, gen: Generate, say: Any) -> dict[str,
     out: dict[str, Any] = {}
     with LocalLLM(local_gguf(ROOT / "data"), 1, log_path=STATE / "llm-server.log") as server:
         settings = TeacherSettings(kind="llm", url=server.url, concurrency=1, timeout_s=120)
-        teacher = llm_responder(settings, load_task(TASK))
-        cache = ReplyCache(STATE / "replies.jsonl", teacher.teacher_id)
+        responder = llm_responder(settings, load_task(TASK))
+        teacher = CachedResponder(responder, LabelCache(STATE / "teacher-cache.sqlite"))
         try:
             for domain in PHASES:
                 say(f"{domain}: teacher replies")
                 train, held = split(domain, sizes[domain], args.eval)
-                out[domain] = {k: _answered([gen.prompt(t) for t in texts], teacher, cache, say)
+                out[domain] = {k: _answered([gen.prompt(t) for t in texts], gen, teacher, say)
                                for k, texts in (("train", train), ("eval", held))}  # fmt: skip
             speed_prompts = [gen.prompt(t) for t in split("amazon", 0, args.speed)[1]]
-            out["teacher_speed"] = teacher_speed(server.url, teacher.client.model, gen,
+            out["teacher_speed"] = teacher_speed(server.url, responder.client.model, gen,
                                                  speed_prompts)  # fmt: skip
             out["speed_prompts"], out["teacher_id"] = speed_prompts, teacher.teacher_id
         finally:
@@ -161,8 +135,13 @@ def teacher_data(args: argparse.Namespace, gen: Generate, say: Any) -> dict[str,
     return out
 
 
-def _answered(prompts: list[str], teacher: LLMResponder, cache: ReplyCache, say: Any) -> tuple:
-    replies = cache.replies(teacher, prompts, say)
+def _answered(prompts: list[str], gen: Generate, teacher: CachedResponder, say: Any) -> tuple:
+    """(prompts, replies) of the prompts the teacher answered, 16 chats a call."""
+    replies: list[str | None] = []
+    for start in range(0, len(prompts), 16):
+        batch = teacher.respond([chat(gen.system_prompt, p) for p in prompts[start : start + 16]])
+        replies += [None if r is None else r.text for r in batch.responses]
+        say(f"  teacher: {len(replies)}/{len(prompts)} ({batch.cost.cache_hits} from the cache)")
     kept = [(p, r) for p, r in zip(prompts, replies, strict=True) if r]
     return [p for p, _ in kept], [r for _, r in kept]
 

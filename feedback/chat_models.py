@@ -17,8 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from distillery.events import ChatTurn
-
-Finish = Literal["stop", "length"]
+from models.generator import Finish
 
 
 class ChatRequest(BaseModel):

@@ -119,7 +119,7 @@ class Generator:
         else:
             turns.append({"role": "assistant", "content": reply})
             ids = self.tokenizer.apply_chat_template(turns)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # a BatchEncoding, or ids
 
     def reply(
         self,

@@ -60,11 +60,9 @@ def to_labels(
         for i, (record, event) in enumerate(batch)
         if i not in answer.unreadable
     ]
-    unreadable = [
-        (batch[i][0], f"teacher {teacher.teacher_id} answer unreadable: {raw}"[:4_000])
-        for i, raw in sorted(answer.unreadable.items())
-    ]
-    return Labelled(labels, unreadable, answer.cost)
+    return Labelled(
+        labels, _dead(batch, teacher.teacher_id, "answer", answer.unreadable), answer.cost
+    )
 
 
 def answer_batch(
@@ -113,11 +111,20 @@ def to_replies(
         for (record, event), response, chat in zip(batch, answer.responses, chats, strict=True)
         if response is not None
     ]
-    unreadable = [
-        (batch[i][0], f"teacher {teacher.teacher_id} reply unreadable: {raw}"[:4_000])
-        for i, raw in sorted(answer.unreadable.items())
+    return Labelled(
+        labels, _dead(batch, teacher.teacher_id, "reply", answer.unreadable), answer.cost
+    )
+
+
+def _dead(
+    batch: list[tuple[bus.Record, SampledPrediction]], teacher_id: str, what: str,
+    unreadable: dict[int, str],
+) -> list[tuple[bus.Record, str]]:  # fmt: skip
+    """(record, reason with the raw answer) for each row the teacher's answer left unreadable."""
+    return [
+        (batch[i][0], f"teacher {teacher_id} {what} unreadable: {raw}"[:4_000])
+        for i, raw in sorted(unreadable.items())
     ]
-    return Labelled(labels, unreadable, answer.cost)
 
 
 def parse_batch(

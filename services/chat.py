@@ -94,7 +94,11 @@ class ChatRoute:
             Sampling(body.temperature, body.top_p, body.seed, body.min_tokens),
         )
         token = sign(self.secret, request_id, pinned.version, REPLY_LABEL, key_id)
-        done = _Done(self, body, answered, key_id)
+
+        def done(reply: str) -> None:
+            if body.allow_training:
+                self._offer(job, answered, key_id, reply)
+
         if body.stream:
             stream = self._stream(pinned, job, answered, token, done)
             return StreamingResponse(stream, media_type="text/event-stream")
@@ -111,6 +115,15 @@ class ChatRoute:
         )  # fmt: skip
         return json_response(completion)
 
+    def _offer(self, job: _Job, answered: Answered, key_id: str, reply: str) -> None:
+        """The chat the student answered, and its reply, to the sampler."""
+        event = SampledPrediction(
+            request_id=answered.request_id, text=job.messages[-1].content, student_probs=[],
+            model_version=answered.model_version, key_id=key_id, messages=job.messages,
+            reply=reply,
+        )  # fmt: skip
+        self.offer(event)
+
     def _chat(self, messages: list[ChatTurn]) -> list[ChatTurn]:
         if any(m.role == "system" for m in messages):
             return messages
@@ -121,8 +134,9 @@ class ChatRoute:
             return pinned.generator.reply(job.messages, job.max_new_tokens, job.stop, job.sampling)
 
     async def _stream(
-        self, pinned: Pinned, job: _Job, answered: Answered, token: str, done: _Done
-    ) -> AsyncIterator[bytes]:
+        self, pinned: Pinned, job: _Job, answered: Answered, token: str,
+        done: Callable[[str], None],
+    ) -> AsyncIterator[bytes]:  # fmt: skip
         """``data: <chunk>`` per piece of text, a last chunk with the finish reason, usage and
         feedback token, then ``data: [DONE]``."""
         loop = asyncio.get_running_loop()
@@ -186,28 +200,6 @@ class _Job:
     max_new_tokens: int
     stop: list[str]
     sampling: Sampling
-
-
-class _Done:
-    """Offers the finished chat to the sampler (unless the client opted out)."""
-
-    def __init__(self, route: ChatRoute, body: ChatRequest, answered: Answered, key_id: str):
-        self.route, self.body, self.answered, self.key_id = route, body, answered, key_id
-
-    def __call__(self, reply: str) -> None:
-        if not self.body.allow_training:
-            return
-        messages = self.route._chat(self.body.messages)
-        event = SampledPrediction(
-            request_id=self.answered.request_id,
-            text=messages[-1].content,
-            student_probs=[],
-            model_version=self.answered.model_version,
-            key_id=self.key_id,
-            messages=messages,
-            reply=reply,
-        )
-        self.route.offer(event)
 
 
 def _sse(chunk: Any) -> bytes:
