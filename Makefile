@@ -14,10 +14,11 @@ setup: $(STAMP) data llm student-lm
 # `make up` builds the local LLM server only when the teacher needs it (DISTILLERY_TEACHER_KIND=llm
 # or ensemble, with no DISTILLERY_TEACHER_URL): the build takes 4.5-7 min here, which would put the
 # fresh clone's first answer past 10 minutes with the default embedding teacher too.
-# A generate task (DISTILLERY_TASK_FILE with `kind: generate`) needs the LLM teacher and the student LM.
+# A generate task (DISTILLERY_TASK_FILE with `kind: generate`) needs the student LM and llama.cpp
+# (`llm`) even with a remote teacher: the Serve app decodes the student's GGUF on it.
 GENERATE := $(if $(DISTILLERY_TASK_FILE),$(shell grep -qs '^kind: *generate' $(DISTILLERY_TASK_FILE) && echo x))
 LOCAL_LLM := $(if $(DISTILLERY_TEACHER_URL),,llm)
-UP_NEEDS := $(STAMP) data $(if $(GENERATE),$(LOCAL_LLM) student-lm,$(if $(filter llm ensemble,$(DISTILLERY_TEACHER_KIND)),$(LOCAL_LLM)))
+UP_NEEDS := $(STAMP) data $(if $(GENERATE),llm student-lm,$(if $(filter llm ensemble,$(DISTILLERY_TEACHER_KIND)),$(LOCAL_LLM)))
 
 # torch first, pinned: the CPU wheel on disk (a bare `torch` would pull a multi-GB CUDA build).
 $(STAMP): pyproject.toml

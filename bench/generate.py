@@ -8,15 +8,18 @@ label cache (``models.label_cache.CachedResponder``, ``state/bench-generate``) b
 chat, so a rerun pays only for new prompts.
 
 1. Speeds, in a quiet phase, one thread each: the teacher's completion tokens/s and p50 time to
-   first token (streamed over HTTP), and the student's (``models.generator``, in process).
+   first token (streamed over HTTP), and the student's in process, on both of its runtimes:
+   transformers (``models.generator``, what trains and gates) and llama.cpp on the exported
+   Q8_0 GGUF (``models.llama_decoder``, what the Serve app decodes with by default). The goal
+   is judged on the served runtime. ``--speed-only`` stops here (``generate-speed.*``).
 2. Similarity to the teacher on held-out prompts of each phase (mean sentence chrF,
    ``training.chrf``, and the teacher replies' mean per-token log-likelihood under the
    student), for the never-retrained student, after round 1 (SFT on ``--train`` reviews
    answers, ``training.sft``), and after each step of round 2 on tweets answers (the
    cumulative counts in ``--shift-steps``, each replayed with as many review answers).
 
-Writes ``bench/results/generate.{json,md,png}``. Not yet through the live loop: the labeler,
-the Ray Train round and the Serve route for ``kind: generate`` are the next steps of issue 19.
+Writes ``bench/results/generate.{json,md,png}``. Offline: the same fine-tuning and measures as
+the live loop's round (``training.generate_round``), without Kafka, Ray or Serve around them.
 """
 
 from __future__ import annotations
@@ -121,7 +124,7 @@ def teacher_data(args: argparse.Namespace, gen: Generate, say: Any) -> dict[str,
         responder = llm_responder(settings, load_task(TASK))
         teacher = CachedResponder(responder, LabelCache(STATE / "teacher-cache.sqlite"))
         try:
-            for domain in PHASES:
+            for domain in () if args.speed_only else PHASES:
                 say(f"{domain}: teacher replies")
                 train, held = split(domain, sizes[domain], args.eval)
                 out[domain] = {k: _answered([gen.prompt(t) for t in texts], gen, teacher, say)
@@ -181,16 +184,17 @@ def _train(student: Generator, gen: Generate, prompts: list, replies: list, args
         torch.set_num_threads(1)
 
 
+def speedup(speeds: dict[str, dict]) -> dict[str, Any]:
+    """The served student's tokens/s over the teacher's, one stream and one thread each."""
+    ratio = speeds["student"]["tokens_per_s"] / speeds["teacher"]["tokens_per_s"]
+    return {"value": round(ratio, 2), "goal": SPEEDUP_GOAL, "met": ratio >= SPEEDUP_GOAL}
+
+
 def verdict(rows: list[dict], speeds: dict[str, dict]) -> dict[str, Any]:
-    speedup = speeds["student"]["tokens_per_s"] / speeds["teacher"]["tokens_per_s"]
     level = rows[1]["amazon"]["chrf"]  # phase 1's level, after its round
     recovered = [r["tweets_answers"] for r in rows[2:] if r["tweets"]["chrf"] >= level]
     return {
-        "speedup": {
-            "value": round(speedup, 2),
-            "goal": SPEEDUP_GOAL,
-            "met": speedup >= SPEEDUP_GOAL,
-        },
+        "speedup": speedup(speeds),
         "recovery": {
             "phase1_chrf": level,
             "answers": recovered[0] if recovered else None,
@@ -200,40 +204,64 @@ def verdict(rows: list[dict], speeds: dict[str, dict]) -> dict[str, Any]:
     }
 
 
+def student_speeds(gen: Generate, prompts: list[str]) -> dict[str, dict[str, float]]:
+    """The never-retrained student on each runtime, the served one under ``student``."""
+    import tempfile
+
+    from models.gguf import student_gguf
+    from models.gguf_export import GGUF_FILE, export
+    from models.llama_decoder import served_generator
+
+    base = student_gguf(ROOT / "data")
+    torch_student = Generator.from_gguf(base)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch_student.save(Path(tmp))
+        export(torch_student.model, base, Path(tmp) / GGUF_FILE)
+        served = served_generator(Path(tmp), "llama.cpp", 1, base)
+        out = {"student": student_speed(served, gen, prompts)}
+    out["student (transformers)"] = student_speed(torch_student, gen, prompts)
+    return out
+
+
 def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
     gen = load_task(TASK).generate
     assert gen is not None
     torch.set_num_threads(1)
     data = teacher_data(args, gen, say)
-    from models.gguf import student_gguf
-
-    speed_student = Generator.from_gguf(student_gguf(ROOT / "data"))
-    speeds = {
-        "teacher": data["teacher_speed"],
-        "student": student_speed(speed_student, gen, data["speed_prompts"]),
-    }
-    del speed_student
+    speeds = {"teacher": data["teacher_speed"], **student_speeds(gen, data["speed_prompts"])}
     say(f"speeds: {speeds}")
+    if args.speed_only:
+        return {"teacher_id": data["teacher_id"], "speeds": speeds,
+                "goals": {"speedup": speedup(speeds)}, "settings": vars(args)}  # fmt: skip
     rows = rounds(args, gen, data, say)
     sizes = {d: {k: len(data[d][k][0]) for k in ("train", "eval")} for d in PHASES}
     return {"teacher_id": data["teacher_id"], "sizes": sizes, "speeds": speeds, "rows": rows,
             "goals": verdict(rows, speeds), "settings": vars(args)}  # fmt: skip
 
 
-def table(result: dict[str, Any]) -> str:
-    sp, goals = result["speeds"], result["goals"]
-    speed_rows = [[who, sp[who]["tokens_per_s"], sp[who]["ttft_p50_s"]] for who in sp]
+def speed_table(result: dict[str, Any]) -> str:
+    sp, goal = result["speeds"], result["goals"]["speedup"]
+    names = {"student": "student (llama.cpp, Q8_0: served)"}
+    speed_rows = [[names.get(who, who), sp[who]["tokens_per_s"], sp[who]["ttft_p50_s"]]
+                  for who in sp]  # fmt: skip
     head = markdown_table(["one thread, one stream", "tokens/s", "p50 time to first token (s)"],
                           speed_rows)  # fmt: skip
+    return head + (
+        f"\n\n- the served student's tokens/s is {goal['value']}× the teacher's, one stream "
+        f"each (goal ≥ {SPEEDUP_GOAL:g}×: {'met' if goal['met'] else 'not met'}).\n"
+    )
+
+
+def table(result: dict[str, Any]) -> str:
+    if "rows" not in result:  # --speed-only
+        return f"Teacher `{result['teacher_id']}`.\n\n" + speed_table(result)
+    goals = result["goals"]
     rows = [[r["stage"], r["tweets_answers"], r["amazon"]["chrf"], r["amazon"]["logp"],
              r["tweets"]["chrf"], r["tweets"]["logp"]] for r in result["rows"]]  # fmt: skip
     header = ["student", "tweets answers", "reviews chrF", "reviews log-lik/token",
               "tweets chrF", "tweets log-lik/token"]  # fmt: skip
     rec = goals["recovery"]
     lines = [
-        f"- student tokens/s {goals['speedup']['value']}× the teacher's, one stream each "
-        f"(goal ≥ {SPEEDUP_GOAL:g}× for the served student: "
-        f"{'met' if goals['speedup']['met'] else 'not met'});",
         f"- tweets chrF reaches phase 1's level ({rec['phase1_chrf']}) after "
         f"{rec['answers'] if rec['answers'] is not None else 'more than the last step of'} tweets "
         f"answers (goal ≤ {RECOVERY_GOAL}: {'met' if rec['met'] else 'not met'}).",
@@ -242,7 +270,8 @@ def table(result: dict[str, Any]) -> str:
     intro = (f"Teacher `{result['teacher_id']}`; held-out prompts: reviews "
              f"{sizes['amazon']['eval']}, tweets {sizes['tweets']['eval']}; round 1 on "
              f"{sizes['amazon']['train']} review answers.\n\n")  # fmt: skip
-    return intro + head + "\n\n" + markdown_table(header, rows) + "\n\n" + "\n".join(lines) + "\n"
+    body = markdown_table(header, rows) + "\n\n" + "\n".join(lines) + "\n"
+    return intro + speed_table(result) + "\n" + body
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -275,12 +304,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--train-threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speed-only", action="store_true", help="the speeds, no rounds")
     args = parser.parse_args()
     result = run(args)
-    json_path, md_path = write_results("generate", result, table(result))
-    plot(result, json_path.with_suffix(".png"))
+    name = "generate-speed" if args.speed_only else "generate"
+    json_path, md_path = write_results(name, result, table(result))
+    if not args.speed_only:
+        plot(result, json_path.with_suffix(".png"))
     print(table(result))
-    print(f"wrote {json_path}, {md_path} and {json_path.with_suffix('.png')}")
+    print(f"wrote {json_path} and {md_path}" + ("" if args.speed_only else " and the .png"))
 
 
 if __name__ == "__main__":

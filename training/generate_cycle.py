@@ -33,6 +33,7 @@ from distillery.task import Task
 from feedback.examples import read_kind, read_labels
 from models.generator import Generator
 from models.gguf import STUDENT_GGUF_NAME, student_gguf
+from models.gguf_export import GGUF_FILE, export
 from training.cycle import RoundReport
 from training.generate_round import Measures, chat_of, measure, run_round
 from training.registry import Lineage, Registry, VersionMeta
@@ -94,9 +95,11 @@ def bootstrap(settings: Settings, task: Task) -> RoundReport | None:
     registry = Registry(settings.paths.model_store_url())
     if registry.current() is not None:
         return None
-    base = Generator.from_gguf(student_gguf(settings.paths.data_dir))
+    gguf = student_gguf(settings.paths.data_dir)
+    base = Generator.from_gguf(gguf)
     with tempfile.TemporaryDirectory() as tmp:
         base.save(Path(tmp))
+        export(base.model, gguf, Path(tmp) / GGUF_FILE)  # what the Serve app decodes
         meta = registry.register(
             Path(tmp), VersionMeta(version=0, config={"base": STUDENT_GGUF_NAME})
         )

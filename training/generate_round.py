@@ -27,6 +27,8 @@ from distillery.events import ChatTurn
 from distillery.settings import Settings
 from distillery.task import Task
 from models.generator import Generator
+from models.gguf import student_gguf
+from models.gguf_export import GGUF_FILE, export
 from training.chrf import mean_chrf
 from training.ray_train import train_on_ray
 from training.sft import fine_tune, reply_logps, sft_batch
@@ -75,6 +77,7 @@ def train_loop(config: dict[str, Any]) -> None:
         if context.get_world_rank() == 0:
             generator.model = getattr(generator.model, "module", generator.model)
             generator.save(Path(tmp))
+            export(generator.model, Path(config["base_gguf"]), Path(tmp) / GGUF_FILE)
             (Path(tmp) / "train_metrics.json").write_text(json.dumps(metrics))
         checkpoint = (
             ray.train.Checkpoint.from_directory(tmp) if context.get_world_rank() == 0 else None
@@ -97,6 +100,7 @@ def run_round(
     config = {
         "init_dir": str(init_dir), "epochs": cfg.epochs, "batch_size": min(cfg.batch_size, 8),
         "learning_rate": cfg.generate_learning_rate, "seed": cfg.seed,
+        "base_gguf": str(student_gguf(settings.paths.data_dir)),  # the export's metadata
     }  # fmt: skip
     ray.data.DataContext.get_current().enable_progress_bars = False
     dataset = ray.data.from_blocks([pa.Table.from_pandas(rows[COLUMNS], preserve_index=False)])

@@ -98,9 +98,11 @@ def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> 
     assert movies.teacher_accuracy > 0.6 and tweets.teacher_accuracy > 0.7
     assert movies.round != "no round", "the movie traffic did not trigger a round"
     assert tweets.round != "no round", "the shift to tweets did not trigger a round"
-    # each phase's round got through the gate and shadow into a canary that ended on evidence:
-    # promoted, or rolled back by an online check (CI met one: "canary: teacher_agreement 0.548
-    # < 0.629 (stable 0.841)" on about 45 labels). A round rejected at the gate fails here.
+    # each phase's round got through the gate into a rollout that ended on evidence: promoted,
+    # or rolled back by an online check in shadow or canary (CI met "canary: teacher_agreement
+    # 0.548 < 0.629 (stable 0.841)" on about 45 labels, and on movies, whose teacher is right
+    # 0.68 of the time, "shadow: teacher_agreement 0.493 < 0.519 (stable 0.704)" on about 67
+    # paired labels). A round rejected at the gate fails here.
     registry = Registry(Path(STATE["dir"]) / "registry")
     for phase in (movies, tweets):
         assert phase.round.endswith(("promoted", "rolled back")), result.table()
@@ -108,7 +110,7 @@ def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> 
             version = int(phase.round.split()[0][1:])
             ends = [e for e in registry.history() if e.get("version") == version]
             why = [e["reason"] for e in ends if e["event"] == "rolled_back"][-1]
-            assert why.startswith("automatic: canary:"), why
+            assert why.startswith(("automatic: canary:", "automatic: shadow:")), why
     assert "promoted" in (movies.round + tweets.round), result.table()
     if tweets.round.endswith("promoted"):
         # the shift's round brought a held-out gain: the promoted student agrees with the teacher

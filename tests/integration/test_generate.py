@@ -1,5 +1,6 @@
 """The generative task's parts on the real models: SmolLM2-135M-Instruct (the student, from its
-GGUF) streams exactly what it replies and honours stop strings; fine-tuning on a reply raises its
+GGUF) streams exactly what it replies and honours stop strings, on transformers and, exported
+back to GGUF, on llama.cpp; fine-tuning on a reply raises its
 likelihood; the teacher (Qwen2.5 through the real llama.cpp server) writes replies with a
 teacher id that names its prompt."""
 
@@ -18,8 +19,10 @@ from distillery.events import ChatTurn, DeadLetter, SampledPrediction, TeacherLa
 from distillery.settings import KafkaSettings, PathSettings, Settings, TeacherSettings
 from distillery.task import load_task
 from models.factory import llm_responder
-from models.generator import Generator, chat
+from models.generator import Generator, Sampling, chat
 from models.gguf import local_gguf, student_gguf
+from models.gguf_export import GGUF_FILE, export
+from models.llama_decoder import LlamaDecoder, served_generator
 from services.broker import EmbeddedBroker
 from services.labeler import Labeler
 from services.llm_server import LocalLLM
@@ -57,6 +60,35 @@ def test_the_stream_is_the_reply_and_a_stop_string_ends_it(student: Generator) -
     assert cut.text == whole.text[: whole.text.find(stop)] and cut.finish_reason == "stop"
     short = student.reply(messages, 3)
     assert short.completion_tokens == 3 and short.finish_reason == "length"
+
+
+def test_the_exported_gguf_serves_on_llama_cpp_the_replies_transformers_gives(
+    tmp_path: Path,
+) -> None:
+    base = student_gguf(DATA)
+    reference = Generator.from_gguf(base)  # its own copy: the module's student is fine-tuned
+    reference.save(tmp_path)
+    export(reference.model, base, tmp_path / GGUF_FILE)
+    served = served_generator(tmp_path, "llama.cpp", 1, base)
+    assert isinstance(served.decoder, LlamaDecoder)
+    assert TASK.generate is not None
+    said = (MESSAGE, "Great screen, battery lasts all day, would buy again!", MESSAGE)
+    chats = [chat(SYSTEM, TASK.generate.prompt(m)) for m in said]
+    for messages in chats:  # the 2nd and 3rd reuse the KV cache of the shared system prompt
+        want, got = reference.reply(messages, 32), served.reply(messages, 32)
+        assert chrf(got.text, want.text) > 90, (got.text, want.text)  # Q8_0 against fp32
+    assert served.reply(chats[0], 32).text == served.reply(chats[0], 32).text
+    whole = served.reply(chats[0], 32)
+    stop = whole.text[6:10]
+    cut = served.reply(chats[0], 32, [stop])
+    assert cut.text == whole.text[: whole.text.find(stop)] and cut.finish_reason == "stop"
+    assert "".join(p.text for p in served.stream(chats[1], 16)) == served.reply(chats[1], 16).text
+    seeded = Sampling(temperature=0.9, top_p=0.9, seed=7, min_new_tokens=12)
+    drawn = [served.reply(chats[1], 16, sampling=seeded) for _ in range(2)]
+    assert drawn[0].text == drawn[1].text and drawn[0].completion_tokens >= 12
+    (tmp_path / GGUF_FILE).unlink()  # a version registered before the export: made at load
+    again = served_generator(tmp_path, "llama.cpp", 1, base)
+    assert (tmp_path / GGUF_FILE).is_file() and again.reply(chats[0], 32).text == whole.text
 
 
 def test_fine_tuning_on_a_reply_raises_its_likelihood(student: Generator) -> None:
