@@ -231,6 +231,14 @@ class SchedulerSettings(BaseSettings):
     negative_feedback_threshold: float = Field(
         default=0.3, gt=0, le=1, description="feedback trigger: share of recent ratings bad"
     )
+    reply_disagreement_threshold: float = Field(
+        default=0.55,
+        gt=0,
+        le=1,
+        description="a generate task's disagreement trigger: 1 − chrF/100 of served replies "
+        "against the teacher's (bench.generate: 0.72-0.76 never retrained, 0.41-0.43 after a "
+        "round of 160 answers)",
+    )
     min_signal_labels: int = Field(
         default=50, ge=1, description="teacher labels the disagreement signal needs"
     )

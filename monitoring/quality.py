@@ -1,5 +1,8 @@
 """Label-free quality: teacher–student disagreement and user feedback, per served version.
 
+For a generate task the disagreement is one minus the served replies' chrF against the
+teacher's (``reply_disagreement``); the rest is the same.
+
 Pure functions over the example store's frames (``feedback.examples.read_kind``): teacher-label
 rows carry the served version and its answer (``model_version``, ``student_probs``) beside the
 teacher's (``teacher_probs``); feedback rows carry the rated version and the rating (1–5).
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from feedback.examples import latest_ratings, recent
+from training.chrf import chrf
 from training.rollout import feedback_evidence, teacher_evidence
 
 
@@ -74,3 +78,24 @@ def feedback_summary(
         mean_rating=float(rows["rating"].mean()) if rated else None,
         negative_share=float((rows["rating"] <= bad_rating_max).mean()) if rated else None,
     )
+
+
+def reply_disagreement(labels: pd.DataFrame, version: int | None) -> tuple[int, float | None]:
+    """A generate task's label-free quality for ``version``: (replies, 1 − mean chrF / 100) of
+    its served replies (``student_reply``) against the teacher's (``reply``) on label rows of
+    that version; None without any. The same chrF the gate and the labeler's
+    ``distillery_teacher_similarity`` use (``training.chrf``)."""
+    needed = {"model_version", "reply", "student_reply"}
+    if version is None or labels.empty or not needed <= set(labels):
+        return 0, None
+    rows = labels[
+        (labels["model_version"] == version)
+        & labels["reply"].notna()
+        & labels["student_reply"].notna()
+    ]
+    if rows.empty:
+        return 0, None
+    scores = [
+        chrf(str(s), str(t)) for s, t in zip(rows["student_reply"], rows["reply"], strict=True)
+    ]
+    return len(scores), 1 - sum(scores) / len(scores) / 100

@@ -18,7 +18,7 @@ from typing import Any
 
 from distillery.actors import labeler_health
 from distillery.contracts import RoundProgress, TriggerRecord, VariantReport
-from distillery.settings import Settings
+from distillery.settings import SchedulerSettings, Settings
 from distillery.task import Task
 from feedback import trust_report
 from feedback.examples import count_labels_since
@@ -149,7 +149,7 @@ class Scheduler:
         signals = replace(
             self.signals or Signals(0, 0.0), new_labels=new_labels, minutes_since_round=minutes
         )
-        decision = decide(signals, self.trigger_state, time.time(), self.settings.scheduler)
+        decision = decide(signals, self.trigger_state, time.time(), self._triggers())
         self.decision = decision
         if decision.fire and not self.settings.scheduler.enabled:
             return False  # no round starts, so no cooldown begins and no signal is disarmed
@@ -161,6 +161,13 @@ class Scheduler:
         self.retrain(f"scheduler: {decision.reason}", trigger)
         return True
 
+    def _triggers(self) -> SchedulerSettings:
+        """The trigger settings; a generate task's disagreement is on chrF, with its own bar."""
+        cfg = self.settings.scheduler
+        if self.task.kind != "generate":
+            return cfg
+        return cfg.model_copy(update={"disagreement_threshold": cfg.reply_disagreement_threshold})
+
     def _since_last_round(self) -> tuple[int, float]:
         window_end, created = cycle.last_round_end(self.registry)
         labels = count_labels_since(self.settings.paths.store_dir, window_end)
@@ -170,11 +177,11 @@ class Scheduler:
         """Measure drift and quality now; returns the signals and what the triggers decide on
         them (a decision only: rounds start from ``tick``)."""
         new_labels, minutes = self._since_last_round()
-        if self.task.kind == "generate":  # drift and quality of replies: not measured yet
-            self.signals = Signals(new_labels, minutes)
+        if self.task.kind == "generate":  # reply quality and feedback; no drift yet
+            self.signals = self.watch.measure_replies(new_labels, minutes)
         else:
             self.signals = self.watch.measure(new_labels, minutes)
-        decision = decide(self.signals, self.trigger_state, time.time(), self.settings.scheduler)
+        decision = decide(self.signals, self.trigger_state, time.time(), self._triggers())
         self._export(self.signals)
         return {
             "signals": asdict(self.signals),

@@ -74,16 +74,37 @@ class Watch:
             log.warning("monitor: %s is not valid JSON; starting a new series", self._series_file)
             return []
 
+    def _recent(self, now: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """(every label, labels on answers of the signal window, trusted or reliable ratings)."""
+        labels = read_labels(self.settings.paths.store_dir)
+        window = recent(labels, now - self.settings.monitor.signal_window_s, "predicted_at")
+        feedback = read_kind(self.settings.paths.store_dir, "feedback")
+        return labels, window, from_keys(feedback, rating_keys(self.settings))
+
+    def measure_replies(self, new_labels: int, minutes_since_round: float) -> Signals:
+        """A generate task's measurement: the served replies' disagreement with the teacher's
+        and the feedback, a series point; no drift yet (its columns are a classifier's)."""
+        now = time.time()
+        since = now - self.settings.monitor.signal_window_s
+        _, window, feedback = self._recent(now)
+        summary = quality.feedback_summary(feedback, since, now, self.settings.train.bad_rating_max)
+        labelled, disagreement = quality.reply_disagreement(window, self.registry.current())
+        self._append({"ts": now, "disagreement": disagreement, "drift": None,
+                      "labels_per_min": len(window) / (self.settings.monitor.signal_window_s / 60),
+                      **asdict(summary)})  # fmt: skip
+        return Signals(
+            new_labels=new_labels, minutes_since_round=minutes_since_round,
+            disagreement=disagreement, labelled=labelled,
+            negative_share=summary.negative_share, rated=summary.rated,
+        )  # fmt: skip
+
     def measure(self, new_labels: int, minutes_since_round: float) -> Signals:
         """One measurement: drift, quality, a series point; returns the triggers' signals."""
         now = time.time()
         cfg = self.settings.monitor
-        labels = read_labels(self.settings.paths.store_dir)
+        labels, window, feedback = self._recent(now)
         drift = self._drift(labels, now)
         since = now - cfg.signal_window_s
-        window = recent(labels, since, "predicted_at")
-        feedback = read_kind(self.settings.paths.store_dir, "feedback")
-        feedback = from_keys(feedback, rating_keys(self.settings))  # trusted or reliable only
         bad = self.settings.train.bad_rating_max
         versions = quality.per_version(window, recent(feedback, since), bad)
         self.versions = [asdict(v) for v in versions]

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from transformers import BertTokenizer
 
@@ -21,7 +22,9 @@ from distillery.settings import (
 from distillery.task import Task
 from feedback.store import write_shard
 from models.student import new_student
+from monitoring import quality
 from monitoring.watch import Watch
+from training.chrf import chrf
 from training.data import in_holdout
 from training.registry import Lineage, Registry, VersionMeta
 
@@ -123,3 +126,38 @@ def test_too_few_rows_give_no_drift_but_still_a_point(
     assert signals.drift is None and watch.drift is None
     assert watch.series[-1]["drift"] is None and watch.series[-1]["disagreement"] is not None
     assert np.isfinite(watch.series[-1]["labels_per_min"])
+
+
+def test_a_generate_tasks_disagreement_is_its_replies_chrf_against_the_teachers() -> None:
+    teacher = "We're sorry the charger failed; a replacement is on its way."
+    frame = pd.DataFrame({
+        "model_version": [2, 2, 2, 1],
+        "reply": [teacher, teacher, None, teacher],
+        "student_reply": [teacher, "Thanks for shopping with us!", "x", "anything"],
+    })  # fmt: skip
+    labelled, disagreement = quality.reply_disagreement(frame, 2)
+    other = chrf("Thanks for shopping with us!", teacher)
+    assert labelled == 2  # the row the teacher could not answer, and v1's, are not counted
+    assert disagreement == pytest.approx(1 - (100 + other) / 200) and 0 < other < 40
+    assert quality.reply_disagreement(frame, 3) == (0, None)
+    assert quality.reply_disagreement(frame.drop(columns="reply"), 2) == (0, None)  # a classifier
+
+
+def test_a_generate_tasks_watch_measures_replies_and_feedback(
+    setup: tuple[Settings, Registry, float],
+) -> None:
+    settings, registry, _ = setup
+    now = time.time()
+    rows = [
+        {"request_id": f"g{i}", "text": "It broke.", "ts": now - 5, "predicted_at": now - 5,
+         "model_version": 1, "student_probs": [], "teacher_probs": [],
+         "reply": "We're sorry it broke.", "student_reply": "We're sorry it broke." if i % 2
+         else "Hello there."}
+        for i in range(10)
+    ]  # fmt: skip
+    write_shard(settings.paths.store_dir, "labels", rows)
+    signals = Watch(settings, TASK, registry).measure_replies(new_labels=10, minutes_since_round=1)
+    half = chrf("Hello there.", "We're sorry it broke.")
+    assert signals.labelled == 10 and signals.disagreement == pytest.approx(1 - (100 + half) / 200)
+    assert (signals.rated, signals.negative_share) == (4, pytest.approx(0.75))
+    assert signals.drift is None and signals.new_labels == 10
