@@ -75,10 +75,28 @@ class LlamaDecoder:
 
 def served_generator(folder: Path, runtime: str, threads: int, base_gguf: Path) -> Generator:
     """A version's folder as the Serve app answers with it: on ``runtime`` "llama.cpp" its
-    ``student.gguf`` (exported here from the transformers weights, beside them, if a version
-    registered before the export lacks it); on "torch" the transformers model itself."""
+    ``student.gguf`` and tokenizer only; on "torch" the transformers model itself."""
     if runtime == "torch":
         return Generator.load(folder)
+    gguf = _gguf(folder, base_gguf, None)
+    return Generator(None, AutoTokenizer.from_pretrained(folder), LlamaDecoder(gguf, threads))
+
+
+def on_runtime(
+    generator: Generator, folder: Path, runtime: str, threads: int, base_gguf: Path
+) -> Generator:
+    """``generator`` (a version loaded in transformers, whose likelihoods the gate needs) with
+    its replies decoded as the Serve app decodes them, so that the gate measures what users
+    will be sent: on "llama.cpp" from ``folder``'s ``student.gguf``."""
+    if runtime == "torch":
+        return generator
+    gguf = _gguf(folder, base_gguf, generator)
+    return Generator(generator.model, generator.tokenizer, LlamaDecoder(gguf, threads))
+
+
+def _gguf(folder: Path, base_gguf: Path, loaded: Generator | None) -> Path:
+    """``folder``'s GGUF, exported beside its weights if a version registered before the
+    export lacks it; a clear error if llama-cpp-python is not installed."""
     try:
         import llama_cpp  # noqa: F401
     except ImportError as exc:
@@ -88,6 +106,5 @@ def served_generator(folder: Path, runtime: str, threads: int, base_gguf: Path) 
         ) from exc
     gguf = folder / GGUF_FILE
     if not gguf.is_file():
-        gguf = export(Generator.load(folder).model, base_gguf, gguf)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    return Generator(None, tokenizer, LlamaDecoder(gguf, threads))
+        export((loaded or Generator.load(folder)).model, base_gguf, gguf)
+    return gguf

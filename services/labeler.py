@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
@@ -44,9 +44,9 @@ from distillery.task import Task
 from models.factory import labeler_teacher
 from models.openai_api import EndpointUnreachable
 from models.responder import Responder
-from models.teacher import Teacher, TeacherCost, TeacherHealth, TeacherUnavailable
+from models.teacher import Teacher, TeacherHealth, TeacherUnavailable
 from models.teacher_labels import Labelled, Recent, answer_batch, parse_batch
-from training.chrf import chrf
+from services.labeler_metrics import export_cost, export_labels
 
 log = logging.getLogger(__name__)
 GROUP = "distillery-labeler"
@@ -278,53 +278,9 @@ class Labeler:
         watch.check()  # offsets of a topic that is gone must not land on its successor
         consumer.commit(offsets=bus.offsets_after(pending.records))
         self._count(pending, len(labels), len(bad))
-        self._watch(labels)
+        export_labels(self._metrics, labels)
         if done is not None:
-            self._cost(done.cost)
-
-    def _cost(self, cost: TeacherCost) -> None:
-        """Export what the teacher cost: tokens, request durations, cache hits."""
-        tags = {"teacher_id": self.teacher.teacher_id}
-        for kind, tokens in (
-            ("prompt", cost.prompt_tokens),
-            ("completion", cost.completion_tokens),
-        ):
-            if tokens:
-                self._metrics.teacher_tokens.inc(tokens, tags={**tags, "kind": kind})
-        for seconds in cost.request_seconds:
-            self._metrics.teacher_request_s.observe(seconds, tags=tags)
-        if cost.cache_hits:
-            self._metrics.teacher_cache_hits.inc(cost.cache_hits, tags=tags)
-        if cost.retries:
-            self._metrics.teacher_retries.inc(cost.retries, tags=tags)
-        for key, value in (
-            ("tokens", cost.prompt_tokens + cost.completion_tokens),
-            ("cache_hits", cost.cache_hits),
-            ("retries", cost.retries),
-        ):
-            self.counts[key] = self.counts.get(key, 0) + value
-
-    def _watch(self, labels: list[TeacherLabel]) -> None:
-        """Export teacher-student agreement per served version (a generate task's: the served
-        reply's chrF against the teacher's), and the lag (s) of the oldest prediction in this
-        batch."""
-        for lab in labels:
-            if lab.reply is not None and lab.student_reply is not None:
-                tags = {"model_version": str(lab.model_version)}
-                self._metrics.teacher_similarity.observe(
-                    chrf(lab.student_reply, lab.reply), tags=tags
-                )
-        agreed = Counter(
-            (lab.model_version, _argmax(lab.teacher_probs) == _argmax(lab.student_probs))
-            for lab in labels
-            if lab.teacher_probs and lab.student_probs
-        )
-        for (version, same), count in agreed.items():
-            tags = {"model_version": str(version), "agreed": str(same).lower()}
-            self._metrics.teacher_compared.inc(count, tags=tags)
-        stamps = [lab.predicted_at or lab.ts for lab in labels]
-        if stamps:
-            self._metrics.labeler_lag_s.set(max(0.0, time.time() - min(stamps)))
+            export_cost(self._metrics, self.counts, self.teacher.teacher_id, done.cost)
 
     def _count(self, pending: Pending, labelled: int, dead: int) -> None:
         self.counts["labelled"] += labelled
@@ -370,7 +326,7 @@ class Labeler:
         if self._metrics is not None:
             if kept:  # a Ray counter refuses inc(0): an opted-out text made every answer fail
                 self._metrics.labels.inc(kept)
-            self._cost(done.cost)
+            export_cost(self._metrics, self.counts, self.teacher.teacher_id, done.cost)
         self.counts["cascade"] = self.counts.get("cascade", 0) + len(done.labels)
         by_id = {lab.request_id: lab for lab in done.labels}
         return [by_id.get(e.request_id) for e in events]
@@ -407,7 +363,3 @@ class _NoTeacherYet:
 
     def health(self) -> TeacherHealth:
         return TeacherHealth(teacher_id=self.teacher_id, state="open")
-
-
-def _argmax(values: list[float]) -> int:
-    return max(range(len(values)), key=values.__getitem__)

@@ -34,6 +34,7 @@ from feedback.examples import read_kind, read_labels
 from models.generator import Generator
 from models.gguf import STUDENT_GGUF_NAME, student_gguf
 from models.gguf_export import GGUF_FILE, export
+from models.llama_decoder import on_runtime
 from training.cycle import RoundReport
 from training.generate_round import Measures, chat_of, measure, run_round
 from training.registry import Lineage, Registry, VersionMeta
@@ -112,6 +113,16 @@ def bootstrap(settings: Settings, task: Task) -> RoundReport | None:
     )  # fmt: skip
 
 
+def _gated(settings: Settings, registry: Registry, version: int) -> Generator:
+    """``version`` as the gate measures it: likelihoods in transformers, replies decoded on
+    the Serve app's runtime (``DISTILLERY_SERVE_GENERATE_RUNTIME``)."""
+    folder = registry.local_dir(version, settings.paths.model_cache_path())
+    serve, base = settings.serve, student_gguf(settings.paths.data_dir)
+    return on_runtime(
+        Generator.load(folder), folder, serve.generate_runtime, serve.generate_threads, base
+    )
+
+
 def retrain(
     settings: Settings, task: Task, reason: str, trigger: TriggerRecord | None = None
 ) -> RoundReport:
@@ -133,11 +144,8 @@ def retrain(
     meta = registry.register(
         checkpoint, VersionMeta(version=0, lineage=data.lineage, metrics=metrics, trigger=trigger)
     )
-    cand = measure(Generator.load(registry.local_dir(meta.version, cache)), task, data.holdout,
-                   data.golden)  # fmt: skip
-    cur = measure(
-        Generator.load(registry.local_dir(parent, cache)), task, data.holdout, data.golden
-    )
+    cand = measure(_gated(settings, registry, meta.version), task, data.holdout, data.golden)
+    cur = measure(_gated(settings, registry, parent), task, data.holdout, data.golden)
     passed, why = decide(cand, cur, settings)
     gate = {"passed": passed, "reason": why, "candidate": asdict(cand), "current": asdict(cur)}
     log.info("gate v%d vs v%d: %s", meta.version, parent, json.dumps(gate))
