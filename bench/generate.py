@@ -217,7 +217,7 @@ def student_speeds(gen: Generate, prompts: list[str]) -> dict[str, dict[str, flo
     with tempfile.TemporaryDirectory() as tmp:
         torch_student.save(Path(tmp))
         export(torch_student.model, base, Path(tmp) / GGUF_FILE)
-        served = served_generator(Path(tmp), "llama.cpp", 1, base)
+        served = served_generator(Path(tmp), "llama.cpp", 1, ROOT / "data")
         out = {"student": student_speed(served, gen, prompts)}
     out["student (transformers)"] = student_speed(torch_student, gen, prompts)
     return out

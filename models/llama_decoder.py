@@ -18,6 +18,7 @@ import torch
 from transformers import AutoTokenizer
 
 from models.generator import Generator, Sampling, Tokens
+from models.gguf import student_gguf
 from models.gguf_export import GGUF_FILE, export
 
 
@@ -73,30 +74,31 @@ class LlamaDecoder:
             self.llm.eval([token])
 
 
-def served_generator(folder: Path, runtime: str, threads: int, base_gguf: Path) -> Generator:
+def served_generator(folder: Path, runtime: str, threads: int, data_dir: Path) -> Generator:
     """A version's folder as the Serve app answers with it: on ``runtime`` "llama.cpp" its
     ``student.gguf`` and tokenizer only; on "torch" the transformers model itself."""
     if runtime == "torch":
         return Generator.load(folder)
-    gguf = _gguf(folder, base_gguf, None)
+    gguf = _gguf(folder, data_dir, None)
     return Generator(None, AutoTokenizer.from_pretrained(folder), LlamaDecoder(gguf, threads))
 
 
 def on_runtime(
-    generator: Generator, folder: Path, runtime: str, threads: int, base_gguf: Path
+    generator: Generator, folder: Path, runtime: str, threads: int, data_dir: Path
 ) -> Generator:
     """``generator`` (a version loaded in transformers, whose likelihoods the gate needs) with
     its replies decoded as the Serve app decodes them, so that the gate measures what users
     will be sent: on "llama.cpp" from ``folder``'s ``student.gguf``."""
     if runtime == "torch":
         return generator
-    gguf = _gguf(folder, base_gguf, generator)
+    gguf = _gguf(folder, data_dir, generator)
     return Generator(generator.model, generator.tokenizer, LlamaDecoder(gguf, threads))
 
 
-def _gguf(folder: Path, base_gguf: Path, loaded: Generator | None) -> Path:
+def _gguf(folder: Path, data_dir: Path, loaded: Generator | None) -> Path:
     """``folder``'s GGUF, exported beside its weights if a version registered before the
-    export lacks it; a clear error if llama-cpp-python is not installed."""
+    export lacks it (with the base GGUF's metadata, ``models.gguf.student_gguf(data_dir)``,
+    needed only then); a clear error if llama-cpp-python is not installed."""
     try:
         import llama_cpp  # noqa: F401
     except ImportError as exc:
@@ -106,5 +108,5 @@ def _gguf(folder: Path, base_gguf: Path, loaded: Generator | None) -> Path:
         ) from exc
     gguf = folder / GGUF_FILE
     if not gguf.is_file():
-        export((loaded or Generator.load(folder)).model, base_gguf, gguf)
+        export((loaded or Generator.load(folder)).model, student_gguf(data_dir), gguf)
     return gguf

@@ -36,7 +36,6 @@ from feedback.models import (
 )
 from feedback.tokens import load_secret
 from models.generator import Generator, chat
-from models.gguf import student_gguf
 from models.llama_decoder import served_generator
 from models.student import Student
 from services import answers as answering
@@ -170,10 +169,10 @@ class StudentIngress:
             path = local_copy(ModelStore(self.store), version, cache)
         serve_cfg = self.settings.serve
         if self.task.kind == "generate":
-            base = student_gguf(self.settings.paths.data_dir)
             generator = served_generator(
-                path, serve_cfg.generate_runtime, serve_cfg.generate_threads, base
-            )
+                path, serve_cfg.generate_runtime, serve_cfg.generate_threads,
+                self.settings.paths.data_dir,
+            )  # fmt: skip
             generator.reply(chat("", "warm up"), 2)
             return generator
         student = Student.load(path, serve_cfg.max_tokens, serve_cfg.quantize)

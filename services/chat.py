@@ -4,7 +4,7 @@ OpenAI's chat API does, whole or streamed as server-sent events.
 - The version is pinned per request: the generator is taken from the stable slot once, at the
   start, so a stream that began on one version finishes on it while a hot swap replaces the
   slot (``services.slots``); every chunk names that version.
-- One generation at a time per replica (``_lock``): decoding is CPU-bound on one torch thread,
+- One generation at a time per replica (``_lock``): decoding is CPU-bound on its threads,
   so a second one in parallel would only halve both; concurrency comes from replicas.
 - A chat without its own system message gets the task's; the teacher answers the same chat.
 - After the reply, the chat and the student's reply are offered to the sampler

@@ -117,10 +117,11 @@ def _gated(settings: Settings, registry: Registry, version: int) -> Generator:
     """``version`` as the gate measures it: likelihoods in transformers, replies decoded on
     the Serve app's runtime (``DISTILLERY_SERVE_GENERATE_RUNTIME``)."""
     folder = registry.local_dir(version, settings.paths.model_cache_path())
-    serve, base = settings.serve, student_gguf(settings.paths.data_dir)
+    serve = settings.serve
     return on_runtime(
-        Generator.load(folder), folder, serve.generate_runtime, serve.generate_threads, base
-    )
+        Generator.load(folder), folder, serve.generate_runtime, serve.generate_threads,
+        settings.paths.data_dir,
+    )  # fmt: skip
 
 
 def retrain(

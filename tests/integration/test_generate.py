@@ -69,7 +69,7 @@ def test_the_exported_gguf_serves_on_llama_cpp_the_replies_transformers_gives(
     reference = Generator.from_gguf(base)  # its own copy: the module's student is fine-tuned
     reference.save(tmp_path)
     export(reference.model, base, tmp_path / GGUF_FILE)
-    served = served_generator(tmp_path, "llama.cpp", 1, base)
+    served = served_generator(tmp_path, "llama.cpp", 1, DATA)
     assert isinstance(served.decoder, LlamaDecoder)
     assert TASK.generate is not None
     said = (MESSAGE, "Great screen, battery lasts all day, would buy again!", MESSAGE)
@@ -87,7 +87,7 @@ def test_the_exported_gguf_serves_on_llama_cpp_the_replies_transformers_gives(
     drawn = [served.reply(chats[1], 16, sampling=seeded) for _ in range(2)]
     assert drawn[0].text == drawn[1].text and drawn[0].completion_tokens >= 12
     (tmp_path / GGUF_FILE).unlink()  # a version registered before the export: made at load
-    again = served_generator(tmp_path, "llama.cpp", 1, base)
+    again = served_generator(tmp_path, "llama.cpp", 1, DATA)
     assert (tmp_path / GGUF_FILE).is_file() and again.reply(chats[0], 32).text == whole.text
 
 
