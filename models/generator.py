@@ -53,21 +53,34 @@ class Sampling:
     seed: int | None = None
     min_new_tokens: int = 0  # the end of turn is not chosen before this many (vLLM's min_tokens)
 
-    def picker(self) -> Any:
-        """logits (V,) → token id."""
+    def picker(self, ends: set[int]) -> Any:
+        """(logits (V,), tokens made so far) → the next token id; the end-of-turn ids in
+        ``ends`` are masked until ``min_new_tokens`` are made. One per reply (its own RNG)."""
+        draw = self._drawer()
+
+        def pick(logits: torch.Tensor, made: int) -> int:
+            if made < self.min_new_tokens:
+                logits = logits.clone()
+                logits[list(ends)] = float("-inf")
+            return draw(logits)
+
+        return pick
+
+    def _drawer(self) -> Any:
+        """logits (V,) → token id: argmax, or a nucleus draw from this reply's RNG."""
         if self.temperature <= 0:
             return lambda logits: int(logits.argmax())
         rng = torch.Generator()
         rng.manual_seed(self.seed if self.seed is not None else torch.seed())
 
-        def pick(logits: torch.Tensor) -> int:
+        def draw(logits: torch.Tensor) -> int:
             probs = torch.softmax(logits.float() / self.temperature, dim=-1)  # (V,)
             ordered, index = probs.sort(descending=True)  # (V,), (V,)
             keep = ordered.cumsum(0) - ordered < self.top_p  # the first token always stays
             kept = ordered * keep
             return int(index[torch.multinomial(kept / kept.sum(), 1, generator=rng)])
 
-        return pick
+        return draw
 
 
 GREEDY = Sampling()
@@ -96,15 +109,11 @@ class TorchDecoder:
 
     @torch.inference_mode()
     def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int]) -> Tokens:
-        pick = sampling.picker()
+        pick = sampling.picker(ends)
         out = self.model(input_ids=torch.tensor([prompt]), use_cache=True)
         made = 0
         while True:
-            logits = out.logits[0, -1]  # (V,)
-            if made < sampling.min_new_tokens:
-                logits = logits.clone()
-                logits[list(ends)] = float("-inf")
-            token = pick(logits)
+            token = pick(out.logits[0, -1], made)  # from (V,) logits
             yield token
             made += 1
             step = torch.tensor([[token]])  # (1, 1)

@@ -60,15 +60,11 @@ class LlamaDecoder:
     def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int]) -> Tokens:
         if len(prompt) >= self.llm.n_ctx():
             raise ValueError(f"{len(prompt)} prompt tokens: over the context of {self.llm.n_ctx()}")
-        pick = sampling.picker()
+        pick = sampling.picker(ends)
         self._eval_prompt(prompt)
         made = 0
         while self.llm.n_tokens < self.llm.n_ctx():
-            logits = self._logits()
-            if made < sampling.min_new_tokens:
-                logits = logits.clone()
-                logits[list(ends)] = float("-inf")
-            token = pick(logits)
+            token = pick(self._logits(), made)
             yield token
             made += 1
             self.llm.eval([token])
