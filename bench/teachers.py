@@ -24,16 +24,23 @@ Writes ``bench/results/teachers.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import random
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.harness import ROOT, markdown_table, write_results
 from bench.labeler import llm_rates, llm_teacher_settings
+from bench.offline_students import (
+    Rows,
+    accuracy,
+    distil,
+    fresh_texts,
+    label_all,
+    served_rate,
+    split,
+)
 from distillery import vader
 from distillery.settings import TeacherSettings
 from distillery.task import Task, load_task
@@ -42,18 +49,10 @@ from models.factory import embedding_teacher, llm_teacher
 from models.label_cache import CachedTeacher, LabelCache
 from models.llm_teacher import LLMTeacher, calibrated
 from models.teacher import Teacher, softmax
-from models.weights import teacher_model_path
 
 TASKS = {"sentiment": ROOT / "tasks" / "sentiment.yaml", "source": ROOT / "tasks" / "source.yaml"}
 STATE = ROOT / "state" / "bench-teachers"
 RETENTION_GOAL, SPEEDUP_GOAL, LABELER_GOAL = 0.97, 500.0, 0.9
-
-
-@dataclass
-class Rows:
-    texts: list[str]
-    labels: list[int]  # index into the task's labels
-    domains: list[str]
 
 
 @dataclass
@@ -66,98 +65,11 @@ class TeacherResult:
     student: dict[str, Any] = field(default_factory=dict)
 
 
-def split(
-    task: Task, data_dir: Path, per_domain: int, train_n: int, seed: int
-) -> tuple[Rows, Rows]:
-    """Held-out and training rows, the same for every teacher; disjoint."""
-    evals, train = Rows([], [], []), Rows([], [], [])
-    for domain in vader.DOMAINS:
-        rows = vader.load(domain, data_dir)
-        random.Random(seed).shuffle(rows)
-        per_train = train_n // len(vader.DOMAINS)
-        for out, chunk in ((evals, rows[:per_domain]), (train, rows[per_domain:][:per_train])):
-            for row in chunk:
-                label = row.label if task.name == "sentiment" else row.domain
-                out.texts.append(row.text)
-                out.labels.append(task.index(label))
-                out.domains.append(domain)
-    return evals, train
-
-
-def label_all(
-    teacher: Teacher, texts: list[str], say: Any, batch: int = 8
-) -> tuple[np.ndarray, int]:
-    """(probs (N, C), unreadable count); an unreadable row keeps the uniform distribution."""
-    out, unreadable = [], 0
-    start = time.monotonic()
-    for i in range(0, len(texts), batch):
-        answer = teacher.label(texts[i : i + batch])
-        unreadable += len(answer.unreadable)
-        out.append(answer.probs)
-        if (i // batch) % 25 == 0:
-            took = time.monotonic() - start
-            say(f"  {teacher.teacher_id}: {i + len(answer)}/{len(texts)} ({took:.0f}s)")
-    return np.concatenate(out), unreadable
-
-
-def accuracy(probs: np.ndarray, rows: Rows) -> tuple[float, dict[str, float]]:
-    hits = probs.argmax(1) == np.asarray(rows.labels)
-    domains = np.asarray(rows.domains)
-    per = {d: round(float(hits[domains == d].mean()), 3) for d in vader.DOMAINS}
-    return round(float(hits.mean()), 3), per
-
-
 def ensemble(llm: np.ndarray, emb: np.ndarray, task: Task) -> np.ndarray:
     weights = task.ensemble or {"llm": 0.5, "embedding": 0.5}
     logs = [np.log(np.clip(p, 1e-12, None)) for p in (llm, emb)]
     readable = np.ones((2, len(llm)), dtype=bool)
     return softmax(mix(logs, [weights.get("llm", 0.5), weights.get("embedding", 0.5)], readable))
-
-
-def distil(
-    task: Task, train: Rows, probs: np.ndarray, evals: Rows, teacher_probs: np.ndarray
-) -> dict:
-    """A default-shape student from scratch on ``probs`` for ``train``: accuracy against the
-    human labels, agreement with its teacher, both on the held-out rows."""
-    import pandas as pd
-    import torch
-    from transformers import AutoTokenizer
-
-    from distillery.settings import Settings
-    from models.student import Student, new_student
-    from training.round import fit
-
-    settings = Settings()
-    torch.manual_seed(0)
-    base = teacher_model_path(settings.teacher)  # the student's tokenizer and embeddings
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
-    model = new_student(task.label_names, settings.student, tokenizer.vocab_size, 0, base)
-    frame = pd.DataFrame(
-        {
-            "text": train.texts,
-            "teacher_logits": [list(np.log(np.clip(p, 1e-12, None))) for p in probs],
-            "correction": -1,
-            "kd_weight": 1.0,
-        }
-    )
-    cfg = settings.train
-    config = {
-        **cfg.model_dump(include={"kd_temperature", "kd_weight", "correction_weight"}),
-        "batch_size": cfg.batch_size, "seed": 0, "epochs": cfg.scratch_epochs,
-        "learning_rate": cfg.scratch_learning_rate, "max_tokens": settings.serve.max_tokens,
-    }  # fmt: skip
-    torch.set_num_threads(2)
-    fit(model, frame, tokenizer, config)
-    student = Student(model, tokenizer, settings.serve.max_tokens)
-    predicted = student.predict_proba(evals.texts)
-    acc, per = accuracy(predicted, evals)
-    agreement = float((predicted.argmax(1) == teacher_probs.argmax(1)).mean())
-    return {
-        "accuracy": acc,
-        "per_domain": per,
-        "teacher_agreement": round(agreement, 3),
-        "model": student,
-    }
 
 
 def measure_task(name: str, args: argparse.Namespace, url: str, say: Any) -> dict[str, Any]:
@@ -216,11 +128,7 @@ def teacher_speeds(
     teachers: dict[str, Teacher], llm: LLMTeacher, evals: Rows, train: Rows, n: int, say: Any
 ) -> dict[str, float]:
     """Texts/s of each teacher on ``n`` texts it has not labelled here (no cache)."""
-    seen = set(evals.texts) | set(train.texts)
-    fresh = [
-        r.text for d in vader.DOMAINS for r in vader.load(d, ROOT / "data") if r.text not in seen
-    ]
-    random.Random(7).shuffle(fresh)
+    fresh = fresh_texts(set(evals.texts) | set(train.texts), 10 * n)
     speeds = {}
     for key, teacher in teachers.items():
         inner = llm if key == "llm" else teacher
@@ -231,36 +139,6 @@ def teacher_speeds(
         speeds[key] = round(count / (time.perf_counter() - start), 2)
         say(f"  {key}: {speeds[key]} texts/s")
     return speeds
-
-
-def served_rate(student: Any, sample: list[str], seconds: float, say: Any) -> dict[str, Any]:
-    """The LLM's student served by Ray Serve (registered as v1 of a registry of its own, sampling
-    off), loaded by ``wrk`` with 64 clients of one text each."""
-    import shutil
-
-    from bench.harness import NO_SAMPLING, bench_settings, run_wrk
-    from bench.serve import _bodies
-    from cli.launcher import up
-    from training.registry import Registry, VersionMeta
-
-    settings = bench_settings("teachers", **NO_SAMPLING)
-    shutil.rmtree(settings.paths.registry_dir, ignore_errors=True)
-    folder = STATE / "llm-student"
-    student.model.save_pretrained(folder)
-    student.tokenizer.save_pretrained(folder)
-    registry = Registry(settings.paths.model_store_url())
-    meta = registry.register(folder, VersionMeta(version=0))
-    registry.promote(meta.version, "bench: the LLM teacher's student")
-    running = up(settings, say=lambda _: None)
-    try:
-        url = f"{running.api_url}/v1/predict"
-        bodies = _bodies(settings.paths.state_dir, sample, 1)
-        run_wrk(url, bodies, 16, 5)  # warm up
-        result = run_wrk(url, bodies, 64, seconds).row()
-        say(f"  served student: {result['rps']} texts/s at 64 clients")
-        return result
-    finally:
-        running.stop()
 
 
 def labeler_rate(url: str, threads: int, sample: list[str], say: Any) -> dict[str, float]:

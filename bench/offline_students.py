@@ -1,0 +1,193 @@
+"""What the two teacher benchmarks share (``bench.teachers``, ``bench.retention``): the held-out
+and training rows of a VADER task, every row labelled by a teacher, a student distilled offline
+from those labels, and that student served by Ray Serve under ``wrk``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.harness import ROOT
+from distillery import vader
+from distillery.settings import StudentSettings
+from distillery.task import Task
+from models.teacher import Teacher
+from models.weights import teacher_model_path
+
+
+@dataclass
+class Rows:
+    texts: list[str]
+    labels: list[int]  # index into the task's labels
+    domains: list[str]
+
+    def first(self, per_domain: int) -> Rows:
+        """The first ``per_domain`` rows of each domain (a smaller budget of the same texts)."""
+        out, seen = Rows([], [], []), dict.fromkeys(vader.DOMAINS, 0)
+        for text, label, domain in zip(self.texts, self.labels, self.domains, strict=True):
+            if seen[domain] < per_domain:
+                seen[domain] += 1
+                out.texts.append(text)
+                out.labels.append(label)
+                out.domains.append(domain)
+        return out
+
+
+def split(
+    task: Task, data_dir: Path, per_domain: int, train_n: int, seed: int
+) -> tuple[Rows, Rows]:
+    """Held-out and training rows, the same for every teacher; disjoint."""
+    evals, train = Rows([], [], []), Rows([], [], [])
+    for domain in vader.DOMAINS:
+        rows = vader.load(domain, data_dir)
+        random.Random(seed).shuffle(rows)
+        per_train = train_n // len(vader.DOMAINS)
+        for out, chunk in ((evals, rows[:per_domain]), (train, rows[per_domain:][:per_train])):
+            for row in chunk:
+                label = row.label if task.name == "sentiment" else row.domain
+                out.texts.append(row.text)
+                out.labels.append(task.index(label))
+                out.domains.append(domain)
+    return evals, train
+
+
+def label_all(
+    teacher: Teacher, texts: list[str], say: Any, batch: int = 8
+) -> tuple[np.ndarray, int]:
+    """(probs (N, C), unreadable count); an unreadable row keeps the uniform distribution."""
+    out, unreadable = [], 0
+    start = time.monotonic()
+    for i in range(0, len(texts), batch):
+        answer = teacher.label(texts[i : i + batch])
+        unreadable += len(answer.unreadable)
+        out.append(answer.probs)
+        if (i // batch) % 25 == 0:
+            took = time.monotonic() - start
+            say(f"  {teacher.teacher_id}: {i + len(answer)}/{len(texts)} ({took:.0f}s)")
+    return np.concatenate(out), unreadable
+
+
+def accuracy(probs: np.ndarray, rows: Rows) -> tuple[float, dict[str, float]]:
+    hits = probs.argmax(1) == np.asarray(rows.labels)
+    domains = np.asarray(rows.domains)
+    per = {d: round(float(hits[domains == d].mean()), 3) for d in vader.DOMAINS}
+    return round(float(hits.mean()), 3), per
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A student's shape and how it is fitted from scratch (``bench.student_shapes.SHAPES``)."""
+
+    shape: StudentSettings
+    epochs: int
+    learning_rate: float
+
+
+def default_recipe() -> Recipe:
+    from distillery.settings import Settings
+
+    settings = Settings()
+    return Recipe(
+        settings.student, settings.train.scratch_epochs, settings.train.scratch_learning_rate
+    )
+
+
+def distil(
+    task: Task,
+    train: Rows,
+    probs: np.ndarray,
+    evals: Rows,
+    teacher_probs: np.ndarray,
+    recipe: Recipe | None = None,
+) -> dict:
+    """A student from scratch (the default shape unless ``recipe``) on ``probs`` for ``train``:
+    accuracy against the human labels, agreement with its teacher, both on the held-out rows."""
+    import pandas as pd
+    import torch
+    from transformers import AutoTokenizer
+
+    from distillery.settings import Settings
+    from models.student import Student, new_student
+    from training.round import fit
+
+    settings = Settings()
+    recipe = recipe or default_recipe()
+    torch.manual_seed(0)
+    base = teacher_model_path(settings.teacher)  # the student's tokenizer and embeddings
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    model = new_student(task.label_names, recipe.shape, tokenizer.vocab_size, 0, base)
+    frame = pd.DataFrame(
+        {
+            "text": train.texts,
+            "teacher_logits": [list(np.log(np.clip(p, 1e-12, None))) for p in probs],
+            "correction": -1,
+            "kd_weight": 1.0,
+        }
+    )
+    cfg = settings.train
+    config = {
+        **cfg.model_dump(include={"kd_temperature", "kd_weight", "correction_weight"}),
+        "batch_size": cfg.batch_size, "seed": 0, "epochs": recipe.epochs,
+        "learning_rate": recipe.learning_rate, "max_tokens": settings.serve.max_tokens,
+    }  # fmt: skip
+    torch.set_num_threads(2)
+    fit(model, frame, tokenizer, config)
+    student = Student(model, tokenizer, settings.serve.max_tokens)
+    predicted = student.predict_proba(evals.texts)
+    acc, per = accuracy(predicted, evals)
+    agreement = float((predicted.argmax(1) == teacher_probs.argmax(1)).mean())
+    return {
+        "accuracy": acc,
+        "per_domain": per,
+        "teacher_agreement": round(agreement, 3),
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "model": student,
+    }
+
+
+def served_rate(
+    student: Any, sample: list[str], seconds: float, say: Any, name: str = "teachers"
+) -> dict[str, Any]:
+    """A student served by Ray Serve (registered as v1 of a registry of its own under
+    ``state/bench-<name>``, sampling off), loaded by ``wrk`` with 64 clients of one text each."""
+    import shutil
+
+    from bench.harness import NO_SAMPLING, bench_settings, run_wrk
+    from bench.serve import _bodies
+    from cli.launcher import up
+    from training.registry import Registry, VersionMeta
+
+    settings = bench_settings(name, **NO_SAMPLING)
+    shutil.rmtree(settings.paths.registry_dir, ignore_errors=True)
+    folder = settings.paths.state_dir / "student"
+    shutil.rmtree(folder, ignore_errors=True)
+    student.model.save_pretrained(folder)
+    student.tokenizer.save_pretrained(folder)
+    registry = Registry(settings.paths.model_store_url())
+    meta = registry.register(folder, VersionMeta(version=0))
+    registry.promote(meta.version, f"bench {name}: a student distilled offline")
+    running = up(settings, say=lambda _: None)
+    try:
+        url = f"{running.api_url}/v1/predict"
+        bodies = _bodies(settings.paths.state_dir, sample, 1)
+        run_wrk(url, bodies, 16, 5)  # warm up
+        result = run_wrk(url, bodies, 64, seconds).row()
+        say(f"  served student: {result['rps']} texts/s at 64 clients")
+        return result
+    finally:
+        running.stop()
+
+
+def fresh_texts(seen: set[str], n: int) -> list[str]:
+    """``n`` VADER texts outside ``seen`` (a teacher's speed on texts no cache holds)."""
+    fresh = [
+        r.text for d in vader.DOMAINS for r in vader.load(d, ROOT / "data") if r.text not in seen
+    ]
+    random.Random(7).shuffle(fresh)
+    return fresh[:n]

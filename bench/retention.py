@@ -1,0 +1,175 @@
+"""How much of the LLM teacher's accuracy its student keeps, and at what speed
+(``make bench-retention``; issue 14's goal: ≥ 97% of the teacher, serving ≥ 500× its throughput).
+
+On the sentiment task (tasks/sentiment.yaml, VADER's human ratings), the local LLM
+(Qwen2.5-Coder-0.5B-Instruct Q4 behind its real llama.cpp HTTP server) labels the held-out texts
+and the training texts once, through the label cache ``bench.teachers`` also uses
+(``state/bench-teachers``), so either benchmark pays only for texts neither has seen. Then, for
+each label budget (``--budgets``, per domain, the first rows of the same training texts) and each
+student recipe of ``bench.student_shapes.SHAPES``, one student is distilled offline from the
+LLM's soft labels, and its accuracy against the human labels is divided by the teacher's: the
+retention. Each recipe's student at the largest budget is then served by Ray Serve under ``wrk``
+(64 clients), against the LLM server's own texts/s on fresh texts, measured in the same run.
+
+Why these recipes: at 800 labels the default 2×128 student kept 0.89 of the LLM and 0.91 of
+MiniLM (``bench/results/teachers.md``), so its capacity, not the teacher, looked like the limit;
+the students that start from the embedding teacher's layers did best on every domain in
+``bench/results/student_shapes.md``. Writes ``bench/results/retention.{json,md}``.
+
+    python -m bench.retention [--budgets 200 300] [--eval-per-domain 100] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.harness import ROOT, markdown_table, write_results
+from bench.labeler import llm_teacher_settings
+from bench.offline_students import Recipe, distil, fresh_texts, label_all, served_rate, split
+from bench.student_shapes import SHAPES
+from bench.teachers import STATE, TASKS
+from distillery import vader
+from distillery.settings import StudentSettings
+from distillery.task import load_task
+from models.factory import llm_teacher
+from models.label_cache import CachedTeacher, LabelCache
+
+RETENTION_GOAL, SPEEDUP_GOAL = 0.97, 500.0
+
+
+def recipes() -> dict[str, Recipe]:
+    return {
+        name: Recipe(StudentSettings(**spec["shape"]), spec["epochs"], spec["lr"])
+        for name, spec in SHAPES.items()
+    }
+
+
+def measure(args: argparse.Namespace, url: str, say: Any) -> dict[str, Any]:
+    """The teacher's accuracy and speed, and one row per (budget, recipe)."""
+    task = load_task(TASKS["sentiment"])
+    most = max(args.budgets)
+    evals, train = split(task, ROOT / "data", args.eval_per_domain, most * 4, args.seed)
+    llm = llm_teacher(llm_teacher_settings(url, args.threads), task)
+    cached = CachedTeacher(llm, LabelCache(STATE / "teacher-cache.sqlite"))
+    say(f"LLM labels {len(evals.texts)} held-out + {len(train.texts)} training texts")
+    eval_probs, bad_e = label_all(cached, evals.texts, say)
+    train_probs, bad_t = label_all(cached, train.texts, say)
+    hits = eval_probs.argmax(1) == np.asarray(evals.labels)
+    teacher_acc = round(float(hits.mean()), 3)
+    index = {text: i for i, text in enumerate(train.texts)}
+    rows, students = [], {}
+    for budget in sorted(args.budgets):
+        subset = train.first(budget)
+        probs = train_probs[[index[t] for t in subset.texts]]
+        for name, recipe in recipes().items():
+            got = distil(task, subset, probs, evals, eval_probs, recipe)
+            students[name] = got.pop("model")  # the largest budget's is served
+            got.pop("per_domain")
+            rows.append({"recipe": name, "labels": len(subset.texts), **got})
+            rows[-1]["retention"] = round(got["accuracy"] / teacher_acc, 3)
+            say(f"  {name} on {len(subset.texts)} labels: {got['accuracy']} ({rows[-1]})")
+    speed = teacher_speed(llm, set(evals.texts) | set(train.texts), args.speed_texts, say)
+    llm.close()
+    teacher = {"accuracy": teacher_acc, "texts_per_s": speed, "unreadable": bad_e + bad_t}
+    return {"teacher": teacher, "eval_texts": len(evals.texts), "rows": rows, "models": students}
+
+
+def teacher_speed(llm: Any, seen: set[str], n: int, say: Any) -> float:
+    """The LLM server's texts/s on ``n`` texts no cache holds, 8 to a call as the labeler sends."""
+    texts = fresh_texts(seen, n)
+    start = time.perf_counter()
+    for i in range(0, len(texts), 8):
+        llm.label(texts[i : i + 8])
+    rate = round(len(texts) / (time.perf_counter() - start), 3)
+    say(f"  the LLM server alone: {rate} texts/s")
+    return rate
+
+
+def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
+    from models.gguf import local_gguf
+    from services.llm_server import LocalLLM
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    log = STATE / "llm-server.log"
+    with LocalLLM(local_gguf(ROOT / "data"), args.threads, log_path=log) as server:
+        result = measure(args, server.url, say)
+    sample = [r.text for d in vader.DOMAINS for r in vader.load(d, ROOT / "data")[-200:]]
+    served = {}
+    for name, student in result.pop("models").items():
+        say(f"serving {name}")
+        served[name] = served_rate(student, sample, args.serve_seconds, say, "retention")
+    return verdict(result, served, args)
+
+
+def verdict(result: dict[str, Any], served: dict[str, dict], args: argparse.Namespace) -> dict:
+    """Each served row's speed-up over the teacher, and the goal met when one row does both."""
+    most = max(row["labels"] for row in result["rows"])
+    rate = result["teacher"]["texts_per_s"]
+    for row in result["rows"]:
+        load = served.get(row["recipe"]) if row["labels"] == most else None
+        row["served_rps"] = load["rps"] if load else None
+        row["speedup"] = round(load["rps"] / rate, 1) if load else None
+    both = [
+        r
+        for r in result["rows"]
+        if r["retention"] >= RETENTION_GOAL and (r["speedup"] or 0) >= SPEEDUP_GOAL
+    ]
+    best = max(result["rows"], key=lambda r: r["retention"])
+    result["goals"] = {
+        "retention": RETENTION_GOAL,
+        "speedup": SPEEDUP_GOAL,
+        "met": bool(both),
+        "by": [f"{r['recipe']} on {r['labels']} labels" for r in both],
+        "best_retention": {k: best[k] for k in ("recipe", "labels", "retention", "speedup")},
+    }
+    result["served"] = served
+    result["settings"] = vars(args)
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    teacher, goals = result["teacher"], result["goals"]
+    rows = [
+        [r["recipe"], r["params_m"], r["labels"], r["accuracy"], f"{r['retention']:.3f}",
+         r["teacher_agreement"], r["served_rps"] or "—", r["speedup"] or "—"]
+        for r in result["rows"]
+    ]  # fmt: skip
+    header = ["student", "params (M)", "LLM labels", "accuracy", "of the teacher's",
+              "agrees with the teacher", "served texts/s", "× the LLM server"]  # fmt: skip
+    head = (
+        f"Sentiment, {result['eval_texts']} held-out texts: the LLM teacher's accuracy "
+        f"{teacher['accuracy']}, its server {teacher['texts_per_s']} texts/s "
+        f"({teacher['unreadable']} unreadable answers).\n\n"
+    )
+    best = goals["best_retention"]
+    met = f"met by {', '.join(goals['by'])}" if goals["met"] else "not met"
+    tail = (
+        f"\n- goal (≥ {goals['retention']:.0%} of the teacher while serving ≥ "
+        f"{goals['speedup']:g}× its throughput): {met};\n- best retention: {best['recipe']} on "
+        f"{best['labels']} labels, {best['retention']:.3f}.\n"
+    )
+    return head + markdown_table(header, rows) + tail
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[200, 300],
+                        help="training labels per domain (four domains)")  # fmt: skip
+    parser.add_argument("--eval-per-domain", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2, help="the LLM server's threads")
+    parser.add_argument("--speed-texts", type=int, default=40)
+    parser.add_argument("--serve-seconds", type=float, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    result = run(args)
+    json_path, md_path = write_results("retention", result, table(result))
+    print(table(result))
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()
