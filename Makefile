@@ -45,7 +45,15 @@ data: $(STAMP)
 # joined and checked against the pinned SHA-256 (models/gguf.py).
 llm: $(LLM_STAMP) $(GGUF)
 
+# Built for this CPU (ggml's -march=native) less AMX: a Firecracker guest here lists amx_tile in
+# /proc/cpuinfo, yet its first `ldtilecfg` is a general protection fault (dmesg; the server dies
+# on its first chat completion). --no-cache-dir: a wheel pip cached from a build with AMX would
+# come back otherwise.
+LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+
 $(LLM_STAMP): $(STAMP)
+	CFLAGS='$(LLAMA_CFLAGS)' CXXFLAGS='$(LLAMA_CFLAGS)' $(BIN)/pip install -q --no-cache-dir \
+	  --force-reinstall --no-deps 'llama-cpp-python==0.3.36'
 	$(BIN)/pip install -q 'llama-cpp-python[server]==0.3.36'
 	touch $(LLM_STAMP)
 
