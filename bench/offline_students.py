@@ -191,3 +191,18 @@ def fresh_texts(seen: set[str], n: int) -> list[str]:
     ]
     random.Random(7).shuffle(fresh)
     return fresh[:n]
+
+
+def local_llm(threads: int, state: Path) -> Any:
+    """The local teacher LLM's real llama.cpp server on ``threads`` threads, its log under
+    ``state`` (a context manager: ``with local_llm(...) as server: server.url``)."""
+    from models.gguf import local_gguf
+    from services.llm_server import LocalLLM
+
+    state.mkdir(parents=True, exist_ok=True)
+    return LocalLLM(local_gguf(ROOT / "data"), threads, log_path=state / "llm-server.log")
+
+
+def serving_sample() -> list[str]:
+    """The texts a served student is loaded with: the last 200 of each VADER domain."""
+    return [r.text for d in vader.DOMAINS for r in vader.load(d, ROOT / "data")[-200:]]

@@ -29,10 +29,18 @@ import numpy as np
 
 from bench.harness import ROOT, markdown_table, write_results
 from bench.labeler import llm_teacher_settings
-from bench.offline_students import Recipe, distil, fresh_texts, label_all, served_rate, split
+from bench.offline_students import (
+    Recipe,
+    distil,
+    fresh_texts,
+    label_all,
+    local_llm,
+    served_rate,
+    serving_sample,
+    split,
+)
 from bench.student_shapes import SHAPES
 from bench.teachers import STATE, TASKS
-from distillery import vader
 from distillery.settings import StudentSettings
 from distillery.task import load_task
 from models.factory import llm_teacher
@@ -97,14 +105,9 @@ def teacher_speed(llm: Any, seen: set[str], n: int, say: Any) -> float:
 
 
 def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
-    from models.gguf import local_gguf
-    from services.llm_server import LocalLLM
-
-    STATE.mkdir(parents=True, exist_ok=True)
-    log = STATE / "llm-server.log"
-    with LocalLLM(local_gguf(ROOT / "data"), args.threads, log_path=log) as server:
+    with local_llm(args.threads, STATE) as server:
         result = measure(args, server.url, say)
-    sample = [r.text for d in vader.DOMAINS for r in vader.load(d, ROOT / "data")[-200:]]
+    sample = serving_sample()
     served = {}
     for name, student in result.pop("models").items():
         say(f"serving {name}")

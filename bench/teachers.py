@@ -38,10 +38,11 @@ from bench.offline_students import (
     distil,
     fresh_texts,
     label_all,
+    local_llm,
     served_rate,
+    serving_sample,
     split,
 )
-from distillery import vader
 from distillery.settings import TeacherSettings
 from distillery.task import Task, load_task
 from models.ensemble import mix
@@ -149,14 +150,9 @@ def labeler_rate(url: str, threads: int, sample: list[str], say: Any) -> dict[st
 
 
 def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
-    from models.gguf import local_gguf
-    from services.llm_server import LocalLLM
-
-    STATE.mkdir(parents=True, exist_ok=True)
-    log = STATE / "llm-server.log"
-    with LocalLLM(local_gguf(ROOT / "data"), args.threads, log_path=log) as server:
+    with local_llm(args.threads, STATE) as server:
         tasks = [measure_task(name, args, server.url, say) for name in args.tasks]
-        held = [r.text for d in vader.DOMAINS for r in vader.load(d, ROOT / "data")[-200:]]
+        held = serving_sample()
         labeler = labeler_rate(server.url, args.threads, held[-args.labeler_texts :], say)
     student = tasks[0].pop("llm_student")
     for task in tasks[1:]:
