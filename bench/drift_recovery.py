@@ -32,6 +32,7 @@ import httpx
 import numpy as np
 
 from bench.harness import RESULTS, ROOT
+from cli.demo import read_status
 from distillery import vader
 from distillery.settings import (
     GateSettings,
@@ -181,8 +182,8 @@ def send_traffic(
 
 def quiet(client: httpx.Client) -> bool:
     """No round running and no rollout in progress."""
-    status = client.get("/v1/status").json()
-    return not status["round_running"] and status.get("rollout") is None
+    status = read_status(client)
+    return not status.round_running and status.rollout is None
 
 
 def evaluate(
@@ -224,8 +225,8 @@ def run_phase(
             if sender.is_alive():
                 continue
             settle_until = settle_until or time.monotonic() + args.settle_s
-            status = client.get("/v1/status").json()
-            pending = status["labels_since_last_round"] >= settings.scheduler.min_new_labels
+            status = read_status(client)
+            pending = status.labels_since_last_round >= settings.scheduler.min_new_labels
             if (quiet(client) and not pending) or time.monotonic() > settle_until:
                 break
     finally:

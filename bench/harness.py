@@ -48,7 +48,7 @@ def wait_measured(running: Any, timeout_s: float = 300) -> None:
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if ray.get(running.scheduler.status.remote()).get("signals") is not None:
+        if ray.get(running.scheduler.status.remote()).signals is not None:
             return
         time.sleep(2)
     raise TimeoutError(f"the scheduler measured nothing in {timeout_s:g}s")

@@ -15,7 +15,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from distillery.settings import Settings
+from monitoring.status import Status
 
 TOKEN_FILE = "operator_token"
 
@@ -77,9 +80,13 @@ def _call(method: str, url: str, timeout_s: float, **kwargs: Any) -> dict[str, A
         ) from exc
 
 
-def status(url: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    """The scheduler's status."""
-    return _call("GET", f"{url.rstrip('/')}/v1/status", timeout_s)
+def status(url: str, timeout_s: float = 5.0) -> Status:
+    """The scheduler's status; a body that is not one is an ``APIError`` naming the field."""
+    body = _call("GET", f"{url.rstrip('/')}/v1/status", timeout_s)
+    try:
+        return Status.model_validate(body)
+    except ValidationError as exc:
+        raise APIError(f"{url} answered a status this command cannot read: {exc}") from None
 
 
 def admin(

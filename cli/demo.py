@@ -22,6 +22,7 @@ import numpy as np
 from distillery import vader
 from distillery.settings import Settings
 from distillery.task import load_task
+from monitoring.status import Status
 
 CHUNK = 16  # texts per request
 
@@ -128,20 +129,25 @@ def keep_busy(
             continue
 
 
-def newest_version(client: httpx.Client) -> int:
+def read_status(client: httpx.Client) -> Status:
+    """``GET /v1/status``, read back into the scheduler's own model."""
     response = client.get("/v1/status")
     response.raise_for_status()
-    versions: list[int] = response.json()["versions"]
-    return max(versions, default=0)
+    return Status.model_validate(response.json())
 
 
-def _verdict(status: dict[str, Any]) -> str:
-    last = status["last_round"]
-    if status["current_version"] == last["version"]:
-        return f"v{last['version']} promoted"
-    if last.get("outcome") == "rejected" or not last["gate"].get("passed"):
-        return f"v{last['version']} rejected ({last['reason']})"
-    return f"v{last['version']} rolled back"
+def newest_version(client: httpx.Client) -> int:
+    return max(read_status(client).versions, default=0)
+
+
+def _verdict(status: Status) -> str:
+    last = status.last_round
+    assert last is not None
+    if status.current_version == last.version:
+        return f"v{last.version} promoted"
+    if last.outcome == "rejected" or not last.gate.get("passed"):
+        return f"v{last.version} rejected ({last.reason})"
+    return f"v{last.version} rolled back"
 
 
 def wait_for_round(
@@ -160,14 +166,14 @@ def wait_for_round(
     )
     try:
         while time.monotonic() - start < timeout_s:
-            status = client.get("/v1/status").json()
-            last = status["last_round"] or {}
-            if status.get("rollout") is not None and not busy.is_alive():
+            status = read_status(client)
+            last_version = status.last_round.version if status.last_round else 0
+            if status.rollout is not None and not busy.is_alive():
                 busy.start()
-            settled = not status["round_running"] and status.get("rollout") is None
-            if last.get("version", 0) > after and settled:
+            settled = not status.round_running and status.rollout is None
+            if last_version > after and settled:
                 return _verdict(status), time.monotonic() - start
-            current = status.get("current_version") or 0
+            current = status.current_version or 0
             if current > after:  # promoted, and the next round already runs (steady traffic)
                 return f"v{current} promoted", time.monotonic() - start
             time.sleep(2)

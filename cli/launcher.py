@@ -14,6 +14,7 @@ from typing import Any
 
 from distillery import bus
 from distillery.actors import LABELER, NAMESPACE, SCHEDULER
+from distillery.contracts import RoundReport
 from distillery.settings import KafkaSettings, ServeSettings, Settings
 from distillery.task import Task, load_task
 from feedback import keys as key_store
@@ -287,7 +288,7 @@ def _into_log_file(*names: str) -> None:
         logger.propagate = True
 
 
-def bootstrap(scheduler: Any, say: Any, poll_s: float = 2.0) -> dict[str, Any] | None:
+def bootstrap(scheduler: Any, say: Any, poll_s: float = 2.0) -> RoundReport | None:
     """Make v1 if the registry is empty, saying how the round goes (every quarter of it)."""
     import ray
 
@@ -298,13 +299,13 @@ def bootstrap(scheduler: Any, say: Any, poll_s: float = 2.0) -> dict[str, Any] |
         if said < 0:
             say("bootstrap: the teacher labels the seed slice, then a round distils v1")
             said = 0
-        if progress and int(progress["done"] * 4) > said:
-            said = int(progress["done"] * 4)
+        if progress and int(progress.done * 4) > said:
+            said = int(progress.done * 4)
             say(
-                f"bootstrap round: {25 * said}% (epoch {progress['epoch']}/{progress['epochs']}, "
-                f"loss {progress['loss']:.3f}, {progress['examples_per_s']:.0f} examples/s)"
+                f"bootstrap round: {25 * said}% (epoch {progress.epoch}/{progress.epochs}, "
+                f"loss {progress.loss:.3f}, {progress.examples_per_s:.0f} examples/s)"
             )
-    first: dict[str, Any] | None = ray.get(running)
+    first: RoundReport | None = ray.get(running)
     return first
 
 
@@ -348,8 +349,8 @@ def up(settings: Settings | None = None, say: Any = print, quiet: bool = False) 
         loops = [store.run.remote(), labeler.run.remote()]
         first = bootstrap(scheduler, say)
         if first is not None:
-            made = "distilled from seed traffic" if task.kind == "classify" else first["reason"]
-            say(f"first student v{first['version']} {made} in {first['seconds']:.0f}s")
+            made = "distilled from seed traffic" if task.kind == "classify" else first.reason
+            say(f"first student v{first.version} {made} in {first.seconds:.0f}s")
         say("deploying the student on Serve")
         version = ray.get(scheduler.deploy_current.remote())
         loops.append(scheduler.run.remote())

@@ -130,7 +130,7 @@ def status(
     except api_client.APIError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    typer.echo(json.dumps(answer, indent=2) if as_json else summary(answer))
+    typer.echo(answer.model_dump_json(indent=2) if as_json else summary(answer))
 
 
 @app.command()
@@ -141,8 +141,8 @@ def retrain() -> None:
     scheduler = _scheduler()
     running = scheduler.retrain.remote("operator: distillery retrain")
     _progress_bar(scheduler, running)
-    report = ray.get(running)
-    typer.echo(json.dumps(report, indent=2, default=str))
+    report = ray.get(running)  # a distillery.contracts.RoundReport
+    typer.echo(report.model_dump_json(indent=2))
 
 
 def _progress_bar(scheduler: Any, running: Any) -> None:
@@ -158,9 +158,9 @@ def _progress_bar(scheduler: Any, running: Any) -> None:
             if progress:
                 bar.update(
                     task,
-                    completed=progress["done"],
-                    description=f"epoch {progress['epoch']}/{progress['epochs']}  "
-                    f"loss {progress['loss']:.4f}  {progress['examples_per_s']:.0f} examples/s",
+                    completed=progress.done,
+                    description=f"epoch {progress.epoch}/{progress.epochs}  "
+                    f"loss {progress.loss:.4f}  {progress.examples_per_s:.0f} examples/s",
                 )
         bar.update(task, completed=1.0)
 
@@ -238,7 +238,7 @@ def submit(model_dir: Path, reason: str = REASON) -> None:
     import ray
 
     report = ray.get(_scheduler().submit.remote(str(model_dir.resolve()), f"submitted: {reason}"))
-    typer.echo(json.dumps(report, indent=2, default=str))
+    typer.echo(report.model_dump_json(indent=2))
 
 
 @app.command("fetch-data")

@@ -7,6 +7,9 @@
   bootstrap, and kept in the version's ``meta.json`` (``training.registry.VersionMeta``).
 - ``RoundProgress``: a round's rank-0 worker → the scheduler (``status``, Prometheus, the CLI bar).
 - ``VariantReport``: a replica's rollout counts → the scheduler (``services.variants.merge``).
+- ``Rollout`` (kept in the registry's ``rollout.json``), each version's live ``Evidence`` and the
+  ``OnlineCheck`` s on it: the promotion's state, read by the rollout's verdict and by ``status``.
+- ``RoundReport``: how a round ended, from ``training.cycle`` to the scheduler and ``status``.
 
 They cross Ray (pickled) or JSON (Serve's config, ``meta.json``), so every field is plain data;
 ``extra="forbid"`` makes a misspelt field an error at the border rather than a silent default.
@@ -14,9 +17,13 @@ They cross Ray (pickled) or JSON (Serve's config, ``meta.json``), so every field
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from distillery.settings import RolloutSettings
 
 Stage = Literal["shadow", "canary"]
 TriggerKind = Literal[
@@ -111,3 +118,74 @@ class Selection(_Contract):
     target: float
     delta: float
     rows: int
+
+
+def stage_key(rollout_id: str, stage: str) -> str:
+    """What the replicas' counts of one rollout stage are filed under."""
+    return f"{rollout_id}:{stage}"
+
+
+class Rollout(BaseModel):
+    """The rollout in progress (the registry keeps it in ``rollout.json``)."""
+
+    id: str
+    candidate: int
+    stable: int
+    stage: Stage = "shadow"
+    started_at: float
+    stage_started_at: float
+    paused: bool = False
+    reason: str = ""
+    share: float | None = None  # the canary's share of traffic now (None: canary_share)
+    widened_at: float | None = None  # when a held canary's share last rose
+
+    @property
+    def key(self) -> str:
+        return stage_key(self.id, self.stage)
+
+    def canary_share(self, cfg: RolloutSettings) -> float:
+        """The canary's share of traffic now: widened, else the configured one."""
+        return cfg.canary_share if self.share is None else self.share
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One version's live record since the stage started."""
+
+    requests: int = 0  # answered (canary) or mirrored (shadow) texts
+    errors: int = 0
+    p99_ms: float | None = None  # model latency: queue + batch forward, per text
+    labelled: int = 0  # teacher labels on this version's answers
+    agreed: int = 0  # ... whose top label is the teacher's
+    rated: int = 0  # feedback ratings on this version's answers
+    negative: int = 0  # ... that were bad
+
+
+@dataclass(frozen=True)
+class OnlineCheck:
+    name: str
+    state: Literal["pass", "fail", "pending", "skipped"]
+    candidate: float | None
+    stable: float | None
+    limit: float | None  # the candidate's worst acceptable value
+    detail: str
+
+
+Outcome = Literal["promoted", "shadow", "rejected"]
+
+
+class RoundReport(BaseModel):
+    """How a round (or a submitted student) ended; the scheduler's ``last_round``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    parent: int | None
+    promoted: bool  # serves every user now
+    reason: str
+    gate: dict[str, Any]
+    train_metrics: dict[str, float]
+    rows: int
+    seconds: float
+    outcome: Outcome  # promoted | shadow (rollout started) | rejected
+    trigger: TriggerRecord | None = None

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from distillery.task import Task
+from monitoring.status import Status
 from training.registry import Registry, VersionMeta
 
 ROUNDS = 20
@@ -33,7 +34,7 @@ def round_row(meta: VersionMeta) -> dict[str, Any]:
 
 
 def assemble(
-    status: dict[str, Any], watch: dict[str, Any], registry: Registry, task: Task
+    status: Status, watch: dict[str, Any], registry: Registry, task: Task
 ) -> dict[str, Any]:
     """The ``/v1/dashboard`` payload (schema in ``services/dashboard.html``'s header)."""
     metas = [registry.get(v) for v in registry.versions()[-ROUNDS:]][::-1]  # newest first
@@ -43,15 +44,12 @@ def assemble(
          **{k: v for k, v in quality.get(m.version, {}).items() if k != "version"}}
         for m in metas
     ]  # fmt: skip
+    dumped = status.model_dump(mode="json")
     return {
         "generated_at": time.time(),
         "task": task.name,
         "labels": list(task.label_names),
-        "current_version": status["current_version"],
-        "rollout": status["rollout"],
-        "rollout_verdict": status["rollout_verdict"],
-        "round_running": status["round_running"],
-        "round_progress": status["round_progress"],
+        **{k: dumped[k] for k in SHOWN},
         "series": watch["series"],
         "versions": versions,
         "rounds": [round_row(m) for m in metas],
@@ -59,18 +57,24 @@ def assemble(
         "drift": watch["drift"],
         "reports": watch["reports"],
         "events": registry.history()[-EVENTS:][::-1],
-        "last_error": status["last_error"],
-        "trust": status.get("trust"),
     }
 
 
-def _trigger(status: dict[str, Any]) -> dict[str, Any] | None:
-    decision, signals = status.get("trigger"), status.get("signals")
-    if decision is None:
+# what the page shows of the status as it is
+SHOWN = (
+    "current_version", "rollout", "rollout_verdict", "round_running", "round_progress",
+    "last_error", "trust",
+)  # fmt: skip
+
+
+def _trigger(status: Status) -> dict[str, Any] | None:
+    if status.trigger is None:
         return None
+    signals = status.signals
     values = {
-        "labels": status["labels_since_last_round"],
-        "minutes": status["minutes_since_last_round"],
-        **{k: (signals or {}).get(k) for k in ("drift", "disagreement", "negative_share")},
-    }
-    return {**decision, "values": values}
+        "labels": status.labels_since_last_round,
+        "minutes": status.minutes_since_last_round,
+        **{k: None if signals is None else getattr(signals, k)
+           for k in ("drift", "disagreement", "negative_share")},
+    }  # fmt: skip
+    return {**status.trigger.model_dump(mode="json"), "values": values}

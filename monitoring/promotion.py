@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
-from distillery.contracts import CandidateSpec, StudentConfig, VariantReport
+from distillery.contracts import CandidateSpec, Evidence, Rollout, StudentConfig, VariantReport
 from distillery.settings import Settings
 from feedback.examples import from_keys, labels_predicted_since, read_kind
 from feedback.keys import rating_keys
@@ -34,7 +34,6 @@ from services import deploy
 from services.variants import merge
 from training import rollout
 from training.registry import Registry
-from training.rollout import Evidence, Rollout
 
 log = logging.getLogger(__name__)
 HEAL_S = 30.0  # how often Serve's deployed version is checked against the registry

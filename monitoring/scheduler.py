@@ -12,23 +12,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from distillery.actors import labeler_health
-from distillery.contracts import RoundProgress, TriggerRecord, VariantReport
+from distillery.contracts import RoundProgress, RoundReport, TriggerRecord, VariantReport
 from distillery.settings import SchedulerSettings, Settings
 from distillery.task import Task
 from feedback import trust_report
 from feedback.examples import count_labels_since
 from monitoring.promotion import Promotion
 from monitoring.relabel import Relabeler
+from monitoring.status import (
+    CascadeView,
+    Measurement,
+    RolloutVerdict,
+    Status,
+    TriggerView,
+    TrustView,
+)
 from monitoring.teacher_status import current_teacher_id, teacher_status
 from monitoring.triggers import Decision, Signals, TriggerState, decide
 from monitoring.watch import Watch
 from training import cycle, generate_cycle
-from training.cycle import RoundReport
 from training.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -47,7 +54,7 @@ class Scheduler:
         self.registry = Registry(settings.paths.model_store_url())
         self._round_lock = threading.Lock()
         self._stop = threading.Event()
-        self.last_round: dict[str, Any] | None = None
+        self.last_round: RoundReport | None = None
         self.last_error: str | None = None
         self.watch = Watch(settings, task, self.registry)
         self.signals: Signals | None = None  # the newest measurement's
@@ -61,12 +68,12 @@ class Scheduler:
         self.promotion = Promotion(settings, self.registry, dashboard_url, self.replicas)
         self.relabeler = Relabeler(settings)
 
-    def bootstrap(self) -> dict[str, Any] | None:
+    def bootstrap(self) -> RoundReport | None:
         generate = self.task.kind == "generate"
         with self._round_lock:
             report = (generate_cycle if generate else cycle).bootstrap(self.settings, self.task)
         if report is not None:
-            self._last(report)
+            self.last_round = report
         return self.last_round
 
     def deploy_current(self) -> int:
@@ -103,7 +110,7 @@ class Scheduler:
 
     def retrain(
         self, reason: str = "operator: distillery retrain", trigger: TriggerRecord | None = None
-    ) -> dict[str, Any]:
+    ) -> RoundReport:
         """One round now (waits for a running one to finish first); refused during a rollout.
         ``trigger`` is recorded with the version; default: an operator's."""
         trigger = trigger or TriggerRecord.operator(reason)
@@ -119,7 +126,8 @@ class Scheduler:
             finally:
                 self.trigger_state = TriggerState(time.time(), self.trigger_state.disarmed)
         self._metric("rounds", trigger=trigger.kind, outcome=report.outcome)
-        return self._last(report)
+        self.last_round = report
+        return report
 
     def run(self) -> None:
         from distillery.metrics import loop_metrics
@@ -173,7 +181,7 @@ class Scheduler:
         labels = count_labels_since(self.settings.paths.store_dir, window_end)
         return labels, (time.time() - created) / 60 if created else 0.0
 
-    def measure(self) -> dict[str, Any]:
+    def measure(self) -> Measurement:
         """Measure drift and quality now; returns the signals and what the triggers decide on
         them (a decision only: rounds start from ``tick``)."""
         new_labels, minutes = self._since_last_round()
@@ -183,11 +191,9 @@ class Scheduler:
             self.signals = self.watch.measure(new_labels, minutes)
         decision = decide(self.signals, self.trigger_state, time.time(), self._triggers())
         self._export(self.signals)
-        return {
-            "signals": asdict(self.signals),
-            "decision": _decision_dict(decision),
-            "drift": self.watch.drift,
-        }
+        return Measurement(
+            signals=self.signals, trigger=TriggerView.of(decision), drift=self.watch.drift
+        )
 
     def _export_state(self, new_labels: int) -> None:
         """Gauges re-set every tick, so that a scrape between rounds still sees them."""
@@ -204,7 +210,7 @@ class Scheduler:
     def _export(self, signals: Signals) -> None:
         if self._metrics is None:
             return
-        for kind, share in ((self.watch.drift or {}).get("share") or {}).items():
+        for kind, share in (self.watch.drift.share if self.watch.drift else {}).items():
             self._metrics.drift_share.set(share, tags={"kind": kind})
         if signals.disagreement is not None:
             self._metrics.disagreement.set(signals.disagreement)
@@ -215,53 +221,52 @@ class Scheduler:
         if self._metrics is not None:
             getattr(self._metrics, name).inc(tags=tags)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         new_labels, minutes = self._since_last_round()
         running = self.registry.rollout()
-        return {
-            "rollout": None if running is None else running.model_dump(),
-            "rollout_verdict": self.promotion.last_verdict if running is not None else None,
-            "current_version": self.registry.current(),
-            "versions": self.registry.versions(),
-            "labels_since_last_round": new_labels,
-            "minutes_since_last_round": round(minutes, 2),
-            "round_running": self._round_lock.locked(),
-            "round_progress": self.round_progress(),
-            "last_round": self.last_round,
-            "last_error": self.last_error,
-            "drift": self.watch.drift,
-            "signals": None if self.signals is None else asdict(self.signals),
-            "trigger": None if self.decision is None else _decision_dict(self.decision),
-            "replicas": self.replicas(),
-            "teacher": teacher_status(
+        verdict = self.promotion.last_verdict if running is not None else None
+        return Status(
+            rollout=running,
+            rollout_verdict=None if verdict is None else RolloutVerdict.model_validate(verdict),
+            current_version=self.registry.current(),
+            versions=self.registry.versions(),
+            labels_since_last_round=new_labels,
+            minutes_since_last_round=round(minutes, 2),
+            round_running=self._round_lock.locked(),
+            round_progress=self.round_progress(),
+            last_round=self.last_round,
+            last_error=self.last_error,
+            drift=self.watch.drift,
+            signals=self.signals,
+            trigger=None if self.decision is None else TriggerView.of(self.decision),
+            replicas=self.replicas(),
+            teacher=teacher_status(
                 self.settings.teacher, self.task, self.registry, labeler_health()
             ),
-            "trust": self._trust(),
-            "cascade": self._cascade(),
-        }
+            trust=self._trust(),
+            cascade=self._cascade(),
+        )
 
-    def _cascade(self) -> dict[str, Any]:
+    def status_json(self) -> str:
+        """``status`` as JSON, for the HTTP edge (``GET /v1/status``)."""
+        return self.status().model_dump_json()
+
+    def _cascade(self) -> CascadeView:
         """The deployment's default ``min_confidence`` and the threshold offered for the
         serving student at its gate (``training.selective``; None before any gate)."""
         current = self.registry.current()
         offered = None if current is None else self.registry.get(current).cascade
-        return {
-            "min_confidence": self.settings.cascade.min_confidence,
-            "offered": None if offered is None else offered.model_dump(),
-            "version": current,
-        }
+        return CascadeView(
+            min_confidence=self.settings.cascade.min_confidence, offered=offered, version=current
+        )
 
-    def _trust(self) -> dict[str, Any] | None:
+    def _trust(self) -> TrustView | None:
         """The last round's trust estimate: the teacher's reliability and the keys ranked by
         reliability, then volume (``feedback.trust_report``); None before one exists."""
         model = trust_report.load(self.settings.paths.state_dir)
         if model is None:
             return None
-        return {
-            "mode": self.settings.trust.mode,
-            "teacher": model.teacher.model_dump(),
-            "keys": [k.model_dump() for k in model.ranked()],
-        }
+        return TrustView(mode=self.settings.trust.mode, teacher=model.teacher, keys=model.ranked())
 
     def dashboard(self) -> dict[str, Any]:
         """The operator page's data (``monitoring.dashboard.assemble``)."""
@@ -294,17 +299,17 @@ class Scheduler:
             self._metrics.round_loss.set(progress.loss)
             self._metrics.round_examples_per_s.set(progress.examples_per_s)
 
-    def round_progress(self) -> dict[str, Any] | None:
-        """The running round's progress (``RoundProgress`` as JSON), None between rounds: what
-        progress bars poll, without the cost of a whole ``status``."""
+    def round_progress(self) -> RoundProgress | None:
+        """The running round's progress, None between rounds: what progress bars poll, without
+        the cost of a whole ``status``."""
         running = self.progress is not None and self._round_lock.locked()
-        return self.progress.model_dump() if running and self.progress else None
+        return self.progress if running else None
 
     def report_variants(self, replica: str, report: VariantReport) -> None:
         """Called by each replica every ``rollout.report_s`` during a rollout."""
         self.promotion.report_variants(replica, report)
 
-    def submit(self, model_dir: str, reason: str = "operator: distillery submit") -> dict[str, Any]:
+    def submit(self, model_dir: str, reason: str = "operator: distillery submit") -> RoundReport:
         """Register a student trained elsewhere; it is gated and rolled out like a round's."""
         with self._round_lock:
             self._no_rollout_running()
@@ -312,7 +317,8 @@ class Scheduler:
                 self.settings, self.task, Path(model_dir), reason, self._serving()
             )
             self._after_round(report)
-        return self._last(report)
+        self.last_round = report
+        return report
 
     def operate(self, action: str, reason: str, version: int | None = None) -> dict[str, Any]:
         """An operator's ``promote``, ``rollback``, ``pause`` or ``resume`` (``Promotion``)."""
@@ -339,18 +345,3 @@ class Scheduler:
         returns, a rollout's candidate loading beside the stable student."""
         with self.promotion.lock:
             self.promotion.apply(wait=report.outcome == "promoted")
-
-    def _last(self, report: RoundReport) -> dict[str, Any]:
-        self.last_round = report.model_dump(mode="json")
-        return self.last_round
-
-
-def _decision_dict(decision: Decision) -> dict[str, Any]:
-    return {
-        "fire": decision.fire,
-        "kind": decision.kind,
-        "value": decision.value,
-        "reason": decision.reason,
-        "cooldown_until": decision.cooldown_until,
-        "disarmed": sorted(decision.state.disarmed),
-    }

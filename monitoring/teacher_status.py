@@ -10,6 +10,7 @@ from distillery.actors import labeler_health
 from distillery.settings import TeacherSettings
 from distillery.task import Task
 from models.factory import configured_teacher_id
+from monitoring.status import TeacherView
 from training.registry import Registry
 
 
@@ -24,7 +25,7 @@ def current_teacher_id(cfg: TeacherSettings, task: Task) -> str | None:
 
 def teacher_status(
     cfg: TeacherSettings, task: Task, registry: Registry, health: dict[str, Any] | None
-) -> dict[str, Any]:
+) -> TeacherView:
     configured = configured_teacher_id(cfg, task)
     live = None if health is None else health["teacher_id"]
     current = live or configured
@@ -33,18 +34,17 @@ def teacher_status(
     if version is not None:
         learnt = dict(registry.get(version).lineage.teachers)
     changed = bool(current and learnt and current not in learnt)
-    return {
-        "kind": cfg.kind,
-        "teacher_id": current,
-        "state": "unknown" if health is None else health["state"],
-        "last_error": None if health is None else health["last_error"],
-        "serving_version_learnt_from": learnt,
-        "changed": changed,
-        "note": (
-            f"the teacher is now {current}; v{version} learnt from {sorted(learnt)}; old labels: "
-            f"{cfg.old_labels}"
-            if changed
-            else None
-        ),
-        "old_labels": cfg.old_labels,
-    }
+    note = (
+        f"the teacher is now {current}; v{version} learnt from {sorted(learnt)}; old labels: "
+        f"{cfg.old_labels}"
+    )
+    return TeacherView(
+        kind=cfg.kind,
+        teacher_id=current,
+        state="unknown" if health is None else health["state"],
+        last_error=None if health is None else health["last_error"],
+        serving_version_learnt_from=learnt,
+        changed=changed,
+        note=note if changed else None,
+        old_labels=cfg.old_labels,
+    )

@@ -36,6 +36,7 @@ from feedback.keys import rating_keys
 from monitoring import quality
 from monitoring.evidently_workspace import EvidentlyWorkspace, signal_values, workspace_dir
 from monitoring.reports import Reports
+from monitoring.status import DriftCheck
 from monitoring.triggers import Signals
 from training.data import in_holdout
 from training.registry import Registry
@@ -53,7 +54,7 @@ class Watch:
         self._series_file = folder / "series.json"
         self.series: deque[dict[str, Any]] = deque(maxlen=settings.monitor.series_points)
         self.series.extend(self._load_series())
-        self.drift: dict[str, Any] | None = None  # the newest drift check, by kind
+        self.drift: DriftCheck | None = None  # the newest drift check, by kind
         self.versions: list[dict[str, Any]] = []  # quality per version, last signal window
         self._student: tuple[int, Any] | None = None  # (version, Student) embedding traffic
         self._checks = 0
@@ -181,12 +182,12 @@ class Watch:
             on_snapshot=None if html is None else self._snapshots.append,
         )
         shares = {kind: r.drift_share for kind, r in results.items()}
-        self.drift = {
-            "version": current_version, "checked_at": now, "share": shares,
-            "drifted": {k: list(r.drifted_columns) for k, r in results.items()},
-            "reference_rows": len(reference), "current_rows": len(current),
-            "method": next(iter(results.values())).method,
-        }  # fmt: skip
+        self.drift = DriftCheck(
+            version=current_version, checked_at=now, share=shares,
+            drifted={k: list(r.drifted_columns) for k, r in results.items()},
+            reference_rows=len(reference), current_rows=len(current),
+            method=next(iter(results.values())).method,
+        )  # fmt: skip
         if html is not None:
             rows = {"reference_rows": len(reference), "current_rows": len(current)}
             self.reports.add(html, {"drift_share": shares, "version": current_version, **rows})
@@ -242,7 +243,7 @@ class Watch:
             "series": list(self.series),
             "versions": self.versions,
             "reports": self.reports.listing(),
-            "drift": self.drift,
+            "drift": None if self.drift is None else self.drift.model_dump(),
         }
 
 

@@ -21,7 +21,7 @@ from fastapi import HTTPException, Request, Response
 from ray import serve
 
 from distillery.actors import labeler_health_async
-from distillery.contracts import CandidateSpec, StudentConfig
+from distillery.contracts import CandidateSpec, StudentConfig, stage_key
 from distillery.events import SampledPrediction, Topics
 from distillery.metrics import serve_metrics
 from distillery.settings import Settings
@@ -57,7 +57,7 @@ from services.sampling import Publisher, make_sampler
 from services.slots import Slot, Variant, report_serving
 from services.variants import VariantStats, report_forever
 from training.model_store import ModelStore, local_copy
-from training.rollout import stage_key, takes_candidate
+from training.rollout import takes_candidate
 
 log = logging.getLogger(__name__)
 api = LeanAPI(

@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from distillery.actors import find_scheduler
 from feedback.models import AdminAction
@@ -47,11 +47,12 @@ async def ask_scheduler(method: str, *args: Any) -> Any:
 
 
 @router.get("/v1/status")
-async def status() -> dict[str, Any]:
+async def status() -> Response:
     """The scheduler's view: current version, versions, labels since the last round, the last
-    round's gate, drift, and the triggers' signals and decision."""
-    answer: dict[str, Any] = await ask_scheduler("status")
-    return answer
+    round's gate, drift, and the triggers' signals and decision (``monitoring.status.Status``,
+    sent as its JSON: the model lives in a layer above this one)."""
+    body: str = await ask_scheduler("status_json")
+    return Response(body, media_type="application/json")
 
 
 @router.get("/v1/dashboard")

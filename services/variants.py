@@ -1,6 +1,6 @@
 """What one replica saw of each student version during a rollout: requests, errors, model
 latencies and shadow agreement. Replicas send ``snapshot`` to the scheduler every few seconds;
-``merge`` adds the replicas up into ``rollout.Evidence``.
+``merge`` adds the replicas up into ``distillery.contracts.Evidence``.
 
 A snapshot is the whole count since the rollout (or its stage) began, not a delta, so a lost or
 repeated report changes nothing.
@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from distillery.actors import find_scheduler
-from distillery.contracts import VariantReport, VersionCounts
-from training.rollout import Evidence
+from distillery.contracts import Evidence, VariantReport, VersionCounts
 
 LATENCY_SAMPLES = 2_000  # per version per replica: the newest, enough for a p99
 

@@ -15,11 +15,9 @@ import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from distillery.contracts import TriggerRecord
+from distillery.contracts import Outcome, RoundReport, TriggerRecord
 from distillery.settings import Settings
 from distillery.task import Task
 from feedback import human_labels, trust_report
@@ -33,24 +31,6 @@ from training.registry import Registry, VersionMeta
 from training.round import run_round
 
 log = logging.getLogger(__name__)
-Outcome = Literal["promoted", "shadow", "rejected"]
-
-
-class RoundReport(BaseModel):
-    """How a round (or a submitted student) ended; the scheduler's ``last_round``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    version: int
-    parent: int | None
-    promoted: bool  # serves every user now
-    reason: str
-    gate: dict[str, Any]
-    train_metrics: dict[str, float]
-    rows: int
-    seconds: float
-    outcome: Outcome  # promoted | shadow (rollout started) | rejected
-    trigger: TriggerRecord | None = None
 
 
 def window_start(registry: Registry) -> float:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from distillery.contracts import TriggerRecord
+from distillery.contracts import RoundReport, TriggerRecord
 from distillery.settings import Settings
 from distillery.task import Task
 from feedback.examples import read_kind, read_labels
@@ -35,7 +35,6 @@ from models.generator import Generator
 from models.gguf import STUDENT_GGUF_NAME, student_gguf
 from models.gguf_export import GGUF_FILE, export
 from models.llama_decoder import on_runtime
-from training.cycle import RoundReport
 from training.generate_round import Measures, chat_of, measure, run_round
 from training.registry import Lineage, Registry, VersionMeta
 

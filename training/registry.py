@@ -5,7 +5,7 @@ Layout under the model store's root (a local folder, a shared mount or an object
 
     versions/000001/   model + tokenizer files, meta.json (lineage, config, metrics, gate)
     current.json       {"version": N}: the version users get
-    rollout.json       the rollout in progress, if any (``training.rollout.Rollout``)
+    rollout.json       the rollout in progress, if any (``distillery.contracts.Rollout``)
     history.jsonl      every transition (registered, rejected, shadow, canary, promoted,
                        rolled_back, paused, resumed, widened) with its reason
 
@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from distillery.contracts import Selection, TriggerRecord
+from distillery.contracts import Rollout, Selection, Stage, TriggerRecord
 from distillery.files import write_atomic
 from training.model_store import (
     CLAIM,
@@ -36,7 +36,6 @@ from training.model_store import (
     local_copy,
     version_folder,
 )
-from training.rollout import Rollout, Stage
 
 CURRENT, ROLLOUT, HISTORY = "current.json", "rollout.json", "history.jsonl"
 Status = Literal["candidate", "shadow", "canary", "promoted", "retired", "rejected", "rolled_back"]

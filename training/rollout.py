@@ -32,64 +32,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
 
-from distillery.contracts import Stage
+from distillery.contracts import Evidence, OnlineCheck, Stage
 from distillery.settings import RolloutSettings
 from feedback.examples import latest_ratings
 
 Action = Literal["wait", "advance", "rollback", "widen"]
-
-
-def stage_key(rollout_id: str, stage: str) -> str:
-    """What the replicas' counts of one rollout stage are filed under."""
-    return f"{rollout_id}:{stage}"
-
-
-class Rollout(BaseModel):
-    """The rollout in progress (the registry keeps it in ``rollout.json``)."""
-
-    id: str
-    candidate: int
-    stable: int
-    stage: Stage = "shadow"
-    started_at: float
-    stage_started_at: float
-    paused: bool = False
-    reason: str = ""
-    share: float | None = None  # the canary's share of traffic now (None: canary_share)
-    widened_at: float | None = None  # when a held canary's share last rose
-
-    @property
-    def key(self) -> str:
-        return stage_key(self.id, self.stage)
-
-    def canary_share(self, cfg: RolloutSettings) -> float:
-        """The canary's share of traffic now: widened, else the configured one."""
-        return cfg.canary_share if self.share is None else self.share
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """One version's live record since the stage started."""
-
-    requests: int = 0  # answered (canary) or mirrored (shadow) texts
-    errors: int = 0
-    p99_ms: float | None = None  # model latency: queue + batch forward, per text
-    labelled: int = 0  # teacher labels on this version's answers
-    agreed: int = 0  # ... whose top label is the teacher's
-    rated: int = 0  # feedback ratings on this version's answers
-    negative: int = 0  # ... that were bad
-
-
-@dataclass(frozen=True)
-class OnlineCheck:
-    name: str
-    state: Literal["pass", "fail", "pending", "skipped"]
-    candidate: float | None
-    stable: float | None
-    limit: float | None  # the candidate's worst acceptable value
-    detail: str
 
 
 @dataclass(frozen=True)

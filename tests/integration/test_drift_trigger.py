@@ -30,6 +30,7 @@ from distillery.settings import (
     TeacherSettings,
 )
 from feedback.examples import count_labels_since
+from monitoring.status import Measurement
 from services.broker import free_port
 from tests.conftest import DATA, TASK
 from training.cycle import seed_texts
@@ -81,7 +82,7 @@ def _phase(stack: Running, texts: list[str]) -> dict[str, Any]:
     while count_labels_since(store, start) < len(texts) and time.monotonic() < deadline:
         time.sleep(1)
     assert count_labels_since(store, start) >= len(texts), "the teacher did not label a phase"
-    measured: dict[str, Any] = ray.get(stack.scheduler.measure.remote())
+    measured: Measurement = ray.get(stack.scheduler.measure.remote())
     return measured
 
 
@@ -97,26 +98,27 @@ def test_a_shift_to_tweets_fires_a_signal_trigger_and_steady_movies_do_not(
     limits = stack.settings.scheduler
 
     steady = _phase(stack, movies[:PHASE])
-    signals, decision = steady["signals"], steady["decision"]
-    print("steady movies:", signals, decision, steady["drift"])
-    assert signals["drift"] is not None and signals["disagreement"] is not None
-    assert signals["drift"] < limits.drift_threshold, signals
-    assert signals["disagreement"] < limits.disagreement_threshold, signals
-    assert not decision["fire"], decision
-    assert decision["reason"].startswith("no trigger"), decision
+    signals, decision = steady.signals, steady.trigger
+    print("steady movies:", signals, decision, steady.drift)
+    assert signals.drift is not None and signals.disagreement is not None
+    assert signals.drift < limits.drift_threshold, signals
+    assert signals.disagreement < limits.disagreement_threshold, signals
+    assert not decision.fire, decision
+    assert decision.reason.startswith("no trigger"), decision
 
     shifted = _phase(stack, tweets[:PHASE])
-    signals, decision = shifted["signals"], shifted["decision"]
-    print("tweets:", signals, decision, shifted["drift"])
-    assert decision["fire"], decision
+    signals, decision = shifted.signals, shifted.trigger
+    print("tweets:", signals, decision, shifted.drift)
+    assert decision.fire, decision
     # the drift trigger itself (disagreement, checked first, measured .25 here against .35)
-    assert decision["kind"] == "drift", decision
-    shares = shifted["drift"]["share"]  # per kind: the share of its columns that drifted
-    assert set(shares) == {"features", "embedding", "prediction"}, shifted["drift"]
-    assert decision["value"] == max(shares.values()) >= limits.drift_threshold, shares
+    assert decision.kind == "drift", decision
+    assert shifted.drift is not None and steady.drift is not None
+    shares = shifted.drift.share  # per kind: the share of its columns that drifted
+    assert set(shares) == {"features", "embedding", "prediction"}, shifted.drift
+    assert decision.value == max(shares.values()) >= limits.drift_threshold, shares
     # tweets are shorter and differently worded than movie reviews: the input drifts, in the
     # text statistics and in the student's embedding (measured .5 and .6; steady movies 0, 0)
     assert shares["features"] >= limits.drift_threshold, shares
     assert shares["embedding"] >= limits.drift_threshold, shares
-    calm = steady["drift"]["share"]
+    calm = steady.drift.share
     assert max(calm.values()) < limits.drift_threshold and calm["features"] == 0.0, calm

@@ -95,15 +95,15 @@ def test_a_sampled_chat_is_answered_by_the_teacher_and_a_round_promotes(
             assert row["student_reply"] == served[row["request_id"]] and row["reply"]
             assert str(row["teacher_id"]).startswith("llm-gen:")
         report = ray.get(gen_loop.scheduler.retrain.remote("test: a generative round"))
-        assert report["outcome"] == "promoted" and report["version"] == 2, report
-        assert report["train_metrics"]["loss"] < report["train_metrics"]["first_epoch_loss"]
-        gate = report["gate"]
+        assert report.outcome == "promoted" and report.version == 2, report
+        assert report.train_metrics["loss"] < report.train_metrics["first_epoch_loss"]
+        gate = report.gate
         assert gate["candidate"]["rows"] >= 1  # held-out chats: their teacher replies are now
         assert gate["candidate"]["logp"] > gate["current"]["logp"]  # likelier under v2 than v1
         after = _chat(client, texts[0])
         assert after.json()["model_version"] == 2
         status = ray.get(gen_loop.scheduler.status.remote())
-        assert status["current_version"] == 2
+        assert status.current_version == 2
         page = summary(status)  # what `distillery status` prints
         assert page.startswith("serving   v2") and "llm-gen:" in page, page
 

@@ -24,6 +24,7 @@ import yaml
 from bench.people import swapped
 from cli.launcher import Running, up
 from distillery import vader
+from distillery.contracts import RoundReport
 from distillery.settings import (
     GateSettings,
     MonitorSettings,
@@ -145,7 +146,7 @@ def _teacher_accuracy(stack: Running, rows: list[vader.VaderRow]) -> float:
 def _round(stack: Running, reason: str) -> dict[str, Any]:
     import ray
 
-    report: dict[str, Any] = ray.get(stack.scheduler.retrain.remote(reason))
+    report: RoundReport = ray.get(stack.scheduler.retrain.remote(reason))
     registry = Registry(stack.settings.paths.registry_dir)
     deadline = time.monotonic() + 120
     while registry.rollout() is not None and time.monotonic() < deadline:
@@ -163,10 +164,10 @@ def test_people_teach_where_the_teacher_is_wrong_and_a_liar_weighs_nothing(
     rated = _serve_and_rate(stack, traffic[:700], _truthful(random.Random(1), RATED))
     report = _round(stack, "people test: phase 1")
     registry = Registry(stack.settings.paths.registry_dir)
-    meta = registry.get(report["version"])
+    meta = registry.get(report.version)
     assert meta.gate is not None and meta.gate["passed"], meta.gate
     assert meta.gate["referee"] == "human", meta.gate
-    assert registry.current() == report["version"], registry.history()[-3:]
+    assert registry.current() == report.version, registry.history()[-3:]
     online = meta.online.get("shadow", {}).get("checks", [])
     assert {c["name"]: c["state"] for c in online}.get("teacher_agreement") == "skipped"
     after = _accuracy(stack, held_out)

@@ -123,12 +123,12 @@ def test_a_served_prediction_is_labelled_by_the_local_llm_with_its_teacher_id(
 def test_status_names_the_teacher_and_that_v1_learnt_from_another(llm_loop: Running) -> None:
     import ray
 
-    status = ray.get(llm_loop.scheduler.status.remote(), timeout=30)["teacher"]
-    assert status["kind"] == "llm" and status["state"] == "up"
-    assert status["teacher_id"].startswith("llm:qwen2.5-coder")
-    learnt = status["serving_version_learnt_from"]  # v1: the seed, labelled by the embedding
+    teacher = ray.get(llm_loop.scheduler.status.remote(), timeout=30).teacher
+    assert teacher.kind == "llm" and teacher.state == "up"
+    assert teacher.teacher_id is not None and teacher.teacher_id.startswith("llm:qwen2.5-coder")
+    learnt = teacher.serving_version_learnt_from  # v1: the seed, labelled by the embedding
     assert list(learnt) == [key for key in learnt if key.startswith("embedding:minilm:")]
-    assert status["changed"] is True and "learnt from" in status["note"]
+    assert teacher.changed is True and teacher.note is not None and "learnt from" in teacher.note
 
 
 def test_teacher_killed_under_traffic_then_back_labels_every_sampled_event_once(

@@ -15,6 +15,7 @@ import pytest
 from cli.launcher import Running
 from distillery import bus
 from distillery.events import FeedbackEvent, TeacherLabel, Topics, decode
+from monitoring.status import Status
 from training.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -173,8 +174,8 @@ def test_round_registers_a_version_and_hot_swaps_with_no_failed_request(loop: Ru
     for c in clients:
         c.start()
     report = ray.get(loop.scheduler.retrain.remote("integration test"))
-    assert report["outcome"] == "shadow", report  # the gate passed: shadow → canary → full
-    swapped_at = _wait_promoted(loop, report["version"])
+    assert report.outcome == "shadow", report  # the gate passed: shadow → canary → full
+    swapped_at = _wait_promoted(loop, report.version)
     time.sleep(3)
     stop.set()
     for c in clients:
@@ -203,7 +204,7 @@ def _wait_promoted(loop: Running, version: int, timeout_s: float = 120) -> float
     while time.monotonic() < deadline:
         status = ray.get(loop.scheduler.status.remote())
         if registry.current() == version:
-            if set(status["replicas"].values()) == {version}:
+            if set(status.replicas.values()) == {version}:
                 return time.monotonic()
         else:
             assert registry.rollout() is not None, registry.history()[-3:]
@@ -220,26 +221,28 @@ def test_status_reports_version_labels_and_drift(loop: Running) -> None:
         _predict(loop, [f"traffic {chunk}-{i}: a film I would watch again" for i in range(8)])
         time.sleep(0.5)
     deadline = time.monotonic() + 90
-    status: dict[str, Any] = {}
+    status: Status | None = None
     while time.monotonic() < deadline:
         status = ray.get(loop.scheduler.status.remote())
-        drift = status["drift"] or {}
-        signals = status["signals"] or {}
-        labelled = min(status["labels_since_last_round"], signals.get("new_labels", 0)) >= sent
-        if drift.get("version") == status["current_version"] and labelled:
+        assert status is not None
+        new_labels = status.signals.new_labels if status.signals else 0
+        labelled = min(status.labels_since_last_round, new_labels) >= sent
+        if status.drift and status.drift.version == status.current_version and labelled:
             break
         time.sleep(2)
-    assert status["current_version"] >= 2
-    assert set(status["replicas"].values()) == {status["current_version"]}
-    assert len(status["replicas"]) == loop.settings.serve.num_replicas
-    assert status["labels_since_last_round"] >= sent, status["labels_since_last_round"]
-    assert status["last_round"]["version"] == 2
-    drift = status["drift"]
-    assert set(drift["share"]) == {"features", "embedding", "prediction"}
-    assert all(0.0 <= share <= 1.0 for share in drift["share"].values())
-    assert drift["version"] == status["current_version"]
-    assert status["signals"]["new_labels"] >= sent, status["signals"]
-    assert status["trigger"]["reason"]  # decided on every tick, even with rounds switched off
+    assert status is not None and status.current_version is not None
+    assert status.current_version >= 2
+    assert set(status.replicas.values()) == {status.current_version}
+    assert len(status.replicas) == loop.settings.serve.num_replicas
+    assert status.labels_since_last_round >= sent, status.labels_since_last_round
+    assert status.last_round is not None and status.last_round.version == 2
+    drift = status.drift
+    assert drift is not None
+    assert set(drift.share) == {"features", "embedding", "prediction"}
+    assert all(0.0 <= share <= 1.0 for share in drift.share.values())
+    assert drift.version == status.current_version
+    assert status.signals is not None and status.signals.new_labels >= sent, status.signals
+    assert status.trigger is not None and status.trigger.reason  # decided on every tick
     reports = httpx.get(f"{loop.api_url}/v1/reports", timeout=10).json()["reports"]
     assert reports and reports[0]["url"] == f"/v1/reports/{reports[0]['name']}"
     html = httpx.get(f"{loop.api_url}{reports[0]['url']}", timeout=30)

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from cli.launcher import Running
+from distillery.contracts import RoundReport
 from training.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -67,7 +68,7 @@ def _train(loop: Running, out: Path, corrupt: str) -> Path:
 def _submit(loop: Running, path: Path, reason: str) -> dict[str, Any]:
     import ray
 
-    report: dict[str, Any] = ray.get(loop.scheduler.submit.remote(str(path), reason))
+    report: RoundReport = ray.get(loop.scheduler.submit.remote(str(path), reason))
     return report
 
 
@@ -107,13 +108,13 @@ def test_a_candidate_trained_on_shuffled_labels_is_stopped_by_the_gate(
     registry = _registry(loop)
     current = registry.current()
     report = _submit(loop, _train(loop, tmp_path / "shuffled", "shuffle"), "test: shuffled")
-    failed = [c["name"] for c in report["gate"]["checks"] if not c["passed"]]
-    assert report["outcome"] == "rejected", report
-    assert "agreement" in failed, report["gate"]
+    failed = [c["name"] for c in report.gate["checks"] if not c["passed"]]
+    assert report.outcome == "rejected", report
+    assert "agreement" in failed, report.gate
     assert registry.current() == current and registry.rollout() is None
-    assert registry.get(report["version"]).status == "rejected"
+    assert registry.get(report.version).status == "rejected"
     last = registry.history()[-1]
-    assert (last["event"], last["version"]) == ("rejected", report["version"])
+    assert (last["event"], last["version"]) == ("rejected", report.version)
     assert "agreement" in last["reason"]
 
 
@@ -140,8 +141,8 @@ def test_a_candidate_that_regresses_online_is_rolled_back_automatically(
     registry = _registry(loop)
     stable = registry.current()
     report = _submit(loop, _train(loop, tmp_path / "marker", "marker"), "test: regresses online")
-    assert report["outcome"] == "shadow", report  # the gate saw nothing wrong
-    version = report["version"]
+    assert report.outcome == "shadow", report  # the gate saw nothing wrong
+    version = report.version
     codes = _traffic(loop, POSITIVE, 4)  # ordinary traffic: the shadow looks fine
     _wait_stage(loop, "canary")
     marked = [f"{MARKER} {text}" for text in POSITIVE]
@@ -174,8 +175,8 @@ def test_operators_pause_resume_promote_and_roll_back_through_the_admin_api(
     assert _admin(loop, "explode", token).status_code == 404
     assert _admin(loop, "pause", token).status_code == 409  # no rollout to pause
     report = _submit(loop, _train(loop, tmp_path / "fine", "none"), "test: operators")
-    assert report["outcome"] == "shadow", report
-    version = report["version"]
+    assert report.outcome == "shadow", report
+    version = report.version
     paused = _admin(loop, "pause", token, reason="looking into it")
     assert paused.status_code == 200, paused.text
     time.sleep(loop.settings.rollout.max_stage_s + 3)  # paused: nothing moves

@@ -53,4 +53,4 @@ def test_a_scheduler_killed_mid_rollout_carries_the_rollout_on(loop: Running, lo
     _survived(phase)
     assert phase.decided_again_s is not None, phase  # the same rollout moved on after the kill
     status = ray.get(loop.scheduler.status.remote(), timeout=60)  # the restarted actor answers
-    assert status["current_version"] is not None
+    assert status.current_version is not None

@@ -17,40 +17,53 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from cli.status import summary
+from monitoring.status import Status
 from training.registry import Registry, VersionMeta
 
+CHECK = {"name": "teacher_agreement", "state": "pass", "candidate": 0.91, "stable": 0.9,
+         "limit": 0.86, "detail": "agreement 0.91 ≥ 0.86"}  # fmt: skip
 STATUS: dict[str, Any] = {
     "current_version": 3,
     "versions": [1, 2, 3, 4],
     "replicas": {"r1": 3, "r2": 3},
     "rollout": {
-        "candidate": 4, "stable": 3, "stage": "canary", "paused": False,
-        "stage_started_at": 1_000.0,
+        "id": "r-4", "candidate": 4, "stable": 3, "stage": "canary", "paused": False,
+        "started_at": 990.0, "stage_started_at": 1_000.0,
     },
     "rollout_verdict": {
-        "reason": "canary: 20s in, waiting for evidence for negative_feedback",
-        "checks": [
-            {"name": "teacher_agreement", "state": "pass", "detail": "agreement 0.91 ≥ 0.86"}
-        ],
+        "action": "wait", "reason": "canary: 20s in, waiting for evidence for negative_feedback",
+        "checks": [CHECK], "stable": {}, "candidate": {},
     },
     "labels_since_last_round": 412,
     "minutes_since_last_round": 7.25,
     "round_running": False,
     "round_progress": None,
     "last_round": {
-        "version": 4, "outcome": "shadow", "reason": "all checks passed",
-        "trigger": {"kind": "drift", "value": 0.6, "reason": "drift 0.60"},
+        "version": 4, "parent": 3, "promoted": False, "outcome": "shadow",
+        "reason": "all checks passed", "gate": {}, "train_metrics": {}, "rows": 300,
+        "seconds": 12.0, "trigger": {"kind": "drift", "value": 0.6, "reason": "drift 0.60"},
     },
-    "drift": {"version": 3, "share": {"embedding": 0.625, "text": 0.1}},
-    "trigger": {"fire": False, "kind": None, "reason": "no trigger: labels 412 < 400?"},
+    "drift": {"version": 3, "checked_at": 1_000.0, "share": {"embedding": 0.625, "text": 0.1},
+              "drifted": {}, "reference_rows": 200, "current_rows": 100, "method": "psi"},
+    "signals": None,
+    "trigger": {"fire": False, "kind": None, "value": None, "cooldown_until": None,
+                "disarmed": [], "reason": "no trigger: labels 412 < 400?"},
     "teacher": {"kind": "llm", "teacher_id": "llm:qwen:abc", "state": "down",
-                "last_error": "refused", "note": "the teacher is now llm:qwen:abc"},
+                "last_error": "refused", "note": "the teacher is now llm:qwen:abc",
+                "serving_version_learnt_from": {"embedding:minilm:1": 300}, "changed": True,
+                "old_labels": "keep"},
+    "trust": None,
+    "cascade": {"min_confidence": 0.0, "offered": None, "version": 3},
     "last_error": None,
 }  # fmt: skip
 
 
+def _status(**changes: Any) -> Status:
+    return Status.model_validate(STATUS | changes)
+
+
 def test_summary_names_every_part_of_the_loop() -> None:
-    text = summary(STATUS, now=1_030.0)
+    text = summary(_status(), now=1_030.0)
     assert "serving   v3 (replicas answer with v3; 4 versions registered)" in text
     assert "rollout   v4 vs v3: canary, stage began 30 s ago" in text
     assert "pass    agreement 0.91 ≥ 0.86" in text
@@ -79,7 +92,7 @@ def test_summary_ranks_the_keys_and_says_what_each_counts_for() -> None:
             _key("liar", 0.05, 0.0, False, False),
         ],
     }
-    text = summary(STATUS | {"trust": trust}, now=1_030.0)
+    text = summary(_status(trust=trust), now=1_030.0)
     assert "trust     measured: teacher reliability 0.31 (weight 0.00, 120 human labels)" in text
     lines = [line for line in text.splitlines() if line.startswith("  key ")]
     assert [line.split()[1] for line in lines] == ["ops", "app", "new", "liar"]
@@ -90,17 +103,19 @@ def test_summary_offers_the_cascade_threshold_with_its_guarantee() -> None:
     offered = {"threshold": 0.8312, "coverage": 0.71, "accuracy": 0.962, "lower_bound": 0.941,
                "target": 0.931, "delta": 0.05, "rows": 420}  # fmt: skip
     cascade = {"min_confidence": 0.0, "offered": offered, "version": 3}
-    text = summary(STATUS | {"cascade": cascade}, now=1_030.0)
+    text = summary(_status(cascade=cascade), now=1_030.0)
     line = next(line for line in text.splitlines() if line.startswith("cascade"))
     assert "off by default" in line and "min_confidence 0.831" in line and "v3" in line
     assert "≥ 0.931 accuracy" in line and "probability 0.95" in line and "71% of 420" in line
     none = cascade | {"offered": offered | {"threshold": None}, "min_confidence": 0.9}
-    text = summary(STATUS | {"cascade": none}, now=1_030.0)
+    text = summary(_status(cascade=none), now=1_030.0)
     assert "default min_confidence 0.9" in text and "the teacher would answer everything" in text
 
 
 def test_summary_of_a_fresh_loop_says_what_is_not_there_yet() -> None:
-    text = summary({"current_version": 1, "versions": [1]})
+    fresh = {"rollout": None, "rollout_verdict": None, "last_round": None, "drift": None,
+             "trigger": None, "current_version": 1, "versions": [1]}  # fmt: skip
+    text = summary(_status(**fresh))
     assert "rollout   none" in text and "drift     not measured yet" in text
     assert "triggers  not decided yet" in text
 
@@ -222,3 +237,16 @@ def test_an_operator_action_without_a_token_names_where_it_looked(
     assert result.exit_code == 2
     assert str(tmp_path / "operator_token") in result.output
     assert not (tmp_path / "operator_token").exists()  # only `up` makes one
+
+
+def test_a_status_the_command_cannot_read_names_the_field(
+    api: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tests.unit.test_cli as here
+
+    broken = {k: v for k, v in STATUS.items() if k != "teacher"}
+    monkeypatch.setattr(here, "STATUS", broken)
+    monkeypatch.setenv("DISTILLERY_SERVE_PORT", str(api))
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 2
+    assert "cannot read" in result.output and "teacher" in result.output

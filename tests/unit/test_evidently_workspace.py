@@ -163,7 +163,7 @@ def test_the_watch_writes_each_check_and_its_report(
     assert tags == [[REPORT_TAG], [SIGNALS_TAG], [SIGNALS_TAG]]
     series = _series(workspace.folder, project_id)
     assert watch.drift is not None
-    shares = watch.drift["share"]
+    shares = watch.drift.share
     assert [series[kind][-1] for kind in shares] == pytest.approx(list(shares.values()))
     assert series["disagreement"] == pytest.approx([signals.disagreement] * 2)
 
@@ -178,5 +178,5 @@ def test_a_broken_workspace_never_breaks_the_check(
     with caplog.at_level(logging.WARNING, logger="monitoring.watch"):
         signals = watch.measure(0, 0.0)
     assert signals.drift is not None and watch.drift is not None  # the check itself went on
-    assert watch.series[-1]["drift"] == watch.drift["share"]
+    assert watch.series[-1]["drift"] == watch.drift.share
     assert "could not write the check to the Evidently workspace" in caplog.text

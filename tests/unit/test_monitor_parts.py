@@ -13,6 +13,8 @@ from feedback.examples import recent
 from monitoring.dashboard import assemble, round_row
 from monitoring.quality import feedback_summary, per_version
 from monitoring.reports import Reports
+from monitoring.status import CascadeView, Status, TeacherView, TriggerView
+from monitoring.triggers import Signals
 from training.registry import Registry, VersionMeta
 
 POS, NEG = [0.1, 0.9], [0.9, 0.1]
@@ -114,12 +116,20 @@ def test_dashboard_lists_rounds_newest_first_with_trigger_and_gate(tmp_path: Pat
         {"name": "sentiment", "labels": [{"name": "negative", "prompt": "bad"},
                                          {"name": "positive", "prompt": "good"}]}
     )  # fmt: skip
-    status = {
-        "current_version": 1, "rollout": None, "rollout_verdict": None, "round_running": False,
-        "round_progress": None, "last_error": None, "labels_since_last_round": 7,
-        "minutes_since_last_round": 2.0, "signals": {"drift": 0.1, "disagreement": None},
-        "trigger": {"fire": False, "kind": None, "reason": "no trigger"},
-    }  # fmt: skip
+    teacher = TeacherView(
+        kind="embedding", teacher_id="embedding:minilm:1", state="up", last_error=None,
+        serving_version_learnt_from={}, changed=False, note=None, old_labels="keep",
+    )  # fmt: skip
+    status = Status(
+        current_version=1, versions=[1, 2], rollout=None, rollout_verdict=None,
+        round_running=False, round_progress=None, last_round=None, last_error=None,
+        labels_since_last_round=7, minutes_since_last_round=2.0, drift=None,
+        signals=Signals(new_labels=7, minutes_since_round=2.0, drift=0.1),
+        trigger=TriggerView(fire=False, kind=None, value=None, reason="no trigger",
+                            cooldown_until=None, disarmed=[]),
+        replicas={}, teacher=teacher, trust=None,
+        cascade=CascadeView(min_confidence=0.0, offered=None, version=1),
+    )  # fmt: skip
     watch = {"series": [{"ts": 1.0}], "versions": [{"version": 1, "disagreement": 0.2}],
              "reports": [], "drift": None}  # fmt: skip
     data = assemble(status, watch, registry, task)

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from distillery.contracts import Evidence
 from distillery.settings import RolloutSettings
 from training.rollout import (
-    Evidence,
     Verdict,
     checks,
     evaluate,

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from distillery.contracts import Evidence
 from services.variants import LATENCY_SAMPLES, VariantStats, merge
-from training.rollout import Evidence
 
 
 def _json(stats: VariantStats) -> dict[str, Any]:

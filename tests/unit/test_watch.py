@@ -84,14 +84,14 @@ def test_a_shifted_window_drifts_and_quality_and_series_are_measured(
     settings, registry, cut = setup
     watch = Watch(settings, TASK, registry)
     signals = watch.measure(new_labels=120, minutes_since_round=3.0)
-    assert watch.drift is not None and watch.drift["version"] == 1
-    shares = watch.drift["share"]
+    assert watch.drift is not None and watch.drift.version == 1
+    shares = watch.drift.share
     assert set(shares) == {"features", "embedding", "prediction"}
     assert shares["features"] >= 0.5  # 14-word texts against 1–3 words
     assert signals.drift == max(shares.values())
     held_out = sum(in_holdout(f"{cut - 300}-{i}", 0.2) for i in range(120))
     assert 10 <= held_out < 120  # the reference: training-window rows no round trained on
-    assert (watch.drift["reference_rows"], watch.drift["current_rows"]) == (held_out, 120)
+    assert (watch.drift.reference_rows, watch.drift.current_rows) == (held_out, 120)
     # the last hour's 240 labels: half of the 120 newest disagree, none of the older 120
     assert signals.disagreement == pytest.approx(60 / 240) and signals.labelled == 240
     assert (signals.rated, signals.negative_share) == (4, pytest.approx(0.75))
