@@ -96,7 +96,11 @@ class Piece:
 
 class Decoder(Protocol):
     """The next tokens after ``prompt``, one per ``next``, until the caller closes the
-    iterator; end-of-turn ids in ``ends`` are not chosen before ``sampling.min_new_tokens``."""
+    iterator; end-of-turn ids in ``ends`` are not chosen before ``sampling.min_new_tokens``.
+    ``context``: the most tokens, prompt and reply together, it can attend to."""
+
+    @property
+    def context(self) -> int: ...
 
     def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int]) -> Tokens: ...
 
@@ -106,6 +110,11 @@ class TorchDecoder:
 
     def __init__(self, model: Any) -> None:
         self.model = model
+
+    @property
+    def context(self) -> int:
+        """The positions the model was trained on (RoPE past them is extrapolation)."""
+        return int(self.model.config.max_position_embeddings)
 
     @torch.inference_mode()
     def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int]) -> Tokens:
@@ -168,6 +177,18 @@ class Generator:
             turns.append({"role": "assistant", "content": reply})
             ids = self.tokenizer.apply_chat_template(turns)
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # a BatchEncoding, or ids
+
+    def over_context(self, messages: Sequence[ChatTurn], max_new_tokens: int) -> str | None:
+        """Why ``messages`` and a reply of up to ``max_new_tokens`` cannot fit the decoder's
+        context (None when they can), naming the counts as OpenAI's API does for the same
+        request: the chat is refused whole rather than cut, or ended early, mid-reply."""
+        prompt, context = len(self.chat_ids(messages)), self.decoder.context
+        if prompt + max_new_tokens <= context:
+            return None
+        return (
+            f"the student's context is {context} tokens, but {prompt + max_new_tokens} were "
+            f"asked for: {prompt} in the messages and max_tokens {max_new_tokens}"
+        )
 
     def reply(
         self,

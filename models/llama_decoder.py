@@ -38,6 +38,10 @@ class LlamaDecoder:
         )  # fmt: skip
         self.n_vocab = int(self.llm.n_vocab())
 
+    @property
+    def context(self) -> int:
+        return int(self.llm.n_ctx())
+
     def _logits(self) -> torch.Tensor:
         """The last evaluated position's logits, (V,), a view of llama.cpp's buffer."""
         pointer = self._bindings.llama_get_logits_ith(self.llm.ctx, -1)

@@ -93,6 +93,11 @@ class ChatRoute:
             body.stops() or list(self.generate.stop),
             Sampling(body.temperature, body.top_p, body.seed, body.min_tokens),
         )
+        too_long = await asyncio.to_thread(
+            pinned.generator.over_context, job.messages, job.max_new_tokens
+        )
+        if too_long:
+            raise HTTPException(422, too_long)
         token = sign(self.secret, request_id, pinned.version, REPLY_LABEL, key_id)
 
         def done(reply: str) -> None:

@@ -147,6 +147,8 @@ CHAT = [{"role": "user", "content": PROMPT + "It broke."}]
         ({"messages": CHAT, "max_tokens": 5000}, "max_tokens: 5000, the limit is 512"),
         ({"messages": CHAT, "logit_bias": {"1": 2}}, "logit_bias"),
         ({"messages": [{"role": "user", "content": "  "}]}, "empty or whitespace-only"),
+        # 32 messages of 2,000 characters, each within its bound: ~13k tokens, over the context
+        ({"messages": [{"role": "user", "content": "word " * 400}] * 32}, "student's context is"),
     ],
 )
 def test_a_bad_chat_gets_a_422_naming_what_is_wrong(
