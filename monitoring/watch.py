@@ -1,19 +1,19 @@
 """The scheduler's eyes: drift and label-free quality, measured on the example store.
 
-``Watch.measure`` compares the serving version's training window with the traffic since (the
-newest ``monitor.current_rows``), on three kinds of columns (``monitoring.features``): text
-features, the serving student's embedding components, its predictions. The reference is the
-newest ``monitor.reference_rows`` rows up to the window's end that rounds hold out
-(``training.data.in_holdout``): the serving student never trained on them, so its embeddings
-and confidence compare like with like (on its own training rows it is more confident and
-embeds them apart, which reads as drift: 0.8 of the columns on unseen movie reviews against
-the seed movies v1 trained on, in ``tests/integration/test_drift_trigger.py``). It also measures
-teacher–student disagreement and feedback over the last ``monitor.signal_window_s``, per
-version. Each measurement becomes one point of a bounded series (kept in
-``state/monitor/series.json``, so a restarted scheduler keeps its history), feeds the triggers'
-``Signals``, and every ``monitor.html_every`` checks saves Evidently's HTML report. Each check is
-also written to the Evidently workspace that ``evidently ui`` serves
-(``monitoring.evidently_workspace``); a failure there is logged and never fails the check.
+``Watch.measure`` compares the serving version's training window with the traffic since (the newest
+``monitor.current_rows``), on three kinds of columns (``monitoring.features``): text features, the
+serving student's embedding components, its predictions. The reference is the newest
+``monitor.reference_rows`` rows up to the window's end that rounds hold out
+(``training.data.held_out``, by normalised text): the serving student never trained on them, so its
+embeddings and confidence compare like with like (on its own training rows it is more confident and
+embeds them apart, which reads as drift: 0.8 of the columns on unseen movie reviews against the seed
+movies v1 trained on, in ``tests/integration/test_drift_trigger.py``). It also measures
+teacher–student disagreement and feedback over the last ``monitor.signal_window_s``, per version.
+Each measurement becomes one point of a bounded series (kept in ``state/monitor/series.json``, so a
+restarted scheduler keeps its history), feeds the triggers' ``Signals``, and every
+``monitor.html_every`` checks saves Evidently's HTML report. Each check is also written to the
+Evidently workspace that ``evidently ui`` serves (``monitoring.evidently_workspace``); a failure
+there is logged and never fails the check.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from monitoring.evidently_workspace import EvidentlyWorkspace, signal_values, wo
 from monitoring.reports import Reports
 from monitoring.status import DriftCheck
 from monitoring.triggers import Signals
-from training.data import in_holdout
+from training.data import held_out
 from training.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class Watch:
             return None
         since = self.registry.get(current_version).lineage.window_end_ts
         fraction = self.settings.train.holdout_fraction
-        held = labels["request_id"].map(lambda rid: in_holdout(rid, fraction)).astype(bool)
+        held = held_out(labels, fraction)
         reference = labels[(labels["ts"] <= since) & held].tail(cfg.reference_rows)
         current = labels[labels["ts"] > since].tail(cfg.current_rows)
         if min(len(reference), len(current)) < cfg.min_rows:

@@ -8,8 +8,8 @@ people corrected: the golden set).
 - Version 1 is the base student, never retrained (``bootstrap``): a generative student answers
   before it has learnt anything, unlike a classifier's fresh head.
 - A row's target is the teacher's reply, or a person's corrected reply, which replaces it and
-  weighs ``correction_weight``. Held out by a stable hash of the request id
-  (``holdout_fraction``); held-out corrections are the golden set.
+  weighs ``correction_weight``. Held out by a stable hash of the user's normalised text
+  (``training.data.held_out``, ``holdout_fraction``); held-out corrections are the golden set.
 - The gate passes a candidate whose held-out chrF is within ``agreement_margin`` (× 100) of the
   current version's, and whose golden chrF (given ``min_golden_rows``) is too. Passing, it is
   promoted at once: shadow and canary for generate tasks are not built yet.
@@ -17,7 +17,6 @@ people corrected: the golden set).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -35,6 +34,7 @@ from models.generator import Generator
 from models.gguf import STUDENT_GGUF_NAME, student_gguf
 from models.gguf_export import GGUF_FILE, export
 from models.llama_decoder import on_runtime
+from training.data import held_out
 from training.generate_round import Measures, chat_of, measure, run_round
 from training.registry import Lineage, Registry, VersionMeta
 
@@ -48,11 +48,6 @@ class Examples:
     holdout: pd.DataFrame  # text, messages, reply
     golden: pd.DataFrame  # text, messages, corrected_reply
     lineage: Lineage
-
-
-def _held_out(request_id: str, fraction: float) -> bool:
-    digest = hashlib.sha256(request_id.encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
 
 def examples(settings: Settings, task: Task, parent: int | None) -> Examples:
@@ -70,7 +65,7 @@ def examples(settings: Settings, task: Task, parent: int | None) -> Examples:
         fixes = dict(zip(named["request_id"], named["corrected_reply"], strict=True))
     chats = [json.dumps([t.model_dump() for t in chat_of(r, task)]) for _, r in labels.iterrows()]
     frame = labels.assign(chat=chats, corrected_reply=labels["request_id"].map(fixes))
-    held = frame["request_id"].map(lambda i: _held_out(i, settings.train.holdout_fraction))
+    held = held_out(frame, settings.train.holdout_fraction)
     if len(frame) >= 2 and (not held.any() or held.all()):  # the gate and the round need both
         held = pd.Series([False] * (len(frame) - 1) + [True], index=frame.index)
     train = frame[~held]
