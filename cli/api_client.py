@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from distillery.contracts import OperatorAnswer
 from distillery.settings import Settings
 from monitoring.status import Status
 
@@ -91,9 +92,14 @@ def status(url: str, timeout_s: float = 5.0) -> Status:
 
 def admin(
     url: str, token: str, action: str, reason: str, version: int | None = None
-) -> dict[str, Any]:
+) -> OperatorAnswer:
     """An operator action on the rollout (``POST /v1/admin/{action}``); a promote or rollback
     returns once every replica serves the result, so the timeout is generous."""
     body: dict[str, Any] = {"reason": reason, **({} if version is None else {"version": version})}
     headers = {"Authorization": f"Bearer {token}"}
-    return _call("POST", f"{url.rstrip('/')}/v1/admin/{action}", 180.0, json=body, headers=headers)
+    url = f"{url.rstrip('/')}/v1/admin/{action}"
+    answer = _call("POST", url, 180.0, json=body, headers=headers)
+    try:
+        return OperatorAnswer.model_validate(answer)
+    except ValidationError as exc:
+        raise APIError(f"{url} answered what this command cannot read: {exc}") from None

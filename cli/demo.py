@@ -145,7 +145,7 @@ def _verdict(status: Status) -> str:
     assert last is not None
     if status.current_version == last.version:
         return f"v{last.version} promoted"
-    if last.outcome == "rejected" or not last.gate.get("passed"):
+    if last.outcome == "rejected" or last.gate is None or not last.gate.passed:
         return f"v{last.version} rejected ({last.reason})"
     return f"v{last.version} rolled back"
 

@@ -184,6 +184,7 @@ def _operate(action: str, reason: str, version: int | None, url: str | None) -> 
     """One admin action through the API; exit 1 when it does not apply now (409), 2 when the
     API cannot be reached or refuses the token."""
     from cli import api_client
+    from distillery.contracts import OperatorAnswer
     from distillery.settings import Settings
 
     settings = Settings()
@@ -193,11 +194,12 @@ def _operate(action: str, reason: str, version: int | None, url: str | None) -> 
         result = api_client.admin(target, token, action, f"CLI: {reason}", version)
     except api_client.APIError as exc:
         if exc.status == 409:
-            typer.echo(json.dumps({"ok": False, "detail": exc.detail}, indent=2))
+            refused = OperatorAnswer(ok=False, detail=exc.detail)
+            typer.echo(refused.model_dump_json(indent=2))
             raise typer.Exit(1) from None
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    typer.echo(json.dumps(result, indent=2, default=str))
+    typer.echo(result.model_dump_json(indent=2))
 
 
 REASON = typer.Option("no reason given", "--reason", "-r", help="kept in the history")

@@ -9,16 +9,25 @@
 - ``VariantReport``: a replica's rollout counts → the scheduler (``services.variants.merge``).
 - ``Rollout`` (kept in the registry's ``rollout.json``), each version's live ``Evidence`` and the
   ``OnlineCheck`` s on it: the promotion's state, read by the rollout's verdict and by ``status``.
+- ``RolloutVerdict``: the online checks' verdict on a stage, from ``monitoring.promotion`` to the
+  registry (kept in ``VersionMeta.online``) and ``status``.
+- ``GateReport`` and its ``GateCheck`` s (or a generate task's ``ReplyMeasures``): the gate's
+  decision, from ``training.gate`` / ``training.generate_cycle`` to the registry
+  (``VersionMeta.gate``), the ``RoundReport`` and ``status``.
 - ``RoundReport``: how a round ended, from ``training.cycle`` to the scheduler and ``status``.
+- ``OperatorAnswer``: what an operator's action did, from ``monitoring.promotion`` through
+  ``POST /v1/admin/{action}`` to ``distillery promote|rollback|pause|resume``.
 
 They cross Ray (pickled) or JSON (Serve's config, ``meta.json``), so every field is plain data;
 ``extra="forbid"`` makes a misspelt field an error at the border rather than a silent default.
+The records a version's ``meta.json`` keeps (``GateReport``, ``RolloutVerdict``) ignore unknown
+fields instead: a registry written by an older release must still load.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -171,6 +180,77 @@ class OnlineCheck:
     detail: str
 
 
+Action = Literal["wait", "advance", "rollback", "widen"]
+
+
+class RolloutVerdict(BaseModel):
+    """The online checks' verdict on a rollout stage (``training.rollout.evaluate``) with the
+    evidence it was judged on; the registry keeps the one that ended each stage."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Action
+    reason: str
+    checks: list[OnlineCheck] = Field(default_factory=list)
+    share: float | None = None  # "widen": the canary's new share
+    stable: Evidence = Field(default_factory=Evidence)
+    candidate: Evidence = Field(default_factory=Evidence)
+    shadow_agreement_with_stable: float | None = None  # shadow: same answer as the stable's
+
+
+Referee = Literal["teacher", "human"]
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    name: str
+    candidate: float
+    current: float
+    threshold: float  # the candidate's worst acceptable value
+    passed: bool
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class ReplyMeasures:
+    """A generative student on held-out chats (``training.generate_round.measure``)."""
+
+    chrf: float  # mean sentence chrF against the teacher's replies, 0-100
+    logp: float  # the teacher replies' mean per-token log-likelihood under the student
+    tokens_per_s: float
+    golden_chrf: float | None  # against the replies people corrected, if any
+    rows: int
+    golden_rows: int
+
+
+class GateReport(BaseModel):
+    """The gate's decision on a candidate against the current version: each check, and who
+    refereed (``training.gate.choose_referee``); a generate task's gate also keeps both
+    versions' ``ReplyMeasures``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    passed: bool
+    checks: list[GateCheck] = Field(default_factory=list)
+    reason: str = ""
+    referee: Referee = "teacher"  # "human": the teacher was measurably worse on human labels
+    candidate: ReplyMeasures | None = None
+    current: ReplyMeasures | None = None
+
+    def failed(self) -> list[str]:
+        return [c.name for c in self.checks if not c.passed]
+
+
+class OperatorAnswer(_Contract):
+    """What an operator's ``promote``, ``rollback``, ``pause`` or ``resume`` did (``ok``), or why
+    it does not apply now (``detail``)."""
+
+    ok: bool
+    detail: str
+    current_version: int | None = None
+    rollout: Rollout | None = None
+
+
 Outcome = Literal["promoted", "shadow", "rejected"]
 
 
@@ -183,7 +263,7 @@ class RoundReport(BaseModel):
     parent: int | None
     promoted: bool  # serves every user now
     reason: str
-    gate: dict[str, Any]
+    gate: GateReport | None  # None: nothing was gated (a generate task's base version)
     train_metrics: dict[str, float]
     rows: int
     seconds: float

@@ -28,8 +28,8 @@ def round_row(meta: VersionMeta) -> dict[str, Any]:
         "trigger_value": None if trigger is None else trigger.value,
         "reason": "" if trigger is None else trigger.reason,
         "outcome": OUTCOMES.get(meta.status, meta.status),
-        "gate": meta.gate,
-        "online": {stage: v.get("reason") for stage, v in meta.online.items()},
+        "gate": None if meta.gate is None else meta.gate.model_dump(mode="json"),
+        "online": {stage: v.reason for stage, v in meta.online.items()},
     }
 
 

@@ -23,10 +23,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
-from distillery.contracts import CandidateSpec, Evidence, Rollout, StudentConfig, VariantReport
+from distillery.contracts import (
+    CandidateSpec,
+    Evidence,
+    OperatorAnswer,
+    Rollout,
+    RolloutVerdict,
+    StudentConfig,
+    VariantReport,
+)
 from distillery.settings import Settings
 from feedback.examples import from_keys, labels_predicted_since, read_kind
 from feedback.keys import rating_keys
@@ -97,7 +105,7 @@ class Promotion:
         self.replicas = replicas
         self.metrics: Any = None  # ``distillery.metrics.LoopMetrics`` once the loop runs
         self.reports: dict[str, VariantReport] = {}  # replica id → its newest rollout counts
-        self.last_verdict: dict[str, Any] | None = None
+        self.last_verdict: RolloutVerdict | None = None
         self.lock = threading.RLock()
         self._applied: StudentConfig | None = None  # what Serve was last told to run
         self._next_heal = 0.0  # monotonic s
@@ -107,8 +115,8 @@ class Promotion:
         """Who judged the candidate at the gate ("teacher" or "human"), read from the registry
         once per rollout rather than on every tick (a remote model store is a network read)."""
         if running.id not in self._referees:
-            gate = self.registry.get(running.candidate).gate or {}
-            self._referees = {running.id: str(gate.get("referee", "teacher"))}
+            gate = self.registry.get(running.candidate).gate
+            self._referees = {running.id: "teacher" if gate is None else gate.referee}
         return self._referees[running.id]
 
     def report_variants(self, replica: str, report: VariantReport) -> None:
@@ -188,7 +196,7 @@ class Promotion:
         with_stable = merged.agreed / merged.compared if merged.compared else None
         return out[0], out[1], with_stable
 
-    def tick(self, round_running: bool) -> dict[str, Any] | None:
+    def tick(self, round_running: bool) -> RolloutVerdict | None:
         """Judge the running rollout on its evidence and act: wait, advance or roll back."""
         with self.lock:
             self.heal(round_running)
@@ -205,15 +213,16 @@ class Promotion:
                 running.stage, elapsed, stable, candidate, self.settings.rollout,
                 self._referee(running), running.canary_share(self.settings.rollout), held,
             )  # fmt: skip
-            record = {
-                **verdict.to_dict(), "stable": asdict(stable), "candidate": asdict(candidate),
-                "shadow_agreement_with_stable": with_stable,
-            }  # fmt: skip
+            record = RolloutVerdict(
+                action=verdict.action, reason=verdict.reason, checks=verdict.checks,
+                share=verdict.share, stable=stable, candidate=candidate,
+                shadow_agreement_with_stable=with_stable,
+            )  # fmt: skip
             self.last_verdict = record
             self._act(running, verdict.action, f"automatic: {verdict.reason}", record)
             return record
 
-    def _act(self, running: Rollout, action: str, reason: str, record: dict[str, Any]) -> None:
+    def _act(self, running: Rollout, action: str, reason: str, record: RolloutVerdict) -> None:
         """Carry out the verdict's ``action`` in the registry (``record`` kept with it), then
         tell Serve; advancing waits until every replica has the new state."""
         if action == "rollback":
@@ -225,8 +234,8 @@ class Promotion:
         elif action == "advance":
             self.registry.finish(reason, record)
             self._transition("promoted")
-        elif action == "widen" and record.get("share") is not None:
-            self.registry.widen(float(record["share"]), reason)
+        elif action == "widen" and record.share is not None:
+            self.registry.widen(record.share, reason)
             self._transition("widened")
         if action != "wait":
             log.info("rollout of v%d: %s", running.candidate, reason)
@@ -234,9 +243,9 @@ class Promotion:
 
     # ---- operator actions ----
 
-    def operate(self, action: str, reason: str, version: int | None = None) -> dict[str, Any]:
+    def operate(self, action: str, reason: str, version: int | None = None) -> OperatorAnswer:
         """An operator's ``promote`` (``version``, default the candidate), ``rollback``,
-        ``pause`` or ``resume``; {"ok": False, "detail": why} when it does not apply now."""
+        ``pause`` or ``resume``; not ``ok``, with why, when it does not apply now."""
         try:
             with self.lock:
                 if action == "promote":
@@ -250,14 +259,11 @@ class Promotion:
                     raise ValueError(f"unknown action {action!r}")
                 self.apply(wait=action in ("promote", "rollback"))
         except (ValueError, KeyError) as exc:
-            return {"ok": False, "detail": str(exc).strip("'\"")}
-        running = self.registry.rollout()
-        return {
-            "ok": True,
-            "detail": detail,
-            "current_version": self.registry.current(),
-            "rollout": None if running is None else running.model_dump(),
-        }
+            return OperatorAnswer(ok=False, detail=str(exc).strip("'\""))
+        return OperatorAnswer(
+            ok=True, detail=detail, current_version=self.registry.current(),
+            rollout=self.registry.rollout(),
+        )  # fmt: skip
 
     def promote_now(self, version: int | None, reason: str) -> str:
         """Make ``version`` (default: the rollout's candidate) the served one in the registry."""

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from distillery.actors import labeler_health
-from distillery.contracts import RoundProgress, RoundReport, TriggerRecord, VariantReport
+from distillery.contracts import (
+    OperatorAnswer,
+    RoundProgress,
+    RoundReport,
+    TriggerRecord,
+    VariantReport,
+)
 from distillery.settings import SchedulerSettings, Settings
 from distillery.task import Task
 from feedback import trust_report
@@ -27,7 +33,6 @@ from monitoring.relabel import Relabeler
 from monitoring.status import (
     CascadeView,
     Measurement,
-    RolloutVerdict,
     Status,
     TriggerView,
     TrustView,
@@ -227,7 +232,7 @@ class Scheduler:
         verdict = self.promotion.last_verdict if running is not None else None
         return Status(
             rollout=running,
-            rollout_verdict=None if verdict is None else RolloutVerdict.model_validate(verdict),
+            rollout_verdict=verdict,
             current_version=self.registry.current(),
             versions=self.registry.versions(),
             labels_since_last_round=new_labels,
@@ -320,7 +325,7 @@ class Scheduler:
         self.last_round = report
         return report
 
-    def operate(self, action: str, reason: str, version: int | None = None) -> dict[str, Any]:
+    def operate(self, action: str, reason: str, version: int | None = None) -> OperatorAnswer:
         """An operator's ``promote``, ``rollback``, ``pause`` or ``resume`` (``Promotion``)."""
         return self.promotion.operate(action, reason, version)
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from distillery.contracts import (
-    Evidence,
-    OnlineCheck,
     Rollout,
+    RolloutVerdict,
     RoundProgress,
     RoundReport,
     Selection,
@@ -59,18 +58,6 @@ class TriggerView(_View):
             cooldown_until=decision.cooldown_until,
             disarmed=sorted(decision.state.disarmed),
         )
-
-
-class RolloutVerdict(_View):
-    """The online checks' last verdict on the rollout in progress (``training.rollout``)."""
-
-    action: str
-    reason: str
-    checks: list[OnlineCheck]
-    share: float | None = None
-    stable: Evidence
-    candidate: Evidence
-    shadow_agreement_with_stable: float | None = None
 
 
 class TeacherView(_View):

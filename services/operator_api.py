@@ -16,6 +16,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 from distillery.actors import find_scheduler
+from distillery.contracts import OperatorAnswer
 from feedback.models import AdminAction
 from services.edge import ERRORS, body_schema, read_body, require_bearer, validate
 
@@ -100,7 +101,7 @@ async def dashboard() -> HTMLResponse:
 )
 async def admin(
     action: str, request: Request, authorization: str | None = Header(default=None)
-) -> dict[str, Any]:
+) -> OperatorAnswer:
     """Operator actions on the rollout: ``promote`` (the candidate, or ``version``, to every
     user now), ``rollback`` (drop the candidate, or with none, go back to the version before
     the current one), ``pause`` / ``resume`` (freeze the rollout's automatic decisions).
@@ -115,7 +116,7 @@ async def admin(
     raw = await read_body(request, 65_536)
     body = validate(raw, AdminAction) if raw.strip() else AdminAction()
     reason = f"operator (API): {body.reason}"
-    result = await ask_scheduler("operate", action, reason, body.version)
-    if not result["ok"]:
-        raise HTTPException(409, result["detail"])
+    result: OperatorAnswer = await ask_scheduler("operate", action, reason, body.version)
+    if not result.ok:
+        raise HTTPException(409, result.detail)
     return result

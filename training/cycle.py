@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from distillery.contracts import Outcome, RoundReport, TriggerRecord
+from distillery.contracts import GateReport, Outcome, RoundReport, TriggerRecord
 from distillery.settings import Settings
 from distillery.task import Task
 from feedback import human_labels, trust_report
@@ -165,9 +165,9 @@ def admit(
     registry.update(meta.version, cascade=offered)
     outcome: Outcome = "rejected"
     if not report.passed:
-        registry.reject(meta.version, f"gate: {report.reason}", report.to_dict())
+        registry.reject(meta.version, f"gate: {report.reason}", report)
     else:
-        registry.update(meta.version, gate=report.to_dict())
+        registry.update(meta.version, gate=report)
         why = f"{reason}; gate: {report.reason}"
         if settings.rollout.enabled and parent is not None and serving:
             registry.start_rollout(meta.version, why)
@@ -177,14 +177,14 @@ def admit(
             outcome = "promoted"
     return RoundReport(
         version=meta.version, parent=parent, promoted=outcome == "promoted",
-        reason=report.reason, gate=report.to_dict(), train_metrics=metrics,
+        reason=report.reason, gate=report, train_metrics=metrics,
         rows=len(data.train), seconds=0.0, outcome=outcome, trigger=trigger,
     )  # fmt: skip
 
 
 def _gate(
     settings: Settings, registry: Registry, candidate: int, current: int | None, data: RoundData
-) -> tuple[gate.GateReport, gate.Measures]:
+) -> tuple[GateReport, gate.Measures]:
     """The gate's verdict on ``candidate`` against ``current``, and the candidate's measures."""
     max_tokens, cache = settings.serve.max_tokens, settings.paths.model_cache_path()
     cand_student = Student.load(registry.local_dir(candidate, cache), max_tokens)

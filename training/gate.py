@@ -15,12 +15,12 @@ slice and ECE checks are not made.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from distillery.contracts import GateCheck, GateReport, Referee
 from distillery.settings import GateSettings
 from distillery.task import length_slice
 from models.student import Student
@@ -62,27 +62,6 @@ class Measures:
     teacher_weights: tuple[float, ...] = ()  # (N,) per held-out row: trust in its teacher label
     confidence: tuple[float, ...] = ()  # (N,) per held-out row: the student's top probability
     golden_confidence: tuple[float, ...] = ()  # (G,) per golden row: the same
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    candidate: float
-    current: float
-    threshold: float  # the candidate's worst acceptable value
-    passed: bool
-    higher_is_better: bool = True
-
-
-@dataclass(frozen=True)
-class GateReport:
-    passed: bool
-    checks: list[Check] = field(default_factory=list)
-    reason: str = ""
-    referee: str = "teacher"  # "human": the teacher was measurably worse on human labels
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def measure(
@@ -155,22 +134,23 @@ def decide(
     ``teacher_at_chance``: the trust estimate found the teacher no better than a guess on the
     human labels (``feedback.human_labels.HumanLabels.teacher_at_chance``)."""
     if candidate.holdout_rows < settings.min_holdout:
-        return GateReport(
-            False, [], f"holdout has {candidate.holdout_rows} rows, need {settings.min_holdout}"
-        )
+        reason = f"holdout has {candidate.holdout_rows} rows, need {settings.min_holdout}"
+        return GateReport(passed=False, reason=reason)
     if current is None:
         floor = settings.first_version_min_agreement
-        check = Check("agreement", candidate.agreement, 0.0, floor, candidate.agreement >= floor)
+        check = GateCheck(
+            "agreement", candidate.agreement, 0.0, floor, candidate.agreement >= floor
+        )
         return _report([check])
     z = settings.confidence_z
     referee = choose_referee(candidate, current, settings, teacher_at_chance)
-    checks: list[Check] = []
+    checks: list[GateCheck] = []
     if referee == "human" and candidate.golden_rows < settings.min_golden_rows:
         reason = (
             f"the teacher cannot referee (no better than a guess on human labels) and the "
             f"golden set has {candidate.golden_rows} rows, need {settings.min_golden_rows}"
         )
-        return GateReport(False, [], reason, referee)
+        return GateReport(passed=False, reason=reason, referee=referee)
     if referee == "teacher":
         checks.append(_agreement(
             candidate.agreement, current.agreement, candidate.hits, current.hits, settings
@@ -212,13 +192,13 @@ def teacher_gap(student: Measures, settings: GateSettings) -> float | None:
 
 def choose_referee(
     candidate: Measures, current: Measures, settings: GateSettings, teacher_at_chance: bool = False
-) -> str:
+) -> Referee:
     """The human labels referee ("human") when the teacher is measurably worse on them than
     either student, or no better than a guess on them (the trust estimate, over all human
     labels so far), or when ``referee`` says so: agreement with a teacher that people show is
     wrong would reject exactly the candidate that learnt from them."""
     if settings.referee != "auto":
-        return settings.referee
+        return "human" if settings.referee == "human" else "teacher"
     if teacher_at_chance:
         return "human"
     gaps = (teacher_gap(candidate, settings), teacher_gap(current, settings))
@@ -227,7 +207,7 @@ def choose_referee(
 
 def _trusted_agreement(
     candidate: Measures, current: Measures, settings: GateSettings
-) -> list[Check]:
+) -> list[GateCheck]:
     """Under the human referee, teacher agreement on the held-out rows whose teacher label the
     trust estimate still trusts: people showing the teacher wrong on one label or slice does not
     make it wrong elsewhere, and without this check a candidate trained on shuffled labels passed
@@ -248,14 +228,16 @@ def _agreement(
     candidate_hits: tuple[bool, ...],
     current_hits: tuple[bool, ...],
     settings: GateSettings,
-) -> Check:
+) -> GateCheck:
     """Teacher agreement may drop ``agreement_margin`` plus ``confidence_z`` paired standard
     errors of the difference on the same rows."""
     noise = settings.confidence_z * paired_se(candidate_hits, current_hits)
     return _at_least("agreement", candidate, current, settings.agreement_margin + noise)
 
 
-def _slice_checks(candidate: Measures, current: Measures, settings: GateSettings) -> list[Check]:
+def _slice_checks(
+    candidate: Measures, current: Measures, settings: GateSettings
+) -> list[GateCheck]:
     """Teacher agreement per input-length slice with enough rows (the same rows for both)."""
     found = []
     for name, (agreement, rows) in sorted(candidate.slices.items()):
@@ -265,20 +247,22 @@ def _slice_checks(candidate: Measures, current: Measures, settings: GateSettings
     return found
 
 
-def _at_least(name: str, candidate: float, current: float, margin: float) -> Check:
+def _at_least(name: str, candidate: float, current: float, margin: float) -> GateCheck:
     threshold = current - margin
-    return Check(name, candidate, current, threshold, candidate >= threshold)
+    return GateCheck(name, candidate, current, threshold, candidate >= threshold)
 
 
-def _at_most(name: str, candidate: float, limit: float, current: float) -> Check:
-    return Check(name, candidate, current, limit, candidate <= limit, higher_is_better=False)
+def _at_most(name: str, candidate: float, limit: float, current: float) -> GateCheck:
+    return GateCheck(name, candidate, current, limit, candidate <= limit, higher_is_better=False)
 
 
-def _report(checks: list[Check], referee: str = "teacher") -> GateReport:
+def _report(checks: list[GateCheck], referee: Referee = "teacher") -> GateReport:
     failed = [c for c in checks if not c.passed]
     reason = "; ".join(
         f"{c.name} {c.candidate:.3f} {'<' if c.higher_is_better else '>'} {c.threshold:.3f} "
         f"(current {c.current:.3f})"
         for c in failed
     )
-    return GateReport(not failed, checks, reason or "all checks passed", referee)
+    return GateReport(
+        passed=not failed, checks=checks, reason=reason or "all checks passed", referee=referee
+    )

@@ -21,12 +21,12 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from distillery.contracts import RoundReport, TriggerRecord
+from distillery.contracts import GateCheck, GateReport, ReplyMeasures, RoundReport, TriggerRecord
 from distillery.settings import Settings
 from distillery.task import Task
 from feedback.examples import read_kind, read_labels
@@ -35,7 +35,7 @@ from models.gguf import STUDENT_GGUF_NAME, student_gguf
 from models.gguf_export import GGUF_FILE, export
 from models.llama_decoder import on_runtime
 from training.data import held_out
-from training.generate_round import Measures, chat_of, measure, run_round
+from training.generate_round import chat_of, measure, run_round
 from training.registry import Lineage, Registry, VersionMeta
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def bootstrap(settings: Settings, task: Task) -> RoundReport | None:
     why = f"bootstrap: the base student {STUDENT_GGUF_NAME}, never retrained (generate task)"
     registry.promote(meta.version, why)
     return RoundReport(
-        version=meta.version, parent=None, promoted=True, reason=why, gate={},
+        version=meta.version, parent=None, promoted=True, reason=why, gate=None,
         train_metrics={}, rows=0, seconds=0.0, outcome="promoted",
         trigger=TriggerRecord.bootstrap(why),
     )  # fmt: skip
@@ -141,28 +141,36 @@ def retrain(
     )
     cand = measure(_gated(settings, registry, meta.version), task, data.holdout, data.golden)
     cur = measure(_gated(settings, registry, parent), task, data.holdout, data.golden)
-    passed, why = decide(cand, cur, settings)
-    gate = {"passed": passed, "reason": why, "candidate": asdict(cand), "current": asdict(cur)}
-    log.info("gate v%d vs v%d: %s", meta.version, parent, json.dumps(gate))
-    if passed:
+    gate = decide(cand, cur, settings)
+    log.info("gate v%d vs v%d: %s", meta.version, parent, gate.model_dump_json())
+    if gate.passed:
         registry.update(meta.version, gate=gate)
-        registry.promote(meta.version, f"{reason}; gate: {why}")
+        registry.promote(meta.version, f"{reason}; gate: {gate.reason}")
     else:
-        registry.reject(meta.version, f"gate: {why}", gate)
+        registry.reject(meta.version, f"gate: {gate.reason}", gate)
     return RoundReport(
-        version=meta.version, parent=parent, promoted=passed, reason=why, gate=gate,
+        version=meta.version, parent=parent, promoted=gate.passed, reason=gate.reason, gate=gate,
         train_metrics=metrics, rows=len(data.train), seconds=time.monotonic() - start,
-        outcome="promoted" if passed else "rejected", trigger=trigger,
+        outcome="promoted" if gate.passed else "rejected", trigger=trigger,
     )  # fmt: skip
 
 
-def decide(cand: Measures, cur: Measures, settings: Settings) -> tuple[bool, str]:
+def decide(cand: ReplyMeasures, cur: ReplyMeasures, settings: Settings) -> GateReport:
     """Pass when held-out chrF, and golden chrF with enough rows, stay within the margin."""
     margin = settings.gate.agreement_margin * 100
-    if cand.chrf < cur.chrf - margin:
-        return False, f"held-out chrF {cand.chrf} < current {cur.chrf} - {margin:g}"
+    held = GateCheck("chrf", cand.chrf, cur.chrf, cur.chrf - margin, cand.chrf >= cur.chrf - margin)
+    checks = [held]
     golden, current = cand.golden_chrf, cur.golden_chrf
     enough = cand.golden_rows >= settings.gate.min_golden_rows
-    if enough and golden is not None and current is not None and golden < current - margin:
-        return False, f"golden chrF {golden} < current {current} - {margin:g}"
-    return True, f"held-out chrF {cand.chrf} (current {cur.chrf}), log-lik/token {cand.logp}"
+    if enough and golden is not None and current is not None:
+        checks.append(
+            GateCheck("golden_chrf", golden, current, current - margin, golden >= current - margin)
+        )
+    if not held.passed:
+        why = f"held-out chrF {cand.chrf} < current {cur.chrf} - {margin:g}"
+    elif not checks[-1].passed:
+        why = f"golden chrF {golden} < current {current} - {margin:g}"
+    else:
+        why = f"held-out chrF {cand.chrf} (current {cur.chrf}), log-lik/token {cand.logp}"
+    passed = all(c.passed for c in checks)
+    return GateReport(passed=passed, checks=checks, reason=why, candidate=cand, current=cur)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from distillery.contracts import ReplyMeasures
 from distillery.events import ChatTurn
 from distillery.settings import Settings
 from distillery.task import Task
@@ -107,22 +107,10 @@ def run_round(
     return train_on_ray(train_loop, config, dataset, settings, name)
 
 
-@dataclass(frozen=True)
-class Measures:
-    """A generative student on held-out chats."""
-
-    chrf: float  # mean sentence chrF against the teacher's replies, 0-100
-    logp: float  # the teacher replies' mean per-token log-likelihood under the student
-    tokens_per_s: float
-    golden_chrf: float | None  # against the replies people corrected, if any
-    rows: int
-    golden_rows: int
-
-
 def measure(
     generator: Generator, task: Task, holdout: pd.DataFrame, golden: pd.DataFrame
-) -> Measures:
-    """``Measures`` on ``holdout`` (chats and teacher replies) and ``golden`` (corrections)."""
+) -> ReplyMeasures:
+    """``ReplyMeasures`` on ``holdout`` (chats and teacher replies) and ``golden`` (corrections)."""
     assert task.generate is not None
     gen = task.generate
     chats = [chat_of(row, task) for _, row in holdout.iterrows()]
@@ -135,7 +123,7 @@ def measure(
         g_chats = [chat_of(row, task) for _, row in golden.iterrows()]
         made = [generator.reply(c, gen.max_new_tokens, gen.stop).text for c in g_chats]
         golden_chrf = round(mean_chrf(made, list(golden["corrected_reply"])), 2)
-    return Measures(
+    return ReplyMeasures(
         round(mean_chrf([r.text for r in replies], list(holdout["reply"])), 2),
         round(float(per_token.mean()), 4),
         round(tokens / max(sum(r.seconds for r in replies), 1e-9), 2),

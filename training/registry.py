@@ -27,7 +27,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from distillery.contracts import Rollout, Selection, Stage, TriggerRecord
+from distillery.contracts import (
+    GateReport,
+    Rollout,
+    RolloutVerdict,
+    Selection,
+    Stage,
+    TriggerRecord,
+)
 from distillery.files import write_atomic
 from training.model_store import (
     CLAIM,
@@ -80,8 +87,8 @@ class VersionMeta(BaseModel):
     lineage: Lineage = Field(default_factory=Lineage)
     config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
-    gate: dict[str, Any] | None = None
-    online: dict[str, Any] = Field(
+    gate: GateReport | None = None
+    online: dict[Stage, RolloutVerdict] = Field(
         default_factory=dict, description="rollout stage → the verdict that ended it, with checks"
     )
     trigger: TriggerRecord | None = Field(default=None, description="what started the round")
@@ -212,7 +219,7 @@ class Registry:
         if previous is not None and previous != version:
             self.update(previous, status="retired")
 
-    def reject(self, version: int, reason: str, gate: dict[str, Any]) -> None:
+    def reject(self, version: int, reason: str, gate: GateReport) -> None:
         self.update(version, status="rejected", gate=gate)
         self._log("rejected", version, reason)
 
@@ -254,7 +261,7 @@ class Registry:
         self._log("shadow", candidate, reason)
         return self._save_rollout(rollout)
 
-    def advance(self, stage: Stage, reason: str, verdict: dict[str, Any]) -> Rollout:
+    def advance(self, stage: Stage, reason: str, verdict: RolloutVerdict) -> Rollout:
         """The rollout enters ``stage`` (canary); ``verdict`` ended the stage before it."""
         rollout = self._running()
         self._keep_verdict(rollout, verdict)
@@ -263,14 +270,14 @@ class Registry:
         update = {"stage": stage, "stage_started_at": time.time()}
         return self._save_rollout(rollout.model_copy(update=update))
 
-    def finish(self, reason: str, verdict: dict[str, Any] | None = None) -> int:
+    def finish(self, reason: str, verdict: RolloutVerdict | None = None) -> int:
         """Promote the rollout's candidate to every user; returns its version."""
         rollout = self._ending(verdict)
         self.promote(rollout.candidate, reason)
         self.store.remove(ROLLOUT)
         return rollout.candidate
 
-    def roll_back(self, reason: str, verdict: dict[str, Any] | None = None) -> int:
+    def roll_back(self, reason: str, verdict: RolloutVerdict | None = None) -> int:
         """End the rollout: its candidate never reaches users again; returns its version."""
         rollout = self._ending(verdict)
         self.update(rollout.candidate, status="rolled_back")
@@ -314,14 +321,14 @@ class Registry:
             raise ValueError("no rollout in progress")
         return rollout
 
-    def _ending(self, verdict: dict[str, Any] | None) -> Rollout:
+    def _ending(self, verdict: RolloutVerdict | None) -> Rollout:
         """The rollout about to end, with the verdict that ends it (if any) kept."""
         rollout = self._running()
         if verdict is not None:
             self._keep_verdict(rollout, verdict)
         return rollout
 
-    def _keep_verdict(self, rollout: Rollout, verdict: dict[str, Any]) -> None:
+    def _keep_verdict(self, rollout: Rollout, verdict: RolloutVerdict) -> None:
         online = {**self.get(rollout.candidate).online, rollout.stage: verdict}
         self.update(rollout.candidate, online=online)
 

@@ -116,9 +116,10 @@ def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> 
         # the shift's round brought a held-out gain: the promoted student agrees with the teacher
         # on the round's held-out recent tweets more than the one it replaced (.759 vs .710,
         # .832 vs .768)
-        gate = registry.get(tweets.version_after).gate or {}
-        agreement = next(c for c in gate["checks"] if c["name"] == "agreement")
-        assert agreement["candidate"] > agreement["current"], (tweets, gate)
+        gate = registry.get(tweets.version_after).gate
+        assert gate is not None, tweets
+        agreement = next(c for c in gate.checks if c.name == "agreement")
+        assert agreement.candidate > agreement.current, (tweets, gate)
     # and on human labels the served student ends near the teacher (.833, .853 and .800 against
     # .860 in four runs; a student that learnt nothing scores about .5)
     assert tweets.student_after >= tweets.teacher_accuracy - 0.10, result.table()

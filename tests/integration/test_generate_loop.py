@@ -98,8 +98,9 @@ def test_a_sampled_chat_is_answered_by_the_teacher_and_a_round_promotes(
         assert report.outcome == "promoted" and report.version == 2, report
         assert report.train_metrics["loss"] < report.train_metrics["first_epoch_loss"]
         gate = report.gate
-        assert gate["candidate"]["rows"] >= 1  # held-out chats: their teacher replies are now
-        assert gate["candidate"]["logp"] > gate["current"]["logp"]  # likelier under v2 than v1
+        assert gate is not None and gate.candidate is not None and gate.current is not None
+        assert gate.candidate.rows >= 1  # held-out chats: their teacher replies are now
+        assert gate.candidate.logp > gate.current.logp  # likelier under v2 than v1
         after = _chat(client, texts[0])
         assert after.json()["model_version"] == 2
         status = ray.get(gen_loop.scheduler.status.remote())

@@ -165,11 +165,12 @@ def test_people_teach_where_the_teacher_is_wrong_and_a_liar_weighs_nothing(
     report = _round(stack, "people test: phase 1")
     registry = Registry(stack.settings.paths.registry_dir)
     meta = registry.get(report.version)
-    assert meta.gate is not None and meta.gate["passed"], meta.gate
-    assert meta.gate["referee"] == "human", meta.gate
+    assert meta.gate is not None and meta.gate.passed, meta.gate
+    assert meta.gate.referee == "human", meta.gate
     assert registry.current() == report.version, registry.history()[-3:]
-    online = meta.online.get("shadow", {}).get("checks", [])
-    assert {c["name"]: c["state"] for c in online}.get("teacher_agreement") == "skipped"
+    shadow = meta.online.get("shadow")
+    online = [] if shadow is None else shadow.checks
+    assert {c.name: c.state for c in online}.get("teacher_agreement") == "skipped"
     after = _accuracy(stack, held_out)
     print(f"teacher {teacher:.3f}, v1 {v1:.3f}, after {rated} ratings {after:.3f}")
     assert after >= teacher + 0.15, (teacher, v1, after)

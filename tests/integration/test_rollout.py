@@ -108,7 +108,8 @@ def test_a_candidate_trained_on_shuffled_labels_is_stopped_by_the_gate(
     registry = _registry(loop)
     current = registry.current()
     report = _submit(loop, _train(loop, tmp_path / "shuffled", "shuffle"), "test: shuffled")
-    failed = [c["name"] for c in report.gate["checks"] if not c["passed"]]
+    assert report.gate is not None
+    failed = report.gate.failed()
     assert report.outcome == "rejected", report
     assert "agreement" in failed, report.gate
     assert registry.current() == current and registry.rollout() is None
@@ -155,8 +156,8 @@ def test_a_candidate_that_regresses_online_is_rolled_back_automatically(
     assert last["reason"].startswith("automatic: canary:"), last
     assert "teacher_agreement" in last["reason"] or "negative_feedback" in last["reason"]
     assert {k for k in codes if not k.startswith("feedback")} == {"200"}, codes
-    checks = registry.get(version).online["canary"]["checks"]
-    assert any(c["state"] == "fail" for c in checks), checks
+    checks = registry.get(version).online["canary"].checks
+    assert any(c.state == "fail" for c in checks), checks
 
 
 def _admin(loop: Running, action: str, token: str | None, **body: Any) -> httpx.Response:

@@ -40,7 +40,8 @@ STATUS: dict[str, Any] = {
     "round_progress": None,
     "last_round": {
         "version": 4, "parent": 3, "promoted": False, "outcome": "shadow",
-        "reason": "all checks passed", "gate": {}, "train_metrics": {}, "rows": 300,
+        "reason": "all checks passed", "gate": {"passed": True, "reason": "all checks passed"},
+        "train_metrics": {}, "rows": 300,
         "seconds": 12.0, "trigger": {"kind": "drift", "value": 0.6, "reason": "drift 0.60"},
     },
     "drift": {"version": 3, "checked_at": 1_000.0, "share": {"embedding": 0.625, "text": 0.1},
@@ -221,6 +222,8 @@ def test_operator_actions_go_through_the_admin_api_with_the_state_dirs_token(
     assert json.loads(refused.output) == {
         "ok": False,
         "detail": "no rollout in progress: nothing to pause",
+        "current_version": None,
+        "rollout": None,
     }
     assert SEEN == [
         ("/v1/admin/promote", "Bearer s3cret", {"reason": "CLI: looks good", "version": 2}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -9,11 +10,11 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 
+from distillery.contracts import GateCheck, GateReport
 from distillery.settings import GateSettings, StudentSettings, TeacherSettings
 from models.student import Student, new_student
 from models.weights import teacher_model_path
 from training.gate import (
-    Check,
     Measures,
     decide,
     expected_calibration_error,
@@ -46,7 +47,7 @@ def test_passes_when_equal_or_within_margin() -> None:
 def test_fails_when_agreement_drops_beyond_margin() -> None:
     report = decide(_m(0.70), _m(0.80), SETTINGS)
     assert not report.passed
-    assert report.checks == [Check("agreement", 0.70, 0.80, pytest.approx(0.79), False)]
+    assert report.checks == [GateCheck("agreement", 0.70, 0.80, pytest.approx(0.79), False)]
     assert report.reason == "agreement 0.700 < 0.790 (current 0.800)"
 
 
@@ -89,7 +90,7 @@ def test_too_small_holdout_fails_with_reason() -> None:
 def test_first_version_uses_the_minimum_agreement() -> None:
     passed = decide(_m(0.6), None, SETTINGS)
     assert passed.passed
-    assert passed.checks == [Check("agreement", 0.6, 0.0, 0.6, True)]
+    assert passed.checks == [GateCheck("agreement", 0.6, 0.0, 0.6, True)]
     failed = decide(_m(0.59), None, SETTINGS)
     assert not failed.passed
     assert failed.reason == "agreement 0.590 < 0.600 (current 0.000)"
@@ -101,11 +102,14 @@ def test_first_version_also_needs_enough_holdout() -> None:
     assert "holdout has 3 rows" in report.reason
 
 
-def test_report_to_dict_is_plain_data() -> None:
-    data = decide(_m(0.5), _m(0.8), SETTINGS).to_dict()
-    assert data["passed"] is False
+def test_the_report_is_plain_json_and_reads_back_as_itself() -> None:
+    report = decide(_m(0.5), _m(0.8), SETTINGS)
+    data = json.loads(report.model_dump_json())
+    assert data["passed"] is False and data["referee"] == "teacher"
     assert data["checks"][0]["name"] == "agreement"
     assert data["checks"][0]["current"] == 0.8
+    assert GateReport.model_validate(data) == report
+    assert report.failed() == ["agreement"]
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +244,7 @@ def test_p50_latency_limit_is_the_larger_of_ratio_and_slack(
 ) -> None:
     ok = decide(_full(p50=ok_ms), _full(p50=current_ms), FULL)
     assert ok.passed
-    assert ok.checks[-1] == Check("p50_latency_ms", ok_ms, current_ms, limit, True, False)
+    assert ok.checks[-1] == GateCheck("p50_latency_ms", ok_ms, current_ms, limit, True, False)
     bad = decide(_full(p50=bad_ms), _full(p50=current_ms), FULL)
     assert not bad.passed
     assert bad.reason == f"p50_latency_ms {bad_ms:.3f} > {limit:.3f} (current {current_ms:.3f})"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from distillery.contracts import ReplyMeasures
 from distillery.events import ChatTurn, FeedbackEvent, TeacherLabel
 from distillery.settings import GateSettings, PathSettings, Settings, TrainSettings
 from distillery.task import load_task
 from feedback.store import write_shard
 from training.data import in_holdout
 from training.generate_cycle import decide, examples
-from training.generate_round import Measures
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = load_task(ROOT / "tasks" / "reply.yaml")
@@ -58,17 +58,21 @@ def test_corrections_replace_the_teachers_reply_and_weigh_more(tmp_path: Path) -
         "llm-gen:m:1": len(data.train)}  # fmt: skip
 
 
-def _m(chrf: float, golden: float | None = None) -> Measures:
-    return Measures(chrf, -1.0, 20.0, golden, 10, 0 if golden is None else 2)
+def _m(chrf: float, golden: float | None = None) -> ReplyMeasures:
+    return ReplyMeasures(chrf, -1.0, 20.0, golden, 10, 0 if golden is None else 2)
 
 
 def test_the_gate_holds_chrf_within_the_margin(tmp_path: Path) -> None:
     settings = _settings(tmp_path)  # margin 0.05 → 5 chrF points
-    assert decide(_m(40.0), _m(44.0), settings)[0]
-    passed, why = decide(_m(38.0), _m(44.0), settings)
-    assert not passed and why == "held-out chrF 38.0 < current 44.0 - 5"
-    passed, why = decide(_m(50.0, 20.0), _m(44.0, 30.0), settings)
-    assert not passed and why.startswith("golden chrF 20.0 < current 30.0")
+    within = decide(_m(40.0), _m(44.0), settings)
+    assert within.passed and [c.name for c in within.checks] == ["chrf"]
+    assert within.candidate == _m(40.0) and within.current == _m(44.0)
+    below = decide(_m(38.0), _m(44.0), settings)
+    assert not below.passed and below.reason == "held-out chrF 38.0 < current 44.0 - 5"
+    assert below.failed() == ["chrf"] and below.checks[0].threshold == 39.0
+    golden = decide(_m(50.0, 20.0), _m(44.0, 30.0), settings)
+    assert not golden.passed and golden.reason.startswith("golden chrF 20.0 < current 30.0")
+    assert golden.failed() == ["golden_chrf"]
 
 
 def test_a_few_replies_still_give_the_gate_one_held_out_chat(tmp_path: Path) -> None:

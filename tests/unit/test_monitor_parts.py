@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from distillery.contracts import TriggerRecord
+from distillery.contracts import GateReport, TriggerRecord
 from distillery.task import Task
 from feedback.examples import recent
 from monitoring.dashboard import assemble, round_row
@@ -111,7 +111,7 @@ def test_dashboard_lists_rounds_newest_first_with_trigger_and_gate(tmp_path: Pat
     registry.register(model, VersionMeta(version=0, trigger=TriggerRecord.bootstrap("seed")))
     registry.promote(1, "bootstrap")
     v2 = registry.register(model, VersionMeta(version=0, trigger=trigger))
-    registry.reject(v2.version, "gate: agreement", {"passed": False, "checks": []})
+    registry.reject(v2.version, "gate: agreement", GateReport(passed=False))
     task = Task.model_validate(
         {"name": "sentiment", "labels": [{"name": "negative", "prompt": "bad"},
                                          {"name": "positive", "prompt": "good"}]}

@@ -3,6 +3,7 @@ folder, a shared path (file://), an object store (memory://) and a pyarrow files
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from pydantic import ValidationError
 from transformers import BertTokenizer
 
+from distillery.contracts import Evidence, GateCheck, GateReport, RolloutVerdict
 from distillery.files import write_atomic
 from distillery.settings import PathSettings, Settings, StudentSettings
 from models.student import Student, new_student
@@ -110,11 +112,12 @@ def test_promote_unknown_version_raises_and_keeps_pointer(
 
 def test_reject_records_gate_and_status(registry: Registry, model_dir: Path) -> None:
     registry.register(model_dir, _meta())
-    gate = {"passed": False, "reason": "agreement 0.500 < 0.590"}
+    check = GateCheck("agreement", 0.5, 0.6, 0.59, False)
+    gate = GateReport(passed=False, checks=[check], reason="agreement 0.500 < 0.590")
     registry.reject(1, "gate: agreement", gate)
     meta = registry.get(1)
     assert meta.status == "rejected"
-    assert meta.gate == gate
+    assert meta.gate == gate  # read back from meta.json as the model it was
     assert registry.current() is None
     last = registry.history()[-1]
     assert (last["event"], last["version"], last["reason"]) == ("rejected", 1, "gate: agreement")
@@ -223,12 +226,30 @@ def test_start_rollout_needs_a_current_version_and_only_one_runs(
     assert (registry.rollout(), registry.get(3).status) == (rollout, "candidate")
 
 
+def test_a_meta_json_written_by_an_older_release_still_loads(
+    registry: Registry, model_dir: Path
+) -> None:
+    """Gate and verdict records were plain dicts before they were typed: one missing today's
+    fields (referee, evidence) or carrying one since dropped is read, not refused."""
+    registry.register(model_dir, _meta())
+    marker = registry.root / "versions" / "000001" / "meta.json"
+    raw = json.loads(marker.read_text())
+    raw["gate"] = {"passed": True, "checks": [], "reason": "ok", "old_field": 1}
+    raw["online"] = {"shadow": {"action": "advance", "reason": "passed", "checks": []}}
+    marker.write_text(json.dumps(raw))
+    meta = registry.get(1)
+    assert meta.gate == GateReport(passed=True, reason="ok") and meta.gate.referee == "teacher"
+    assert meta.online["shadow"].candidate == Evidence()
+
+
 def test_advance_enters_canary_and_keeps_the_shadow_verdict(
     registry: Registry, model_dir: Path, clock: list[float]
 ) -> None:
     _rolling(registry, model_dir)
     clock[0] = 1_030.0
-    verdict = {"action": "advance", "reason": "shadow: every check passed", "checks": []}
+    verdict = RolloutVerdict(
+        action="advance", reason="shadow: every check passed", candidate=Evidence(requests=40)
+    )
     rollout = registry.advance("canary", "shadow passed", verdict)
     assert (rollout.stage, rollout.started_at, rollout.stage_started_at) == (
         "canary",
@@ -242,8 +263,9 @@ def test_advance_enters_canary_and_keeps_the_shadow_verdict(
 
 def test_finish_promotes_the_candidate(registry: Registry, model_dir: Path) -> None:
     _rolling(registry, model_dir)
-    registry.advance("canary", "shadow passed", {"action": "advance"})
-    assert registry.finish("canary passed", {"action": "advance"}) == 2
+    advance = RolloutVerdict(action="advance", reason="every check passed")
+    registry.advance("canary", "shadow passed", advance)
+    assert registry.finish("canary passed", advance) == 2
     assert registry.current() == 2
     assert (registry.get(2).status, registry.get(1).status) == ("promoted", "retired")
     assert set(registry.get(2).online) == {"shadow", "canary"}
@@ -253,7 +275,7 @@ def test_finish_promotes_the_candidate(registry: Registry, model_dir: Path) -> N
 
 def test_roll_back_keeps_the_stable_version(registry: Registry, model_dir: Path) -> None:
     _rolling(registry, model_dir)
-    verdict = {"action": "rollback", "reason": "shadow: error_rate 0.1 > 0.01"}
+    verdict = RolloutVerdict(action="rollback", reason="shadow: error_rate 0.1 > 0.01")
     assert registry.roll_back("errors", verdict) == 2
     assert registry.current() == 1
     assert (registry.get(2).status, registry.get(1).status) == ("rolled_back", "promoted")
