@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from monitoring.features import LABEL_COLUMN, kinds_of
+from monitoring.stattests import HOMOGENEITY, register
 
 _VALUE_DRIFT_TYPE = "evidently:metric_v2:ValueDrift"
 
@@ -31,7 +32,7 @@ class DriftResult:
     """Outcome of one drift check.
 
     ``column_scores`` holds Evidently's per-column score: a p-value for test methods (``ks``,
-    ``chisquare``: drift when below ``threshold``) or a distance for distance methods
+    ``chi2_homogeneity``: drift when below ``threshold``) or a distance for distance methods
     (``wasserstein``, ``psi``: drift when at or above ``threshold``).
     """
 
@@ -48,7 +49,7 @@ def data_drift(
     current: pd.DataFrame,
     *,
     num_method: str = "ks",
-    cat_method: str = "chisquare",
+    cat_method: str = HOMOGENEITY,
     threshold: float = 0.05,
     html: Path | None = None,
     on_snapshot: Callable[[Any], None] | None = None,
@@ -63,6 +64,7 @@ def data_drift(
     sent to Evidently (some tests return NaN or fail on it) and gets the method's no-drift score.
     Raises ValueError if a frame is empty, the columns differ, or a method is unknown.
     """
+    register()  # the categorical test of homogeneity, under its name
     numerical, categorical = _split_columns(reference, current)
     no_drift = {
         "num": _no_drift_score(num_method, "num", threshold),
@@ -135,6 +137,8 @@ def _no_drift_score(method: str, kind: str, threshold: float) -> float:
     """
     from evidently.legacy.calculations.stattests import get_stattest
     from evidently.legacy.core import ColumnType
+
+    register()
 
     if kind == "num":
         sample = pd.Series([float(v % 7) for v in range(60)])
@@ -242,15 +246,17 @@ def pinned_methods(method: str, threshold: float, rows: int) -> tuple[str, str, 
     against tweets. From 1,000 rows every choice was clean (0/5) and found 0.67-1.0 against
     tweets; a p-value test only grows more sensitive with rows (at 10,000 rows drawn with
     replacement, K-S flagged 0.6 of movies against movies, Wasserstein 0), a distance does not,
-    so large windows use Wasserstein at 0.15."""
+    so large windows use Wasserstein at 0.15. A categorical column (the predicted label) takes
+    the chi-square test of homogeneity with a p-value method (``monitoring.stattests``: Evidently's
+    own ``chisquare`` takes the reference's shares as exact and raised false alarms)."""
     if method == "ks":
-        return "ks", "chisquare", threshold
+        return "ks", HOMOGENEITY, threshold
     if method == "wasserstein":
         return "wasserstein", "jensenshannon", threshold
     if method != "auto":
         raise ValueError(f"method={method!r}: expected auto, ks or wasserstein")
     if rows < SMALL_WINDOW_ROWS:
-        return "ks", "chisquare", 0.01
+        return "ks", HOMOGENEITY, 0.01
     return "wasserstein", "jensenshannon", 0.15
 
 
@@ -259,7 +265,7 @@ def drift_by_kind(
     current: pd.DataFrame,
     *,
     num_method: str = "ks",
-    cat_method: str = "chisquare",
+    cat_method: str = HOMOGENEITY,
     threshold: float = 0.05,
     html: Path | None = None,
     on_snapshot: Callable[[Any], None] | None = None,

@@ -91,7 +91,7 @@ def test_same_distribution_has_no_drift() -> None:
     assert "predicted_label" not in result.drifted_columns
     assert result.column_scores["char_length"] > 0.05
     assert (result.reference_rows, result.current_rows) == (400, 400)
-    assert result.method == "num=ks,cat=chisquare,threshold=0.05"
+    assert result.method == "num=ks,cat=chi2_homogeneity,threshold=0.05"
 
 
 def test_shifted_lengths_and_labels_drift() -> None:
@@ -127,7 +127,7 @@ def test_method_and_threshold_are_pinned_above_1000_rows() -> None:
     )
     assert distance.column_scores["char_length"] > 1.0  # normed Wasserstein distance
     assert "char_length" in distance.drifted_columns
-    assert distance.method == "num=wasserstein,cat=chisquare,threshold=0.1"
+    assert distance.method == "num=wasserstein,cat=chi2_homogeneity,threshold=0.1"
 
 
 def test_categorical_dtype_labels_are_accepted() -> None:
@@ -158,9 +158,36 @@ def test_unknown_method_is_rejected() -> None:
 
 
 def test_auto_picks_a_test_for_small_windows_and_a_distance_for_large_ones() -> None:
-    assert pinned_methods("auto", 0.5, 999) == ("ks", "chisquare", 0.01)
+    assert pinned_methods("auto", 0.5, 999) == ("ks", "chi2_homogeneity", 0.01)
     assert pinned_methods("auto", 0.5, 1_000) == ("wasserstein", "jensenshannon", 0.15)
-    assert pinned_methods("ks", 0.05, 10) == ("ks", "chisquare", 0.05)
+    assert pinned_methods("ks", 0.05, 10) == ("ks", "chi2_homogeneity", 0.05)
     assert pinned_methods("wasserstein", 0.2, 10) == ("wasserstein", "jensenshannon", 0.2)
     with pytest.raises(ValueError, match="method='psi'"):
         pinned_methods("psi", 0.1, 10)
+
+
+def test_the_label_test_counts_the_reference_as_a_sample_too() -> None:
+    """The steady-traffic case from test_drift_trigger: 329 held-out reviews (69.3% positive)
+    against 500 more of the same file (63.8%). Evidently's ``chisquare`` takes the reference's
+    shares as exact and calls it drift at 0.01; the test of homogeneity does not."""
+    from scipy.stats import chi2_contingency
+
+    from monitoring.stattests import homogeneity_p
+
+    ref = pd.DataFrame({"predicted_label": ["pos"] * 228 + ["neg"] * 101, "x": range(329)})
+    cur = pd.DataFrame({"predicted_label": ["pos"] * 319 + ["neg"] * 181, "x": range(500)})
+    expected = chi2_contingency([[101, 228], [181, 319]], correction=False)[1]
+    assert homogeneity_p(ref["predicted_label"], cur["predicted_label"]) == pytest.approx(expected)
+    fit = data_drift(ref, cur, cat_method="chisquare", threshold=0.01)
+    assert "predicted_label" in fit.drifted_columns  # p 0.0077: a false alarm
+    both = data_drift(ref, cur, threshold=0.01)
+    assert "predicted_label" not in both.drifted_columns
+    assert both.column_scores["predicted_label"] == pytest.approx(expected)  # 0.10
+
+
+def test_homogeneity_of_one_category_or_an_empty_window_is_no_drift() -> None:
+    from monitoring.stattests import homogeneity_p
+
+    assert homogeneity_p(pd.Series(["a"] * 5), pd.Series(["a"] * 9)) == 1.0
+    assert homogeneity_p(pd.Series(["a", "b"]), pd.Series([], dtype=object)) == 1.0
+    assert homogeneity_p(pd.Series(["a"] * 50), pd.Series(["b"] * 50)) < 1e-10
