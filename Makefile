@@ -7,7 +7,7 @@ LLM_STAMP := $(VENV)/.llm-installed
 GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
 STUDENT_GGUF := data/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm bench-generate bench-retention
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm bench-generate bench-retention bench-prompt-drift
 
 setup: $(STAMP) data llm student-lm
 
@@ -106,6 +106,11 @@ bench-train: setup
 # Embedding-drift methods on VADER movies vs movies and movies vs tweets, 1k and 10k rows.
 bench-drift-methods: setup
 	$(BIN)/python -m bench.drift_methods
+
+# A generate task's prompt drift (features + the base student's input embeddings): reviews
+# against reviews, tweets and movies.
+bench-prompt-drift: setup
+	$(BIN)/python -m bench.prompt_drift
 
 # Learning from people: a wrong teacher, a right one, and a lying API key (bench/people.py).
 # Kill a replica, the labeler, the store, the scheduler mid-rollout and the broker under load.

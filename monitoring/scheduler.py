@@ -190,7 +190,7 @@ class Scheduler:
         """Measure drift and quality now; returns the signals and what the triggers decide on
         them (a decision only: rounds start from ``tick``)."""
         new_labels, minutes = self._since_last_round()
-        if self.task.kind == "generate":  # reply quality and feedback; no drift yet
+        if self.task.kind == "generate":  # prompt drift, reply quality and feedback
             self.signals = self.watch.measure_replies(new_labels, minutes)
         else:
             self.signals = self.watch.measure(new_labels, minutes)

@@ -25,7 +25,6 @@ from collections import deque
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from distillery.files import write_atomic
@@ -34,6 +33,7 @@ from distillery.task import Task
 from feedback.examples import from_keys, read_kind, read_labels, recent
 from feedback.keys import rating_keys
 from monitoring import quality
+from monitoring.drift_columns import columns_for
 from monitoring.evidently_workspace import EvidentlyWorkspace, signal_values, workspace_dir
 from monitoring.reports import Reports
 from monitoring.status import DriftCheck
@@ -56,9 +56,8 @@ class Watch:
         self.series.extend(self._load_series())
         self.drift: DriftCheck | None = None  # the newest drift check, by kind
         self.versions: list[dict[str, Any]] = []  # quality per version, last signal window
-        self._student: tuple[int, Any] | None = None  # (version, Student) embedding traffic
+        self.columns = columns_for(settings, task, registry)  # what a drift check compares
         self._checks = 0
-        self._reference: tuple[Any, tuple[np.ndarray, np.ndarray]] | None = None
         self.workspace = EvidentlyWorkspace(
             workspace_dir(settings.paths.state_dir), task.name,
             keep_signals=settings.monitor.series_points, keep_reports=settings.monitor.reports_keep,
@@ -83,18 +82,21 @@ class Watch:
         return labels, window, from_keys(feedback, rating_keys(self.settings))
 
     def measure_replies(self, new_labels: int, minutes_since_round: float) -> Signals:
-        """A generate task's measurement: the served replies' disagreement with the teacher's
-        and the feedback, a series point; no drift yet (its columns are a classifier's)."""
+        """A generate task's measurement: drift of the prompts (``PromptColumns``), the served
+        replies' disagreement with the teacher's and the feedback, a series point."""
         now = time.time()
         since = now - self.settings.monitor.signal_window_s
-        _, window, feedback = self._recent(now)
+        labels, window, feedback = self._recent(now)
+        drift = self._drift(labels, now)
         summary = quality.feedback_summary(feedback, since, now, self.settings.train.bad_rating_max)
         labelled, disagreement = quality.reply_disagreement(window, self.registry.current())
-        self._append({"ts": now, "disagreement": disagreement, "drift": None,
+        self._to_workspace(now, drift, disagreement)
+        self._append({"ts": now, "disagreement": disagreement, "drift": drift,
                       "labels_per_min": len(window) / (self.settings.monitor.signal_window_s / 60),
                       **asdict(summary)})  # fmt: skip
         return Signals(
             new_labels=new_labels, minutes_since_round=minutes_since_round,
+            drift=None if drift is None else max(drift.values()),
             disagreement=disagreement, labelled=labelled,
             negative_share=summary.negative_share, rated=summary.rated,
         )  # fmt: skip
@@ -160,14 +162,10 @@ class Watch:
         current_version = self.registry.current()
         if labels.empty or current_version is None:
             return None
-        since = self.registry.get(current_version).lineage.window_end_ts
-        fraction = self.settings.train.holdout_fraction
-        held = held_out(labels, fraction)
-        reference = labels[(labels["ts"] <= since) & held].tail(cfg.reference_rows)
-        current = labels[labels["ts"] > since].tail(cfg.current_rows)
+        reference, current = self._windows(labels, current_version)
         if min(len(reference), len(current)) < cfg.min_rows:
             return None
-        frames = self._frames(current_version, reference, current)
+        frames = self.columns.frames(current_version, reference, current)
         html = self.reports.next_path(now) if self._checks % cfg.html_every == 0 else None
         self._checks += 1  # the first check saves its report, then every html_every-th
         num, cat, threshold = pinned_methods(
@@ -193,50 +191,19 @@ class Watch:
             self.reports.add(html, {"drift_share": shares, "version": current_version, **rows})
         return shares
 
-    def _frames(
-        self, version: int, reference: pd.DataFrame, current: pd.DataFrame
-    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Both windows as drift frames: text features, embedding components, predictions,
-        all from the serving student (so a reference served by older versions compares)."""
-        from monitoring.features import embedding_components, prediction_features, text_features
-
-        student = self._serving_student(version)
-        encoded = [self._encode(student, version, reference, cached=True)]
-        encoded.append(self._encode(student, version, current, cached=False))
-        pcs = embedding_components(
-            encoded[0][1], encoded[1][1], self.settings.monitor.pca_components
-        )
-        out = []
-        for frame, (probs, _), comps in zip((reference, current), encoded, pcs, strict=True):
-            texts = list(frame["text"])
-            parts = [
-                text_features(texts, _unknown_shares(student, texts)),
-                comps,
-                prediction_features(probs, self.task.label_names),
-            ]
-            out.append(pd.concat([p.reset_index(drop=True) for p in parts], axis=1))
-        return out[0], out[1]
-
-    def _encode(
-        self, student: Any, version: int, frame: pd.DataFrame, cached: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The student's (probs (N, C), pooled (N, H)) for ``frame``'s texts. The reference
-        window only changes with a promotion, so its encoding is kept between checks."""
-        key = (version, tuple(frame["request_id"]))
-        if cached and self._reference is not None and self._reference[0] == key:
-            return self._reference[1]
-        encoded: tuple[np.ndarray, np.ndarray] = student.predict(list(frame["text"]))
-        if cached:
-            self._reference = (key, encoded)
-        return encoded
-
-    def _serving_student(self, version: int) -> Any:
-        from models.student import Student
-
-        if self._student is None or self._student[0] != version:
-            path = self.registry.local_dir(version, self.settings.paths.model_cache_path())
-            self._student = (version, Student.load(path, self.settings.serve.max_tokens))
-        return self._student[1]
+    def _windows(self, labels: pd.DataFrame, version: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(reference, current): the held-out rows of ``version``'s training window and the
+        traffic since. A version trained on no window (a generate task's base LM) stands in the
+        first ``current_rows`` rows it was sent for one, so its reference is fixed once they
+        came (the same size of window as the current one)."""
+        cfg = self.settings.monitor
+        since = self.registry.get(version).lineage.window_end_ts
+        if since <= 0:
+            first = labels.sort_values("ts", kind="stable").head(cfg.current_rows)
+            since = float(first["ts"].max()) if len(first) < len(labels) else float("inf")
+        held = held_out(labels, self.settings.train.holdout_fraction)
+        reference = labels[(labels["ts"] <= since) & held].tail(cfg.reference_rows)
+        return reference, labels[labels["ts"] > since].tail(cfg.current_rows)
 
     def dashboard(self) -> dict[str, Any]:
         return {
@@ -245,15 +212,3 @@ class Watch:
             "reports": self.reports.listing(),
             "drift": None if self.drift is None else self.drift.model_dump(),
         }
-
-
-def _unknown_shares(student: Any, texts: list[str]) -> list[float]:
-    """Share of each text's tokens that the student's tokenizer maps to [UNK], 0..1."""
-    tokenizer = student.tokenizer
-    unknown = tokenizer.unk_token_id
-    encoded = tokenizer(
-        texts, truncation=True, max_length=student.max_tokens, add_special_tokens=False
-    )
-    return [
-        float(np.mean([t == unknown for t in ids])) if ids else 0.0 for ids in encoded["input_ids"]
-    ]

@@ -143,23 +143,3 @@ def test_a_generate_tasks_disagreement_is_its_replies_chrf_against_the_teachers(
     assert disagreement == pytest.approx(1 - (100 + other) / 200) and 0 < other < 40
     assert quality.reply_disagreement(frame, 3) == (0, None)
     assert quality.reply_disagreement(frame.drop(columns="reply"), 2) == (0, None)  # a classifier
-
-
-def test_a_generate_tasks_watch_measures_replies_and_feedback(
-    setup: tuple[Settings, Registry, float],
-) -> None:
-    settings, registry, _ = setup
-    now = time.time()
-    rows = [
-        {"request_id": f"g{i}", "text": "It broke.", "ts": now - 5, "predicted_at": now - 5,
-         "model_version": 1, "student_probs": [], "teacher_probs": [],
-         "reply": "We're sorry it broke.", "student_reply": "We're sorry it broke." if i % 2
-         else "Hello there."}
-        for i in range(10)
-    ]  # fmt: skip
-    write_shard(settings.paths.store_dir, "labels", rows)
-    signals = Watch(settings, TASK, registry).measure_replies(new_labels=10, minutes_since_round=1)
-    half = chrf("Hello there.", "We're sorry it broke.")
-    assert signals.labelled == 10 and signals.disagreement == pytest.approx(1 - (100 + half) / 200)
-    assert (signals.rated, signals.negative_share) == (4, pytest.approx(0.75))
-    assert signals.drift is None and signals.new_labels == 10
