@@ -36,9 +36,10 @@ def windows(rows: int, data_dir: Path, seed: int) -> dict[tuple[str, str], tuple
     from distillery import vader
 
     rng = random.Random(seed)
-    texts = {d: [r.text for r in vader.load(d, data_dir)] for d in {d for p in PAIRS for d in p}}
-    for pool in texts.values():
-        rng.shuffle(pool)
+    domains = sorted({d for pair in PAIRS for d in pair})  # sorted: a set's order varies by run
+    texts = {d: [r.text for r in vader.load(d, data_dir)] for d in domains}
+    for domain in domains:
+        rng.shuffle(texts[domain])
     out = {}
     for ref, cur in PAIRS:
         if ref == cur:
