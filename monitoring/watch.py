@@ -1,19 +1,19 @@
 """The scheduler's eyes: drift and label-free quality, measured on the example store.
 
-``Watch.measure`` compares the serving version's training window with the traffic since (the newest
-``monitor.current_rows``), on three kinds of columns (``monitoring.features``): text features, the
-serving student's embedding components, its predictions. The reference is the newest
-``monitor.reference_rows`` rows up to the window's end that rounds hold out
-(``training.data.held_out``, by normalised text): the serving student never trained on them, so its
-embeddings and confidence compare like with like (on its own training rows it is more confident and
-embeds them apart, which reads as drift: 0.8 of the columns on unseen movie reviews against the seed
-movies v1 trained on, in ``tests/integration/test_drift_trigger.py``). It also measures
-teacher–student disagreement and feedback over the last ``monitor.signal_window_s``, per version.
-Each measurement becomes one point of a bounded series (kept in ``state/monitor/series.json``, so a
-restarted scheduler keeps its history), feeds the triggers' ``Signals``, and every
-``monitor.html_every`` checks saves Evidently's HTML report. Each check is also written to the
-Evidently workspace that ``evidently ui`` serves (``monitoring.evidently_workspace``); a failure
-there is logged and never fails the check.
+``Watch.measure`` compares the serving version's training window with the traffic since (the
+newest ``monitor.current_rows``), on three kinds of columns (``monitoring.features``): text
+features, the serving student's embedding components, its predictions. The reference is the
+newest ``monitor.reference_rows`` rows up to the window's end that rounds hold out
+(``training.data.held_out``): the serving student never trained on them, so its embeddings
+and confidence compare like with like (on its own training rows it is more confident and
+embeds them apart, which reads as drift: 0.8 of the columns on unseen movie reviews against
+the seed movies v1 trained on, in ``tests/integration/test_drift_trigger.py``). It also measures
+teacher–student disagreement and feedback over the last ``monitor.signal_window_s``, per
+version. Each measurement becomes one point of a bounded series (kept in
+``state/monitor/series.json``, so a restarted scheduler keeps its history), feeds the triggers'
+``Signals``, and every ``monitor.html_every`` checks saves Evidently's HTML report. Each check is
+also written to the Evidently workspace that ``evidently ui`` serves
+(``monitoring.evidently_workspace``); a failure there is logged and never fails the check.
 """
 
 from __future__ import annotations

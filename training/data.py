@@ -5,14 +5,12 @@ correction, or a confirmation; ``feedback.human_labels``), ``ce_weight`` and ``k
 (``kd_weights``): a human label overrides the teacher, so its row gets kd_weight 0 and a
 cross-entropy target weighed by how far its keys are trusted; a teacher label that agrees with
 an answer the user rated bad is distrusted; every KD weight is scaled by the teacher's measured
-reliability on that row's label and length (``teacher_weight``). Held-out rows never train; the
-gate measures on them, and its golden set is the held-out rows with a label from trusted or
-reliable keys (``golden_label``). The split is a stable hash of the row's normalised text
-(``held_out``), not of its request id: a text sent twice, split by request id, lands on both sides
-half the time, and the gate then scores the candidate on its own training data (measured in the
-e2e test before the golden set left such copies out: .967 on the golden set against .787 for the
-current student). The drift reference (``monitoring.watch``) and a generate round
-(``training.generate_cycle``) hold out by the same split.
+reliability on that row's label and length (``teacher_weight``). Held-out rows (a stable hash of
+the request id) never train; the gate measures on them, and its golden set is the held-out rows
+with a label from trusted or reliable keys (``golden_label``) whose text the round does not train
+on: a human label belongs to a text (``feedback.human_labels``), so a held-out copy of a trained
+text would score the candidate on its own training data (measured in the e2e test: .967 on the
+golden set against .787 for the current student).
 """
 
 from __future__ import annotations
@@ -75,19 +73,18 @@ def text_keys(rows: pd.DataFrame) -> pd.Series:
     return rows["text"].astype(str).map(lambda text: " ".join(text.split()).casefold())
 
 
-def in_holdout(key: str, fraction: float) -> bool:
-    """Stable split: the same key is always on the same side, and a larger ``fraction`` only
-    moves keys into the holdout."""
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+def in_holdout(request_id: str, fraction: float) -> bool:
+    """Stable split: the same request id is always on the same side."""
+    digest = hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
 
 def held_out(rows: pd.DataFrame, fraction: float) -> pd.Series:
-    """(N,) bool: the rows whose normalised text (``text_keys``) hashes into the holdout, so
-    every copy of a text, whatever its request id or case or spacing, is on the same side."""
+    """(N,) bool: the rows whose request id hashes into the holdout (``in_holdout``): the
+    split every round, the drift reference and a generate round use."""
     if rows.empty:
         return pd.Series([], dtype=bool, index=rows.index)
-    return text_keys(rows).map(lambda key: in_holdout(key, fraction)).astype(bool)
+    return rows["request_id"].map(lambda rid: in_holdout(str(rid), fraction)).astype(bool)
 
 
 def kd_weights(rows: pd.DataFrame, bad_rating_max: int, bad_agreement_weight: float) -> np.ndarray:
@@ -135,8 +132,7 @@ def build_round(
     older = rows[(rows["ts"] <= since_ts) & ~held]
     if reservoir is not None:
         reservoir = advance(reservoir, older, since_ts, np.random.default_rng(seed))
-        # a reservoir filled under the earlier split (by request id) may hold held-out texts
-        older = reservoir.rows[~held_out(reservoir.rows, holdout_fraction)]
+        older = reservoir.rows
     n_replay = min(len(older), round(replay_ratio * len(recent)))
     replay = older.sample(n=n_replay, random_state=seed) if n_replay else older.iloc[:0]
     train = pd.concat([recent, _current(replay, rows)], ignore_index=True)
@@ -158,6 +154,7 @@ def build_round(
         holdout = rows[held]
     target = rows["golden_label"] if "golden_label" in rows else rows["correction"]
     golden = rows[held & (target >= 0)].assign(golden_label=target[held & (target >= 0)])
+    golden = golden[~text_keys(golden).isin(set(text_keys(train)))]
     lineage = Lineage(
         offsets=offset_ranges(train),
         rows=len(train),

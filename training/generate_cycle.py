@@ -8,8 +8,8 @@ people corrected: the golden set).
 - Version 1 is the base student, never retrained (``bootstrap``): a generative student answers
   before it has learnt anything, unlike a classifier's fresh head.
 - A row's target is the teacher's reply, or a person's corrected reply, which replaces it and
-  weighs ``correction_weight``. Held out by a stable hash of the user's normalised text
-  (``training.data.held_out``, ``holdout_fraction``); held-out corrections are the golden set.
+  weighs ``correction_weight``. Held out by a stable hash of the request id
+  (``holdout_fraction``); held-out corrections are the golden set.
 - The gate passes a candidate whose held-out chrF is within ``agreement_margin`` (× 100) of the
   current version's, and whose golden chrF (given ``min_golden_rows``) is too. Passing, it is
   promoted at once: shadow and canary for generate tasks are not built yet.

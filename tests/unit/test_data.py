@@ -187,10 +187,7 @@ def _joined(n: int, corrections: dict[int, str] | None = None) -> pd.DataFrame:
 
 
 def _held(rows: pd.DataFrame, fraction: float) -> set[str]:
-    return {
-        rid for rid, text in zip(rows["request_id"], rows["text"], strict=True)
-        if in_holdout(" ".join(text.split()).casefold(), fraction)
-    }  # fmt: skip
+    return {rid for rid in rows["request_id"] if in_holdout(rid, fraction)}
 
 
 def test_holdout_rows_never_train() -> None:
@@ -258,7 +255,7 @@ def test_replay_sample_depends_on_seed_only() -> None:
 def test_window_size_keeps_the_newest_recent_rows() -> None:
     rows = _joined(50).sample(frac=1.0, random_state=0)  # arrival order is not time order
     data = build_round(rows, since_ts=-1.0, window_size=4, replay_ratio=0.0, holdout_fraction=0.2)
-    not_held = [i for i in range(50) if not in_holdout(f"text number {i}", 0.2)]
+    not_held = [i for i in range(50) if not in_holdout(f"req-{i}", 0.2)]
     assert data.train["request_id"].tolist() == [f"req-{i}" for i in not_held[-4:]]
     assert data.train["ts"].is_monotonic_increasing
 
@@ -412,9 +409,8 @@ def test_a_relabel_replaces_its_original_with_the_originals_id_and_times() -> No
     assert supersede_relabelled(rows) is rows  # nothing relabelled: unchanged
 
 
-def test_every_copy_of_a_text_is_on_one_side_whatever_its_request_id() -> None:
-    """Split by request id, a text sent twice landed on both sides half the time, and the gate
-    scored the candidate on its own training data; split by normalised text, it cannot."""
+def test_the_golden_set_leaves_out_texts_the_round_trains_on() -> None:
+    """A human label belongs to a text: a held-out copy of a trained text is not golden."""
     corrections = {i: "negative" for i in range(200)}
     rows = _joined(200, corrections)
     rows["text"] = [
@@ -425,22 +421,7 @@ def test_every_copy_of_a_text_is_on_one_side_whatever_its_request_id() -> None:
     )
     key = lambda t: " ".join(t.split()).casefold()  # noqa: E731
     trained = {key(t) for t in data.train["text"]}
-    held = {key(t) for t in data.holdout["text"]}
-    assert trained and held and trained.isdisjoint(held)
-    assert len(data.train) + len(data.holdout) == 200  # both copies of each text, on one side
-    assert len(data.golden) == len(data.holdout)  # every held-out row has its correction
-    by_id = rows[rows["request_id"].map(lambda rid: in_holdout(rid, 0.3))]  # the old split
-    assert trained & {key(t) for t in by_id["text"]}  # ... would have held out trained texts
-
-
-def test_a_reservoir_kept_under_the_request_id_split_replays_no_held_out_text() -> None:
-    from training.replay import Reservoir
-
-    rows = _joined(200)
-    old = rows[rows["ts"] <= 119]  # every older row, held-out texts too, as the old split kept
-    reservoir = Reservoir(capacity=200, seen=120, horizon_ts=119.0, rows=old)
-    data = build_round(rows, 119.0, 1_000, 10.0, 0.25, reservoir=reservoir)
-    held = _held(rows, 0.25)
-    assert held & set(old["request_id"])
-    assert not set(data.train["request_id"]) & held
-    assert data.lineage.replay_rows == 120 - len(held & set(old["request_id"]))
+    assert len(data.golden) > 0
+    assert trained.isdisjoint({key(t) for t in data.golden["text"]})
+    held = rows[rows["request_id"].map(lambda rid: in_holdout(rid, 0.3))]
+    assert len(data.golden) < len(held)  # the copies of trained texts were left out
