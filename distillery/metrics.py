@@ -15,6 +15,22 @@ def _tags(*keys: str) -> Any:
     return keys
 
 
+def start_at_zero(counter: Any, *tag_sets: dict[str, str]) -> None:
+    """Export ``counter`` at 0 for each label set (none: the bare series) before its first event.
+
+    A counter of a rare event (a failed swap, a dead letter) has no series until the event
+    happens, so its panel reads "no data" on a healthy loop, and a query patched with
+    ``or vector(0)`` can no longer tell a quiet counter from one nobody exports. Prometheus'
+    advice is to initialise the label sets known in advance at 0
+    (https://prometheus.io/docs/practices/instrumentation/#avoid-missing-metrics). Ray's public
+    ``Counter.inc`` refuses 0 ("value must be >0", Ray 2.60), so this records through
+    ``Metric._record``, where ``inc`` itself ends; tested with a real Prometheus by
+    tests/integration/test_watch.py, whose dashboard queries have no ``or vector(0)`` left.
+    """
+    for tags in tag_sets or ({},):
+        counter._record(0, tags=dict(tags))
+
+
 @dataclass
 class ServeMetrics:
     predictions: Any  # texts answered, by model_version and label
@@ -36,9 +52,10 @@ class ServeMetrics:
 
 
 def serve_metrics() -> ServeMetrics:
+    """The replica's metrics; its counters of rare events start at 0 (``start_at_zero``)."""
     from ray.serve import metrics
 
-    return ServeMetrics(
+    made = ServeMetrics(
         predictions=metrics.Counter(
             "distillery_predictions_total",
             "Texts answered, by the version that answered and its label.",
@@ -107,6 +124,12 @@ def serve_metrics() -> ServeMetrics:
             tag_keys=_tags("agreed"),
         ),
     )
+    start_at_zero(made.swap_failed)
+    start_at_zero(made.replayed)
+    start_at_zero(made.sample_dropped, {"reason": "queue_full"}, {"reason": "send_failed"})
+    start_at_zero(made.candidate_errors, {"stage": "canary"}, {"stage": "shadow"})
+    start_at_zero(made.shadow_compared, {"agreed": "true"}, {"agreed": "false"})
+    return made
 
 
 @dataclass

@@ -54,9 +54,10 @@ class ExampleStore:
 
     def run(self) -> None:
         """Store until ``stop``; a Kafka failure (a broker restart) reconnects after 2 s."""
-        from distillery.metrics import loop_metrics
+        from distillery.metrics import loop_metrics, start_at_zero
 
         metrics = loop_metrics()
+        start_at_zero(metrics.dead_letters, *({"topic": topic} for topic in KINDS))
         bus.keep_running(lambda: self._run_connected(metrics), self._stop, "store")
 
     def _run_connected(self, metrics: Any) -> None:
@@ -76,7 +77,7 @@ class ExampleStore:
                     self._flush(pending, producer, metrics)
                     watch.rewind(exc.topics)
                 for record in records:
-                    self._take(record, pending, producer)
+                    self._take(record, pending, producer, metrics)
                 size = sum(len(rows) for rows in pending.values())
                 due = time.monotonic() - last_flush >= self.settings.store.flush_s
                 if size >= self.settings.store.flush_rows or (due and size):
@@ -88,7 +89,11 @@ class ExampleStore:
             producer.close(timeout=5)
 
     def _take(
-        self, record: bus.Record, pending: dict[str, list[dict[str, Any]]], producer: Any
+        self,
+        record: bus.Record,
+        pending: dict[str, list[dict[str, Any]]],
+        producer: Any,
+        metrics: Any,
     ) -> None:
         kind = KINDS[record.topic]
         try:
@@ -100,6 +105,7 @@ class ExampleStore:
         except DecodeError as exc:
             bus.send_dead_letter(producer, record, str(exc))
             self.counts["dead_letters"] += 1
+            metrics.dead_letters.inc(tags={"topic": record.topic})
             return
         pending[kind].append(to_row(record, event))
 

@@ -118,9 +118,10 @@ class Labeler:
 
     def run(self) -> None:
         """Label until ``stop``; a Kafka failure (a broker restart) reconnects after 2 s."""
-        from distillery.metrics import loop_metrics
+        from distillery.metrics import loop_metrics, start_at_zero
 
         self._metrics = loop_metrics()
+        start_at_zero(self._metrics.dead_letters, {"topic": Topics.SAMPLED})
         while isinstance(self.teacher, _NoTeacherYet) and not self._build_teacher():
             if self._stop.wait(2.0):
                 return

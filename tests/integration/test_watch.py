@@ -1,7 +1,8 @@
 """The real Prometheus scraping the live loop with deploy/prometheus's rules: every query of the
 Grafana dashboard (deploy/grafana/dashboards/distillery.json) returns data and every rule
-evaluates without error. Runs after test_loop.py and test_rollout.py, so rounds, promotions, a
-rollback, feedback and labels have happened on this loop. Grafana itself is not packaged here:
+evaluates without error. The module makes what the dashboard draws on the shared loop itself
+(``exercised``: labelled traffic, feedback, a round through its rollout, a drift check), so it
+passes alone as after test_loop.py and test_rollout.py. Grafana itself is not packaged here:
 its dashboard is checked through the queries it sends."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,14 +24,27 @@ import pytest
 import yaml
 
 from cli.launcher import Running
+from distillery.events import Topics
 from services.broker import free_port
 from tests.conftest import ROOT
+from training.registry import Registry
 
 pytestmark = pytest.mark.integration
 
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "distillery.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "distillery.json"
 GRAFANA_VARIABLE = re.compile(r"\$__(rate_interval|interval|range)\b")
+STARTED_AT_ZERO = {  # distillery.metrics.start_at_zero: metric → (label, values it must show)
+    "ray_distillery_dead_letters_total": (
+        "topic",
+        {Topics.SAMPLED, Topics.LABELS, Topics.FEEDBACK},
+    ),
+    "ray_distillery_sample_dropped_total": ("reason", {"queue_full", "send_failed"}),
+    "ray_distillery_candidate_errors_total": ("stage", {"canary", "shadow"}),
+    "ray_distillery_shadow_compared_total": ("agreed", {"true", "false"}),
+    "ray_distillery_swap_failed_total": None,
+    "ray_distillery_spool_replayed_total": None,
+}
 
 
 @dataclass
@@ -164,8 +179,54 @@ def send_traffic(loop: Running) -> None:
                 assert sent.status_code == 202, sent.text
 
 
+def post_steadily(loop: Running, stop: threading.Event, failed: list[str]) -> None:
+    """Fresh texts until ``stop``: the labels a round trains on and a rollout's live evidence."""
+    n = 0
+    with httpx.Client(base_url=loop.api_url, timeout=30) as client:
+        while not stop.is_set():
+            n += 1
+            text = [f"watch {n}-{i}: a {('great', 'dull')[i % 2]} film" for i in range(4)]
+            response = client.post("/v1/predict", json={"text": text})
+            if response.status_code != 200:
+                failed.append(response.text)
+            stop.wait(0.2)
+
+
+def rounds_ended(registry: Registry) -> bool:
+    """A round after the bootstrap's v1 left its rollout, promoted or rolled back."""
+    ends = ("promoted", "rolled_back")
+    return any(e["event"] in ends and e["version"] > 1 for e in registry.history())
+
+
+@pytest.fixture(scope="module")
+def exercised(loop: Running) -> Running:
+    """What the panels draw, made on this loop unless an earlier module already did: labels,
+    feedback, a round's outcome and rollout transitions, and a drift measurement."""
+    import ray
+
+    registry = Registry(loop.settings.paths.registry_dir)
+    stop = threading.Event()
+    failed: list[str] = []
+    sender = threading.Thread(target=post_steadily, args=(loop, stop, failed))
+    sender.start()
+    try:
+        send_traffic(loop)
+        if not rounds_ended(registry):
+            time.sleep(5)  # labeler + store flush, for the round's recent window
+            report = ray.get(loop.scheduler.retrain.remote("test_watch"))
+            if report.outcome == "shadow":  # the gate passed: wait for the rollout to end
+                wait_until(lambda: registry.rollout() is None, 240, f"v{report.version} rollout")
+        wait_until(lambda: ray.get(loop.scheduler.status.remote()).drift is not None, 60, "drift")
+    finally:
+        stop.set()
+        sender.join()
+    assert not failed, failed[:3]
+    return loop
+
+
 @pytest.fixture
-def prometheus(loop: Running, tmp_path: Path) -> Iterator[Prometheus]:
+def prometheus(exercised: Running, tmp_path: Path) -> Iterator[Prometheus]:
+    loop = exercised
     target = urlsplit(loop.metrics_url).netloc
     running = start_prometheus(tmp_path, target, RULES)
     try:
@@ -176,8 +237,9 @@ def prometheus(loop: Running, tmp_path: Path) -> Iterator[Prometheus]:
 
 
 def test_every_dashboard_query_has_data_and_every_rule_is_healthy(
-    loop: Running, prometheus: Prometheus
+    exercised: Running, prometheus: Prometheus
 ) -> None:
+    loop = exercised
     send_traffic(loop)
     queries = dashboard_queries()
     assert len(queries) >= 30, queries
@@ -185,6 +247,12 @@ def test_every_dashboard_query_has_data_and_every_rule_is_healthy(
     assert not empty, "dashboard queries with no data:\n" + "\n".join(
         f"  [{title}] {expr}" for title, expr in empty
     )
+    for name, labelled in STARTED_AT_ZERO.items():
+        series = query(prometheus, name)
+        assert series, f"{name}: no series (it should start at 0)"
+        if labelled is not None:
+            label, values = labelled
+            assert values <= {s["metric"].get(label) for s in series}, (name, series)
 
     wait_until(lambda: all_rules_evaluated(prometheus), 30, "every rule evaluated once")
     groups = rule_groups(prometheus)
@@ -201,7 +269,7 @@ def test_every_dashboard_query_has_data_and_every_rule_is_healthy(
     assert {r["metric"].get("model_version") for r in recorded} - {None}, recorded
 
 
-def test_the_operator_page_draws_the_live_loop(loop: Running, tmp_path: Path) -> None:
+def test_the_operator_page_draws_the_live_loop(exercised: Running, tmp_path: Path) -> None:
     """/dashboard in headless Chromium against the live loop: it renders without a script error
     (``data-state="ready"``), shows the served version, draws the drift series the scheduler
     measured and lists the rounds the earlier tests ran; a full-page screenshot is saved (to
@@ -210,6 +278,7 @@ def test_the_operator_page_draws_the_live_loop(loop: Running, tmp_path: Path) ->
 
     from tests.browser import element_text, rendered_dom, screenshot, without_scripts
 
+    loop = exercised
     data = httpx.get(f"{loop.api_url}/v1/dashboard", timeout=30).json()
     assert data["series"] and data["rounds"] and data["reports"], sorted(data)
     assert any(point["drift"] for point in data["series"]), data["series"][-3:]

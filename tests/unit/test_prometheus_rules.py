@@ -266,3 +266,11 @@ def test_alerts_read_raw_series_not_recorded_ones() -> None:
     """Groups are evaluated independently: an alert on a recorded series lags it."""
     for name, rule in _alerts().items():
         assert not RECORDED.findall(rule["expr"]), name
+
+
+def test_no_dashboard_query_patches_a_missing_series_with_zero() -> None:
+    """``or vector(0)`` turns "nobody exports this" into a quiet 0, so the live check that every
+    query has data (tests/integration/test_watch.py) could not fail for it; the rare counters
+    start at 0 instead (distillery.metrics.start_at_zero)."""
+    patched = [e for e in _dashboard_exprs() if "vector(0)" in e]
+    assert not patched, patched
