@@ -11,11 +11,32 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from distillery.files import write_atomic
 
 NAME = re.compile(r"^drift-\d{8}T\d{6}Z(?:-\d{1,3})?\.html$")
+
+
+class ReportEntry(BaseModel):
+    """One kept report, as ``GET /v1/reports`` and the operator page list it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    created: float  # Unix s
+    url: str  # /v1/reports/<name>
+    drift_share: dict[str, float]  # kind → drifted share of its columns
+    version: int | None = None  # the version whose training window was the reference
+    reference_rows: int | None = None
+    current_rows: int | None = None
+
+
+class ReportListing(BaseModel):
+    """``GET /v1/reports``: every kept report, newest first."""
+
+    reports: list[ReportEntry]
 
 
 class Reports:
@@ -36,19 +57,31 @@ class Reports:
             n += 1
         return path
 
-    def add(self, html: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    def add(
+        self,
+        html: Path,
+        drift_share: dict[str, float],
+        *,
+        version: int | None = None,
+        reference_rows: int | None = None,
+        current_rows: int | None = None,
+    ) -> ReportEntry:
         """Record the summary of the report Evidently wrote at ``html`` (from ``next_path``),
         then delete the oldest reports beyond ``keep``; returns the listing entry."""
         if not NAME.match(html.name) or not html.is_file():
             raise ValueError(f"{html} is not a report written at a path from next_path()")
-        entry = {"name": html.name, "created": time.time(), **summary}
-        write_atomic(html.with_suffix(".json"), json.dumps(entry).encode())
+        entry = ReportEntry(
+            name=html.name, created=time.time(), url=f"/v1/reports/{html.name}",
+            drift_share=drift_share, version=version,
+            reference_rows=reference_rows, current_rows=current_rows,
+        )  # fmt: skip
+        write_atomic(html.with_suffix(".json"), entry.model_dump_json(exclude={"url"}).encode())
         for old in self._names()[self.keep :]:
             (self.folder / old).unlink(missing_ok=True)
             (self.folder / old).with_suffix(".json").unlink(missing_ok=True)
-        return self._entry(entry)
+        return entry
 
-    def listing(self) -> list[dict[str, Any]]:
+    def listing(self) -> list[ReportEntry]:
         """Every kept report, newest first: name, created, url, and its summary."""
         out = []
         for name in self._names():
@@ -70,5 +103,6 @@ class Reports:
         return sorted((p.name for p in self.folder.glob("drift-*.html")), reverse=True)
 
     @staticmethod
-    def _entry(entry: dict[str, Any]) -> dict[str, Any]:
-        return {**entry, "url": f"/v1/reports/{entry['name']}"}
+    def _entry(summary: dict[str, object]) -> ReportEntry:
+        """The entry of a summary as written beside its report (older ones: fewer fields)."""
+        return ReportEntry.model_validate({**summary, "url": f"/v1/reports/{summary['name']}"})

@@ -28,8 +28,10 @@ from distillery.settings import SchedulerSettings, Settings
 from distillery.task import Task
 from feedback import trust_report
 from feedback.examples import count_labels_since
+from monitoring.dashboard import Dashboard, assemble
 from monitoring.promotion import Promotion
 from monitoring.relabel import Relabeler
+from monitoring.reports import ReportListing
 from monitoring.status import (
     CascadeView,
     Measurement,
@@ -273,15 +275,17 @@ class Scheduler:
             return None
         return TrustView(mode=self.settings.trust.mode, teacher=model.teacher, keys=model.ranked())
 
-    def dashboard(self) -> dict[str, Any]:
+    def dashboard(self) -> Dashboard:
         """The operator page's data (``monitoring.dashboard.assemble``)."""
-        from monitoring.dashboard import assemble
-
         return assemble(self.status(), self.watch.dashboard(), self.registry, self.task)
 
-    def drift_reports(self) -> list[dict[str, Any]]:
-        """The kept drift reports, newest first."""
-        return self.watch.reports.listing()
+    def dashboard_json(self) -> str:
+        """``dashboard`` as JSON, for the HTTP edge (``GET /v1/dashboard``)."""
+        return self.dashboard().model_dump_json()
+
+    def drift_reports_json(self) -> str:
+        """The kept drift reports, newest first, as ``GET /v1/reports`` answers them."""
+        return ReportListing(reports=self.watch.reports.listing()).model_dump_json()
 
     def report_html(self, name: str) -> bytes | None:
         """One drift report's HTML; None when there is no report of that name."""

@@ -18,14 +18,13 @@ also written to the Evidently workspace that ``evidently ui`` serves
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
-from dataclasses import asdict
 from typing import Any
 
 import pandas as pd
+from pydantic import TypeAdapter, ValidationError
 
 from distillery.files import write_atomic
 from distillery.settings import Settings
@@ -33,6 +32,7 @@ from distillery.task import Task
 from feedback.examples import from_keys, read_kind, read_labels, recent
 from feedback.keys import rating_keys
 from monitoring import quality
+from monitoring.dashboard import SeriesPoint, WatchView
 from monitoring.drift_columns import columns_for
 from monitoring.evidently_workspace import EvidentlyWorkspace, signal_values, workspace_dir
 from monitoring.reports import Reports
@@ -42,6 +42,7 @@ from training.data import held_out
 from training.registry import Registry
 
 log = logging.getLogger(__name__)
+SERIES = TypeAdapter(list[SeriesPoint])
 
 
 class Watch:
@@ -52,10 +53,10 @@ class Watch:
         folder = settings.paths.state_dir / "monitor"
         self.reports = Reports(folder / "reports", settings.monitor.reports_keep)
         self._series_file = folder / "series.json"
-        self.series: deque[dict[str, Any]] = deque(maxlen=settings.monitor.series_points)
+        self.series: deque[SeriesPoint] = deque(maxlen=settings.monitor.series_points)
         self.series.extend(self._load_series())
         self.drift: DriftCheck | None = None  # the newest drift check, by kind
-        self.versions: list[dict[str, Any]] = []  # quality per version, last signal window
+        self.versions: list[quality.VersionQuality] = []  # per version, last signal window
         self.columns = columns_for(settings, task, registry)  # what a drift check compares
         self._checks = 0
         self.workspace = EvidentlyWorkspace(
@@ -64,14 +65,14 @@ class Watch:
         )  # fmt: skip
         self._snapshots: list[Any] = []  # this check's Evidently snapshot, for the workspace
 
-    def _load_series(self) -> list[dict[str, Any]]:
+    def _load_series(self) -> list[SeriesPoint]:
         if not self._series_file.is_file():
             return []
         try:
-            points: list[dict[str, Any]] = json.loads(self._series_file.read_bytes())
-            return points
-        except ValueError:
-            log.warning("monitor: %s is not valid JSON; starting a new series", self._series_file)
+            return SERIES.validate_json(self._series_file.read_bytes())
+        except ValidationError as exc:
+            log.warning("monitor: %s is not a series (%s); starting a new one",
+                        self._series_file, exc.errors()[0]["msg"])  # fmt: skip
             return []
 
     def _recent(self, now: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -91,9 +92,7 @@ class Watch:
         summary = quality.feedback_summary(feedback, since, now, self.settings.train.bad_rating_max)
         labelled, disagreement = quality.reply_disagreement(window, self.registry.current())
         self._to_workspace(now, drift, disagreement)
-        self._append({"ts": now, "disagreement": disagreement, "drift": drift,
-                      "labels_per_min": len(window) / (self.settings.monitor.signal_window_s / 60),
-                      **asdict(summary)})  # fmt: skip
+        self._append(now, drift, disagreement, len(window), summary)
         return Signals(
             new_labels=new_labels, minutes_since_round=minutes_since_round,
             drift=None if drift is None else max(drift.values()),
@@ -110,20 +109,12 @@ class Watch:
         since = now - cfg.signal_window_s
         bad = self.settings.train.bad_rating_max
         versions = quality.per_version(window, recent(feedback, since), bad)
-        self.versions = [asdict(v) for v in versions]
+        self.versions = versions
         served = next((v for v in versions if v.version == self.registry.current()), None)
         summary = quality.feedback_summary(feedback, since, now, bad)
         disagreement = None if served is None else served.disagreement
         self._to_workspace(now, drift, disagreement)
-        self._append(
-            {
-                "ts": now,
-                "disagreement": disagreement,
-                "drift": drift,
-                "labels_per_min": len(window) / (cfg.signal_window_s / 60),
-                **asdict(summary),
-            }
-        )
+        self._append(now, drift, disagreement, len(window), summary)
         return Signals(
             new_labels=new_labels,
             minutes_since_round=minutes_since_round,
@@ -148,9 +139,22 @@ class Watch:
                 self.workspace.folder, exc_info=True,
             )  # fmt: skip
 
-    def _append(self, point: dict[str, Any]) -> None:
-        self.series.append(point)
-        write_atomic(self._series_file, json.dumps(list(self.series)).encode())
+    def _append(
+        self,
+        now: float,
+        drift: dict[str, float] | None,
+        disagreement: float | None,
+        labelled: int,
+        summary: quality.FeedbackSummary,
+    ) -> None:
+        """One point of the series, kept on disk (a restarted scheduler keeps its history)."""
+        per_min = labelled / (self.settings.monitor.signal_window_s / 60)
+        self.series.append(SeriesPoint(
+            ts=now, disagreement=disagreement, drift=drift, labels_per_min=per_min,
+            rated=summary.rated, feedback_per_min=summary.feedback_per_min,
+            mean_rating=summary.mean_rating, negative_share=summary.negative_share,
+        ))  # fmt: skip
+        write_atomic(self._series_file, SERIES.dump_json(list(self.series)))
 
     def _drift(self, labels: pd.DataFrame, now: float) -> dict[str, float] | None:
         """Drift share per kind between the training window and traffic since; None without
@@ -187,8 +191,10 @@ class Watch:
             method=next(iter(results.values())).method,
         )  # fmt: skip
         if html is not None:
-            rows = {"reference_rows": len(reference), "current_rows": len(current)}
-            self.reports.add(html, {"drift_share": shares, "version": current_version, **rows})
+            self.reports.add(
+                html, shares, version=current_version,
+                reference_rows=len(reference), current_rows=len(current),
+            )  # fmt: skip
         return shares
 
     def _windows(self, labels: pd.DataFrame, version: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -205,10 +211,8 @@ class Watch:
         reference = labels[(labels["ts"] <= since) & held].tail(cfg.reference_rows)
         return reference, labels[labels["ts"] > since].tail(cfg.current_rows)
 
-    def dashboard(self) -> dict[str, Any]:
-        return {
-            "series": list(self.series),
-            "versions": self.versions,
-            "reports": self.reports.listing(),
-            "drift": None if self.drift is None else self.drift.model_dump(),
-        }
+    def dashboard(self) -> WatchView:
+        return WatchView(
+            series=list(self.series), versions=self.versions,
+            reports=self.reports.listing(), drift=self.drift,
+        )  # fmt: skip

@@ -57,16 +57,19 @@ async def status() -> Response:
 
 
 @router.get("/v1/dashboard")
-async def dashboard_data() -> dict[str, Any]:
-    """What /dashboard draws: versions, rollout, drift/quality series, rounds, reports."""
-    data: dict[str, Any] = await ask_scheduler("dashboard")
-    return data
+async def dashboard_data() -> Response:
+    """What /dashboard draws: versions, rollout, drift/quality series, rounds, reports
+    (``monitoring.dashboard.Dashboard``, sent as its JSON)."""
+    body: str = await ask_scheduler("dashboard_json")
+    return Response(body, media_type="application/json")
 
 
 @router.get("/v1/reports")
-async def reports() -> dict[str, Any]:
-    """Kept drift reports (Evidently HTML), newest first: name, created, url, drift share."""
-    return {"reports": await ask_scheduler("drift_reports")}
+async def reports() -> Response:
+    """Kept drift reports (Evidently HTML), newest first: name, created, url, drift share
+    (``monitoring.reports.ReportListing``, sent as its JSON)."""
+    body: str = await ask_scheduler("drift_reports_json")
+    return Response(body, media_type="application/json")
 
 
 @router.get(

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from monitoring.dashboard import Dashboard
 from tests.browser import (
     PageError,
     element_text,
@@ -37,10 +38,13 @@ EMPTY: dict[str, Any] = {
     "rollout_verdict": None,
     "round_running": False,
     "round_progress": None,
+    "last_error": None,
+    "trust": None,
     "series": [],
     "versions": [],
     "rounds": [],
     "trigger": None,
+    "drift": None,
     "reports": [],
     "events": [],
 }
@@ -101,6 +105,13 @@ def site() -> Iterator[Site]:
 def fixture_payload() -> dict[str, Any]:
     payload: dict[str, Any] = json.loads(FIXTURE.read_text(encoding="utf-8"))
     return payload
+
+
+def test_both_payloads_are_what_the_scheduler_sends(fixture_payload: dict[str, Any]) -> None:
+    """The page is tested on payloads of the contract's shape (``monitoring.dashboard``)."""
+    for payload in (fixture_payload, EMPTY):
+        sent = Dashboard.model_validate(payload)
+        assert json.loads(sent.model_dump_json()) == payload
 
 
 def load(url: str) -> str:

@@ -178,5 +178,5 @@ def test_a_broken_workspace_never_breaks_the_check(
     with caplog.at_level(logging.WARNING, logger="monitoring.watch"):
         signals = watch.measure(0, 0.0)
     assert signals.drift is not None and watch.drift is not None  # the check itself went on
-    assert watch.series[-1]["drift"] == watch.drift.share
+    assert watch.series[-1].drift == watch.drift.share
     assert "could not write the check to the Evidently workspace" in caplog.text

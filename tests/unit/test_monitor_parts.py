@@ -10,8 +10,8 @@ import pytest
 from distillery.contracts import GateReport, TriggerRecord
 from distillery.task import Task
 from feedback.examples import recent
-from monitoring.dashboard import assemble, round_row
-from monitoring.quality import feedback_summary, per_version
+from monitoring.dashboard import Dashboard, SeriesPoint, WatchView, assemble, round_row
+from monitoring.quality import VersionQuality, feedback_summary, per_version
 from monitoring.reports import Reports
 from monitoring.status import CascadeView, Status, TeacherView, TriggerView
 from monitoring.triggers import Signals
@@ -78,16 +78,16 @@ def test_reports_keep_the_newest_and_refuse_other_names(tmp_path: Path) -> None:
     for i in range(3):
         path = reports.next_path(now=1_800_000_000 + i)
         path.write_text(f"<html>{i}</html>")
-        reports.add(path, {"drift_share": {"features": i / 10}})
+        reports.add(path, {"features": i / 10})
     listed = reports.listing()
-    assert [r["name"] for r in listed] == [
+    assert [r.name for r in listed] == [
         "drift-20270115T080002Z.html",
         "drift-20270115T080001Z.html",
     ]
-    assert listed[0]["url"] == "/v1/reports/drift-20270115T080002Z.html"
-    assert listed[0]["drift_share"] == {"features": 0.2}
+    assert listed[0].url == "/v1/reports/drift-20270115T080002Z.html"
+    assert listed[0].drift_share == {"features": 0.2}
     assert len(list(tmp_path.iterdir())) == 4  # two reports, two summaries
-    assert reports.read(listed[1]["name"]) == b"<html>1</html>"
+    assert reports.read(listed[1].name) == b"<html>1</html>"
     for bad in ("drift-20270115T080000Z.html", "../x.html", "meta.json"):
         with pytest.raises(KeyError, match="no drift report named"):
             reports.read(bad)
@@ -130,18 +130,21 @@ def test_dashboard_lists_rounds_newest_first_with_trigger_and_gate(tmp_path: Pat
         replicas={}, teacher=teacher, trust=None,
         cascade=CascadeView(min_confidence=0.0, offered=None, version=1),
     )  # fmt: skip
-    watch = {"series": [{"ts": 1.0}], "versions": [{"version": 1, "disagreement": 0.2}],
-             "reports": [], "drift": None}  # fmt: skip
+    quality = VersionQuality(version=1, labelled=40, disagreement=0.2, rated=3,
+                             mean_rating=4.0, negative_share=0.0)  # fmt: skip
+    watch = WatchView(series=[SeriesPoint(ts=1.0)], versions=[quality], reports=[], drift=None)
     data = assemble(status, watch, registry, task)
-    assert [r["version"] for r in data["rounds"]] == [2, 1]
-    assert data["rounds"][0]["trigger"] == "drift" and data["rounds"][0]["outcome"] == "rejected"
-    assert data["rounds"][0]["trigger_value"] == 0.6
-    assert data["rounds"][1]["outcome"] == "promoted"
-    assert data["versions"][1] == {
-        "version": 1, "status": "promoted", "created": data["versions"][1]["created"],
-        "disagreement": 0.2,
-    }  # fmt: skip
-    assert data["trigger"]["values"]["labels"] == 7 and data["trigger"]["values"]["drift"] == 0.1
-    assert data["events"][0]["event"] == "rejected"
-    assert data["labels"] == ["negative", "positive"] and data["series"] == [{"ts": 1.0}]
-    assert round_row(VersionMeta(version=9))["trigger"] is None
+    assert [r.version for r in data.rounds] == [2, 1]
+    assert data.rounds[0].trigger == "drift" and data.rounds[0].outcome == "rejected"
+    assert data.rounds[0].trigger_value == 0.6 and data.rounds[0].gate == GateReport(passed=False)
+    assert data.rounds[1].outcome == "promoted"
+    assert (data.versions[1].version, data.versions[1].status) == (1, "promoted")
+    assert (data.versions[1].disagreement, data.versions[1].rated) == (0.2, 3)
+    assert data.versions[0].disagreement is None  # v2 answered nothing in the window
+    assert data.trigger is not None and data.trigger.reason == "no trigger"
+    assert (data.trigger.values.labels, data.trigger.values.drift) == (7, 0.1)
+    assert data.events[0].event == "rejected" and data.events[0].version == 2
+    assert data.labels == ["negative", "positive"] and data.series == [SeriesPoint(ts=1.0)]
+    assert round_row(VersionMeta(version=9)).trigger is None
+    sent = data.model_dump_json()  # what GET /v1/dashboard answers, read back the same
+    assert Dashboard.model_validate_json(sent) == data

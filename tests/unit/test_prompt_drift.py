@@ -108,7 +108,7 @@ def test_a_generate_tasks_watch_measures_prompt_drift_replies_and_feedback(
     half = chrf("Hello there.", "We're sorry it broke.")
     assert signals.labelled == 180 and signals.disagreement == pytest.approx(1 - (100 + half) / 200)
     assert (signals.rated, signals.negative_share) == (4, pytest.approx(0.75))
-    assert watch.series[-1]["drift"] == shares
+    assert watch.series[-1].drift == shares
     assert len(watch.reports.listing()) == 1  # Evidently's report of the prompts' drift
 
 

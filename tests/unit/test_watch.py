@@ -97,9 +97,9 @@ def test_a_shifted_window_drifts_and_quality_and_series_are_measured(
     assert (signals.rated, signals.negative_share) == (4, pytest.approx(0.75))
     assert signals.new_labels == 120 and signals.minutes_since_round == 3.0
     point = watch.series[-1]
-    assert point["drift"] == shares and point["mean_rating"] == pytest.approx(2.0)
+    assert point.drift == shares and point.mean_rating == pytest.approx(2.0)
     reports = watch.reports.listing()
-    assert len(reports) == 1 and reports[0]["drift_share"] == shares  # the first check's
+    assert len(reports) == 1 and reports[0].drift_share == shares  # the first check's
 
 
 def test_series_survive_a_restart_and_reports_follow_html_every(
@@ -111,7 +111,7 @@ def test_series_survive_a_restart_and_reports_follow_html_every(
         watch.measure(0, 0.0)
     assert len(watch.reports.listing()) == 2  # checks 1 and 3 (html_every=2)
     again = Watch(settings, TASK, registry)
-    assert len(again.series) == 3 and again.series[-1]["ts"] == watch.series[-1]["ts"]
+    assert len(again.series) == 3 and again.series[-1].ts == watch.series[-1].ts
 
 
 def test_too_few_rows_give_no_drift_but_still_a_point(
@@ -124,8 +124,8 @@ def test_too_few_rows_give_no_drift_but_still_a_point(
     watch = Watch(strict, TASK, registry)
     signals = watch.measure(0, 0.0)
     assert signals.drift is None and watch.drift is None
-    assert watch.series[-1]["drift"] is None and watch.series[-1]["disagreement"] is not None
-    assert np.isfinite(watch.series[-1]["labels_per_min"])
+    assert watch.series[-1].drift is None and watch.series[-1].disagreement is not None
+    assert np.isfinite(watch.series[-1].labels_per_min)
 
 
 def test_a_generate_tasks_disagreement_is_its_replies_chrf_against_the_teachers() -> None:
