@@ -153,8 +153,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for version in versions:
             time.sleep(args.calm)
             swap = ray.get(running.scheduler.promote.remote(version, "bench/swap"))
-            print(json.dumps(swap))
-            swaps.append(swap)
+            print(swap.model_dump_json())
+            swaps.append(swap.model_dump())
         load.join()
         answers: list[Answer] = [(a[0], a[1], a[2], a[3]) for a in json.loads(out.read_text())]
         bad = check(answers, windows(registry.history(), swaps))

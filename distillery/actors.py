@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from distillery.contracts import RoundProgress, VariantReport
+from distillery.contracts import RoundProgress, TeacherState, VariantReport
 
 NAMESPACE = "distillery"
 SCHEDULER = "distillery-scheduler"
@@ -44,11 +44,12 @@ def find_labeler() -> Any | None:
     return find_actor(LABELER)
 
 
-def _public(health: Any) -> dict[str, Any]:
-    return dict(health.public())  # models.teacher.TeacherHealth, without importing up
+def _public(health: Any) -> TeacherState:
+    shown: TeacherState = health.public()  # models.teacher.TeacherHealth, without importing up
+    return shown
 
 
-def labeler_health(timeout_s: float = 1.0) -> dict[str, Any] | None:
+def labeler_health(timeout_s: float = 1.0) -> TeacherState | None:
     """The labeler's teacher health (``TeacherHealth.public()``: id, breaker state, last error),
     or None when no labeler actor answers within ``timeout_s`` (one run as its own process, or
     busy). Callers say "unknown" then: a teacher that cannot be asked only delays labels."""
@@ -63,7 +64,7 @@ def labeler_health(timeout_s: float = 1.0) -> dict[str, Any] | None:
         return None
 
 
-async def labeler_health_async(timeout_s: float = 1.0) -> dict[str, Any] | None:
+async def labeler_health_async(timeout_s: float = 1.0) -> TeacherState | None:
     """``labeler_health`` for a coroutine (the ingress's ``/readyz``)."""
     import asyncio
 

@@ -269,3 +269,23 @@ class RoundReport(BaseModel):
     seconds: float
     outcome: Outcome  # promoted | shadow (rollout started) | rejected
     trigger: TriggerRecord | None = None
+
+
+class TeacherState(_Contract):
+    """The labeler's teacher as ``/readyz`` and ``status`` show it: ``up``, ``down`` (its
+    breaker is open), ``probing`` (half open), or ``unknown`` when no labeler answered."""
+
+    state: Literal["up", "down", "probing", "unknown"]
+    teacher_id: str | None = None
+    since: float = 0.0  # Unix s: when the breaker entered this state
+    last_error: str | None = None
+
+
+class Swap(_Contract):
+    """An operator's immediate promotion (``Scheduler.promote``): when it was decided, when every
+    replica served ``version``, and the seconds in between."""
+
+    version: int
+    promoted_at: float  # Unix s
+    swapped_at: float  # Unix s
+    swap_s: float

@@ -1,4 +1,5 @@
-"""The HTTP contract: request and response bodies of ``/v1/predict`` and ``/v1/feedback``.
+"""The HTTP contract: request and response bodies of ``/v1/predict`` and ``/v1/feedback``, and
+what ``/readyz`` and ``/v1/model`` answer.
 
 Bounds that depend on settings (text length, items per request) are checked in ``check_texts`` so
 the 422 names the field and the limit.
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from distillery.contracts import TeacherState
 
 # What the cascade did with a text below min_confidence (``services.cascade``).
 DeferralReason = Literal["deferred", "teacher_budget", "latency_budget", "teacher_unavailable"]
@@ -101,6 +104,31 @@ class AdminAction(BaseModel):
 class FeedbackAccepted(BaseModel):
     request_id: str
     status: str = "accepted"
+
+
+class FeedbackReadiness(BaseModel):
+    """Whether feedback can be kept now: sent to the broker, or spooled on the replica's disk."""
+
+    broker: Literal["reachable", "unreachable"]
+    feedback: Literal["direct", "spooling"]
+    spool_pending_bytes: int  # spooled and not yet acknowledged by the broker
+    spool_quarantined: int  # torn or unreadable spool lines set aside
+
+
+class Readiness(FeedbackReadiness):
+    """``GET /readyz`` of a replica that has a student loaded (before that: 503)."""
+
+    status: Literal["ready"] = "ready"
+    model_version: int
+    teacher: TeacherState
+
+
+class ModelInfo(BaseModel):
+    """``GET /v1/model``: the task, its labels in order, the version this replica serves."""
+
+    task: str
+    labels: list[str]
+    model_version: int | None
 
 
 def check_texts(texts: list[str], max_items: int, max_chars: int) -> str | None:

@@ -19,6 +19,8 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from distillery.contracts import TeacherState
+
 BreakerState = Literal["closed", "open", "half_open"]
 
 
@@ -73,6 +75,11 @@ class TeacherBatch:
         return int(self.probs.shape[0])
 
 
+SHOWN: dict[str, Literal["up", "down", "probing"]] = {
+    "closed": "up", "open": "down", "half_open": "probing",
+}  # fmt: skip
+
+
 class TeacherHealth(BaseModel):
     """Shown by ``/readyz``, ``status`` and the metrics."""
 
@@ -88,15 +95,12 @@ class TeacherHealth(BaseModel):
     def up(self) -> bool:
         return self.state != "open"
 
-    def public(self) -> dict[str, object]:
+    def public(self) -> TeacherState:
         """As ``/readyz`` and ``status`` show it: state up, down (breaker open) or probing."""
-        shown = {"closed": "up", "open": "down", "half_open": "probing"}[self.state]
-        return {
-            "state": shown,
-            "teacher_id": self.teacher_id,
-            "since": self.since,
-            "last_error": self.last_error,
-        }
+        shown = SHOWN[self.state]
+        return TeacherState(
+            state=shown, teacher_id=self.teacher_id, since=self.since, last_error=self.last_error
+        )
 
 
 @runtime_checkable

@@ -21,6 +21,7 @@ from distillery.contracts import (
     OperatorAnswer,
     RoundProgress,
     RoundReport,
+    Swap,
     TriggerRecord,
     VariantReport,
 )
@@ -98,7 +99,7 @@ class Scheduler:
     def replicas(self) -> dict[str, int]:
         return dict(self.serving)
 
-    def promote(self, version: int, reason: str) -> dict[str, Any]:
+    def promote(self, version: int, reason: str) -> Swap:
         """Make a registered ``version`` the served one now (ending any rollout); returns when
         every replica has it."""
         if self.dashboard_url is None:
@@ -108,12 +109,10 @@ class Scheduler:
             self.promotion.promote_now(version, reason)
             promoted_at = time.time()
             self.promotion.apply(wait=True)
-        return {
-            "version": version,
-            "promoted_at": promoted_at,
-            "swapped_at": time.time(),
-            "swap_s": round(time.monotonic() - start, 3),
-        }
+        return Swap(
+            version=version, promoted_at=promoted_at, swapped_at=time.time(),
+            swap_s=round(time.monotonic() - start, 3),
+        )  # fmt: skip
 
     def retrain(
         self, reason: str = "operator: distillery retrain", trigger: TriggerRecord | None = None

@@ -4,9 +4,8 @@ named, with what rounds do with the old teacher's labels (``DISTILLERY_TEACHER_O
 
 from __future__ import annotations
 
-from typing import Any
-
 from distillery.actors import labeler_health
+from distillery.contracts import TeacherState
 from distillery.settings import TeacherSettings
 from distillery.task import Task
 from models.factory import configured_teacher_id
@@ -20,14 +19,14 @@ def current_teacher_id(cfg: TeacherSettings, task: Task) -> str | None:
     if configured is not None:
         return configured
     health = labeler_health()
-    return None if health is None else str(health["teacher_id"])
+    return None if health is None else health.teacher_id
 
 
 def teacher_status(
-    cfg: TeacherSettings, task: Task, registry: Registry, health: dict[str, Any] | None
+    cfg: TeacherSettings, task: Task, registry: Registry, health: TeacherState | None
 ) -> TeacherView:
     configured = configured_teacher_id(cfg, task)
-    live = None if health is None else health["teacher_id"]
+    live = None if health is None else health.teacher_id
     current = live or configured
     version = registry.current()
     learnt: dict[str, int] = {}
@@ -41,8 +40,8 @@ def teacher_status(
     return TeacherView(
         kind=cfg.kind,
         teacher_id=current,
-        state="unknown" if health is None else health["state"],
-        last_error=None if health is None else health["last_error"],
+        state="unknown" if health is None else health.state,
+        last_error=None if health is None else health.last_error,
         serving_version_learnt_from=learnt,
         changed=changed,
         note=note if changed else None,

@@ -21,7 +21,7 @@ from fastapi import HTTPException, Request, Response
 from ray import serve
 
 from distillery.actors import labeler_health_async
-from distillery.contracts import CandidateSpec, StudentConfig, stage_key
+from distillery.contracts import CandidateSpec, StudentConfig, TeacherState, stage_key
 from distillery.events import SampledPrediction, Topics
 from distillery.metrics import serve_metrics
 from distillery.settings import Settings
@@ -30,8 +30,10 @@ from feedback.chat_models import ChatCompletion, ChatRequest
 from feedback.models import (
     FeedbackAccepted,
     FeedbackRequest,
+    ModelInfo,
     PredictRequest,
     PredictResponse,
+    Readiness,
     check_texts,
 )
 from feedback.tokens import load_secret
@@ -377,23 +379,21 @@ class StudentIngress:
         return {"status": "ok"}
 
     @api.get("/readyz", responses={503: {"description": "no student loaded yet"}})
-    async def readyz(self) -> dict[str, Any]:
+    async def readyz(self) -> Readiness:
         """Ready: a student is loaded, and feedback can be kept: the broker is reachable, or
-        feedback is being spooled to disk until it is back."""
+        feedback is being spooled to disk until it is back. The teacher's state is shown; a
+        teacher that is down only delays labels, so it does not make the replica unready."""
         loaded = self.stable.loaded
         if loaded is None:
             raise HTTPException(503, "no student loaded yet", headers={"Retry-After": "5"})
-        return {
-            "status": "ready",
-            "model_version": loaded.version,
-            **await self.feedback_route.readiness(),
-            "teacher": await labeler_health_async() or {"state": "unknown"},
-        }
+        teacher = await labeler_health_async() or TeacherState(state="unknown")
+        feedback = await self.feedback_route.readiness()
+        return Readiness(model_version=loaded.version, teacher=teacher, **feedback.model_dump())
 
     @api.get("/v1/model")
-    async def model(self) -> dict[str, Any]:
+    async def model(self) -> ModelInfo:
         version = getattr(self.stable.loaded, "version", None)
-        return {"task": self.task.name, "labels": self.task.label_names, "model_version": version}
+        return ModelInfo(task=self.task.name, labels=self.task.label_names, model_version=version)
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:

@@ -18,7 +18,7 @@ from distillery import bus
 from distillery.events import Topics, encode
 from distillery.settings import Settings
 from feedback.delivery import Delivery
-from feedback.models import FeedbackAccepted, FeedbackRequest
+from feedback.models import FeedbackAccepted, FeedbackReadiness, FeedbackRequest
 from feedback.spool import quarantined
 from services.access import Access
 from services.edge import json_response, parse
@@ -56,16 +56,16 @@ class FeedbackRoute:
         self.metrics.feedback.inc(tags=tags)
         return json_response(FeedbackAccepted(request_id=body.request_id), 202)
 
-    async def readiness(self) -> dict[str, Any]:
+    async def readiness(self) -> FeedbackReadiness:
         """Whether feedback can be kept: the broker, the spool's backlog and its quarantine."""
         reachable = await asyncio.to_thread(bus.reachable, self.settings.kafka)
         spooling = self.delivery.spooling() or not reachable
-        return {
-            "broker": "reachable" if reachable else "unreachable",
-            "feedback": "spooling" if spooling else "direct",
-            "spool_pending_bytes": self.delivery.spool.pending(),
-            "spool_quarantined": await asyncio.to_thread(quarantined, self.delivery.spool_dir),
-        }
+        return FeedbackReadiness(
+            broker="reachable" if reachable else "unreachable",
+            feedback="spooling" if spooling else "direct",
+            spool_pending_bytes=self.delivery.spool.pending(),
+            spool_quarantined=await asyncio.to_thread(quarantined, self.delivery.spool_dir),
+        )
 
     def _on_probe(self, pending_bytes: int, replayed: int, quarantined: int) -> None:
         self.metrics.spool_pending.set(pending_bytes)

@@ -287,9 +287,9 @@ def test_three_promotions_under_load_fail_nothing_and_answer_promoted_versions(
     for c in clients:
         c.join()
     assert [a for a in answers if a[2] != 200] == []
-    assert check(answers, windows(registry.history(), swaps)) == []
-    assert {a[3] for a in answers} >= {s["version"] for s in swaps}
-    assert answers[-1][3] == swaps[-1]["version"]
+    assert check(answers, windows(registry.history(), [s.model_dump() for s in swaps])) == []
+    assert {a[3] for a in answers} >= {s.version for s in swaps}
+    assert answers[-1][3] == swaps[-1].version
 
 
 def _wait_mode(loop: Running, headers: dict[str, str], status: int, timeout_s: float = 20) -> None:
