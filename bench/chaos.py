@@ -162,8 +162,8 @@ def _decided_after(loop: Any, candidate: int, since: float, timeout_s: float) ->
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         for event in registry.history():
-            if event["version"] == candidate and event["event"] in moves and event["ts"] > since:
-                return float(event["ts"]) - since
+            if event.version == candidate and event.event in moves and event.ts > since:
+                return event.ts - since
         time.sleep(0.5)
     return None
 

@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             swaps.append(swap.model_dump())
         load.join()
         answers: list[Answer] = [(a[0], a[1], a[2], a[3]) for a in json.loads(out.read_text())]
-        bad = check(answers, windows(registry.history(), swaps))
+        bad = check(answers, windows([e.model_dump() for e in registry.history()], swaps))
         result = summarise(answers, swaps, bad)
         result["clients"] = args.clients
         result["replicas"] = settings.serve.num_replicas

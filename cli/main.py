@@ -177,7 +177,7 @@ def history(
     paths = PathSettings() if state_dir is None else PathSettings(state_dir=state_dir)
     store = paths.model_store_url()  # DISTILLERY_MODEL_STORE, if set
     for event in Registry(store).history():
-        typer.echo(json.dumps(event))
+        typer.echo(event.model_dump_json())
 
 
 def _operate(action: str, reason: str, version: int | None, url: str | None) -> None:

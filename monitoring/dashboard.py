@@ -18,7 +18,7 @@ from distillery.task import Task
 from monitoring.quality import VersionQuality
 from monitoring.reports import ReportEntry
 from monitoring.status import DriftCheck, Status, TriggerView, TrustView
-from training.registry import Registry, VersionMeta
+from training.registry import HistoryEvent, Registry, VersionMeta
 
 ROUNDS = 20
 EVENTS = 30
@@ -91,15 +91,6 @@ class TriggerRow(TriggerView):
     values: TriggerValues
 
 
-class HistoryEvent(_Part):
-    """One line of the registry's history."""
-
-    ts: float
-    event: str
-    version: int
-    reason: str = ""
-
-
 class Dashboard(_Part):
     """The ``/v1/dashboard`` payload."""
 
@@ -164,7 +155,7 @@ def assemble(status: Status, watch: WatchView, registry: Registry, task: Task) -
         trigger=_trigger(status),
         drift=watch.drift,
         reports=watch.reports,
-        events=[HistoryEvent.model_validate(e) for e in registry.history()[-EVENTS:][::-1]],
+        events=registry.history()[-EVENTS:][::-1],
     )
 
 

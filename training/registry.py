@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from distillery.contracts import (
     GateReport,
@@ -98,6 +98,23 @@ class VersionMeta(BaseModel):
 
 
 __all__ = ["Lineage", "Registry", "VersionMeta"]
+
+
+Event = Literal[
+    "registered", "rejected", "shadow", "canary", "widened", "promoted", "rolled_back",
+    "paused", "resumed",
+]  # fmt: skip
+
+
+class HistoryEvent(BaseModel):
+    """One line of the registry's history (``history.jsonl``, oldest first)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ts: float  # Unix s
+    event: Event
+    version: int
+    reason: str = ""
 
 
 class Registry:
@@ -303,7 +320,7 @@ class Registry:
         if (running := self.rollout()) is not None:
             raise ValueError(f"v{running.candidate} is rolling out: roll that back first")
         current = self.current()
-        promoted = [e["version"] for e in self.history() if e["event"] == "promoted"]
+        promoted = [e.version for e in self.history() if e.event == "promoted"]
         earlier = [
             v for v in promoted if v != current and self.get(v).status != "rolled_back"
         ]  # a version rolled back once is never the way back
@@ -332,12 +349,13 @@ class Registry:
         online = {**self.get(rollout.candidate).online, rollout.stage: verdict}
         self.update(rollout.candidate, online=online)
 
-    def history(self) -> list[dict[str, Any]]:
+    def history(self) -> list[HistoryEvent]:
         raw = self.store.read(HISTORY)
         if raw is None:
             return []
-        return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+        lines = raw.decode().splitlines()
+        return [HistoryEvent.model_validate_json(line) for line in lines if line.strip()]
 
-    def _log(self, event: str, version: int, reason: str) -> None:
-        line = json.dumps({"ts": time.time(), "event": event, "version": version, "reason": reason})
-        self.store.append_line(HISTORY, line)
+    def _log(self, event: Event, version: int, reason: str) -> None:
+        line = HistoryEvent(ts=time.time(), event=event, version=version, reason=reason)
+        self.store.append_line(HISTORY, line.model_dump_json())

@@ -108,8 +108,8 @@ def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> 
         assert phase.round.endswith(("promoted", "rolled back")), result.table()
         if phase.round.endswith("rolled back"):
             version = int(phase.round.split()[0][1:])
-            ends = [e for e in registry.history() if e.get("version") == version]
-            why = [e["reason"] for e in ends if e["event"] == "rolled_back"][-1]
+            ends = [e for e in registry.history() if e.version == version]
+            why = [e.reason for e in ends if e.event == "rolled_back"][-1]
             assert why.startswith(("automatic: canary:", "automatic: shadow:")), why
     assert "promoted" in (movies.round + tweets.round), result.table()
     if tweets.round.endswith("promoted"):

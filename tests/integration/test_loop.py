@@ -191,7 +191,7 @@ def test_round_registers_a_version_and_hot_swaps_with_no_failed_request(loop: Ru
     assert Topics.LABELS in meta.lineage.offsets
     assert meta.gate is not None and meta.gate.passed
     assert set(meta.online) == {"shadow", "canary"}  # each stage's verdict, with its checks
-    events = [e["event"] for e in registry.history() if e["version"] == 2]
+    events = [e.event for e in registry.history() if e.version == 2]
     assert events == ["registered", "shadow", "canary", "promoted"]
 
 

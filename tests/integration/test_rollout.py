@@ -115,8 +115,8 @@ def test_a_candidate_trained_on_shuffled_labels_is_stopped_by_the_gate(
     assert registry.current() == current and registry.rollout() is None
     assert registry.get(report.version).status == "rejected"
     last = registry.history()[-1]
-    assert (last["event"], last["version"]) == ("rejected", report.version)
-    assert "agreement" in last["reason"]
+    assert (last.event, last.version) == ("rejected", report.version)
+    assert "agreement" in last.reason
 
 
 def _wait_rollout_end(loop: Running, version: int, timeout_s: float = 120) -> None:
@@ -152,9 +152,9 @@ def test_a_candidate_that_regresses_online_is_rolled_back_automatically(
     assert registry.current() == stable
     assert registry.get(version).status == "rolled_back"
     last = registry.history()[-1]
-    assert (last["event"], last["version"]) == ("rolled_back", version), last
-    assert last["reason"].startswith("automatic: canary:"), last
-    assert "teacher_agreement" in last["reason"] or "negative_feedback" in last["reason"]
+    assert (last.event, last.version) == ("rolled_back", version), last
+    assert last.reason.startswith("automatic: canary:"), last
+    assert "teacher_agreement" in last.reason or "negative_feedback" in last.reason
     assert {k for k in codes if not k.startswith("feedback")} == {"200"}, codes
     checks = registry.get(version).online["canary"].checks
     assert any(c.state == "fail" for c in checks), checks
@@ -192,9 +192,9 @@ def test_operators_pause_resume_promote_and_roll_back_through_the_admin_api(
     assert back.status_code == 200, back.text
     assert registry.current() == stable
     events = [
-        (e["event"], e["reason"])
+        (e.event, e.reason)
         for e in registry.history()
-        if e["version"] == version and e["event"] != "canary"  # it may have got there on its own
+        if e.version == version and e.event != "canary"  # it may have got there on its own
     ]
     assert [e for e, _ in events] == [
         "registered", "shadow", "paused", "resumed", "promoted", "rolled_back",

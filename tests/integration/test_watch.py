@@ -195,7 +195,7 @@ def post_steadily(loop: Running, stop: threading.Event, failed: list[str]) -> No
 def rounds_ended(registry: Registry) -> bool:
     """A round after the bootstrap's v1 left its rollout, promoted or rolled back."""
     ends = ("promoted", "rolled_back")
-    return any(e["event"] in ends and e["version"] > 1 for e in registry.history())
+    return any(e.event in ends and e.version > 1 for e in registry.history())
 
 
 @pytest.fixture(scope="module")

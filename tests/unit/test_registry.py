@@ -74,7 +74,7 @@ def test_register_logs_history(registry: Registry, model_dir: Path) -> None:
     registry.register(model_dir, _meta())
     registry.register(model_dir, _meta(parent=1))
     history = registry.history()
-    assert [(h["event"], h["version"], h["reason"]) for h in history] == [
+    assert [(h.event, h.version, h.reason) for h in history] == [
         ("registered", 1, "parent=None"),
         ("registered", 2, "parent=1"),
     ]
@@ -95,7 +95,7 @@ def test_promote_moves_pointer_and_records_history(registry: Registry, model_dir
     registry.promote(2, "better")
     assert registry.current() == 2
     assert registry.get(2).status == "promoted"
-    promoted = [(h["version"], h["reason"]) for h in registry.history() if h["event"] == "promoted"]
+    promoted = [(h.version, h.reason) for h in registry.history() if h.event == "promoted"]
     assert promoted == [(1, "first version"), (2, "better")]
     assert not [p for p in registry.root.iterdir() if p.name.startswith(".")]
 
@@ -120,7 +120,7 @@ def test_reject_records_gate_and_status(registry: Registry, model_dir: Path) -> 
     assert meta.gate == gate  # read back from meta.json as the model it was
     assert registry.current() is None
     last = registry.history()[-1]
-    assert (last["event"], last["version"], last["reason"]) == ("rejected", 1, "gate: agreement")
+    assert (last.event, last.version, last.reason) == ("rejected", 1, "gate: agreement")
 
 
 def test_get_unknown_version_raises_key_error_naming_it(registry: Registry) -> None:
@@ -204,7 +204,7 @@ def _rolling(registry: Registry, model_dir: Path) -> None:
 
 def _last(registry: Registry) -> tuple[str, int, str]:
     event = registry.history()[-1]
-    return event["event"], event["version"], event["reason"]
+    return event.event, event.version, event.reason
 
 
 def test_start_rollout_needs_a_current_version_and_only_one_runs(
@@ -307,7 +307,7 @@ def test_demote_goes_back_to_the_previous_version(registry: Registry, model_dir:
     assert registry.demote("users complain") == 1
     assert registry.current() == 1
     assert (registry.get(1).status, registry.get(2).status) == ("promoted", "rolled_back")
-    assert [(e["event"], e["version"]) for e in registry.history()[-2:]] == [
+    assert [(e.event, e.version) for e in registry.history()[-2:]] == [
         ("promoted", 1),
         ("rolled_back", 2),
     ]
@@ -382,7 +382,7 @@ def test_two_nodes_share_a_file_url_store(tmp_path: Path, model_dir: Path) -> No
     node_b.promote(2, "node b's promotion")
     assert node_a.current() == 2
     assert node_a.get(1).status == "retired"
-    assert node_a.history()[-1]["reason"] == "node b's promotion"
+    assert node_a.history()[-1].reason == "node b's promotion"
 
 
 def test_a_memory_store_version_is_downloaded_complete_and_loads(
@@ -467,7 +467,7 @@ def test_memory_store_keeps_pointers_rollout_and_history(memory_url: str, model_
     assert running is not None and (running.candidate, running.stable) == (2, 1)
     assert again.finish("canary passed") == 2
     assert (registry.current(), registry.rollout()) == (2, None)
-    assert [e["event"] for e in registry.history()] == [
+    assert [e.event for e in registry.history()] == [
         "registered", "registered", "promoted", "shadow", "promoted",
     ]  # fmt: skip
     with pytest.raises(ValueError, match="is not a local folder"):
@@ -530,7 +530,7 @@ def test_concurrent_registers_on_a_shared_path_get_distinct_numbers(
         taken = [v for got in pool.map(register_many, nodes) for v in got]
     assert sorted(taken) == list(range(1, 13))
     assert nodes[0].versions() == list(range(1, 13))
-    registered = [e["version"] for e in nodes[1].history() if e["event"] == "registered"]
+    registered = [e.version for e in nodes[1].history() if e.event == "registered"]
     assert sorted(registered) == list(range(1, 13))
 
 
