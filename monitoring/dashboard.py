@@ -17,7 +17,7 @@ from distillery.contracts import GateReport, Rollout, RolloutVerdict, RoundProgr
 from distillery.task import Task
 from monitoring.quality import VersionQuality
 from monitoring.reports import ReportEntry
-from monitoring.status import DriftCheck, Status, TriggerView, TrustView
+from monitoring.status import DriftCheck, Status, TeacherView, TriggerView, TrustView
 from training.registry import HistoryEvent, Registry, VersionMeta
 
 ROUNDS = 20
@@ -103,6 +103,7 @@ class Dashboard(_Part):
     round_running: bool
     round_progress: RoundProgress | None
     last_error: str | None
+    teacher: TeacherView
     trust: TrustView | None
     series: list[SeriesPoint]
     versions: list[VersionRow]
@@ -148,6 +149,7 @@ def assemble(status: Status, watch: WatchView, registry: Registry, task: Task) -
         round_running=status.round_running,
         round_progress=status.round_progress,
         last_error=status.last_error,
+        teacher=status.teacher,
         trust=status.trust,
         series=watch.series,
         versions=[version_row(m, quality.get(m.version)) for m in metas],

@@ -287,6 +287,8 @@ def test_the_operator_page_draws_the_live_loop(exercised: Running, tmp_path: Pat
     assert element_text(dom, "current-version") == f"v{data['current_version']}"
     drift_chart = re.search(r'<figure class="chart" id="chart-drift">.*?</figure>', dom, re.S)
     assert drift_chart and 'data-series="embedding"' in drift_chart.group(0)
+    teacher = element_text(dom, "teacher") or ""
+    assert data["teacher"]["teacher_id"] in teacher and data["teacher"]["state"] in teacher
     rounds = element_text(dom, "rounds") or ""
     assert all(f"v{r['version']}" in rounds for r in data["rounds"][:3]), rounds
     out = Path(os.environ.get("DISTILLERY_SCREENSHOT", tmp_path / "dashboard.png"))

@@ -39,6 +39,16 @@ EMPTY: dict[str, Any] = {
     "round_running": False,
     "round_progress": None,
     "last_error": None,
+    "teacher": {
+        "kind": "embedding",
+        "teacher_id": "embedding:minilm:1",
+        "state": "unknown",
+        "last_error": None,
+        "serving_version_learnt_from": {},
+        "changed": False,
+        "note": None,
+        "old_labels": "keep",
+    },
     "trust": None,
     "series": [],
     "versions": [],
@@ -152,6 +162,9 @@ def test_the_fixture_renders_versions_rollout_rounds_and_charts(
     assert "failed 2/4 agreement 0.832 < 0.874 ; slice:short 0.79 < 0.83" in rounds
     assert '<span class="failing"><b class="mono">slice:short</b>' in dom
     assert "v2 retired" in (element_text(dom, "versions") or "")
+    teacher = element_text(dom, "teacher") or ""
+    assert "llm:qwen2.5-coder-0.5b:3f9a" in teacher and "down" in teacher, teacher
+    assert "no answer in 30 s" in teacher and "v3 learnt from" in teacher, teacher
 
 
 def test_charts_draw_one_line_per_series_broken_at_missing_points(
