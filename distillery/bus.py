@@ -163,6 +163,13 @@ def poll(consumer: KafkaConsumer, timeout_ms: int, max_records: int) -> list[Rec
     ]
 
 
+def topic_id(producer: KafkaProducer, topic: str) -> Any:
+    """The id ``producer``'s cluster metadata holds for ``topic`` (None before it has one); a
+    broker restart that recreated the topic gives it a new one. kafka-python keeps topic ids only
+    in its private metadata, as ``TopicWatch`` reads them for a consumer."""
+    return producer._metadata.topic_id(topic)
+
+
 class TopicRecreated(RuntimeError):
     """A topic this consumer reads was deleted and created again (an in-memory broker that
     restarted empty): its positions and committed offsets mean nothing any more."""

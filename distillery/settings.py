@@ -158,6 +158,15 @@ class KafkaSettings(BaseSettings):
     )
     request_timeout_ms: int = Field(default=10_000, ge=1_000)
     send_timeout_s: float = Field(default=5.0, gt=0)
+    resend_window_s: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "feedback the broker acknowledged in the last this many seconds is sent again if its "
+            "topic is recreated (a memory-only broker, the embedded tansu, restarted and lost "
+            "what the store had not consumed yet); 0 turns it off"
+        ),
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="SSL / SASL_SSL: TLS to the brokers; SASL_*: log in"
     )

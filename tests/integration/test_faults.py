@@ -198,3 +198,41 @@ def test_each_record_of_a_pipelined_burst_is_stored() -> None:
         assert offsets == list(range(200))
         records = bus.read_all(kafka, Topics.FEEDBACK)
         assert sorted(int(r.value) for r in records) == list(range(200))
+
+
+def test_feedback_acknowledged_before_a_broker_restart_is_sent_again(tmp_path: Path) -> None:
+    """The embedded tansu keeps its topics in memory: killed and restarted by the supervisor, it
+    comes back empty, and the 20 feedback events it had acknowledged (which no store consumed)
+    would be gone. The replica's delivery sees the topic's new id and sends them again, once."""
+    import os
+    import signal
+    import time
+
+    from feedback.delivery import Delivery
+
+    with EmbeddedBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        bus.ensure_topics(kafka)
+        supervisor = Supervisor(broker, lambda: bus.ensure_topics(kafka), every_s=0.2)
+        delivery = Delivery(kafka, tmp_path / "spool", "replica-1", probe_s=0.2)
+        try:
+            deadline = time.monotonic() + 30
+            while delivery._producer is None and time.monotonic() < deadline:
+                time.sleep(0.1)  # the probe thread makes the producer once the broker answers
+            outcomes = [
+                delivery.put(Topics.FEEDBACK, f"request-{i}", str(i).encode()) for i in range(20)
+            ]
+            assert outcomes == ["sent"] * 20
+            assert len(bus.read_all(kafka, Topics.FEEDBACK)) == 20
+            assert broker.child is not None and broker.child.proc is not None
+            os.kill(broker.child.proc.pid, signal.SIGKILL)
+            while supervisor.restarts == 0 and time.monotonic() < deadline + 30:
+                time.sleep(0.1)
+            assert supervisor.restarts == 1
+            settings = Settings(kafka=kafka)
+            records = _await(settings, Topics.FEEDBACK, 20, timeout_s=60)
+            assert sorted(int(r.value) for r in records) == list(range(20))
+            assert delivery.counts["resent"] == 20 and delivery.spool.pending() == 0
+        finally:
+            delivery.stop()
+            supervisor.stop()
