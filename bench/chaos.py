@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from bench.harness import bench_settings, markdown_table, write_results
-from feedback.examples import read_kind
+from feedback.examples import prediction_time, read_kind
 
 KINDS = ("replica", "labeler", "store", "scheduler", "broker")
 
@@ -99,8 +99,8 @@ class Phase:
     predictions: int
     feedback_accepted: int
     feedback_lost: int
-    labels_again_s: float | None  # first teacher label written after the kill
-    stored_again_s: float | None  # first feedback row written after the kill
+    labels_again_s: float | None  # first label stored of a text predicted after the kill
+    stored_again_s: float | None  # first feedback row stored of feedback posted after the kill
     decided_again_s: float | None = None  # scheduler: its rollout advanced or ended again
     detail: str = ""
 
@@ -126,12 +126,16 @@ def kill(loop: Any, kind: str) -> str:
 
 
 def _first_after(loop: Any, kind: str, since: float, timeout_s: float) -> float | None:
-    """Seconds from ``since`` until the store holds a ``kind`` row written after it."""
+    """Seconds from ``since`` until the store holds a ``kind`` row of traffic after it: the
+    label of a text predicted after ``since``, or feedback posted after it. A row that was in
+    flight at the kill does not count, so this is the loop's recovery, not its backlog."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         rows = read_kind(loop.settings.paths.store_dir, kind, written_after=since)
         if not rows.empty:
-            return time.time() - since
+            made = prediction_time(rows) if kind == "labels" else rows["ts"].astype(float)
+            if bool((made > since).any()):
+                return time.time() - since
         time.sleep(0.5)
     return None
 
