@@ -307,6 +307,8 @@ class StoreSettings(BaseSettings):
 
     flush_rows: int = Field(default=256, ge=1)
     flush_s: float = Field(default=2.0, gt=0)
+    compact_shards: int = Field(default=32, ge=2, description="merge this many small shards…")
+    compact_after_s: float = Field(default=60.0, ge=0, description="…once this old")
     join_window_s: float = Field(
         default=3_600, gt=0, description="feedback later than this after its prediction is late"
     )

@@ -27,6 +27,7 @@ from feedback.tokens import OPEN_KEY
 log = logging.getLogger(__name__)
 
 RELABEL_PREFIX = "relabel:"  # the request id of a relabelled row: relabel:<original id>
+STORED_AT = "stored_at"  # a row's write time, Unix s (``feedback.store.write_shard``)
 
 
 def supersede_relabelled(labels: pd.DataFrame) -> pd.DataFrame:
@@ -51,20 +52,39 @@ def supersede_relabelled(labels: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([kept, fresh], ignore_index=True)
 
 
+def shard_ns(path: Path) -> int:
+    """A shard's write time, ns: its name (``{kind}-{ns}.parquet``; a merged shard: its newest)."""
+    return int(path.stem.rpartition("-")[2])
+
+
 def read_kind(
     store_dir: Path, kind: str, columns: list[str] | None = None, written_after: float = 0.0
 ) -> pd.DataFrame:
     """Every row of one kind, in arrival order, before dedupe; with ``written_after`` (Unix
-    seconds) only shards written since then (a shard's name is its write time in ns)."""
+    seconds) only rows written since then: shards named since then, and within a merged shard
+    the rows whose ``stored_at`` is. A shard the store merged away between listing and reading
+    (``feedback.store.compact``) makes it list again."""
+    for _ in range(3):
+        try:
+            return _read_kind(store_dir, kind, columns, written_after)
+        except FileNotFoundError:
+            continue
+    return _read_kind(store_dir, kind, columns, written_after)
+
+
+def _read_kind(
+    store_dir: Path, kind: str, columns: list[str] | None, written_after: float
+) -> pd.DataFrame:
     after_ns = int(written_after * 1e9)
-    shards = [
-        s
-        for s in sorted(store_dir.glob(f"{kind}-*.parquet"))
-        if int(s.stem.rpartition("-")[2]) >= after_ns
-    ]
+    shards = [s for s in sorted(store_dir.glob(f"{kind}-*.parquet")) if shard_ns(s) >= after_ns]
     if not shards:
         return pd.DataFrame(columns=columns or [])
-    return pd.concat([pd.read_parquet(s, columns=columns) for s in shards], ignore_index=True)
+    if not written_after:
+        return pd.concat([pd.read_parquet(s, columns=columns) for s in shards], ignore_index=True)
+    frame = pd.concat([pd.read_parquet(s) for s in shards], ignore_index=True)
+    if STORED_AT in frame:  # NaN: an unmerged shard from before stamping, named since then
+        frame = frame[~(frame[STORED_AT] < written_after)].reset_index(drop=True)
+    return frame if columns is None else frame[columns]
 
 
 def read_labels(store_dir: Path) -> pd.DataFrame:
