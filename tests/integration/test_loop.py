@@ -287,7 +287,8 @@ def test_three_promotions_under_load_fail_nothing_and_answer_promoted_versions(
     for c in clients:
         c.join()
     assert [a for a in answers if a[2] != 200] == []
-    assert check(answers, windows(registry.history(), [s.model_dump() for s in swaps])) == []
+    history = [e.model_dump() for e in registry.history()]
+    assert check(answers, windows(history, [s.model_dump() for s in swaps])) == []
     assert {a[3] for a in answers} >= {s.version for s in swaps}
     assert answers[-1][3] == swaps[-1].version
 
