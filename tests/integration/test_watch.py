@@ -179,6 +179,16 @@ def send_traffic(loop: Running) -> None:
                 assert sent.status_code == 202, sent.text
 
 
+def send_refused(loop: Running) -> None:
+    """One request of each route refused with its reason: what the "refused" panel counts."""
+    with httpx.Client(base_url=loop.api_url, timeout=30) as client:
+        empty = client.post("/v1/predict", json={"text": "   "})
+        assert empty.status_code == 422, empty.text
+        forged = {"request_id": "never-answered", "feedback_token": "forged", "rating": 1}
+        refused = client.post("/v1/feedback", json=forged)
+        assert refused.status_code in (403, 422), refused.text
+
+
 def post_steadily(loop: Running, stop: threading.Event, failed: list[str]) -> None:
     """Fresh texts until ``stop``: the labels a round trains on and a rollout's live evidence."""
     n = 0
@@ -211,6 +221,7 @@ def exercised(loop: Running) -> Running:
     sender.start()
     try:
         send_traffic(loop)
+        send_refused(loop)
         if not rounds_ended(registry):
             time.sleep(5)  # labeler + store flush, for the round's recent window
             report = ray.get(loop.scheduler.retrain.remote("test_watch"))
