@@ -116,13 +116,24 @@ def summarise(samples: list[dict[str, Any]]) -> list[list[Any]]:
 
 def main() -> None:
     from cli.launcher import up
+    from training.registry import Registry
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=10.0, help="texts per second")
     parser.add_argument("--every-s", type=float, default=30.0)
+    parser.add_argument(
+        "--rounds",
+        action="store_true",
+        help="run the scheduler as `distillery up` does (drift every minute, rounds when its "
+        "triggers fire); without it the stack runs none (bench_settings); writes soak-rounds",
+    )
     args = parser.parse_args()
     settings = bench_settings("soak")
+    if args.rounds:
+        from distillery.settings import SchedulerSettings
+
+        settings = settings.model_copy(update={"scheduler": SchedulerSettings()})
     loop = up(settings)
     load = Steady(loop.api_url, args.rate, texts(5_000, settings.paths.data_dir))
     stop = threading.Event()
@@ -146,8 +157,11 @@ def main() -> None:
     md += f"\n{args.minutes:g} min at {args.rate:g} texts/s: {load.sent} sent, "
     md += f"{load.failed} failed.\n"
     print(md)
-    payload = {"args": vars(args), "sent": load.sent, "failed": load.failed, "samples": samples}
-    write_results("soak", payload, md)
+    versions = len(Registry(settings.paths.registry_dir).versions())
+    md += f"{versions} versions registered (v1 included).\n"
+    payload = {"args": vars(args), "sent": load.sent, "failed": load.failed, "samples": samples,
+               "versions": versions}  # fmt: skip
+    write_results("soak-rounds" if args.rounds else "soak", payload, md)
 
 
 if __name__ == "__main__":
