@@ -23,20 +23,20 @@ from distillery.contracts import RoundReport
 from training.registry import Registry
 
 pytestmark = pytest.mark.integration
-MARKER = "zorblax"  # live traffic the gate's holdout never saw
+MARKERS = ("zorblax", "honestly,", "in short,", "note:")  # prefixes the gate's holdout never saw
 
 
 def _registry(loop: Running) -> Registry:
     return Registry(loop.settings.paths.registry_dir)
 
 
-def _train(loop: Running, out: Path, corrupt: str) -> Path:
+def _train(loop: Running, out: Path, corrupt: str, marker: str = MARKERS[0]) -> Path:
     """Fine-tune the current student in this process (Ray-free ``fit``) on the store's rows,
     corrupted on purpose: ``flip`` swaps the two labels' teacher logits on every row (permuting
     them across rows, as this test once did, keeps the label shares: on the shared loop's
     traffic, a few texts sent hundreds of times, such a candidate agreed with the teacher exactly
     as the current did, 0.928 both, and the gate rightly passed it); ``marker`` adds
-    copies of the rows prefixed with MARKER and labelled negative whatever they say."""
+    copies of the rows prefixed with ``marker`` and labelled negative whatever they say."""
     from transformers import AutoTokenizer, BertForSequenceClassification
 
     from training.cycle import round_data
@@ -51,7 +51,7 @@ def _train(loop: Running, out: Path, corrupt: str) -> Path:
     elif corrupt == "marker":
         negative = [8.0, -8.0]  # (C,) logits: "negative" is index 0
         marked = frame.assign(
-            text=[f"{MARKER} {t}" for t in frame["text"]], teacher_logits=[negative] * len(frame)
+            text=[f"{marker} {t}" for t in frame["text"]], teacher_logits=[negative] * len(frame)
         )
         frame = pd.concat([frame, marked], ignore_index=True)
     current = registry.path(registry.current() or 1)
@@ -143,12 +143,14 @@ def test_a_candidate_that_regresses_online_is_rolled_back_automatically(
 ) -> None:
     registry = _registry(loop)
     stable = registry.current()
-    report = _submit(loop, _train(loop, tmp_path / "marker", "marker"), "test: regresses online")
+    marker = _marker_the_stable_reads_right(loop)
+    candidate = _train(loop, tmp_path / "marker", "marker", marker)
+    report = _submit(loop, candidate, "test: regresses online")
     assert report.outcome == "shadow", report  # the gate saw nothing wrong
     version = report.version
     codes = _traffic(loop, POSITIVE, 4)  # ordinary traffic: the shadow looks fine
     _wait_stage(loop, "canary")
-    marked = [f"{MARKER} {text}" for text in POSITIVE]
+    marked = [f"{marker} {text}" for text in POSITIVE]
     codes += _traffic(loop, marked, 45, feedback=True)  # the traffic it gets wrong
     _wait_rollout_end(loop, version)
     assert registry.current() == stable
@@ -160,6 +162,24 @@ def test_a_candidate_that_regresses_online_is_rolled_back_automatically(
     assert {k for k in codes if not k.startswith("feedback")} == {"200"}, codes
     checks = registry.get(version).online["canary"].checks
     assert any(c.state == "fail" for c in checks), checks
+
+
+def _marker_the_stable_reads_right(loop: Running) -> str:
+    """A prefix on whose positive texts the stable student still answers positive (≥ 80%), so
+    that the regression is the candidate's alone. With "zorblax" only, one run's stable already
+    answered those texts negative: teacher agreement 0.000 and negative feedback 1.000 for both
+    versions, and the canary was rightly promoted. Asked with ``allow_training: false``, so the
+    probe never becomes training data."""
+    with httpx.Client(base_url=loop.api_url, timeout=60) as client:
+        for marker in MARKERS:
+            right = []
+            for i in range(0, len(POSITIVE), 20):
+                texts = [f"{marker} {t}" for t in POSITIVE[i : i + 20]]
+                got = client.post("/v1/predict", json={"text": texts, "allow_training": False})
+                right += [p["label"] == "positive" for p in got.json()["predictions"]]
+            if np.mean(right) >= 0.8:
+                return marker
+    raise AssertionError(f"the stable student answers no marked positive text right: {MARKERS}")
 
 
 def _admin(loop: Running, action: str, token: str | None, **body: Any) -> httpx.Response:
