@@ -9,9 +9,11 @@ itself survives a power cut (needed where the file is the only record, e.g. the 
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def fsync_dir(path: Path) -> None:
@@ -41,3 +43,10 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None, sync_dir: boo
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def write_frame(path: Path, frame: Any) -> None:
+    """A pandas DataFrame as Parquet (no index), written with ``write_atomic``."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    write_atomic(path, buffer.getvalue())

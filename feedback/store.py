@@ -17,7 +17,7 @@ import pandas as pd
 
 from distillery import bus
 from distillery.events import DecodeError, FeedbackEvent, TeacherLabel, Topics, decode
-from distillery.files import write_atomic
+from distillery.files import write_frame
 from distillery.settings import Settings
 from feedback.examples import STORED_AT, shard_ns
 
@@ -33,16 +33,8 @@ def write_shard(store_dir: Path, kind: str, rows: list[dict[str, Any]]) -> Path:
     shards are merged); returns its path."""
     now = time.time_ns()
     path = store_dir / f"{kind}-{now:020d}.parquet"
-    _write(path, pd.DataFrame(rows).assign(**{STORED_AT: now / 1e9}))
+    write_frame(path, pd.DataFrame(rows).assign(**{STORED_AT: now / 1e9}))
     return path
-
-
-def _write(path: Path, frame: pd.DataFrame) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    write_atomic(path, buffer.getvalue())
 
 
 def compact(store_dir: Path, kind: str, min_shards: int, before_ns: int) -> int:
@@ -65,7 +57,7 @@ def compact(store_dir: Path, kind: str, min_shards: int, before_ns: int) -> int:
     if len(run) < min_shards:
         return 0
     frames = [_stamped(pd.read_parquet(s), shard_ns(s)) for s in run]
-    _write(run[-1], pd.concat(frames, ignore_index=True))
+    write_frame(run[-1], pd.concat(frames, ignore_index=True))
     for shard in run[:-1]:
         shard.unlink(missing_ok=True)
     return len(run)

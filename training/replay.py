@@ -9,7 +9,6 @@ reservoir lives in ``state/replay/`` (Parquet rows + a JSON count, both written 
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distillery.files import write_atomic
+from distillery.files import write_atomic, write_frame
 
 
 @dataclass(frozen=True)
@@ -78,9 +77,7 @@ def load(folder: Path, capacity: int) -> Reservoir:
 def save(reservoir: Reservoir, folder: Path) -> None:
     """Rows first, then the count that refers to them: a crash between keeps the old count,
     which only makes the next offer slightly more generous to new rows."""
-    buffer = io.BytesIO()
-    reservoir.rows.to_parquet(buffer, index=False)
-    write_atomic(folder / "reservoir.parquet", buffer.getvalue())
+    write_frame(folder / "reservoir.parquet", reservoir.rows)
     state = {
         "seen": reservoir.seen,
         "horizon_ts": reservoir.horizon_ts,
