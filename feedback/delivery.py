@@ -62,6 +62,7 @@ class Delivery:
         self.counts = {"sent": 0, "spooled": 0, "replayed": 0, "adopted": 0, "resent": 0}
         self._acked: deque[Acked] = deque(maxlen=RECENT_MAX)  # oldest first
         self._acked_lock = threading.Lock()
+        self._topic_ids: dict[str, Any] = {}  # topic → its id at the newest acknowledgement
         self._down = threading.Event()  # set: the broker failed us; spool until replay catches up
         if self.spool.pending():
             self._down.set()  # a restarted owner finds its old spool: it goes first
@@ -139,6 +140,7 @@ class Delivery:
         ids = {topic: bus.topic_id(producer, topic) for topic in {e.topic for e in entries}}
         with self._acked_lock:
             self._acked.extend(Acked(now, ids[e.topic], e) for e in entries)
+            self._topic_ids.update(ids)
 
     def _resend_if_recreated(self) -> None:
         """Send again the events acknowledged within the window into a topic that has since
@@ -148,7 +150,9 @@ class Delivery:
         with self._acked_lock:
             while self._acked and self._acked[0].at < cutoff:
                 self._acked.popleft()
-            current = {t: bus.topic_id(producer, t) for t in {a.entry.topic for a in self._acked}}
+            current = {t: bus.topic_id(producer, t) for t in self._topic_ids}
+            if all(current[t] in (None, known) for t, known in self._topic_ids.items()):
+                return  # the usual probe: no topic recreated, no scan of what is remembered
             lost = [
                 a for a in self._acked
                 if a.topic_id is not None and current[a.entry.topic] not in (None, a.topic_id)
@@ -166,6 +170,7 @@ class Delivery:
         if sent < len(lost):  # the broker failed again: the rest wait for the next probe
             with self._acked_lock:
                 self._acked.extendleft(reversed(lost[sent:]))
+                self._topic_ids.update({a.entry.topic: a.topic_id for a in lost[sent:]})
 
     def _loop(self) -> None:
         last_adopt = 0.0
