@@ -54,7 +54,7 @@ def phase_rows(settings: Settings, domain: str) -> tuple[pd.DataFrame, pd.DataFr
     the non-held rows stored before the phase began (the replay pool)."""
     from distillery.task import load_task
     from feedback.examples import join, read_kind, read_labels
-    from training.data import in_holdout
+    from training.data import held_out, newest_per_text
 
     store = settings.paths.store_dir
     task = load_task(settings.paths.task_file)
@@ -65,10 +65,10 @@ def phase_rows(settings: Settings, domain: str) -> tuple[pd.DataFrame, pd.DataFr
     rows = join(labels, read_kind(store, "feedback"), task).sort_values("ts")
     phase = rows[rows["text"].isin(texts)]
     fraction = settings.train.holdout_fraction
-    held = phase["request_id"].map(lambda rid: in_holdout(rid, fraction)).astype(bool)
+    held = held_out(phase, fraction)
     before = rows[rows["ts"] < phase["ts"].min()]
-    older = before[~before["request_id"].map(lambda rid: in_holdout(rid, fraction)).astype(bool)]
-    return phase[~held], phase[held], older
+    older = before[~held_out(before, fraction)]
+    return phase[~held], newest_per_text(phase[held]), older
 
 
 def p50_ms(model: Any, tokenizer: Any, texts: list[str]) -> float:

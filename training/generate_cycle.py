@@ -34,7 +34,7 @@ from models.generator import Generator
 from models.gguf import STUDENT_GGUF_NAME, student_gguf
 from models.gguf_export import GGUF_FILE, export
 from models.llama_decoder import on_runtime
-from training.data import held_out
+from training.data import held_out, newest_per_text, text_keys
 from training.generate_round import chat_of, measure, run_round
 from training.registry import Lineage, Registry, VersionMeta
 
@@ -67,7 +67,10 @@ def examples(settings: Settings, task: Task, parent: int | None) -> Examples:
     frame = labels.assign(chat=chats, corrected_reply=labels["request_id"].map(fixes))
     held = held_out(frame, settings.train.holdout_fraction)
     if len(frame) >= 2 and (not held.any() or held.all()):  # the gate and the round need both
-        held = pd.Series([False] * (len(frame) - 1) + [True], index=frame.index)
+        keys = text_keys(frame)
+        held = keys == keys.iloc[-1]  # the newest text, every copy of it
+        if held.all():  # one text only: its newest copy
+            held = pd.Series([False] * (len(frame) - 1) + [True], index=frame.index)
     train = frame[~held]
     fixed = train["corrected_reply"].notna()
     rows = pd.DataFrame({
@@ -75,8 +78,8 @@ def examples(settings: Settings, task: Task, parent: int | None) -> Examples:
         "target": train["corrected_reply"].where(fixed, train["reply"]),
         "weight": fixed.map({True: settings.train.correction_weight, False: 1.0}).astype(float),
     })  # fmt: skip
-    holdout = frame[held].tail(GATE_ROWS)
-    golden = frame[held & frame["corrected_reply"].notna()]
+    holdout = newest_per_text(frame[held]).tail(GATE_ROWS)
+    golden = newest_per_text(frame[held & frame["corrected_reply"].notna()])
     lineage = Lineage(
         parent=parent, rows=len(rows), recent_rows=len(rows), correction_rows=int(fixed.sum()),
         teachers={str(k): int(v) for k, v in train["teacher_id"].value_counts().items()},

@@ -149,22 +149,22 @@ def test_metrics_are_scrapeable_from_rays_export_port(loop: Running) -> None:
 def test_round_registers_a_version_and_hot_swaps_with_no_failed_request(loop: Running) -> None:
     import ray
 
-    for i in range(6):  # fresh traffic for the round's recent window
-        _predict(loop, [f"sample {i}: a great movie", f"sample {i}: an awful movie"] * 8)
+    for i in range(6):  # fresh texts for the round's recent window and its holdout
+        batch = [f"sample {i}.{j}: a {('great', 'awful')[j % 2]} movie" for j in range(16)]
+        _predict(loop, batch)
     time.sleep(5)  # labeler + store flush
     outcomes: Counter[str] = Counter()
     versions: list[tuple[float, int]] = []
     stop = threading.Event()
 
     def hammer() -> None:
-        texts = [f"review {i}: a great movie" for i in range(8)]
-        texts += [f"review {i}: an awful, boring movie" for i in range(8)]
         n = 0
         with httpx.Client(base_url=loop.api_url, timeout=30) as client:
             while not stop.is_set():
                 n += 1
+                text = f"review {threading.get_ident()}.{n}: a {('great', 'dull')[n % 2]} movie"
                 try:
-                    r = client.post("/v1/predict", json={"text": texts[n % len(texts)]})
+                    r = client.post("/v1/predict", json={"text": text})
                     outcomes[str(r.status_code)] += 1
                     versions.append((time.monotonic(), r.json()["predictions"][0]["model_version"]))
                 except httpx.HTTPError as exc:

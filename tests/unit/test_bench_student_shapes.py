@@ -54,10 +54,10 @@ def test_phase_rows_split_the_phase_as_the_rounds_did_and_replay_only_older_rows
     train, held, older = phase_rows(settings, "nyt")
     fraction = settings.train.holdout_fraction
     assert len(train) + len(held) == 60
-    assert all(in_holdout(rid, fraction) for rid in held["request_id"])
-    assert not any(in_holdout(rid, fraction) for rid in train["request_id"])
+    assert all(in_holdout(text, fraction) for text in held["text"])
+    assert not any(in_holdout(text, fraction) for text in train["text"])
     assert set(older["text"]) <= {f"movies sentence {i}" for i in range(60)}
-    assert not any(in_holdout(rid, fraction) for rid in older["request_id"])
+    assert not any(in_holdout(text, fraction) for text in older["text"])
     assert len(older) > 0
 
 

@@ -20,6 +20,7 @@ from training.data import (
     kd_weights,
     offset_ranges,
 )
+from training.replay import Reservoir
 
 TASK = Task(
     name="sentiment",
@@ -187,7 +188,9 @@ def _joined(n: int, corrections: dict[int, str] | None = None) -> pd.DataFrame:
 
 
 def _held(rows: pd.DataFrame, fraction: float) -> set[str]:
-    return {rid for rid in rows["request_id"] if in_holdout(rid, fraction)}
+    """The request ids whose text ("text number i", already normalised) is held out."""
+    pairs = zip(rows["request_id"], rows["text"], strict=True)
+    return {rid for rid, text in pairs if in_holdout(text, fraction)}
 
 
 def test_holdout_rows_never_train() -> None:
@@ -255,7 +258,7 @@ def test_replay_sample_depends_on_seed_only() -> None:
 def test_window_size_keeps_the_newest_recent_rows() -> None:
     rows = _joined(50).sample(frac=1.0, random_state=0)  # arrival order is not time order
     data = build_round(rows, since_ts=-1.0, window_size=4, replay_ratio=0.0, holdout_fraction=0.2)
-    not_held = [i for i in range(50) if not in_holdout(f"req-{i}", 0.2)]
+    not_held = [i for i in range(50) if not in_holdout(f"text number {i}", 0.2)]
     assert data.train["request_id"].tolist() == [f"req-{i}" for i in not_held[-4:]]
     assert data.train["ts"].is_monotonic_increasing
 
@@ -409,8 +412,10 @@ def test_a_relabel_replaces_its_original_with_the_originals_id_and_times() -> No
     assert supersede_relabelled(rows) is rows  # nothing relabelled: unchanged
 
 
-def test_the_golden_set_leaves_out_texts_the_round_trains_on() -> None:
-    """A human label belongs to a text: a held-out copy of a trained text is not golden."""
+def test_every_copy_of_a_text_is_on_one_side_and_held_out_once() -> None:
+    """A text sent twice (its case and spacing aside) is held out or trained on, never both:
+    split by request id, the copies landed on both sides and the gate scored the candidate on
+    its own training data. The holdout and golden set keep each text's newest copy."""
     corrections = {i: "negative" for i in range(200)}
     rows = _joined(200, corrections)
     rows["text"] = [
@@ -421,7 +426,22 @@ def test_the_golden_set_leaves_out_texts_the_round_trains_on() -> None:
     )
     key = lambda t: " ".join(t.split()).casefold()  # noqa: E731
     trained = {key(t) for t in data.train["text"]}
-    assert len(data.golden) > 0
-    assert trained.isdisjoint({key(t) for t in data.golden["text"]})
-    held = rows[rows["request_id"].map(lambda rid: in_holdout(rid, 0.3))]
-    assert len(data.golden) < len(held)  # the copies of trained texts were left out
+    held = {key(t) for t in data.holdout["text"]}
+    assert 15 < len(held) < 45 and trained.isdisjoint(held)
+    assert trained | held == {f"text number {i}" for i in range(100)}
+    assert len(data.holdout) == len(held)  # one row per text ...
+    assert (data.holdout["ts"].astype(int) % 2 == 1).all()  # ... its newest copy
+    assert len(data.golden) == len(held) and trained.isdisjoint(key(t) for t in data.golden["text"])
+    assert data.lineage.golden_rows == len(held)
+
+
+def test_a_replayed_row_of_a_held_out_text_never_trains() -> None:
+    """A reservoir kept under the old split (by request id) may hold a text that is now held
+    out: replay leaves it out."""
+    rows = _joined(120)
+    older = rows[rows["ts"] <= 60.0]
+    reservoir = Reservoir(capacity=1_000, seen=len(older), horizon_ts=60.0, rows=older)
+    data = build_round(rows, 60.0, 1_000, 10.0, 0.25, reservoir=reservoir)
+    held = {key for key in older["text"] if in_holdout(key, 0.25)}
+    assert held and held.isdisjoint(data.train["text"])
+    assert data.lineage.replay_rows == len(older) - len(held)

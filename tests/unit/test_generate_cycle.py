@@ -38,8 +38,8 @@ def _label(i: int) -> dict[str, object]:
 def test_corrections_replace_the_teachers_reply_and_weigh_more(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     write_shard(settings.paths.store_dir, "labels", [_label(i) for i in range(40)])
-    fixed = next(i for i in range(40) if not in_holdout(f"r{i}", 0.3))
-    held = next(i for i in range(40) if in_holdout(f"r{i}", 0.3))
+    fixed = next(i for i in range(40) if not in_holdout(f"msg {i}", 0.3))
+    held = next(i for i in range(40) if in_holdout(f"msg {i}", 0.3))
     fixes = [
         FeedbackEvent(request_id=f"r{i}", rating=1, predicted_label="reply", model_version=1,
                       corrected_reply=f"human {i}").model_dump()
@@ -77,7 +77,7 @@ def test_the_gate_holds_chrf_within_the_margin(tmp_path: Path) -> None:
 
 def test_a_few_replies_still_give_the_gate_one_held_out_chat(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    kept = [i for i in range(200) if not in_holdout(f"r{i}", 0.3)][:3]  # none would be held out
+    kept = [i for i in range(200) if not in_holdout(f"msg {i}", 0.3)][:3]  # none would be held out
     write_shard(settings.paths.store_dir, "labels", [_label(i) for i in kept])
     data = examples(settings, TASK, parent=1)
     assert len(data.train) == 2 and data.holdout["request_id"].tolist() == [f"r{kept[-1]}"]

@@ -102,7 +102,7 @@ def test_a_generate_tasks_watch_measures_prompt_drift_replies_and_feedback(
     assert shares["features"] >= 0.5 and shares["embedding"] > 0, watch.drift
     assert "unknown_token_share" not in watch.drift.drifted["features"]
     assert signals.drift == max(shares.values())
-    held = sum(in_holdout(f"{now - 900}-{i}", 0.3) for i in range(100))
+    held = sum(in_holdout(" ".join(text.split()).casefold(), 0.3) for text in early[:100])
     assert watch.drift.reference_rows == held  # held out of the first 100 prompts
     assert watch.drift.current_rows == 80  # the 20 short prompts after them, then 60 long
     half = chrf("Hello there.", "We're sorry it broke.")

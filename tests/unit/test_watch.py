@@ -34,6 +34,8 @@ TASK = Task.model_validate(
 )  # fmt: skip
 SHORT = ["good", "bad film", "i love it", "the movie"]
 LONG = ["the movie was very very good and i love it a great great film !"] * 4
+EARLY = [f"{text} {i}" for i, text in enumerate(SHORT * 30)]  # 120 distinct texts: the holdout
+LATE = [f"{text} {i}" for i, text in enumerate(LONG * 30)]  # splits by text (training.data)
 
 
 def _labels(texts: list[str], t0: float, version: int, agree: bool) -> list[dict]:
@@ -68,8 +70,8 @@ def setup(
     registry.register(folder, VersionMeta(version=0, lineage=Lineage(window_end_ts=cut)))
     registry.promote(1, "test")
     store = settings.paths.store_dir
-    write_shard(store, "labels", _labels(SHORT * 30, cut - 300, 1, agree=True))
-    write_shard(store, "labels", _labels(LONG * 30, cut + 60, 1, agree=False))
+    write_shard(store, "labels", _labels(EARLY, cut - 300, 1, agree=True))
+    write_shard(store, "labels", _labels(LATE, cut + 60, 1, agree=False))
     feedback = [
         {"request_id": f"f{i}", "rating": 1 if i < 3 else 5, "ts": now - 10, "model_version": 1}
         for i in range(4)
@@ -81,7 +83,7 @@ def setup(
 def test_a_shifted_window_drifts_and_quality_and_series_are_measured(
     setup: tuple[Settings, Registry, float],
 ) -> None:
-    settings, registry, cut = setup
+    settings, registry, _ = setup
     watch = Watch(settings, TASK, registry)
     signals = watch.measure(new_labels=120, minutes_since_round=3.0)
     assert watch.drift is not None and watch.drift.version == 1
@@ -89,7 +91,7 @@ def test_a_shifted_window_drifts_and_quality_and_series_are_measured(
     assert set(shares) == {"features", "embedding", "prediction"}
     assert shares["features"] >= 0.5  # 14-word texts against 1–3 words
     assert signals.drift == max(shares.values())
-    held_out = sum(in_holdout(f"{cut - 300}-{i}", 0.2) for i in range(120))
+    held_out = sum(in_holdout(text, 0.2) for text in EARLY)
     assert 10 <= held_out < 120  # the reference: training-window rows no round trained on
     assert (watch.drift.reference_rows, watch.drift.current_rows) == (held_out, 120)
     # the last hour's 240 labels: half of the 120 newest disagree, none of the older 120
