@@ -24,17 +24,16 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from distillery.loop_settings import (
-    CascadeSettings,
     MonitorSettings,
     SchedulerSettings,
     StoreSettings,
     StudentSettings,
-    TeacherSettings,
     TrainSettings,
     TrustSettings,
     env_prefix,
 )
 from distillery.release_settings import GateSettings, RolloutSettings
+from distillery.teacher_settings import CascadeSettings, TeacherSettings
 
 __all__ = [
     "CascadeSettings", "EnvVar", "GateSettings", "KafkaSettings", "MonitorSettings", "PathSettings",

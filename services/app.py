@@ -22,7 +22,7 @@ from ray import serve
 
 from distillery.actors import labeler_health_async
 from distillery.contracts import CandidateSpec, StudentConfig, TeacherState, stage_key
-from distillery.events import SampledPrediction, Topics
+from distillery.events import SampledPrediction
 from distillery.metrics import serve_metrics
 from distillery.settings import Settings
 from distillery.task import load_task
@@ -55,7 +55,7 @@ from services.edge import (
 )
 from services.feedback_route import FeedbackRoute
 from services.recall import Recall
-from services.sampling import Publisher, make_sampler
+from services.sampling import Sampling
 from services.slots import Slot, Variant, report_serving
 from services.variants import VariantStats, report_forever
 from training.model_store import ModelStore, local_copy
@@ -94,22 +94,21 @@ class StudentIngress:
         self.metrics = serve_metrics()
         self.access = Access(self.settings)
         serve_cfg = self.settings.serve
-        self.sampler = make_sampler(self.settings)
+        self.sampling = Sampling(self.settings, self.metrics)
         self.cascade = Cascade(self.settings, self.secret, self.task.label_names)
-        self.publisher = Publisher(
-            self.settings.kafka,
-            serve_cfg.sample_queue_size,
-            on_drop=lambda reason: self.metrics.sample_dropped.inc(tags={"reason": reason}),
-        )
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.feedback_route = FeedbackRoute(
             self.settings, self.access, self.secret, self.task.label_names, self.metrics,
             self.replica_id,
         )  # fmt: skip
-        self.recall = Recall(self.settings.kafka, self.sampler.on_feedback, self._send_recalled)
+        self.recall = Recall(
+            self.settings.kafka, self.sampling.sampler.on_feedback, self.sampling.recalled
+        )
         generate = self.task.kind == "generate"
         self.chat = (
-            ChatRoute(self.settings, self.task, self.secret, self._sample) if generate else None
+            ChatRoute(self.settings, self.task, self.secret, self.sampling.offer)
+            if generate
+            else None
         )
         # Slot[Student] for a classify task, Slot[Generator] for a generate task (``_load``)
         self.stable: Slot[Any] = Slot(
@@ -249,7 +248,7 @@ class StudentIngress:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         elif event is not None:
-            self._sample(event, canary=variant is not None and variant.stage == "canary")
+            self.sampling.offer(event, canary=variant is not None and variant.stage == "canary")
 
     async def _mirror(
         self, variant: Variant, text: str, probs: np.ndarray, event: SampledPrediction | None
@@ -269,7 +268,7 @@ class StudentIngress:
                 }
                 event = event.model_copy(update=update)
         if event is not None:
-            self._sample(event)
+            self.sampling.offer(event)
 
     @api.post(
         "/v1/predict",
@@ -339,20 +338,6 @@ class StudentIngress:
         except HTTPException as exc:
             self.metrics.rejected.inc(tags={"route": route, "status": str(exc.status_code)})
             raise
-
-    def _sample(self, event: SampledPrediction, canary: bool = False) -> None:
-        """``canary``: a rollout's canary is live (the caller has its variant in hand)."""
-        decision = self.sampler.decide(event, canary)
-        if decision.event is None:
-            self.metrics.skipped.inc(
-                tags={"reason": decision.reason, "candidate": decision.candidate}
-            )
-        elif self.publisher.offer(Topics.SAMPLED, decision.event, event.request_id):
-            self.metrics.sampled.inc(tags={"reason": decision.reason})
-
-    def _send_recalled(self, event: SampledPrediction) -> None:
-        if self.publisher.offer(Topics.SAMPLED, event, event.request_id):
-            self.metrics.sampled.inc(tags={"reason": "feedback"})
 
     @api.post(
         "/v1/feedback",

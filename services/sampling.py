@@ -34,7 +34,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from distillery import bus
-from distillery.events import SampledPrediction, SampleReason, decode, encode
+from distillery.events import SampledPrediction, SampleReason, Topics, decode, encode
+from distillery.metrics import ServeMetrics
 from distillery.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -231,3 +232,33 @@ def make_sampler(settings: Settings) -> Sampler:
     )
     budget = TokenBucket(settings.teacher.labels_per_min() / serve_cfg.num_replicas)
     return Sampler(policy, budget, serve_cfg.unsampled_cache_size, settings.store.join_window_s)
+
+
+class Sampling:
+    """A replica's path to the teacher: the sampler decides under the budget, the publisher
+    sends off the request path, and every outcome is counted in the replica's metrics."""
+
+    def __init__(self, settings: Settings, metrics: ServeMetrics) -> None:
+        self.metrics = metrics
+        self.sampler = make_sampler(settings)
+        self.publisher = Publisher(
+            settings.kafka,
+            settings.serve.sample_queue_size,
+            on_drop=lambda reason: metrics.sample_dropped.inc(tags={"reason": reason}),
+        )
+
+    def offer(self, event: SampledPrediction, canary: bool = False) -> None:
+        """Sample ``event`` or keep it for the join window; ``canary``: a rollout's canary is
+        live (the caller has its variant in hand)."""
+        decision = self.sampler.decide(event, canary)
+        if decision.event is None:
+            self.metrics.skipped.inc(
+                tags={"reason": decision.reason, "candidate": decision.candidate}
+            )
+        elif self.publisher.offer(Topics.SAMPLED, decision.event, event.request_id):
+            self.metrics.sampled.inc(tags={"reason": decision.reason})
+
+    def recalled(self, event: SampledPrediction) -> None:
+        """Send an event that feedback recalled (``services.recall``), outside the budget."""
+        if self.publisher.offer(Topics.SAMPLED, event, event.request_id):
+            self.metrics.sampled.inc(tags={"reason": "feedback"})

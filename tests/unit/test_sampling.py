@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from distillery.events import SampledPrediction
-from services.sampling import Policy, Sampler, TokenBucket, candidate, margin
+from distillery.events import SampledPrediction, Topics
+from distillery.settings import Settings
+from services.sampling import Policy, Sampler, Sampling, TokenBucket, candidate, margin
 
 
 class Clock:
@@ -192,3 +195,49 @@ def test_bad_budget_and_thresholds_name_the_value() -> None:
         TokenBucket(0)
     with pytest.raises(ValueError, match="got -1"):
         Policy(base_rate=0.1, margin_below=0.2, novelty_above=-1)
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+
+    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
+        self.seen.append(tags or {})
+
+
+class _Queue:
+    def __init__(self, accepts: bool) -> None:
+        self.accepts, self.offered = accepts, []
+
+    def offer(self, topic: str, event: SampledPrediction, key: str) -> bool:
+        self.offered.append((topic, event.reason, key))
+        return self.accepts
+
+
+def _sampling(rate: float, accepts: bool = True) -> tuple[Sampling, Any, _Queue]:
+    metrics: Any = SimpleNamespace(skipped=_Counter(), sampled=_Counter(), sample_dropped=None)
+    sampling = Sampling(Settings(), metrics)
+    sampling.sampler = _sampler(rate)
+    queue = _Queue(accepts)
+    sampling.publisher = queue  # type: ignore[assignment]
+    return sampling, metrics, queue
+
+
+def test_a_replica_counts_each_sampling_outcome_with_its_reason() -> None:
+    sampling, metrics, queue = _sampling(1.0)
+    sampling.offer(_event(1))
+    assert queue.offered == [(Topics.SAMPLED, "uniform", "r-1")]
+    assert metrics.sampled.seen == [{"reason": "uniform"}] and metrics.skipped.seen == []
+    kept, metrics, queue = _sampling(0.0)
+    kept.offer(_event(2))
+    assert queue.offered == [] and metrics.sampled.seen == []
+    assert metrics.skipped.seen == [{"reason": "not_selected", "candidate": "none"}]
+    kept.recalled(kept.sampler.on_feedback("r-2") or _event(0))
+    assert queue.offered == [(Topics.SAMPLED, "feedback", "r-2")]
+    assert metrics.sampled.seen == [{"reason": "feedback"}]
+
+
+def test_a_sample_the_full_queue_refused_is_not_counted_as_sent() -> None:
+    sampling, metrics, queue = _sampling(1.0, accepts=False)
+    sampling.offer(_event(1))
+    assert len(queue.offered) == 1 and metrics.sampled.seen == []
