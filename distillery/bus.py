@@ -96,33 +96,33 @@ def make_producer(settings: KafkaSettings, in_order: bool = False) -> KafkaProdu
 def make_consumer(
     settings: KafkaSettings, group: str, topics: list[str], on_assigned: Any = None
 ) -> KafkaConsumer:
-    """A consumer-group member that commits only by hand, after its output is safe;
-    ``on_assigned(partitions)`` runs whenever the group hands it partitions."""
+    """The one reader of ``topics`` under ``group``: it takes every partition itself
+    (``assign``, no group membership), resumes from the offsets committed under ``group``, and
+    commits only by hand, after its output is safe; ``on_assigned(partitions)`` runs once it
+    holds them. The labeler and the example store each run as one process, and tansu's group
+    coordinator wedged the group protocol twice after a broker restart: a LeaveGroup that
+    overtook its own JoinGroup left a departed leader (stop 22), and a member that rejoined under
+    its pre-restart id never got its SyncGroup answered, so the labeler read nothing for 120 s
+    (CI, stops 28 and 29). A commit without membership (generation -1) is what Kafka's
+    standalone consumers do; tansu keeps it. Two processes under one group would each read
+    everything: run one of each."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.servers(),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         allow_auto_create_topics=False,
-        session_timeout_ms=6000,
-        max_poll_interval_ms=60_000,
-        heartbeat_interval_ms=2000,
         request_timeout_ms=max(settings.request_timeout_ms, 7_000),
         **settings.client_options(),
     )
-    listener = None
+    try:
+        parts = [tp for topic in topics for tp in partitions(consumer, topic)]
+    except LookupError:
+        consumer.close()
+        raise
+    consumer.assign(parts)
     if on_assigned is not None:
-        from kafka import ConsumerRebalanceListener
-
-        class _Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked: Any) -> None:
-                pass
-
-            def on_partitions_assigned(self, assigned: Any) -> None:
-                on_assigned(assigned)
-
-        listener = _Listener()
-    consumer.subscribe(topics, listener=listener)
+        on_assigned(parts)
     return consumer
 
 
@@ -207,10 +207,7 @@ class TopicWatch:
 
     def rewind(self, topics: set[str]) -> None:
         """Read ``topics`` from their start again with this same consumer: adopt their new ids
-        and seek their assigned partitions to the beginning (partitions assigned later start at
-        the new broker's committed offsets, or the earliest). Closing the consumer instead
-        sends a LeaveGroup that can overtake its own pending JoinGroup; tansu then keeps the
-        departed member as the group's leader and the next member's SyncGroup fails for ever."""
+        and seek its partitions of them to the beginning."""
         parts = [tp for tp in self._consumer.assignment() if tp.topic in topics]
         if parts:
             self._consumer.seek_to_beginning(*parts)

@@ -3,6 +3,7 @@ feedback → topic, bad input → 4xx, metrics scrapeable, a round → registry 
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -158,11 +159,10 @@ def test_round_registers_a_version_and_hot_swaps_with_no_failed_request(loop: Ru
     stop = threading.Event()
 
     def hammer() -> None:
-        n = 0
         with httpx.Client(base_url=loop.api_url, timeout=30) as client:
             while not stop.is_set():
-                n += 1
-                text = f"review {threading.get_ident()}.{n}: a {('great', 'dull')[n % 2]} movie"
+                n = next(sent)
+                text = f"review {n}: " + ("a great movie", "an awful, boring movie")[n % 2]
                 try:
                     r = client.post("/v1/predict", json={"text": text})
                     outcomes[str(r.status_code)] += 1
@@ -170,6 +170,7 @@ def test_round_registers_a_version_and_hot_swaps_with_no_failed_request(loop: Ru
                 except httpx.HTTPError as exc:
                     outcomes[type(exc).__name__] += 1
 
+    sent = itertools.count()  # each request a text of its own
     clients = [threading.Thread(target=hammer) for _ in range(4)]
     for c in clients:
         c.start()

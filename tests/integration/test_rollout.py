@@ -129,13 +129,14 @@ def _wait_rollout_end(loop: Running, version: int, timeout_s: float = 120) -> No
         time.sleep(0.5)
 
 
-def _wait_stage(loop: Running, stage: str, timeout_s: float = 60) -> None:
+def _reaches(loop: Running, stage: str, timeout_s: float = 60) -> bool:
+    """True once the rollout is at ``stage``; False if it ended before."""
     registry = _registry(loop)
     deadline = time.monotonic() + timeout_s
-    while (running := registry.rollout()) is None or running.stage != stage:
-        assert running is not None, f"the rollout ended before {stage}: {registry.history()[-2:]}"
+    while (running := registry.rollout()) is not None and running.stage != stage:
         assert time.monotonic() < deadline, f"no {stage} after {timeout_s}s"
         time.sleep(0.5)
+    return running is not None
 
 
 def test_a_candidate_that_regresses_online_is_rolled_back_automatically(
@@ -148,19 +149,20 @@ def test_a_candidate_that_regresses_online_is_rolled_back_automatically(
     report = _submit(loop, candidate, "test: regresses online")
     assert report.outcome == "shadow", report  # the gate saw nothing wrong
     version = report.version
-    codes = _traffic(loop, POSITIVE, 4)  # ordinary traffic: the shadow looks fine
-    _wait_stage(loop, "canary")
-    marked = [f"{marker} {text}" for text in POSITIVE]
-    codes += _traffic(loop, marked, 45, feedback=True)  # the traffic it gets wrong
+    codes = _traffic(loop, POSITIVE, 4)  # ordinary traffic
+    if _reaches(loop, "canary"):  # a stable strong on POSITIVE lets the shadow catch it first
+        marked = [f"{marker} {text}" for text in POSITIVE]
+        codes += _traffic(loop, marked, 45, feedback=True)  # the traffic it gets wrong
     _wait_rollout_end(loop, version)
     assert registry.current() == stable
     assert registry.get(version).status == "rolled_back"
     last = registry.history()[-1]
     assert (last.event, last.version) == ("rolled_back", version), last
-    assert last.reason.startswith("automatic: canary:"), last
+    stage = last.reason.split(":")[1].strip()  # "automatic: <stage>: <the failed check>"
+    assert last.reason.startswith("automatic:") and stage in ("shadow", "canary"), last
     assert "teacher_agreement" in last.reason or "negative_feedback" in last.reason
     assert {k for k in codes if not k.startswith("feedback")} == {"200"}, codes
-    checks = registry.get(version).online["canary"].checks
+    checks = registry.get(version).online[stage].checks
     assert any(c.state == "fail" for c in checks), checks
 
 

@@ -316,11 +316,11 @@ class _Client:
     def create_topics(self, topics: list) -> None:
         pass
 
-    def subscribe(self, topics: list, listener: object = None) -> None:
+    def assign(self, partitions: list) -> None:
         pass
 
-    def partitions_for_topic(self, topic: str) -> None:
-        return None
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return {0} if _Client.built[-1].get("group_id") else None  # a reader finds no topic
 
     def close(self) -> None:
         pass
