@@ -317,7 +317,7 @@ class _Client:
         pass
 
     def assign(self, partitions: list) -> None:
-        pass
+        self.assigned = partitions
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         return {0} if _Client.built[-1].get("group_id") else None  # a reader finds no topic
@@ -431,3 +431,22 @@ def test_an_llm_teacher_gets_a_budget_and_batch_it_can_keep_up_with() -> None:
     llm = TeacherSettings(kind="llm")
     assert llm.labels_per_min() == 60 and llm.labeler_batch() == 8
     assert TeacherSettings(kind="llm", budget_per_min=5).labels_per_min() == 5
+
+
+def test_a_consumer_takes_every_partition_itself_and_joins_no_group(
+    monkeypatch: pytest.MonkeyPatch, no_kafka_security: None
+) -> None:
+    """The labeler's and the store's consumer: no group membership (tansu's group coordinator
+    wedged after broker restarts), offsets still committed under the group."""
+    from distillery import bus
+
+    monkeypatch.setattr(bus, "KafkaConsumer", _Client)
+    _Client.built = []
+    taken: list = []
+    kafka = KafkaSettings(bootstrap_servers="k:9092")
+    consumer = bus.make_consumer(kafka, "the-group", ["a", "b"], on_assigned=taken.append)
+    assert [(tp.topic, tp.partition) for tp in consumer.assigned] == [("a", 0), ("b", 0)]
+    assert taken == [consumer.assigned]
+    assert _Client.built[0]["group_id"] == "the-group"
+    assert _Client.built[0]["enable_auto_commit"] is False
+    assert not hasattr(consumer, "subscribe")  # a subscription would join the group
