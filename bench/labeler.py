@@ -156,7 +156,7 @@ def run(n: int, rounds: int, lag_s: float) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     with EmbeddedBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        kafka = broker.kafka()
         bus.ensure_topics(kafka)
         settings = Settings(kafka=kafka, paths=PathSettings(state_dir=STATE))
         labeler = Labeler(settings, load_task(settings.paths.task_file))
@@ -184,7 +184,7 @@ def llm_rates(teacher: TeacherSettings, sample: list[str], chunk: int) -> dict[s
     """The labeler over the real broker against the LLM endpoint alone (``teacher.url``),
     interleaved in one run, ``chunk`` texts a round; rates in texts per second."""
     with EmbeddedBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        kafka = broker.kafka()
         bus.ensure_topics(kafka)
         settings = Settings(
             kafka=kafka,

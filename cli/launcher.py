@@ -15,7 +15,7 @@ from typing import Any
 from distillery import bus
 from distillery.actors import LABELER, NAMESPACE, SCHEDULER
 from distillery.contracts import RoundReport
-from distillery.settings import KafkaSettings, ServeSettings, Settings
+from distillery.settings import ServeSettings, Settings
 from distillery.task import Task, load_task
 from feedback import keys as key_store
 from feedback.tokens import load_secret
@@ -322,9 +322,7 @@ def up(settings: Settings | None = None, say: Any = print, quiet: bool = False) 
     broker = None
     if not settings.kafka.bootstrap_servers:
         broker = EmbeddedBroker(log_path=_log_path(settings, "broker.log")).start()
-        settings = settings.model_copy(
-            update={"kafka": KafkaSettings(bootstrap_servers=broker.bootstrap_servers)}
-        )
+        settings = settings.model_copy(update={"kafka": broker.kafka()})
         say(f"embedded Kafka broker on {broker.bootstrap_servers} (in memory)")
     supervisor = None
     llm = None

@@ -96,33 +96,50 @@ def make_producer(settings: KafkaSettings, in_order: bool = False) -> KafkaProdu
 def make_consumer(
     settings: KafkaSettings, group: str, topics: list[str], on_assigned: Any = None
 ) -> KafkaConsumer:
-    """The one reader of ``topics`` under ``group``: it takes every partition itself
-    (``assign``, no group membership), resumes from the offsets committed under ``group``, and
-    commits only by hand, after its output is safe; ``on_assigned(partitions)`` runs once it
-    holds them. The labeler and the example store each run as one process, and tansu's group
-    coordinator wedged the group protocol twice after a broker restart: a LeaveGroup that
-    overtook its own JoinGroup left a departed leader (stop 22), and a member that rejoined under
-    its pre-restart id never got its SyncGroup answered, so the labeler read nothing for 120 s
-    (CI, stops 28 and 29). A commit without membership (generation -1) is what Kafka's
-    standalone consumers do; tansu keeps it. Two processes under one group would each read
-    everything: run one of each."""
+    """A reader of ``topics`` under ``group`` that commits only by hand, after its output is
+    safe; ``on_assigned(partitions)`` runs whenever it is handed partitions. With
+    ``membership`` "group" it joins the consumer group, so that several labelers share the
+    partitions. With "assign" (the embedded broker's) it takes every partition itself, resumes
+    from the offsets committed under ``group``, and commits without membership (generation −1,
+    as Kafka's standalone consumers do; tansu keeps it). tansu's group coordinator wedged the
+    group protocol twice after a broker restart: a LeaveGroup that overtook its own JoinGroup
+    left a departed leader (stop 22), and a member that rejoined under its pre-restart id never
+    got its SyncGroup answered, so the labeler read nothing for 120 s (CI, stops 28 and 29)."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.servers(),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         allow_auto_create_topics=False,
+        session_timeout_ms=6000,
+        max_poll_interval_ms=60_000,
+        heartbeat_interval_ms=2000,
         request_timeout_ms=max(settings.request_timeout_ms, 7_000),
         **settings.client_options(),
     )
-    try:
-        parts = [tp for topic in topics for tp in partitions(consumer, topic)]
-    except LookupError:
-        consumer.close()
-        raise
-    consumer.assign(parts)
+    if settings.membership == "assign":
+        try:
+            parts = [tp for topic in topics for tp in partitions(consumer, topic)]
+        except LookupError:
+            consumer.close()
+            raise
+        consumer.assign(parts)
+        if on_assigned is not None:
+            on_assigned(parts)
+        return consumer
+    listener = None
     if on_assigned is not None:
-        on_assigned(parts)
+        from kafka import ConsumerRebalanceListener
+
+        class _Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                pass
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                on_assigned(assigned)
+
+        listener = _Listener()
+    consumer.subscribe(topics, listener=listener)
     return consumer
 
 

@@ -156,6 +156,15 @@ class KafkaSettings(BaseSettings):
         ),
     )
     request_timeout_ms: int = Field(default=10_000, ge=1_000)
+    membership: Literal["group", "assign"] = Field(
+        default="group",
+        description=(
+            "how the labeler and the example store take their partitions: group joins a "
+            "consumer group (several labelers share the partitions); assign takes every "
+            "partition itself and commits under the group without joining it (one of each). "
+            "The embedded tansu gets assign: its group coordinator wedged after restarts"
+        ),
+    )
     send_timeout_s: float = Field(default=5.0, gt=0)
     resend_window_s: float = Field(
         default=60.0,

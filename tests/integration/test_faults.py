@@ -23,7 +23,6 @@ from distillery import bus
 from distillery.contracts import StudentConfig
 from distillery.events import FeedbackEvent, SampledPrediction, Topics, decode
 from distillery.settings import (
-    KafkaSettings,
     PathSettings,
     ServeSettings,
     Settings,
@@ -70,7 +69,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     broker = EmbeddedBroker().start()
     settings = Settings(
         paths=PathSettings(state_dir=state, task_file=TASK),
-        kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers, send_timeout_s=2),
+        kafka=broker.kafka(send_timeout_s=2),
         serve=ServeSettings(
             port=free_port(),
             metrics_export_port=free_port(),
@@ -168,7 +167,7 @@ def test_supervisor_restarts_a_dead_broker_and_recreates_its_topics() -> None:
     import time
 
     with EmbeddedBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        kafka = broker.kafka()
         bus.ensure_topics(kafka)
         supervisor = Supervisor(broker, lambda: bus.ensure_topics(kafka), every_s=0.2)
         try:
@@ -187,7 +186,7 @@ def test_each_record_of_a_pipelined_burst_is_stored() -> None:
     """tansu 0.6.0 keeps only the first record of a multi-record batch (it acknowledges all of
     them): the producers put one record per batch by default (KafkaSettings.batch_bytes)."""
     with EmbeddedBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        kafka = broker.kafka()
         bus.ensure_topics(kafka, [Topics.FEEDBACK])
         producer = bus.make_producer(kafka)
         futures = [
@@ -211,7 +210,7 @@ def test_feedback_acknowledged_before_a_broker_restart_is_sent_again(tmp_path: P
     from feedback.delivery import Delivery
 
     with EmbeddedBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        kafka = broker.kafka()
         bus.ensure_topics(kafka)
         supervisor = Supervisor(broker, lambda: bus.ensure_topics(kafka), every_s=0.2)
         delivery = Delivery(kafka, tmp_path / "spool", "replica-1", probe_s=0.2)

@@ -129,7 +129,7 @@ def test_the_labeler_answers_sampled_chats_and_dead_letters_what_it_cannot(
     llm: LocalLLM, tmp_path: Path
 ) -> None:
     with EmbeddedBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        kafka = broker.kafka()
         bus.ensure_topics(kafka)
         settings = Settings(
             kafka=kafka,

@@ -17,7 +17,7 @@ import pytest
 
 from distillery import bus
 from distillery.events import DeadLetter, SampledPrediction, TeacherLabel, Topics, decode
-from distillery.settings import KafkaSettings, PathSettings, Settings, StoreSettings
+from distillery.settings import PathSettings, Settings, StoreSettings
 from distillery.task import load_task
 from feedback.examples import read_kind, read_labels
 from feedback.store import ExampleStore, write_shard
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture()
 def settings(tmp_path: Path) -> Iterator[Settings]:
     with EmbeddedBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        kafka = broker.kafka()
         bus.ensure_topics(kafka)
         yield Settings(
             kafka=kafka,
@@ -110,6 +110,7 @@ def _labeler(
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.servers(),
+        "DISTILLERY_KAFKA_MEMBERSHIP": settings.kafka.membership,
         "DISTILLERY_STATE_DIR": str(settings.paths.state_dir),
         "DISTILLERY_TASK_FILE": str(TASK),
         "DISTILLERY_TEACHER_BATCH_SIZE": "16",
@@ -190,7 +191,7 @@ def test_labeler_and_store_carry_on_after_the_broker_restarts_empty(
     for name in ("kafka.coordinator", "kafka.consumer.subscription_state", "services.labeler"):
         caplog.set_level(logging.INFO, logger=name)
     with EmbeddedBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        kafka = broker.kafka()
         bus.ensure_topics(kafka)
         settings = Settings(
             kafka=kafka,

@@ -49,7 +49,7 @@ def llm() -> Iterator[LocalLLM]:
 @pytest.fixture()
 def kafka() -> Iterator[KafkaSettings]:
     with EmbeddedBroker() as broker:
-        settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        settings = broker.kafka()
         bus.ensure_topics(settings)
         yield settings
 

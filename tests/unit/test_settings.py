@@ -319,6 +319,9 @@ class _Client:
     def assign(self, partitions: list) -> None:
         self.assigned = partitions
 
+    def subscribe(self, topics: list, listener: object = None) -> None:
+        self.subscribed = topics
+
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         return {0} if _Client.built[-1].get("group_id") else None  # a reader finds no topic
 
@@ -433,20 +436,24 @@ def test_an_llm_teacher_gets_a_budget_and_batch_it_can_keep_up_with() -> None:
     assert TeacherSettings(kind="llm", budget_per_min=5).labels_per_min() == 5
 
 
-def test_a_consumer_takes_every_partition_itself_and_joins_no_group(
+def test_a_consumer_joins_its_group_or_on_the_embedded_broker_takes_every_partition(
     monkeypatch: pytest.MonkeyPatch, no_kafka_security: None
 ) -> None:
-    """The labeler's and the store's consumer: no group membership (tansu's group coordinator
-    wedged after broker restarts), offsets still committed under the group."""
+    """The labeler's and the store's consumer: in a group by default (several labelers share
+    the partitions); with membership "assign" (the embedded tansu, whose group coordinator
+    wedged after restarts) no membership, offsets still committed under the group."""
     from distillery import bus
 
     monkeypatch.setattr(bus, "KafkaConsumer", _Client)
     _Client.built = []
+    grouped = bus.make_consumer(KafkaSettings(bootstrap_servers="k:9092"), "g", ["a"])
+    assert grouped.subscribed == ["a"] and not hasattr(grouped, "assigned")
     taken: list = []
-    kafka = KafkaSettings(bootstrap_servers="k:9092")
+    kafka = KafkaSettings(bootstrap_servers="k:9092", membership="assign")
     consumer = bus.make_consumer(kafka, "the-group", ["a", "b"], on_assigned=taken.append)
     assert [(tp.topic, tp.partition) for tp in consumer.assigned] == [("a", 0), ("b", 0)]
-    assert taken == [consumer.assigned]
-    assert _Client.built[0]["group_id"] == "the-group"
-    assert _Client.built[0]["enable_auto_commit"] is False
-    assert not hasattr(consumer, "subscribe")  # a subscription would join the group
+    assert taken == [consumer.assigned] and not hasattr(consumer, "subscribed")
+    assert _Client.built[1]["group_id"] == "the-group"
+    assert _Client.built[1]["enable_auto_commit"] is False
+    with pytest.raises(ValidationError, match="membership"):
+        KafkaSettings(bootstrap_servers="k:9092", membership="steal")
