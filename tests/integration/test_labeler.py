@@ -185,9 +185,9 @@ def test_labeler_killed_at_any_point_labels_each_request_exactly_once(
 def test_labeler_and_store_carry_on_after_the_broker_restarts_empty(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # It failed once in CI (stop 28: no label in 120 s after the restart) and passed 16 of 16
-    # runs here, 10 of them with both cores busy. The group protocol and the labeler's own
-    # decisions log at INFO: kept, so the next failure shows where the labeler stopped.
+    # It failed in CI (stop 28) and once in a full run here: no label in 120 s after the
+    # restart, the labeler's group wedged in tansu (``bus.make_consumer``). The group protocol
+    # and the labeler's own decisions log at INFO: kept, so a failure shows where it stopped.
     for name in ("kafka.coordinator", "kafka.consumer.subscription_state", "services.labeler"):
         caplog.set_level(logging.INFO, logger=name)
     with EmbeddedBroker() as broker:
