@@ -26,15 +26,9 @@ import uuid
 from pathlib import Path
 
 from bench.harness import ROOT, markdown_table, texts, write_results
+from bench.soak import rss_mb
 
 SETTINGS = {"default (1,024)": None, "off (0)": "0"}
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def feed(minutes: float, rate: float, state: Path) -> list[dict[str, float]]:
@@ -56,11 +50,17 @@ def feed(minutes: float, rate: float, state: Path) -> list[dict[str, float]]:
         threading.Thread(target=labeler.run, daemon=True).start()
         producer = bus.make_producer(kafka)
         samples: list[dict[str, float]] = []
+
+        def sample(minute: float) -> None:
+            rss = rss_mb(Path("/proc/self/status").read_text())
+            samples.append(
+                {"minute": minute, "rss_mb": rss, "labelled": labeler.counts["labelled"]}
+            )
+
         start, sent = time.monotonic(), 0
         while (elapsed := time.monotonic() - start) < minutes * 60:
             if elapsed >= 60 * len(samples):
-                samples.append({"minute": elapsed / 60, "rss_mb": rss_mb(),
-                                "labelled": labeler.counts["labelled"]})  # fmt: skip
+                sample(elapsed / 60)
             event = SampledPrediction(
                 request_id=str(uuid.uuid4()), text=bodies[sent % len(bodies)],
                 student_probs=[0.4, 0.6], model_version=1,
@@ -68,8 +68,7 @@ def feed(minutes: float, rate: float, state: Path) -> list[dict[str, float]]:
             bus.send(producer, Topics.SAMPLED, event, event.request_id)
             sent += 1
             time.sleep(max(0.0, start + sent / rate - time.monotonic()))
-        samples.append({"minute": minutes, "rss_mb": rss_mb(),
-                        "labelled": labeler.counts["labelled"]})  # fmt: skip
+        sample(minutes)
         labeler.stop()
     return samples
 

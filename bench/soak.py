@@ -44,10 +44,15 @@ def memory_by_process() -> dict[str, float]:
         name = next((n for n in NAMES if n in cmdline), None)
         if name is None and int(pid) == os.getpid():
             name = "driver (this benchmark)"
-        rss = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")), 0)
         if name is not None:
-            out[name] += int(rss) / 1024
+            out[name] += rss_mb(status)
     return dict(out)
+
+
+def rss_mb(status: str) -> float:
+    """Resident MB from the text of a ``/proc/<pid>/status`` (0 for a process without one)."""
+    rss = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")), 0)
+    return int(rss) / 1024
 
 
 def lag_s(store_dir: Path, since: float) -> float | None:

@@ -1,18 +1,20 @@
-"""The teacher labeler: the one consumer of sampled traffic, which writes soft labels.
+"""The teacher labeler: a consumer of sampled traffic that writes soft labels.
 
 Per batch: poll (up to ``batch_size``, or what came within ``batch_wait_s``) → decode (bad
 messages to the dead-letter topic) → dedupe by request id → teacher → send labels → wait for the
 broker's acks → commit offsets.
 
 Exactly once, without Kafka transactions: a crash after the labels are acknowledged but before
-the commit replays the batch. So whenever a session takes its partitions (at start, after a
-crash, after the broker restarted empty), it first reads back the tail of the labels topic and
-remembers which request ids are labelled; a replayed event whose id is there is skipped.
+the commit replays the batch. So whenever it is handed partitions (at start, after a crash, on
+a rebalance of its group, after the broker restarted empty), it first reads back the tail of the
+labels topic and remembers which request ids are labelled; a replayed event whose id is there
+is skipped.
 The example store also dedupes by request id on read.
 
 Any ``models.teacher.Teacher`` labels: the labeler knows no backend. It never blocks its poll
 loop on the teacher: while ``MAX_PENDING`` batches wait for the teacher, it pauses its
-partitions, so no more records are fetched into memory, and keeps polling.
+partitions, so no more records are fetched into memory, and keeps polling (in a group, a slow
+LLM batch takes longer than the group's poll interval).
 While the teacher is unavailable (its breaker open), the batch in hand is retried until it is
 back; nothing after it is committed, so every sampled event waits on its topic. An answer the
 teacher cannot read goes to the dead-letter topic with the raw answer.
@@ -131,8 +133,9 @@ class Labeler:
         """Pipelined: while the teacher labels batch n on its thread, this thread fetches batch
         n + 1 and queues it behind n; once n is labelled it sends n's labels, waits for their
         acks and commits n's own offsets; so the teacher never waits on Kafka, and Kafka never
-        waits on the teacher (the consumer keeps polling). Each session, and each rewind of a
-        recreated topic, reads the labels topic back before any record is labelled."""
+        waits on the teacher (the consumer keeps polling). Every assignment (this session's
+        first included) and every rewind of a recreated topic reads the labels topic back
+        before any record is labelled."""
         consumer = bus.make_consumer(
             self.settings.kafka, GROUP, [Topics.SAMPLED], on_assigned=lambda _: self._rescan.set()
         )
@@ -172,15 +175,15 @@ class Labeler:
         pending: deque[Pending],
     ) -> None:
         """Fetch one batch and queue it for the teacher, unless ``MAX_PENDING`` wait already:
-        then pause the partitions and poll only to keep the client's metadata fresh (a
-        recreated topic is seen). Finish, in order, the
-        batches the teacher is done with."""
+        then pause the partitions and poll only to stay in the group and keep the client's
+        metadata fresh (a recreated topic is seen). Finish, in order, the batches the teacher
+        is done with."""
         if len(pending) >= MAX_PENDING:
             consumer.pause(*consumer.assignment())
             head = pending[0].future
             if head is not None:
                 wait_futures([head], timeout=0.5)
-            records = bus.poll(consumer, 0, 1)  # paused: nothing; metadata stays fresh
+            records = bus.poll(consumer, 0, 1)  # paused: nothing, but the session stays alive
         else:
             if consumer.paused():
                 consumer.resume(*consumer.paused())

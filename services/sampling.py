@@ -11,8 +11,8 @@ picks follow each version's own margins) and, under steady load with a weak stud
 priority reasons kept the bucket below half and the canary never got its evidence. Unsampled
 requests stay in a bounded, expiring cache so that feedback on them can still bring their text
 to the teacher. It keeps each event as its encoded bytes: as pydantic models, 50,000 soak texts
-took 77.5 MiB of one replica's heap (1,624 B each; the soak's replicas grew 50 MB/h, stop 28);
-as bytes, 31.6 MiB (662 B each; the command is in docs/streaming.md).
+took 76.3 MiB of one replica's heap (1,600 B each; the soak's replicas grew 50 MB/h, stop 28);
+as bytes, 31.6 MiB (663 B each; ``python -m bench.join_cache``).
 
 Predictions never wait on Kafka: sampled events go into a bounded queue drained by one thread;
 when it is full the event is dropped and counted.
