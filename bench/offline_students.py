@@ -139,23 +139,33 @@ def distil(
     torch.set_num_threads(2)
     fit(model, frame, tokenizer, config)
     student = Student(model, tokenizer, settings.serve.max_tokens)
-    predicted = student.predict_proba(evals.texts)
-    acc, per = accuracy(predicted, evals)
-    agreement = float((predicted.argmax(1) == teacher_probs.argmax(1)).mean())
     return {
-        "accuracy": acc,
-        "per_domain": per,
-        "teacher_agreement": round(agreement, 3),
+        **evaluate(student, evals, teacher_probs),
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "model": student,
     }
 
 
+def evaluate(student: Any, evals: Rows, teacher_probs: np.ndarray) -> dict[str, Any]:
+    """A student's accuracy against the human labels (overall and per domain) and its agreement
+    with its teacher's argmax, both on the held-out rows."""
+    predicted = student.predict_proba(evals.texts)
+    acc, per = accuracy(predicted, evals)
+    agreement = float((predicted.argmax(1) == teacher_probs.argmax(1)).mean())
+    return {"accuracy": acc, "per_domain": per, "teacher_agreement": round(agreement, 3)}
+
+
 def served_rate(
-    student: Any, sample: list[str], seconds: float, say: Any, name: str = "teachers"
+    student: Any,
+    sample: list[str],
+    seconds: float,
+    say: Any,
+    name: str = "teachers",
+    quantize: bool = False,
 ) -> dict[str, Any]:
     """A student served by Ray Serve (registered as v1 of a registry of its own under
-    ``state/bench-<name>``, sampling off), loaded by ``wrk`` with 64 clients of one text each."""
+    ``state/bench-<name>``, sampling off, its linear layers dynamic int8 if ``quantize``, as
+    ``DISTILLERY_SERVE_QUANTIZE`` does), loaded by ``wrk`` with 64 clients of one text each."""
     import shutil
 
     from bench.harness import NO_SAMPLING, bench_settings, run_wrk
@@ -163,7 +173,7 @@ def served_rate(
     from cli.launcher import up
     from training.registry import Registry, VersionMeta
 
-    settings = bench_settings(name, **NO_SAMPLING)
+    settings = bench_settings(name, **NO_SAMPLING, quantize=quantize)
     shutil.rmtree(settings.paths.registry_dir, ignore_errors=True)
     folder = settings.paths.state_dir / "student"
     shutil.rmtree(folder, ignore_errors=True)
