@@ -7,7 +7,7 @@ LLM_STAMP := $(VENV)/.llm-installed
 GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
 STUDENT_GGUF := data/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm bench-generate bench-retention bench-prompt-drift
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm bench-generate bench-retention bench-prompt-drift bench-ensemble
 
 setup: $(STAMP) data llm student-lm
 
@@ -98,6 +98,9 @@ bench-teachers: setup wrk
 # >= 500x its throughput (LLM labels through bench-teachers' cache; ~30 min here).
 bench-retention: setup wrk
 	$(BIN)/python -m bench.retention
+
+bench-ensemble: setup
+	$(BIN)/python -m bench.ensemble
 
 # Examples/s per Ray Train worker (1 and 2 workers at fractional CPUs).
 bench-train: setup

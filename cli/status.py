@@ -74,7 +74,8 @@ def _teacher(status: Status) -> list[str]:
 
 
 def _trust(trust: TrustView | None) -> list[str]:
-    """The teacher's measured reliability and the keys, most reliable first (five shown)."""
+    """The teacher's measured reliability (and an ensemble's members, with their shares of the
+    mix) and the keys, most reliable first (five shown)."""
     if trust is None:
         return []
     teacher = trust.teacher
@@ -82,6 +83,12 @@ def _trust(trust: TrustView | None) -> list[str]:
         f"trust     {trust.mode}: teacher reliability {teacher.reliability:.2f} (weight "
         f"{teacher.weight:.2f}, {teacher.comparisons:.0f} human labels)"
     ]
+    for member in trust.members:
+        share = "task file's weight" if member.share is None else f"share {member.share:.2f}"
+        lines.append(
+            f"  member {member.source} reliability {member.reliability:.2f} on "
+            f"{member.comparisons:.0f} human labels: {share}"
+        )
     for key in trust.keys[:5]:
         mark = "trusted" if key.trusted else ("reliable" if key.above_floor else "ignored")
         if not key.trusted and key.weight > 0 and not key.above_floor:

@@ -45,6 +45,17 @@ class ChatTurn(BaseModel):
     content: str
 
 
+class MemberAnswer(BaseModel):
+    """One ensemble member's own soft label for a text, carried beside the mixed one so that each
+    member's agreement with people can be measured and the round can mix them again by it
+    (``feedback.ensemble_trust``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    teacher_id: str = Field(min_length=1, max_length=200)
+    probs: list[float]  # (C,) in task label order
+
+
 class SampledPrediction(Event):
     """A served prediction chosen for the teacher (topic ``SAMPLED``). For a generate task,
     ``text`` is the user's last message, ``messages`` the whole chat the student answered and
@@ -104,6 +115,9 @@ class TeacherLabel(Event):
         max_length=200,
         description="the teacher and prompt version that gave this label (lineage); None on "
         "labels written before teachers were named",
+    )
+    members: list[MemberAnswer] | None = Field(
+        default=None, description="an ensemble: each member that read the text, its own answer"
     )
     reply: str | None = Field(default=None, description="generate: the teacher's reply")
     student_reply: str | None = Field(default=None, description="generate: the served reply")

@@ -229,6 +229,12 @@ class TrustSettings(BaseSettings):
     confident: float = Field(
         default=0.8, gt=0, le=1, description="teacher labels this sure are a reference for keys"
     )
+    ensemble_min_labels: int = Field(
+        default=50,
+        ge=1,
+        description="an ensemble teacher: human labels each member needs before the round mixes "
+        "the members by their measured reliability instead of the task file's weights",
+    )
 
     def trusted_ids(self) -> set[str]:
         return {k.strip() for k in (self.trusted_keys or "").split(",") if k.strip()}

@@ -24,6 +24,7 @@ import pandas as pd
 
 from distillery.settings import TrustSettings
 from distillery.task import Task, length_slice
+from feedback.ensemble_trust import member_trust, remix
 from feedback.examples import from_keys, join, on_time
 from feedback.tokens import OPEN_KEY
 from feedback.trust import (
@@ -104,6 +105,31 @@ class HumanLabels:
         return t is not None and t.weight == 0.0 and t.comparisons >= min_labels
 
 
+def _estimate(
+    labels: pd.DataFrame,
+    feedback: pd.DataFrame,
+    rows: pd.DataFrame,
+    voted: pd.DataFrame,
+    task: Task,
+    settings: TrustSettings,
+    window_s: float,
+    trusted: set[str] | None,
+) -> tuple[pd.DataFrame, pd.DataFrame, TrustModel]:
+    """The trust estimate over (``labels``, their joined ``rows``). With an ensemble teacher its
+    members are measured too, and once each has enough human labels the labels are mixed again
+    by them and the teacher measured on that mix (``feedback.ensemble_trust``)."""
+    n = len(task.label_names)
+    p = params(settings, n, trusted or set())
+    model = estimate(voted, teacher_view(rows), p)
+    human = consensus(voted, key_weights(model), n)
+    members = member_trust(rows, human, p, settings.ensemble_min_labels)
+    if any(m.share is not None for m in members):
+        labels = remix(labels, members)
+        rows = join(labels, feedback, task, window_s)
+        model = estimate(voted, teacher_view(rows), p)
+    return labels, rows, model.model_copy(update={"members": members})
+
+
 def apply(
     labels: pd.DataFrame,
     feedback: pd.DataFrame,
@@ -118,12 +144,14 @@ def apply(
         return HumanLabels(rows.assign(ce_weight=[], golden_label=[], teacher_weight=[]), None, 0)
     voted = votes(rows, feedback, task, window_s, settings)
     n = len(task.label_names)
-    teacher = teacher_view(rows)
     if settings.mode == "off":
         weights = {k: 1.0 for k in set(voted["key_id"])}
         model, golden_votes, t_weight = None, voted, np.ones(len(rows))
     else:
-        model = estimate(voted, teacher, params(settings, n, trusted or set()))
+        labels, rows, model = _estimate(
+            labels, feedback, rows, voted, task, settings, window_s, trusted
+        )
+        teacher = teacher_view(rows)
         weights, reliable = key_weights(model), reliable_keys(model)
         golden_votes = from_keys(voted, reliable)
         # ratings that tune the KD weights (``training.data.kd_weights``) come from reliable keys

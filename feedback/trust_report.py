@@ -53,6 +53,7 @@ class SourceTrust(BaseModel):
     labels: int
     trusted: bool = False  # marked by an operator (or the open key in open mode)
     above_floor: bool = False  # trusted, or reliability ≥ the floor
+    share: float | None = None  # an ensemble member: its share of the round's mix (None: task's)
 
 
 class CellTrust(BaseModel):
@@ -71,6 +72,7 @@ class TrustModel(BaseModel):
     teacher: SourceTrust
     teacher_cells: list[CellTrust]
     n_labels: int
+    members: list[SourceTrust] = []  # an ensemble teacher's members (``feedback.ensemble_trust``)
 
     def key(self, key_id: str) -> SourceTrust | None:
         return next((k for k in self.keys if k.source == key_id), None)

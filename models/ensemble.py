@@ -1,7 +1,9 @@
 """A weighted log-linear mix of teachers (a product of experts; Hinton 2002):
 log p(c | x) = Σ_m w_m log p_m(c | x) − log Z(x), with Σ w_m = 1 over the members that could read
 the text. A row one member cannot read is answered by the others; only a row none can read is
-unreadable. Weights come from the task file (``ensemble:``) until human-agreement estimates exist.
+unreadable. The labeler mixes by the task file's weights (``ensemble:``) and sends each member's
+own answer with the label; a round mixes them again by each member's measured agreement with
+people once it has enough human labels (``feedback.ensemble_trust``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.teacher import (
+    MemberProbs,
     Teacher,
     TeacherBatch,
     TeacherCost,
@@ -70,4 +73,8 @@ class EnsembleTeacher:
         }
         states = next((b.states for b in batches if b.states is not None), None)
         probs = softmax(logits) if len(texts) else logits
-        return TeacherBatch(probs.astype(np.float32), logits, states, unreadable, cost)
+        members = tuple(
+            MemberProbs(t.teacher_id, b.probs, readable[m])
+            for m, ((t, _), b) in enumerate(zip(self.members, batches, strict=True))
+        )
+        return TeacherBatch(probs.astype(np.float32), logits, states, unreadable, cost, members)

@@ -55,6 +55,15 @@ class TeacherCost:
         self.request_seconds += other.request_seconds
 
 
+@dataclass(frozen=True)
+class MemberProbs:
+    """An ensemble member's own answer within a batch: probs (B, C), readable (B,) bool."""
+
+    teacher_id: str
+    probs: np.ndarray  # (B, C)
+    readable: np.ndarray  # (B,)
+
+
 @dataclass
 class TeacherBatch:
     """A teacher's answer for B texts over C labels.
@@ -62,7 +71,8 @@ class TeacherBatch:
     probs (B, C) sum to 1 per row; logits (B, C) are log-probabilities up to a constant per row
     (an embedding teacher's cosine / temperature, an LLM's renormalised log-probabilities);
     states (B, H) are sentence embeddings for the hidden-state loss, or None; ``unreadable``
-    maps a row index to the raw answer that could not be read (that row's probs are meaningless).
+    maps a row index to the raw answer that could not be read (that row's probs are meaningless);
+    ``members`` (an ensemble's) keeps each member's own answer, for measuring it against people.
     """
 
     probs: np.ndarray  # (B, C)
@@ -70,6 +80,7 @@ class TeacherBatch:
     states: np.ndarray | None = None  # (B, H)
     unreadable: dict[int, str] = field(default_factory=dict)
     cost: TeacherCost = field(default_factory=TeacherCost)
+    members: tuple[MemberProbs, ...] = ()  # an ensemble's members, each with its own answer
 
     def __len__(self) -> int:
         return int(self.probs.shape[0])

@@ -13,10 +13,17 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from distillery import bus
-from distillery.events import ChatTurn, DecodeError, SampledPrediction, TeacherLabel, decode
+from distillery.events import (
+    ChatTurn,
+    DecodeError,
+    MemberAnswer,
+    SampledPrediction,
+    TeacherLabel,
+    decode,
+)
 from distillery.task import Task
 from models.responder import Responder
-from models.teacher import Teacher, TeacherCost
+from models.teacher import Teacher, TeacherBatch, TeacherCost
 
 
 @dataclass
@@ -56,6 +63,7 @@ def to_labels(
             shadow_probs=event.shadow_probs,
             teacher_embedding=None if states is None else [float(x) for x in states[i]],
             teacher_id=teacher.teacher_id,
+            members=member_answers(answer, i),
         )
         for i, (record, event) in enumerate(batch)
         if i not in answer.unreadable
@@ -63,6 +71,17 @@ def to_labels(
     return Labelled(
         labels, _dead(batch, teacher.teacher_id, "answer", answer.unreadable), answer.cost
     )
+
+
+def member_answers(answer: TeacherBatch, row: int) -> list[MemberAnswer] | None:
+    """Row ``row``'s answer from each ensemble member that could read it (None: no ensemble)."""
+    if not answer.members:
+        return None
+    return [
+        MemberAnswer(teacher_id=m.teacher_id, probs=[float(x) for x in m.probs[row]])
+        for m in answer.members
+        if m.readable[row]
+    ]
 
 
 def answer_batch(

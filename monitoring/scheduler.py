@@ -272,7 +272,12 @@ class Scheduler:
         model = trust_report.load(self.settings.paths.state_dir)
         if model is None:
             return None
-        return TrustView(mode=self.settings.trust.mode, teacher=model.teacher, keys=model.ranked())
+        return TrustView(
+            mode=self.settings.trust.mode,
+            teacher=model.teacher,
+            keys=model.ranked(),
+            members=model.members,
+        )
 
     def dashboard(self) -> Dashboard:
         """The operator page's data (``monitoring.dashboard.assemble``)."""

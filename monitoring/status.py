@@ -79,6 +79,7 @@ class TrustView(_View):
     mode: str
     teacher: SourceTrust
     keys: list[SourceTrust]
+    members: list[SourceTrust] = []  # an ensemble teacher's members, each with its share
 
 
 class CascadeView(_View):

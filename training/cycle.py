@@ -75,7 +75,11 @@ def round_data(settings: Settings, task: Task, registry: Registry) -> RoundData:
         replay.load(settings.paths.replay_dir, cfg.replay_capacity),
         old_label_policy(settings, task, rows),
     )
-    lineage = data.lineage.model_copy(update={"trust": settings.trust.mode})
+    members = people.trust.members if people.trust is not None else []
+    shares = {m.source: m.share for m in members if m.share is not None}
+    lineage = data.lineage.model_copy(
+        update={"trust": settings.trust.mode, "ensemble_shares": shares}
+    )
     at_chance = people.teacher_at_chance(settings.gate.min_golden_rows)
     return dataclasses.replace(data, lineage=lineage, teacher_at_chance=at_chance)
 

@@ -78,6 +78,11 @@ class Lineage(BaseModel):
         default=None, description="mean KD weight the teacher's measured reliability gave"
     )
     trust: str = Field(default="off", description="measured: keys and teacher weighed by trust")
+    ensemble_shares: dict[str, float] = Field(
+        default_factory=dict,
+        description="an ensemble teacher: each member's share of the mix the round trained on, "
+        "measured against human labels; empty: the task file's weights",
+    )
 
 
 class VersionMeta(BaseModel):

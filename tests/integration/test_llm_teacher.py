@@ -11,16 +11,28 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cli.launcher import check_teacher
 from distillery import bus
 from distillery.events import DeadLetter, SampledPrediction, TeacherLabel, Topics, decode
-from distillery.settings import KafkaSettings, PathSettings, Settings, TeacherSettings
+from distillery.settings import (
+    KafkaSettings,
+    PathSettings,
+    Settings,
+    TeacherSettings,
+    TrustSettings,
+)
 from distillery.task import Label, Task, load_task
+from feedback import human_labels
+from feedback.examples import read_labels
+from feedback.store import to_row, write_shard
+from models.ensemble import mix
 from models.gguf import local_gguf
 from models.llm_teacher import TaskFileError, soft_label
 from models.openai_api import EndpointMismatch
+from models.teacher import softmax
 from services.broker import EmbeddedBroker
 from services.labeler import Labeler
 from services.llm_server import LocalLLM
@@ -209,3 +221,59 @@ def test_a_labeler_started_before_its_teacher_waits_for_it_then_labels(
     finally:
         labeler.stop()
         thread.join(timeout=30)
+
+
+def test_an_ensemble_label_carries_each_members_answer_and_a_round_mixes_them_by_people(
+    llm: LocalLLM, kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """The LLM and MiniLM as one ensemble teacher (half and half, no weights in the task file):
+    each label carries both members' own answers, through the store's Parquet; once each member
+    has enough human labels, the round's labels are the members mixed by their measured shares."""
+    settings = Settings(
+        kafka=kafka,
+        paths=PathSettings(state_dir=tmp_path, task_file=TASK),
+        teacher=TeacherSettings(kind="ensemble", url=llm.url, batch_wait_s=0.2),
+    )
+    task = load_task(TASK)
+    labeler = Labeler(settings, task)
+    thread = _run(labeler)
+    try:
+        _send(kafka, TEXTS, "ens")
+        records = _wait(kafka, Topics.LABELS, len(TEXTS), 180)
+    finally:
+        labeler.stop()
+        thread.join(timeout=30)
+    labels = [decode(TeacherLabel, r.value) for r in records]
+    ids = [t.teacher_id for t, _ in labeler.teacher.members]  # type: ignore[attr-defined]
+    assert ids[0].startswith("llm:") and ids[1].startswith("embedding:")
+    for lab in labels:
+        assert lab.members is not None and [m.teacher_id for m in lab.members] == ids
+        logs = [np.log(np.asarray(m.probs))[None, :] for m in lab.members]
+        mixed = mix(logs, [0.5, 0.5], np.ones((2, 1), dtype=bool))[0]
+        np.testing.assert_allclose(lab.teacher_probs, softmax(mixed), atol=1e-4)
+    store = tmp_path / "store"
+    store.mkdir()
+    for record, lab in zip(records, labels, strict=True):
+        write_shard(store, "labels", [to_row(record, lab)])
+    truth = {text: ["positive", "negative"][i % 2] for i, text in enumerate(TEXTS)}
+    feedback = pd.DataFrame(
+        [{"request_id": lab.request_id, "ts": lab.ts + 1, "rating": 1, "key_id": None,
+          "corrected_label": truth[lab.text], "predicted_label": "positive", "model_version": 1}
+         for lab in labels]
+    )  # fmt: skip
+    trust = TrustSettings(ensemble_min_labels=len(TEXTS))
+    out = human_labels.apply(read_labels(store), feedback, task, trust, 3600.0)
+    assert out.trust is not None and [m.source for m in out.trust.members] == sorted(ids)
+    shares = {m.source: m.share for m in out.trust.members}
+    assert all(s is not None for s in shares.values())
+    assert abs(sum(s or 0.0 for s in shares.values()) - 1) < 1e-3
+    for row in out.rows.itertuples():
+        got = {m["teacher_id"]: np.log(np.asarray(m["probs"]))[None, :] for m in row.members}
+        mixed = mix([got[i] for i in ids], [shares[i] or 0.0 for i in ids], np.ones((2, 1), bool))
+        np.testing.assert_allclose(row.teacher_probs, softmax(mixed)[0], atol=1e-6)
+    held = human_labels.apply(
+        read_labels(store), feedback, task, TrustSettings(ensemble_min_labels=100), 3600.0
+    )
+    as_sent = {lab.request_id: lab.teacher_probs for lab in labels}  # the labeler's own mix
+    for row in held.rows.itertuples():
+        np.testing.assert_allclose(row.teacher_probs, as_sent[row.request_id], atol=1e-6)

@@ -100,6 +100,23 @@ def test_summary_ranks_the_keys_and_says_what_each_counts_for() -> None:
     assert [line.split()[-1] for line in lines] == ["trusted", "reliable", "weighed", "ignored"]
 
 
+def test_summary_shows_an_ensembles_members_with_their_measured_shares() -> None:
+    trust = {
+        "mode": "measured",
+        "teacher": _key("teacher", 0.7, 0.6, False, False),
+        "keys": [],
+        "members": [
+            _key("llm:qwen:abc", 0.26, 0.01, False, False) | {"share": 0.02},
+            _key("minilm:def", 0.69, 0.58, False, False) | {"share": 0.98},
+        ],
+    }
+    lines = summary(_status(trust=trust), now=1_030.0).splitlines()
+    members = [line.split() for line in lines if line.startswith("  member ")]
+    assert [(m[1], m[-1]) for m in members] == [("llm:qwen:abc", "0.02"), ("minilm:def", "0.98")]
+    trust["members"] = [_key("llm:qwen:abc", 0.8, 0.6, False, False)]  # too few human labels
+    assert "task file's weight" in summary(_status(trust=trust), now=1_030.0)
+
+
 def test_summary_offers_the_cascade_threshold_with_its_guarantee() -> None:
     offered = {"threshold": 0.8312, "coverage": 0.71, "accuracy": 0.962, "lower_bound": 0.941,
                "target": 0.931, "delta": 0.05, "rows": 420}  # fmt: skip

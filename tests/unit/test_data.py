@@ -51,6 +51,7 @@ def _label_row(i: int, labels: Any = None, **extra: Any) -> dict[str, Any]:
         "shadow_probs": None,
         "teacher_embedding": None,
         "teacher_id": "embedding:minilm:aaaa",
+        "members": None,
         "reply": None,
         "student_reply": None,
         "messages": None,
