@@ -216,10 +216,13 @@ def _wait_promoted(loop: Running, version: int, timeout_s: float = 120) -> float
 def test_status_reports_version_labels_and_drift(loop: Running) -> None:
     import ray
 
-    # traffic after v2's window, so that a drift check measures against v2's training window
+    # traffic after v2's window, so that a drift check measures against v2's training window;
+    # both sentiments: a column constant and equal in both windows is left out of Evidently's
+    # report (monitoring.drift), and with one-sided traffic the predicted label once was (stop 28)
     sent = 6 * 8
+    kinds = ("a film I would watch again", "a dull film I would never watch again")
     for chunk in range(6):  # within the teacher budget's burst
-        _predict(loop, [f"traffic {chunk}-{i}: a film I would watch again" for i in range(8)])
+        _predict(loop, [f"traffic {chunk}-{i}: {kinds[i % 2]}" for i in range(8)])
         time.sleep(0.5)
     deadline = time.monotonic() + 90
     status: Status | None = None
