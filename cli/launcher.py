@@ -253,11 +253,12 @@ def _start_actors(settings: Settings, task: Task, dashboard_url: str) -> tuple[A
         .options(num_cpus=ACTOR_CPUS, max_concurrency=2, **again)
         .remote(settings)
     )
-    labeler = (
-        ray.remote(Labeler)
-        .options(name=LABELER, num_cpus=settings.teacher.labeler_cpus, max_concurrency=4, **again)
-        .remote(settings, task)
+    env = {"env_vars": settings.teacher.labeler_env()}  # its kernel cache (labeler_env)
+    cpus = settings.teacher.labeler_cpus
+    labeler_actor = ray.remote(Labeler).options(
+        name=LABELER, num_cpus=cpus, max_concurrency=4, runtime_env=env, **again
     )
+    labeler = labeler_actor.remote(settings, task)
     scheduler = (
         ray.remote(Scheduler)
         .options(

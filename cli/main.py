@@ -98,12 +98,14 @@ def labeler() -> None:
     more to label faster). Needs KAFKA_BOOTSTRAP_SERVERS; stops cleanly on SIGTERM or Ctrl-C."""
     from distillery.settings import Settings
     from distillery.task import load_task
-    from services.labeler import Labeler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = Settings()
     settings.kafka.servers()  # raises, naming KAFKA_BOOTSTRAP_SERVERS, if it is not set
+    os.environ.update(settings.teacher.labeler_env())  # before the teacher's first kernel
+    from services.labeler import Labeler
+
     worker = Labeler(settings, load_task(settings.paths.task_file))
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())

@@ -16,6 +16,7 @@ from distillery.settings import (
     ServeSettings,
     Settings,
     StudentSettings,
+    TeacherSettings,
     TrainSettings,
 )
 
@@ -457,3 +458,13 @@ def test_a_consumer_joins_its_group_or_on_the_embedded_broker_takes_every_partit
     assert _Client.built[1]["enable_auto_commit"] is False
     with pytest.raises(ValidationError, match="membership"):
         KafkaSettings(bootstrap_servers="k:9092", membership="steal")
+
+
+def test_the_labelers_kernel_cache_is_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert TeacherSettings().labeler_env() == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}
+    monkeypatch.setenv("DISTILLERY_TEACHER_LABELER_KERNEL_CACHE", "256")
+    assert TeacherSettings().labeler_env() == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "256"}
+    assert TeacherSettings(labeler_kernel_cache=None).labeler_env() == {}
+    monkeypatch.setenv("DISTILLERY_TEACHER_LABELER_KERNEL_CACHE", "-1")
+    with pytest.raises(ValidationError, match="labeler_kernel_cache"):
+        TeacherSettings()
