@@ -140,10 +140,16 @@ def retrain() -> None:
     """Run one distillation round now and print its gate decision."""
     import ray
 
+    from training.gate import TooFewHeldOut
+
     scheduler = _scheduler()
     running = scheduler.retrain.remote("operator: distillery retrain")
     _progress_bar(scheduler, running)
-    report = ray.get(running)  # a distillery.contracts.RoundReport
+    try:
+        report = ray.get(running)  # a distillery.contracts.RoundReport
+    except TooFewHeldOut as short:  # Ray's error is also an instance of its cause
+        typer.echo(f"no round: {getattr(short, 'cause', short)}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(report.model_dump_json(indent=2))
 
 

@@ -46,6 +46,11 @@ def _round(status: Status) -> list[str]:
     if last:
         trigger = last.trigger.kind if last.trigger else "?"
         lines.append(f"last round v{last.version} ({trigger}): {last.outcome}, gate: {last.reason}")
+    if status.deferred:
+        wait = status.deferred
+        lines.append(
+            f"round     deferred ({wait.reason}); next try at {wait.retry_at_labels} labels"
+        )
     return lines
 
 

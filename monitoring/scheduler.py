@@ -35,6 +35,7 @@ from monitoring.relabel import Relabeler
 from monitoring.reports import ReportListing
 from monitoring.status import (
     CascadeView,
+    Deferral,
     Measurement,
     Status,
     TriggerView,
@@ -44,6 +45,7 @@ from monitoring.teacher_status import current_teacher_id, teacher_status
 from monitoring.triggers import Decision, Signals, TriggerState, decide
 from monitoring.watch import Watch
 from training import cycle, generate_cycle
+from training.gate import TooFewHeldOut
 from training.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class Scheduler:
         self._stop = threading.Event()
         self.last_round: RoundReport | None = None
         self.last_error: str | None = None
+        self.deferred: Deferral | None = None  # a fired round waiting for a holdout
         self.watch = Watch(settings, task, self.registry)
         self.signals: Signals | None = None  # the newest measurement's
         self.decision: Decision | None = None  # the newest trigger decision
@@ -125,6 +128,9 @@ class Scheduler:
                 self._no_rollout_running()
                 report = self._round(reason, trigger)
                 self._after_round(report)
+            except TooFewHeldOut:
+                self._metric("rounds", trigger=trigger.kind, outcome="deferred")
+                raise
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._metric("rounds", trigger=trigger.kind, outcome="error")
@@ -132,7 +138,7 @@ class Scheduler:
             finally:
                 self.trigger_state = TriggerState(time.time(), self.trigger_state.disarmed)
         self._metric("rounds", trigger=trigger.kind, outcome=report.outcome)
-        self.last_round = report
+        self.last_round, self.deferred = report, None
         return report
 
     def run(self) -> None:
@@ -160,6 +166,8 @@ class Scheduler:
             return False
         new_labels, minutes = self._since_last_round()
         self._export_state(new_labels)
+        if self.deferred is not None and new_labels < self.deferred.retry_at_labels:
+            return False
         signals = replace(
             self.signals or Signals(0, 0.0), new_labels=new_labels, minutes_since_round=minutes
         )
@@ -167,12 +175,21 @@ class Scheduler:
         self.decision = decision
         if decision.fire and not self.settings.scheduler.enabled:
             return False  # no round starts, so no cooldown begins and no signal is disarmed
-        self.trigger_state = decision.state  # re-armed signals stay re-armed
+        before, self.trigger_state = self.trigger_state, decision.state  # re-armed stay re-armed
         if not decision.fire:
             return False
         assert decision.kind is not None  # a decision that fires names its trigger
         trigger = TriggerRecord(kind=decision.kind, value=decision.value, reason=decision.reason)
-        self.retrain(f"scheduler: {decision.reason}", trigger)
+        try:
+            self.retrain(f"scheduler: {decision.reason}", trigger)
+        except TooFewHeldOut as short:  # no round ran: no cooldown starts, nothing is disarmed
+            self.trigger_state = before
+            self.deferred = Deferral(
+                reason=f"{trigger.kind}: {decision.reason}; {short}",
+                retry_at_labels=new_labels + short.more_labels,
+            )
+            log.info("round deferred: %s", self.deferred.reason)
+            return False
         return True
 
     def _triggers(self) -> SchedulerSettings:
@@ -242,6 +259,7 @@ class Scheduler:
             round_progress=self.round_progress(),
             last_round=self.last_round,
             last_error=self.last_error,
+            deferred=self.deferred,
             drift=self.watch.drift,
             signals=self.signals,
             trigger=None if self.decision is None else TriggerView.of(self.decision),

@@ -91,6 +91,15 @@ class CascadeView(_View):
     version: int | None
 
 
+class Deferral(_View):
+    """A round the triggers fired but the scheduler did not start: its holdout was too small
+    for the gate (``training.gate.TooFewHeldOut``). It tries again once
+    ``labels_since_last_round`` reaches ``retry_at_labels``, with no cooldown in between."""
+
+    reason: str
+    retry_at_labels: int
+
+
 class Status(_View):
     """``distillery status`` and ``GET /v1/status``."""
 
@@ -104,6 +113,7 @@ class Status(_View):
     round_progress: RoundProgress | None
     last_round: RoundReport | None
     last_error: str | None
+    deferred: Deferral | None = None  # absent from an older server's JSON
     drift: DriftCheck | None
     signals: Signals | None
     trigger: TriggerView | None

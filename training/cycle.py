@@ -110,6 +110,7 @@ def retrain(
     start = time.monotonic()
     registry = Registry(settings.paths.model_store_url())
     data = round_data(settings, task, registry)
+    gate.check_holdout(len(data.holdout), settings.gate, settings.train.holdout_fraction)
     parent = registry.current()
     name = f"round-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}"
     log.info("round %s: %d rows (%s)", name, len(data.train), reason)

@@ -14,6 +14,7 @@ slice and ECE checks are not made.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -62,6 +63,30 @@ class Measures:
     teacher_weights: tuple[float, ...] = ()  # (N,) per held-out row: trust in its teacher label
     confidence: tuple[float, ...] = ()  # (N,) per held-out row: the student's top probability
     golden_confidence: tuple[float, ...] = ()  # (G,) per golden row: the same
+
+
+class TooFewHeldOut(RuntimeError):
+    """A round not started: its holdout has fewer than ``min_holdout`` rows, so the gate could
+    only reject its candidate (CI, stop 30: a movies round fired at 60 new labels, 9 of which
+    hashed into a 0.2 holdout, and trained for nothing). ``more_labels``: about how many new
+    labels would fill it, at ``fraction`` of them held out."""
+
+    def __init__(self, rows: int, need: int, fraction: float) -> None:
+        self.rows, self.need, self.fraction = rows, need, fraction
+        self.more_labels = math.ceil((need - rows) / fraction)
+        super().__init__(
+            f"holdout has {rows} rows, need {need} (DISTILLERY_GATE_MIN_HOLDOUT): about "
+            f"{self.more_labels} more labels fill it"
+        )
+
+    def __reduce__(self) -> tuple[type[TooFewHeldOut], tuple[int, int, float]]:
+        return type(self), (self.rows, self.need, self.fraction)  # across Ray, args intact
+
+
+def check_holdout(rows: int, settings: GateSettings, fraction: float) -> None:
+    """Raise ``TooFewHeldOut`` before a round trains a candidate ``decide`` must reject."""
+    if rows < settings.min_holdout:
+        raise TooFewHeldOut(rows, settings.min_holdout, fraction)
 
 
 def measure(

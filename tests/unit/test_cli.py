@@ -138,6 +138,17 @@ def test_summary_of_a_fresh_loop_says_what_is_not_there_yet() -> None:
     assert "triggers  not decided yet" in text
 
 
+def test_summary_says_a_deferred_round_waits_and_for_how_many_labels() -> None:
+    wait = {
+        "reason": "volume: 60 new labels ≥ 60; holdout has 9 rows, need 10",
+        "retry_at_labels": 65,
+    }
+    text = summary(_status(deferred=wait))
+    assert "round     deferred (volume: 60 new labels ≥ 60; holdout has 9 rows" in text
+    assert "next try at 65 labels" in text
+    assert "deferred" not in summary(_status())
+
+
 class _Status(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = json.dumps(STATUS).encode() if self.path == "/v1/status" else b"{}"
