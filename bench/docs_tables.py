@@ -40,10 +40,9 @@ def render(name: str, results: Path = RESULTS) -> str:
 
 
 def _demo_table(path: Path) -> str:
-    from cli.demo import DemoResult, Phase
+    from cli.demo import DemoResult
 
-    phases = [Phase(**phase) for phase in json.loads(path.read_text())["phases"]]
-    return DemoResult(phases=phases).table() + "\n"
+    return DemoResult.from_dict(json.loads(path.read_text())).table() + "\n"
 
 
 def names(page: str) -> list[str]:

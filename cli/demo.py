@@ -39,26 +39,87 @@ class Phase:
     feedback: int
     round: str
     wait_s: float
+    # the served student's agreement with the teacher on the held-out texts, before and after:
+    # what distillation itself moves, even where the student already nears the teacher on the
+    # human labels (absent from results written before it was measured)
+    agreement_before: float | None = None
+    agreement_after: float | None = None
+
+
+@dataclass
+class Score:
+    """The served student on one domain's held-out texts: against their human labels and
+    against the teacher's."""
+
+    domain: str
+    version: int
+    accuracy: float
+    agreement: float
 
 
 @dataclass
 class DemoResult:
     phases: list[Phase] = field(default_factory=list)
+    # every domain's held-out texts, scored before the first phase and after the last: what the
+    # whole loop gained over the student it started from (absent from older results)
+    start: list[Score] = field(default_factory=list)
+    end: list[Score] = field(default_factory=list)
 
     def table(self) -> str:
         columns = ["phase", "teacher acc", "student before", "student after", "version"]
         columns += ["texts", "feedback", "round", "wait for round"]
+        agreement = any(p.agreement_after is not None for p in self.phases)
+        columns += ["agreement with teacher"] if agreement else []
         rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for p in self.phases:
+            cells = [
+                p.domain, f"{p.teacher_accuracy:.3f}", f"{p.student_before:.3f}",
+                f"{p.student_after:.3f}", f"v{p.version_before} → v{p.version_after}",
+                str(p.requests), str(p.feedback), p.round, f"{p.wait_s:.0f} s",
+            ]  # fmt: skip
+            if agreement:
+                cells.append(f"{p.agreement_before or 0:.3f} → {p.agreement_after or 0:.3f}")
+            rows.append("| " + " | ".join(cells) + " |")
+        return "\n".join(rows) + self.gain_table()
+
+    def gain_table(self) -> str:
+        """What the whole loop gained on each domain's held-out texts; empty if not measured."""
+        if not (self.start and self.end):
+            return ""
+        rows = [
+            "",
+            "",
+            "| held out | start: accuracy, agreement | end: accuracy, agreement |",
+            "|---|---|---|",
+        ]
+        for a, b in zip(self.start, self.end, strict=True):
             rows.append(
-                f"| {p.domain} | {p.teacher_accuracy:.3f} | {p.student_before:.3f} | "
-                f"{p.student_after:.3f} | v{p.version_before} → v{p.version_after} | "
-                f"{p.requests} | {p.feedback} | {p.round} | {p.wait_s:.0f} s |"
+                f"| {a.domain} | v{a.version}: {a.accuracy:.3f}, {a.agreement:.3f} | "
+                f"v{b.version}: {b.accuracy:.3f}, {b.agreement:.3f} |"
             )
         return "\n".join(rows)
 
+    def gain(self) -> tuple[float, float]:
+        """The loop's held-out gain over every domain's texts together, (accuracy, agreement):
+        the student at the end less the one at the start (the domains' sets are one size)."""
+        start = np.mean([[s.accuracy, s.agreement] for s in self.start], axis=0)
+        end = np.mean([[s.accuracy, s.agreement] for s in self.end], axis=0)
+        return float(end[0] - start[0]), float(end[1] - start[1])
+
     def to_dict(self) -> dict[str, Any]:
-        return {"phases": [asdict(p) for p in self.phases]}
+        return {
+            "phases": [asdict(p) for p in self.phases],
+            "start": [asdict(s) for s in self.start],
+            "end": [asdict(s) for s in self.end],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DemoResult:
+        return cls(
+            phases=[Phase(**p) for p in data["phases"]],
+            start=[Score(**s) for s in data.get("start", [])],
+            end=[Score(**s) for s in data.get("end", [])],
+        )
 
 
 def predict(client: httpx.Client, texts: list[str], train: bool) -> list[dict[str, Any]]:
@@ -68,13 +129,22 @@ def predict(client: httpx.Client, texts: list[str], train: bool) -> list[dict[st
     return predictions
 
 
-def accuracy(client: httpx.Client, rows: list[vader.VaderRow]) -> tuple[float, int]:
-    """Served student's accuracy on rows (never sampled) and the version that answered."""
+def served_labels(client: httpx.Client, rows: list[vader.VaderRow]) -> tuple[list[str], int]:
+    """The served student's labels for rows (never sampled) and the version that answered."""
     answers: list[dict[str, Any]] = []
     for i in range(0, len(rows), CHUNK):
         answers += predict(client, [r.text for r in rows[i : i + CHUNK]], train=False)
-    hits = [a["label"] == r.label for a, r in zip(answers, rows, strict=True)]
-    return float(np.mean(hits)), max(a["model_version"] for a in answers)
+    return [a["label"] for a in answers], max(a["model_version"] for a in answers)
+
+
+def accuracy(client: httpx.Client, rows: list[vader.VaderRow]) -> tuple[float, int]:
+    """Served student's accuracy on rows (never sampled) and the version that answered."""
+    labels, version = served_labels(client, rows)
+    return share_equal(labels, [r.label for r in rows]), version
+
+
+def share_equal(a: list[str], b: list[str]) -> float:
+    return float(np.mean([x == y for x, y in zip(a, b, strict=True)]))
 
 
 def rate_as_user(
@@ -182,7 +252,8 @@ def wait_for_round(
         stop.set()
 
 
-def teacher_accuracy(rows: list[vader.VaderRow], settings: Settings) -> float:
+def teacher_labels(rows: list[vader.VaderRow], settings: Settings) -> list[str]:
+    """The configured teacher's label for each row."""
     from models.factory import build_teacher
 
     task = load_task(settings.paths.task_file)
@@ -192,36 +263,62 @@ def teacher_accuracy(rows: list[vader.VaderRow], settings: Settings) -> float:
     predicted = np.concatenate(
         [teacher.label(texts[i : i + size]).probs for i in range(0, len(texts), size)]
     ).argmax(1)
-    return float(
-        np.mean([task.label_names[i] == r.label for i, r in zip(predicted, rows, strict=True)])
-    )
+    return [task.label_names[i] for i in predicted]
+
+
+def teacher_accuracy(rows: list[vader.VaderRow], settings: Settings) -> float:
+    return share_equal(teacher_labels(rows, settings), [r.label for r in rows])
+
+
+@dataclass
+class Held:
+    """One domain: its held-out texts with the teacher's labels, and its traffic."""
+
+    domain: str
+    rows: list[vader.VaderRow]
+    taught: list[str]
+    traffic: list[vader.VaderRow]
+
+    def score(self, client: httpx.Client) -> Score:
+        served, version = served_labels(client, self.rows)
+        human = [r.label for r in self.rows]
+        return Score(
+            self.domain, version, share_equal(served, human), share_equal(served, self.taught)
+        )
+
+
+def held_out(domain: str, settings: Settings, sizes: tuple[int, int]) -> Held:
+    """``domain``'s first ``eval_size`` texts (a fixed shuffle) held out, the next ``per_phase``
+    as traffic."""
+    eval_size, per_phase = sizes
+    rows = vader.load(domain, settings.paths.data_dir)
+    random.Random(1).shuffle(rows)
+    held = rows[:eval_size]
+    return Held(domain, held, teacher_labels(held, settings), rows[eval_size:][:per_phase])
 
 
 def run_phase(
     client: httpx.Client,
-    domain: str,
-    settings: Settings,
-    sizes: tuple[int, int],
+    held: Held,
     timeout_s: float,
     feedback_rate: float,
     say: Callable[[str], Any],
 ) -> Phase:
     """Score on held-out texts, replay traffic, wait for the round it triggers, score again."""
-    eval_size, per_phase = sizes
-    rows = vader.load(domain, settings.paths.data_dir)
-    random.Random(1).shuffle(rows)
-    held, traffic = rows[:eval_size], rows[eval_size : eval_size + per_phase]
-    teacher = teacher_accuracy(held, settings)
-    before, version = accuracy(client, held)
-    say(f"{domain}: teacher {teacher:.3f}, student v{version} {before:.3f}; {len(traffic)} texts")
+    domain, traffic = held.domain, held.traffic
+    teacher = share_equal(held.taught, [r.label for r in held.rows])
+    before = held.score(client)
+    say(f"{domain}: teacher {teacher:.3f}, student v{before.version} {before.accuracy:.3f}; "
+        f"{len(traffic)} texts")  # fmt: skip
     newest = newest_version(client)
     feedback = replay(client, traffic, feedback_rate)
     verdict, waited = wait_for_round(client, newest, timeout_s, traffic, feedback_rate)
-    after, new_version = accuracy(client, held)
-    say(f"{domain}: round {verdict}; student v{new_version} {after:.3f} ({waited:.0f}s)")
+    after = held.score(client)
+    say(f"{domain}: round {verdict}; student v{after.version} {after.accuracy:.3f} "
+        f"({waited:.0f}s)")  # fmt: skip
     return Phase(
-        domain, teacher, before, after, version, new_version, len(traffic), feedback,
-        verdict, waited,
+        domain, teacher, before.accuracy, after.accuracy, before.version, after.version,
+        len(traffic), feedback, verdict, waited, before.agreement, after.agreement,
     )  # fmt: skip
 
 
@@ -234,12 +331,13 @@ def run_demo(
     feedback_rate: float = 0.05,
     say: Callable[[str], Any] = print,
 ) -> DemoResult:
-    """Each domain in turn as live traffic; returns per-phase accuracy before and after."""
+    """Each domain in turn as live traffic; returns per-phase accuracy before and after, and
+    every domain's held-out score at the start and at the end."""
     settings = Settings()
-    result = DemoResult()
+    sets = [held_out(domain, settings, (eval_size, per_phase)) for domain in domains]
     with httpx.Client(base_url=url, timeout=60) as client:
-        for domain in domains:
-            sizes = (eval_size, per_phase)
-            phase = run_phase(client, domain, settings, sizes, timeout_s, feedback_rate, say)
-            result.phases.append(phase)
+        result = DemoResult(start=[held.score(client) for held in sets])
+        for held in sets:
+            result.phases.append(run_phase(client, held, timeout_s, feedback_rate, say))
+        result.end = [held.score(client) for held in sets]
     return result

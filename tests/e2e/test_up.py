@@ -92,7 +92,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> None:
-    result = run_demo(service, per_phase=300, eval_size=150, timeout_s=400)
+    result = run_demo(service, per_phase=1000, eval_size=800, timeout_s=400)
     movies, tweets = result.phases
     print(result.table())
     assert movies.teacher_accuracy > 0.6 and tweets.teacher_accuracy > 0.7
@@ -112,16 +112,19 @@ def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> 
             why = [e.reason for e in ends if e.event == "rolled_back"][-1]
             assert why.startswith(("automatic: canary:", "automatic: shadow:")), why
     assert "promoted" in (movies.round + tweets.round), result.table()
-    if tweets.round.endswith("promoted"):
-        # the shift's round brought a held-out gain: the promoted student agrees with the teacher
-        # on the round's held-out recent tweets more than the one it replaced (.759 vs .710,
-        # .832 vs .768)
-        gate = registry.get(tweets.version_after).gate
-        assert gate is not None, tweets
-        agreement = next(c for c in gate.checks if c.name == "agreement")
-        assert agreement.candidate > agreement.current, (tweets, gate)
-    # and on human labels the served student ends near the teacher (.833, .853 and .800 against
-    # .860 in four runs; a student that learnt nothing scores about .5)
+    # the loop brought a held-out gain: on 800 held-out movie reviews, never trained on, the
+    # student serving at the end beats v1, against the human labels and against the teacher's
+    # (+.053/+.032, +.040/+.052, +.014/+.016 in three runs at 300 texts a phase, +.025/+.020 at
+    # 1,000). Movies is where the loop has most labels: the seed, its traffic and the rollouts'
+    # replay of it. On tweets, where v1 starts within .07 of the teacher, a round of a few
+    # hundred labels moved the student by −.018 to +.023 in accuracy over v1, and the gate's
+    # own agreement check passes within a margin on about 58 rows (.672 against .707, .698
+    # against .714 in promoted rounds), so neither proves a gain.
+    start, end = result.start[0], result.end[0]
+    assert start.version == 1 and end.version > 1, result.table()
+    assert end.accuracy > start.accuracy and end.agreement > start.agreement, result.table()
+    # and on human labels the served student ends near the teacher on tweets (.815, .797, .775
+    # and .805 against .863–.877 in four runs; a student that learnt nothing scores about .5)
     assert tweets.student_after >= tweets.teacher_accuracy - 0.10, result.table()
 
 
