@@ -77,11 +77,18 @@ def app_details(dashboard_url: str) -> dict[str, Any]:
     return app
 
 
+def _deployment(app: dict[str, Any]) -> dict[str, Any] | None:
+    """The student deployment in the app's details; None while Serve does not list it (no app,
+    or an app between two configs: the scheduler met a tick's ``KeyError`` there)."""
+    deployment: dict[str, Any] | None = app.get("deployments", {}).get(DEPLOYMENT)
+    return deployment
+
+
 def _version_of(app: dict[str, Any]) -> int | None:
-    if not app:
+    deployment = _deployment(app)
+    if deployment is None:
         return None
-    deployment = app["deployments"][DEPLOYMENT]["deployment_config"]
-    user_config = deployment.get("user_config")
+    user_config = deployment["deployment_config"].get("user_config")
     return None if not user_config else StudentConfig.model_validate(user_config).version
 
 
@@ -97,21 +104,22 @@ def wait_running(dashboard_url: str, version: int, timeout_s: float = 120) -> No
     while time.monotonic() < deadline:
         app = app_details(dashboard_url)
         status = app.get("status", "missing")
-        if status == "RUNNING" and _version_of(app) == version:
-            deployment = app["deployments"][DEPLOYMENT]
-            if deployment.get("status") == "HEALTHY":
-                return
+        healthy = (_deployment(app) or {}).get("status") == "HEALTHY"
+        if status == "RUNNING" and _version_of(app) == version and healthy:
+            return
         if status == "DEPLOY_FAILED":
             raise RuntimeError(f"Serve could not deploy v{version}: {app.get('message')}")
         time.sleep(0.5)
     raise TimeoutError(f"v{version} not running after {timeout_s}s (app status {status})")
 
 
-def running_replicas(dashboard_url: str) -> list[str]:
-    """Ids of the app's replicas in state RUNNING."""
-    app = app_details(dashboard_url)
-    replicas = app["deployments"][DEPLOYMENT]["replicas"] if app else []
-    return [r["replica_id"] for r in replicas if r["state"] == "RUNNING"]
+def running_replicas(dashboard_url: str) -> list[str] | None:
+    """Ids of the app's replicas in state RUNNING; None while Serve does not list the
+    deployment."""
+    deployment = _deployment(app_details(dashboard_url))
+    if deployment is None:
+        return None
+    return [r["replica_id"] for r in deployment["replicas"] if r["state"] == "RUNNING"]
 
 
 def wait_serving(
@@ -124,8 +132,11 @@ def wait_serving(
     deadline = time.monotonic() + timeout_s
     behind: list[str] = []
     while time.monotonic() < deadline:
-        serving = replicas()
-        behind = [r for r in running_replicas(dashboard_url) if serving.get(r) != version]
+        serving, running = replicas(), running_replicas(dashboard_url)
+        if running is None:
+            behind = ["(Serve lists no replicas)"]
+        else:
+            behind = [r for r in running if serving.get(r) != version]
         if not behind:
             return
         time.sleep(0.2)
