@@ -19,15 +19,40 @@ import pandas as pd
 import pytest
 
 from cli.launcher import Running
+from distillery import vader
 from distillery.contracts import RoundReport
+from feedback.examples import count_labels_since
+from tests.conftest import DATA
+from training.cycle import window_start
 from training.registry import Registry
 
 pytestmark = pytest.mark.integration
 MARKERS = ("zorblax", "honestly,", "in short,", "note:")  # prefixes the gate's holdout never saw
 
 
+RECENT = 60  # labels newer than the current version's window that this module trains on
+
+
 def _registry(loop: Running) -> Registry:
     return Registry(loop.settings.paths.registry_dir)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def recent_labels(loop: Running) -> None:
+    """Movie reviews through the API until the store holds ``RECENT`` labels newer than the
+    current version's window, so this module's candidates have rows to train on whatever ran
+    before it (run alone, right after the bootstrap, the window held none)."""
+    since, store = window_start(_registry(loop)), loop.settings.paths.store_dir
+    if count_labels_since(store, since) >= RECENT:
+        return
+    texts = [row.text for row in vader.load("movies", DATA)[: 2 * RECENT]]
+    with httpx.Client(base_url=loop.api_url, timeout=60) as client:
+        for i in range(0, len(texts), 16):
+            client.post("/v1/predict", json={"text": texts[i : i + 16]}).raise_for_status()
+    deadline = time.monotonic() + 180
+    while count_labels_since(store, since) < RECENT and time.monotonic() < deadline:
+        time.sleep(1)
+    assert count_labels_since(store, since) >= RECENT, "the teacher did not label the traffic"
 
 
 def _train(loop: Running, out: Path, corrupt: str, marker: str = MARKERS[0]) -> Path:
