@@ -98,19 +98,25 @@ def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> 
     assert movies.teacher_accuracy > 0.6 and tweets.teacher_accuracy > 0.7
     assert movies.round != "no round", "the movie traffic did not trigger a round"
     assert tweets.round != "no round", "the shift to tweets did not trigger a round"
-    # each phase's round got through the gate into a rollout that ended on evidence: promoted,
-    # or rolled back by an online check in shadow or canary (CI met "canary: teacher_agreement
-    # 0.548 < 0.629 (stable 0.841)" on about 45 labels, and on movies, whose teacher is right
-    # 0.68 of the time, "shadow: teacher_agreement 0.493 < 0.519 (stable 0.704)" on about 67
-    # paired labels). A round rejected at the gate fails here.
+    # each phase's round ended on evidence: promoted; rolled back by an online check in shadow
+    # or canary (CI met "canary: teacher_agreement 0.548 < 0.629 (stable 0.841)" on about 45
+    # labels, and on movies, whose teacher is right 0.68 of the time, "shadow: teacher_agreement
+    # 0.493 < 0.519 (stable 0.704)" on about 67 paired labels); or rejected by a gate check that
+    # failed beyond its noise margin (at 1,000 texts a phase the human-corrected golden set
+    # passes 30 rows and is checked: a run met "golden_accuracy 0.600 < 0.612 (current 0.733)").
+    # A round rejected with no failed check (too small a holdout, an error) fails here.
     registry = Registry(Path(STATE["dir"]) / "registry")
     for phase in (movies, tweets):
-        assert phase.round.endswith(("promoted", "rolled back")), result.table()
+        version = int(phase.round.split()[0][1:])
         if phase.round.endswith("rolled back"):
-            version = int(phase.round.split()[0][1:])
             ends = [e for e in registry.history() if e.version == version]
             why = [e.reason for e in ends if e.event == "rolled_back"][-1]
             assert why.startswith(("automatic: canary:", "automatic: shadow:")), why
+        elif " rejected " in phase.round:
+            gate = registry.get(version).gate
+            assert gate is not None and gate.failed(), (phase.round, gate)
+        else:
+            assert phase.round.endswith("promoted"), result.table()
     assert "promoted" in (movies.round + tweets.round), result.table()
     # the loop brought a held-out gain: on 800 held-out movie reviews, never trained on, the
     # student serving at the end agrees with the teacher more than v1 did (+.032, +.052, +.016
