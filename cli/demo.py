@@ -206,10 +206,6 @@ def read_status(client: httpx.Client) -> Status:
     return Status.model_validate(response.json())
 
 
-def newest_version(client: httpx.Client) -> int:
-    return max(read_status(client).versions, default=0)
-
-
 def _verdict(status: Status) -> str:
     last = status.last_round
     assert last is not None
@@ -222,31 +218,32 @@ def _verdict(status: Status) -> str:
 
 def wait_for_round(
     client: httpx.Client,
-    after: int,
+    since_ts: float,
     timeout_s: float,
     traffic: list[vader.VaderRow],
     feedback_rate: float,
+    poll_s: float = 2.0,
 ) -> tuple[str, float]:
-    """Wait until a round registers a version newer than ``after``, its gate decides and any
-    rollout it starts ends; traffic keeps flowing while the rollout runs."""
+    """Wait for the first round that read a label newer than ``since_ts`` (so it started after
+    then, with the phase's traffic in its data) to end: its gate decides and any rollout it
+    starts ends. Traffic keeps flowing meanwhile, as it would live: triggers need new labels
+    and a rollout judges its candidate on live answers. A round that started earlier is not the
+    phase's: the e2e test met a movies round, started before any tweet was labelled, taken for
+    the tweets phase's round. ``since_ts`` is this machine's clock, as is the server's."""
     start = time.monotonic()
     stop = threading.Event()
     busy = threading.Thread(
         target=keep_busy, args=(client, traffic, feedback_rate, stop), daemon=True
     )
+    busy.start()
     try:
         while time.monotonic() - start < timeout_s:
             status = read_status(client)
-            last_version = status.last_round.version if status.last_round else 0
-            if status.rollout is not None and not busy.is_alive():
-                busy.start()
-            settled = not status.round_running and status.rollout is None
-            if last_version > after and settled:
+            last = status.last_round
+            ended = last is not None and (last.window_end_ts or 0.0) >= since_ts
+            if ended and status.rollout is None:  # its rollout, if any, has ended too
                 return _verdict(status), time.monotonic() - start
-            current = status.current_version or 0
-            if current > after:  # promoted, and the next round already runs (steady traffic)
-                return f"v{current} promoted", time.monotonic() - start
-            time.sleep(2)
+            time.sleep(poll_s)
         return "no round", time.monotonic() - start
     finally:
         stop.set()
@@ -310,9 +307,8 @@ def run_phase(
     before = held.score(client)
     say(f"{domain}: teacher {teacher:.3f}, student v{before.version} {before.accuracy:.3f}; "
         f"{len(traffic)} texts")  # fmt: skip
-    newest = newest_version(client)
     feedback = replay(client, traffic, feedback_rate)
-    verdict, waited = wait_for_round(client, newest, timeout_s, traffic, feedback_rate)
+    verdict, waited = wait_for_round(client, time.time(), timeout_s, traffic, feedback_rate)
     after = held.score(client)
     say(f"{domain}: round {verdict}; student v{after.version} {after.accuracy:.3f} "
         f"({waited:.0f}s)")  # fmt: skip

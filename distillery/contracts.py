@@ -269,6 +269,9 @@ class RoundReport(BaseModel):
     seconds: float
     outcome: Outcome  # promoted | shadow (rollout started) | rejected
     trigger: TriggerRecord | None = None
+    # the time of the newest label the round read (its data window's end); None where nothing
+    # was read (a bootstrap base version) or from an older scheduler
+    window_end_ts: float | None = None
 
 
 class TeacherState(_Contract):

@@ -184,6 +184,7 @@ def admit(
         version=meta.version, parent=parent, promoted=outcome == "promoted",
         reason=report.reason, gate=report, train_metrics=metrics,
         rows=len(data.train), seconds=0.0, outcome=outcome, trigger=trigger,
+        window_end_ts=data.lineage.window_end_ts,
     )  # fmt: skip
 
 

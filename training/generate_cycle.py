@@ -155,6 +155,7 @@ def retrain(
         version=meta.version, parent=parent, promoted=gate.passed, reason=gate.reason, gate=gate,
         train_metrics=metrics, rows=len(data.train), seconds=time.monotonic() - start,
         outcome="promoted" if gate.passed else "rejected", trigger=trigger,
+        window_end_ts=data.lineage.window_end_ts,
     )  # fmt: skip
 
 
