@@ -43,12 +43,11 @@ def service(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iter
         "DISTILLERY_SERVE_METRICS_EXPORT_PORT": str(free_port()),
         "DISTILLERY_SCHEDULER_SEED_SIZE": "600",
         "DISTILLERY_SERVE_SAMPLE_RATE": "0.5",
-        "DISTILLERY_SCHEDULER_MIN_NEW_LABELS": "60",
+        # the round trigger's volume (300 labels) and the gate (40 held-out rows, a 0.02
+        # margin) are the defaults: at 60 labels and a 0.1 margin rounds promoted noise
         "DISTILLERY_SCHEDULER_POLL_S": "2",
         "DISTILLERY_SCHEDULER_COOLDOWN_MINUTES": "0.5",  # the demo compresses hours to minutes
         "DISTILLERY_TRAIN_SCRATCH_EPOCHS": "3",
-        "DISTILLERY_GATE_MIN_HOLDOUT": "10",
-        "DISTILLERY_GATE_AGREEMENT_MARGIN": "0.1",
         "DISTILLERY_GATE_FIRST_VERSION_MIN_AGREEMENT": "0.5",
         "DISTILLERY_ROLLOUT_SHADOW_S": "10",
         "DISTILLERY_ROLLOUT_CANARY_S": "15",
@@ -106,6 +105,12 @@ def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> 
     # passes 30 rows and is checked: a run met "golden_accuracy 0.600 < 0.612 (current 0.733)").
     # A round rejected with no failed check (too small a holdout, an error) fails here.
     registry = Registry(Path(STATE["dir"]) / "registry")
+    for version in registry.versions():
+        meta = registry.get(version)
+        why, lineage = meta.trigger.reason if meta.trigger else "?", meta.lineage
+        verdict = meta.gate.reason if meta.gate else "none"
+        print(f"v{version} {meta.status} ({why}): {lineage.recent_rows} recent + "
+              f"{lineage.replay_rows} replay rows; gate: {verdict}")  # fmt: skip
     for phase in (movies, tweets):
         version = int(phase.round.split()[0][1:])
         if phase.round.endswith("rolled back"):
@@ -118,24 +123,25 @@ def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> 
         else:
             assert phase.round.endswith("promoted"), result.table()
     assert "promoted" in (movies.round + tweets.round), result.table()
-    # the loop brought a held-out gain: on 800 held-out movie reviews, never trained on, the
-    # student serving at the end agrees with the teacher more than v1 did (+.032, +.052, +.016
-    # in three runs at 300 texts a phase, scored from their registries; +.020, +.025, +.030 at
-    # 1,000), and on both domains' 1,600 texts it is no worse on the human labels (−.002 to
-    # +.038). Movies is where the loop has most labels: the seed, its traffic and the rollouts'
-    # replay of it. Accuracy on movies alone is no proof: the teacher is right .73 of the time
-    # there, and one run gained .030 in agreement at .675 → .675. Nor is one round on tweets,
-    # where v1 starts within .07 of the teacher (−.018 to +.057 over v1), nor the gate's own
-    # agreement check, which passes within a margin on about 58 rows (.672 against .707 and
-    # .698 against .714 in promoted rounds).
-    start, end = result.start[0], result.end[0]
-    assert start.version == 1 and end.version > 1, result.table()
-    assert end.agreement > start.agreement, result.table()
-    accuracy_gain, _ = result.gain()
-    assert accuracy_gain > -0.02, result.table()
-    # and on human labels the served student ends near the teacher on tweets (.815, .797, .775,
-    # .805, .806 and .854 against .863–.877 in six runs; a student that learnt nothing scores
-    # about .5)
+    # the loop brought a held-out gain where the traffic shifted: on 800 held-out tweets, never
+    # trained on, the student serving at the end agrees with the teacher more than v1 did, and
+    # is right more often on the human labels (agreement +.031 to +.046, accuracy +.049 to
+    # +.066 in five runs whose tweets round read the tweets' labels); it kept what it knew of
+    # movies (accuracy +.015 to +.040, agreement +.026 to +.047, over v1 on 800 movie reviews).
+    # Each phase's round is the first that read a label newer than the phase's traffic: before,
+    # a movies round started before any tweet was labelled was taken for the tweets round (and
+    # lost .065 on tweets, a domain it had not seen); and with rounds at 60 labels, gated at a
+    # 0.1 margin on ~12 held-out rows, a movies round was promoted that lost .018 in agreement
+    # on movies and .029 on tweets (CI, stop 31). Rounds now start at the defaults' 300 labels
+    # and face the default gate.
+    start, end = result.start, result.end
+    assert start[0].version == 1 and end[0].version > 1, result.table()
+    assert end[1].agreement > start[1].agreement, result.table()
+    assert end[1].accuracy > start[1].accuracy, result.table()
+    assert end[0].accuracy > start[0].accuracy - 0.02, result.table()
+    # and the tweets round's student ends near the teacher on the human labels (.859–.876
+    # against .863 in five runs; .716 for the movies round once taken for it; a student that
+    # learnt nothing scores about .5)
     assert tweets.student_after >= tweets.teacher_accuracy - 0.10, result.table()
 
 
