@@ -238,7 +238,11 @@ def wait_for_round(
     busy.start()
     try:
         while time.monotonic() - start < timeout_s:
-            status = read_status(client)
+            try:
+                status = read_status(client)
+            except httpx.HTTPError:  # a 503 while a round and the traffic busy both cores
+                time.sleep(poll_s)
+                continue
             last = status.last_round
             ended = last is not None and (last.window_end_ts or 0.0) >= since_ts
             if ended and status.rollout is None:  # its rollout, if any, has ended too

@@ -31,6 +31,8 @@ def _client(states: list[dict[str, Any]], seen: list[str]) -> httpx.Client:
         if request.url.path != "/v1/status":
             return httpx.Response(503)
         state = states.pop(0) if len(states) > 1 else states[0]
+        if "status" in state:
+            return httpx.Response(state["status"])
         return httpx.Response(200, content=json.dumps(STATUS | state))
 
     return httpx.Client(base_url="http://loop", transport=httpx.MockTransport(answer))
@@ -42,13 +44,14 @@ def test_the_phase_round_is_the_first_that_read_the_phases_labels_once_its_rollo
     ours = _round(5, SINCE + 2)
     states = [
         {"last_round": earlier, "rollout": None, "current_version": 4, "round_running": False},
+        {"status": 503},  # the server busy: try again
         {"last_round": earlier, "rollout": None, "current_version": 4, "round_running": True},
         {"last_round": ours, "rollout": STATUS["rollout"] | {"candidate": 5, "stable": 4}},
         {"last_round": ours, "rollout": None, "current_version": 5, "round_running": True},
     ]
     verdict, _ = wait_for_round(_client(states, seen), SINCE, 10, TRAFFIC, 0.0, poll_s=0.3)
     assert verdict == "v5 promoted"
-    assert seen.count("/v1/status") == 4  # not the earlier round, nor ours mid-rollout
+    assert seen.count("/v1/status") == 5  # not the earlier round, nor ours mid-rollout
     assert "/v1/predict" in seen  # traffic flowed while it waited
 
 
