@@ -1,10 +1,13 @@
-"""The running loop, shared by test_loop.py and test_rollout.py (started once for both)."""
+"""The running loop, shared by test_loop.py and test_rollout.py (started once for both), and
+traffic sent through a loop's API until the teacher has labelled it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cli.launcher import Running, up
@@ -19,6 +22,7 @@ from distillery.settings import (
     Settings,
     TrainSettings,
 )
+from feedback.examples import count_labels_since
 from services.broker import free_port
 from tests.conftest import DATA, TASK
 
@@ -56,3 +60,18 @@ def loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iterato
     running = up(settings)
     yield running
     running.stop()
+
+
+def send_until_labelled(
+    running: Running, texts: list[str], since_ts: float, need: int, timeout_s: float
+) -> None:
+    """Send ``texts`` through the API as traffic, 16 a request, then wait until the store holds
+    ``need`` labels newer than ``since_ts``."""
+    with httpx.Client(base_url=running.api_url, timeout=60) as client:
+        for i in range(0, len(texts), 16):
+            client.post("/v1/predict", json={"text": texts[i : i + 16]}).raise_for_status()
+    store, deadline = running.settings.paths.store_dir, time.monotonic() + timeout_s
+    while count_labels_since(store, since_ts) < need and time.monotonic() < deadline:
+        time.sleep(1)
+    have = count_labels_since(store, since_ts)
+    assert have >= need, f"the teacher labelled {have} of {need} texts in {timeout_s:.0f} s"

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from cli.launcher import Running, up
@@ -29,10 +28,10 @@ from distillery.settings import (
     Settings,
     TeacherSettings,
 )
-from feedback.examples import count_labels_since
 from monitoring.status import Measurement
 from services.broker import free_port
 from tests.conftest import DATA, TASK
+from tests.integration.conftest import send_until_labelled
 from training.cycle import seed_texts
 
 pytestmark = pytest.mark.integration
@@ -73,15 +72,7 @@ def _phase(stack: Running, texts: list[str]) -> dict[str, Any]:
     """Send ``texts`` as traffic, wait until the teacher labelled them all, then measure."""
     import ray
 
-    start = time.time()
-    with httpx.Client(base_url=stack.api_url, timeout=60) as client:
-        for i in range(0, len(texts), 16):
-            client.post("/v1/predict", json={"text": texts[i : i + 16]}).raise_for_status()
-    deadline = time.monotonic() + 300
-    store = stack.settings.paths.store_dir
-    while count_labels_since(store, start) < len(texts) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert count_labels_since(store, start) >= len(texts), "the teacher did not label a phase"
+    send_until_labelled(stack, texts, time.time(), len(texts), 300)
     measured: Measurement = ray.get(stack.scheduler.measure.remote())
     return measured
 

@@ -23,6 +23,7 @@ from distillery import vader
 from distillery.contracts import RoundReport
 from feedback.examples import count_labels_since
 from tests.conftest import DATA
+from tests.integration.conftest import send_until_labelled
 from training.cycle import window_start
 from training.registry import Registry
 
@@ -42,17 +43,11 @@ def recent_labels(loop: Running) -> None:
     """Movie reviews through the API until the store holds ``RECENT`` labels newer than the
     current version's window, so this module's candidates have rows to train on whatever ran
     before it (run alone, right after the bootstrap, the window held none)."""
-    since, store = window_start(_registry(loop)), loop.settings.paths.store_dir
-    if count_labels_since(store, since) >= RECENT:
+    since = window_start(_registry(loop))
+    if count_labels_since(loop.settings.paths.store_dir, since) >= RECENT:
         return
     texts = [row.text for row in vader.load("movies", DATA)[: 2 * RECENT]]
-    with httpx.Client(base_url=loop.api_url, timeout=60) as client:
-        for i in range(0, len(texts), 16):
-            client.post("/v1/predict", json={"text": texts[i : i + 16]}).raise_for_status()
-    deadline = time.monotonic() + 180
-    while count_labels_since(store, since) < RECENT and time.monotonic() < deadline:
-        time.sleep(1)
-    assert count_labels_since(store, since) >= RECENT, "the teacher did not label the traffic"
+    send_until_labelled(loop, texts, since, RECENT, 180)
 
 
 def _train(loop: Running, out: Path, corrupt: str, marker: str = MARKERS[0]) -> Path:
