@@ -90,9 +90,9 @@ def _round_started(timeout_s: float = 900) -> Callable[[], bool]:
     address = os.environ.get("RAY_ADDRESS") or "auto"
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
     scheduler = ray.get_actor(SCHEDULER)
-    deadline = time.monotonic() + timeout_s
+    deadline, reason = time.monotonic() + timeout_s, "bench.status_cli: status during a round"
     while True:
-        running = scheduler.retrain.remote("bench.status_cli: status during a round")
+        running: ray.ObjectRef[Any] = scheduler.retrain.remote(reason)
         ready, _ = ray.wait([running], timeout=3)
         if not ready:  # training
             return lambda: bool(ray.wait([running], timeout=0)[0])
