@@ -39,11 +39,15 @@ class GateSettings(BaseSettings):
     confidence_z: float = Field(
         default=1.64,
         ge=0,
-        description="agreement and golden checks fail only beyond this many paired standard "
-        "errors of the difference (0: point values)",
+        description="agreement, slice and golden checks fail only beyond this many paired "
+        "standard errors of the difference (0: point values)",
     )
     slice_margin: float = Field(
-        default=0.08, ge=0, le=1, description="teacher agreement, per input-length slice"
+        default=0.02,
+        ge=0,
+        le=1,
+        description="teacher agreement per input-length slice may drop this much plus "
+        "confidence_z paired standard errors on the slice's rows",
     )
     min_slice_rows: int = Field(default=50, ge=1, description="smaller slices are not checked")
     ece_margin: float = Field(

@@ -143,6 +143,8 @@ def test_measure_agreement_in_unit_interval_and_no_golden(student: Student) -> N
     assert 0.0 <= result.agreement <= 1.0
     assert result.golden_accuracy is None
     assert (result.holdout_rows, result.golden_rows) == (len(TEXTS), 0)
+    assert result.slice_names == tuple(length_slice(t) for t in TEXTS)  # (N,) beside the hits
+    assert len(result.hits) == len(TEXTS)
 
 
 def test_measure_counts_argmax_matches(student: Student) -> None:
@@ -225,6 +227,35 @@ def test_slice_agreement_drop_fails_and_small_slices_are_not_checked() -> None:
     assert report.reason == "slice:short 0.700 < 0.750 (current 0.800)"
     only_new = decide(_full({"short": [0.0, 50]}), _full(), FULL)  # no current slice to compare
     assert only_new.passed and [c.name for c in only_new.checks] == ["agreement"]
+
+
+def _sliced(hits: list[bool], names: list[str]) -> Measures:
+    """Measures whose slices come from per-row hits, as ``measure`` builds them."""
+    arr, sl = np.array(hits), np.array(names)
+    slices = {n: [float(arr[sl == n].mean()), int((sl == n).sum())] for n in set(names)}
+    return Measures(
+        float(arr.mean()), None, len(hits), 0, slices, hits=tuple(hits), slice_names=tuple(names)
+    )
+
+
+def test_slice_check_allows_the_noise_of_its_rows_and_fails_beyond_it() -> None:
+    """53 rows, as in stop 32's e2e run 1: 5 rows fewer on a slice is within noise at 1.64
+    paired standard errors; 20 rows fewer is not; the same 5 rows with z=0 fail."""
+    settings = GateSettings(min_holdout=20, min_slice_rows=50, slice_margin=0.02)
+    names = ["medium"] * 53 + ["short"] * 60
+    current = [True] * 41 + [False] * 12 + [True] * 60  # medium .774 (41 of 53)
+    five_fewer = [True] * 3 + [False] * 7 + [True] * 33 + [False] * 10 + [True] * 60  # .679
+    report = decide(_sliced(five_fewer, names), _sliced(current, names), settings)
+    medium = next(c for c in report.checks if c.name == "slice:medium")
+    noise = 1.64 * paired_se(tuple(five_fewer[:53]), tuple(current[:53]))
+    assert medium.passed and medium.threshold == pytest.approx(41 / 53 - 0.02 - noise)
+    assert noise > 0.06  # 10 discordant rows of 53
+    point = settings.model_copy(update={"confidence_z": 0.0})
+    flat = decide(_sliced(five_fewer, names), _sliced(current, names), point)
+    assert "slice:medium" in [c.name for c in flat.checks if not c.passed]
+    twenty_fewer = [False] * 20 + [True] * 21 + [False] * 12 + [True] * 60  # .396
+    worse = decide(_sliced(twenty_fewer, names), _sliced(current, names), settings)
+    assert "slice:medium" in worse.reason and not worse.passed
 
 
 def test_ece_rise_beyond_margin_fails() -> None:
