@@ -63,6 +63,19 @@ class GateSettings(BaseSettings):
         default=2.0, ge=0, description="latency differences below this never fail the gate"
     )
     min_holdout: int = Field(default=40, ge=1)
+    retained_rows: int = Field(
+        default=400,
+        ge=0,
+        description="held-out rows from before the round's window (older traffic, never "
+        "trained on) on which the candidate must keep its teacher agreement; 0: not checked",
+    )
+    retained_margin: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="agreement on the retained rows may drop this much plus confidence_z "
+        "paired standard errors; checked on at least min_holdout rows",
+    )
     first_version_min_agreement: float = Field(default=0.6, ge=0, le=1)
 
 

@@ -74,6 +74,7 @@ def round_data(settings: Settings, task: Task, registry: Registry) -> RoundData:
         cfg.bad_agreement_weight,
         replay.load(settings.paths.replay_dir, cfg.replay_capacity),
         old_label_policy(settings, task, rows),
+        settings.gate.retained_rows,
     )
     members = people.trust.members if people.trust is not None else []
     shares = {m.source: m.share for m in members if m.share is not None}
@@ -200,10 +201,10 @@ def _gate(
     texts = list(data.holdout["text"][:60])
     students = [cand_student] if cur_student is None else [cand_student, cur_student]
     p50 = gate.latency_p50(students, texts) if texts else [None, None]
-    cand = gate.measure(cand_student, data.holdout, data.golden, p50[0])
+    cand = gate.measure(cand_student, data.holdout, data.golden, p50[0], data.retained)
     cur = None
     if cur_student is not None:
-        cur = gate.measure(cur_student, data.holdout, data.golden, p50[1])
+        cur = gate.measure(cur_student, data.holdout, data.golden, p50[1], data.retained)
     report = gate.decide(cand, cur, settings.gate, data.teacher_at_chance)
     details = {"candidate": asdict(cand), "current": None if cur is None else asdict(cur)}
     log.info("gate v%d vs v%s: %s %s", candidate, current, report.reason, json.dumps(details))

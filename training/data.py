@@ -69,6 +69,7 @@ class RoundData:
     lineage: Lineage
     reservoir: Reservoir | None = None  # the replay reservoir after this round's offer
     teacher_at_chance: bool = False  # the trust estimate: the teacher no better than a guess
+    retained: pd.DataFrame | None = None  # older held-out rows: does the candidate forget?
 
 
 def text_keys(rows: pd.DataFrame) -> pd.Series:
@@ -138,10 +139,12 @@ def build_round(
     bad_agreement_weight: float = 0.0,
     reservoir: Reservoir | None = None,
     old_labels: OldLabels | None = None,
+    retained_rows: int = 0,
 ) -> RoundData:
     """Split joined rows into train (recent window + replay) / holdout / golden, with lineage.
     Replay: ``replay_ratio × recent`` older rows, drawn from ``reservoir`` once it has taken in
-    the rows older than ``since_ts`` (``training.replay``), else from all older rows."""
+    the rows older than ``since_ts`` (``training.replay``), else from all older rows.
+    ``retained_rows``: at most this many held-out rows from before the window (``retained``)."""
     held = held_out(rows, holdout_fraction)
     recent = rows[(rows["ts"] > since_ts) & ~held].sort_values("ts").tail(window_size)
     older = rows[(rows["ts"] <= since_ts) & ~held]
@@ -169,6 +172,7 @@ def build_round(
     if len(holdout) == 0:
         holdout = rows[held]
     holdout = newest_per_text(holdout)
+    retained = retained_holdout(rows[held & (rows["ts"] <= since_ts)], holdout, retained_rows, seed)
     target = rows["golden_label"] if "golden_label" in rows else rows["correction"]
     golden = rows[held & (target >= 0)].assign(golden_label=target[held & (target >= 0)])
     golden = newest_per_text(golden)
@@ -191,7 +195,25 @@ def build_round(
             else None
         ),
     )
-    return RoundData(train.reset_index(drop=True), holdout, golden, lineage, reservoir)
+    return RoundData(
+        train.reset_index(drop=True), holdout, golden, lineage, reservoir, retained=retained
+    )
+
+
+def retained_holdout(
+    older: pd.DataFrame, holdout: pd.DataFrame, n: int, seed: int = 0
+) -> pd.DataFrame:
+    """Up to ``n`` held-out rows from before the window, one per text, none of the window's
+    holdout texts: where the gate asks whether a candidate kept what the loop learnt from
+    earlier traffic (forgetting: McCloskey & Cohen 1989; replay only softens it). The window's
+    holdout shows only the window's traffic, and a round can move a domain it did not read a
+    long way: movies-only rounds moved held-out tweets by −.077 and −.065 (stop 32's e2e runs
+    2 and 5), unseen by their gate."""
+    if n <= 0 or older.empty:
+        return older.iloc[:0]
+    older = newest_per_text(older)
+    older = older[~text_keys(older).isin(set(text_keys(holdout)))]
+    return older.sample(n=min(n, len(older)), random_state=seed).reset_index(drop=True)
 
 
 TRUST_COLUMNS = ("correction", "ce_weight", "golden_label", "teacher_weight")

@@ -3,13 +3,14 @@
 On held-out recent teacher-labelled traffic and on the golden set (held-out rows with a label
 from trusted or reliable keys: corrections and confirmations), ``measure`` takes: agreement with
 the teacher, accuracy on the golden set (the student's and the teacher's), agreement per
-input-length slice, expected calibration error and p50 latency. ``decide`` is the pure decision:
-each check is recorded with both values and its threshold (all from ``GateSettings``), so a
-failed gate says exactly why. The referee is the teacher, unless the golden set shows it
-measurably worse than a student (``choose_referee``): then the human labels judge, teacher
-agreement counts only on held-out rows where the trust estimate still trusts the teacher
-(``teacher_weight`` ≥ ``trusted_teacher_weight``; none, when it trusts it nowhere), and the
-slice and ECE checks are not made.
+input-length slice, expected calibration error and p50 latency; and agreement on older held-out
+rows (``retained``: is what the loop learnt from earlier traffic kept?). ``decide`` is the pure
+decision: each check is recorded with both values and its threshold (all from
+``GateSettings``), so a failed gate says exactly why. The referee is the teacher, unless the
+golden set shows it measurably worse than a student (``choose_referee``): then the human labels
+judge, teacher agreement counts only on held-out rows where the trust estimate still trusts the
+teacher (``teacher_weight`` ≥ ``trusted_teacher_weight``; none, when it trusts it nowhere),
+and the slice, retained and ECE checks are not made.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Measures:
     confidence: tuple[float, ...] = ()  # (N,) per held-out row: the student's top probability
     golden_confidence: tuple[float, ...] = ()  # (G,) per golden row: the same
     slice_names: tuple[str, ...] = ()  # (N,) per held-out row: its input-length slice
+    retained_hits: tuple[bool, ...] = ()  # (R,) per older held-out row: agrees with the teacher
 
 
 class TooFewHeldOut(RuntimeError):
@@ -91,8 +93,14 @@ def check_holdout(rows: int, settings: GateSettings, fraction: float) -> None:
 
 
 def measure(
-    student: Student, holdout: pd.DataFrame, golden: pd.DataFrame, p50_ms: float | None = None
+    student: Student,
+    holdout: pd.DataFrame,
+    golden: pd.DataFrame,
+    p50_ms: float | None = None,
+    retained: pd.DataFrame | None = None,
 ) -> Measures:
+    """``student`` on the round's holdout, its golden set and ``retained`` (older held-out
+    rows, ``training.data.retained_holdout``)."""
     agreement, ece, slices, hits = 0.0, None, {}, np.zeros(0, dtype=bool)
     confidence, golden_confidence, names = np.zeros(0), np.zeros(0), np.zeros(0, dtype=str)
     weights = np.ones(len(holdout))  # (N,) without a trust estimate the teacher is trusted
@@ -107,6 +115,10 @@ def measure(
         slices = {n: [float(hits[names == n].mean()), int((names == n).sum())] for n in set(names)}
         if "teacher_weight" in holdout:
             weights = holdout["teacher_weight"].astype(float).fillna(1.0).to_numpy()  # (N,)
+    retained_hits = np.zeros(0, dtype=bool)
+    if retained is not None and len(retained):
+        teacher = np.array(list(retained["teacher_probs"])).argmax(1)  # (R,)
+        retained_hits = student.predict_proba(list(retained["text"])).argmax(1) == teacher
     golden_accuracy, golden_hits = None, np.zeros(0, dtype=bool)
     teacher_hits = np.zeros(0, dtype=bool)
     if len(golden):
@@ -122,7 +134,7 @@ def measure(
         tuple(bool(h) for h in hits), tuple(bool(h) for h in golden_hits),
         tuple(bool(h) for h in teacher_hits), tuple(float(w) for w in weights),
         tuple(float(c) for c in confidence), tuple(float(c) for c in golden_confidence),
-        tuple(str(n) for n in names),
+        tuple(str(n) for n in names), tuple(bool(h) for h in retained_hits),
     )  # fmt: skip
 
 
@@ -193,6 +205,7 @@ def decide(
         )
     if referee == "teacher":
         checks += _slice_checks(candidate, current, settings)
+        checks += _retained_check(candidate, current, settings)
     enough = candidate.holdout_rows >= settings.min_ece_rows  # ECE of a few rows is noise
     if referee == "teacher" and candidate.ece is not None and current.ece is not None and enough:
         checks.append(
@@ -284,6 +297,19 @@ def _slice_checks(
             margin = settings.slice_margin + noise
             found.append(_at_least(f"slice:{name}", agreement, current.slices[name][0], margin))
     return found
+
+
+def _retained_check(
+    candidate: Measures, current: Measures, settings: GateSettings
+) -> list[GateCheck]:
+    """Teacher agreement on the older held-out rows (the same rows for both) may drop
+    ``retained_margin`` plus ``confidence_z`` paired standard errors; not checked on fewer than
+    ``min_holdout`` rows."""
+    cand, cur = candidate.retained_hits, current.retained_hits
+    if len(cand) < settings.min_holdout or len(cand) != len(cur):
+        return []
+    margin = settings.retained_margin + settings.confidence_z * paired_se(cand, cur)
+    return [_at_least("retained_agreement", float(np.mean(cand)), float(np.mean(cur)), margin)]
 
 
 def _at_least(name: str, candidate: float, current: float, margin: float) -> GateCheck:

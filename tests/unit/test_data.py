@@ -206,6 +206,27 @@ def test_holdout_rows_never_train() -> None:
     assert len(data.train) + len(held) == 200  # a large replay ratio replays every older row
 
 
+def test_retained_rows_are_older_held_out_texts_not_in_the_window_holdout() -> None:
+    rows = _joined(200)
+    repeat = rows[rows["request_id"].isin(_held(rows, 0.3))].iloc[:1].copy()
+    first = str(repeat["request_id"].iloc[0])
+    repeat["ts"], repeat["request_id"] = 150.5, "req-again"  # an older held-out text, sent again
+    rows = pd.concat([rows, repeat], ignore_index=True)
+    data = build_round(rows, 100.0, 1_000, 0.0, 0.3, retained_rows=1_000)
+    held = _held(rows, 0.3)
+    older_held = {r for r in held if r != "req-again" and int(r[4:]) <= 100}
+    assert data.retained is not None
+    assert int(first[4:]) <= 100 and first in older_held
+    assert set(data.retained["request_id"]) == older_held - {first}
+    assert "req-again" in set(data.holdout["request_id"])  # its text is the window's now
+    assert not set(data.retained["request_id"]) & set(data.train["request_id"])
+    few = build_round(rows, 100.0, 1_000, 0.0, 0.3, retained_rows=5, seed=1)
+    assert few.retained is not None and len(few.retained) == 5
+    assert set(few.retained["request_id"]) <= older_held
+    off = build_round(rows, 100.0, 1_000, 0.0, 0.3)
+    assert off.retained is not None and off.retained.empty  # 0 rows: not checked
+
+
 def test_split_is_stable_across_row_order() -> None:
     rows = _joined(120)
     shuffled = rows.sample(frac=1.0, random_state=3)

@@ -258,6 +258,29 @@ def test_slice_check_allows_the_noise_of_its_rows_and_fails_beyond_it() -> None:
     assert "slice:medium" in worse.reason and not worse.passed
 
 
+def test_retained_agreement_is_checked_beyond_its_noise_and_only_on_enough_rows() -> None:
+    """Agreement on older held-out rows: 400 rows, 20 fewer agree (−.05) fails; 4 fewer
+    (−.01) passes; fewer than min_holdout rows, or under the human referee, is not checked."""
+    settings = GateSettings(min_holdout=40, retained_margin=0.02)
+    base = _full()
+    current = replace(base, retained_hits=(True,) * 320 + (False,) * 80)  # .80
+    kept = replace(base, retained_hits=(True,) * 316 + (False,) * 84)  # .79
+    forgot = replace(base, retained_hits=(False,) * 20 + (True,) * 300 + (False,) * 80)  # .75
+    assert decide(kept, current, settings).passed
+    report = decide(forgot, current, settings)
+    check = next(c for c in report.checks if c.name == "retained_agreement")
+    noise = 1.64 * paired_se(forgot.retained_hits, current.retained_hits)
+    assert not check.passed and check.threshold == pytest.approx(0.80 - 0.02 - noise)
+    assert "retained_agreement 0.750" in report.reason
+    few = decide(replace(forgot, retained_hits=forgot.retained_hits[:39]),
+                 replace(current, retained_hits=current.retained_hits[:39]), settings)  # fmt: skip
+    assert "retained_agreement" not in [c.name for c in few.checks]
+    human = settings.model_copy(update={"referee": "human", "min_golden_rows": 1})
+    gold = {"golden_accuracy": 1.0, "golden_rows": 2, "golden_hits": (True, True)}
+    judged = decide(replace(forgot, **gold), replace(current, **gold), human)
+    assert "retained_agreement" not in [c.name for c in judged.checks]
+
+
 def test_ece_rise_beyond_margin_fails() -> None:
     assert decide(_full(ece=0.14), _full(ece=0.10), FULL).passed
     report = decide(_full(ece=0.20), _full(ece=0.10), FULL)
