@@ -109,8 +109,11 @@ def test_traffic_shift_triggers_retraining_that_is_hot_swapped(service: str) -> 
         meta = registry.get(version)
         why, lineage = meta.trigger.reason if meta.trigger else "?", meta.lineage
         verdict = meta.gate.reason if meta.gate else "none"
+        kept = [c for c in (meta.gate.checks if meta.gate else []) if c.name.startswith("ret")]
+        retained = "; ".join(f"{c.candidate:.3f} vs {c.current:.3f}" for c in kept) or "none"
         print(f"v{version} {meta.status} ({why}): {lineage.recent_rows} recent + "
-              f"{lineage.replay_rows} replay rows; gate: {verdict}")  # fmt: skip
+              f"{lineage.replay_rows} replay rows; gate: {verdict}; "
+              f"retained agreement: {retained}")  # fmt: skip
     for phase in (movies, tweets):
         version = int(phase.round.split()[0][1:])
         if phase.round.endswith("rolled back"):
