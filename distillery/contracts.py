@@ -251,7 +251,7 @@ class OperatorAnswer(_Contract):
     rollout: Rollout | None = None
 
 
-Outcome = Literal["promoted", "shadow", "rejected"]
+Outcome = Literal["promoted", "shadow", "canary", "rejected"]
 
 
 class RoundReport(BaseModel):
@@ -267,7 +267,7 @@ class RoundReport(BaseModel):
     train_metrics: dict[str, float]
     rows: int
     seconds: float
-    outcome: Outcome  # promoted | shadow (rollout started) | rejected
+    outcome: Outcome  # promoted | shadow or canary (a rollout started there) | rejected
     trigger: TriggerRecord | None = None
     # the time of the newest label the round read (its data window's end); None where nothing
     # was read (a bootstrap base version) or from an older scheduler

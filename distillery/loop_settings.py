@@ -223,6 +223,13 @@ class TrustSettings(BaseSettings):
     teacher_prior_strength: float = Field(
         default=10.0, gt=0, description="…worth this many human labels"
     )
+    teacher_chance_z: float = Field(
+        default=1.64,
+        ge=0,
+        description="the teacher's labels stop counting in training (KD weight 0) where the "
+        "upper bound of its reliability, this many standard errors above, is no better than a "
+        "guess; elsewhere they count in full",
+    )
     floor: float = Field(
         default=0.8, gt=0, le=1, description="reliability that lets a key feed the golden set"
     )

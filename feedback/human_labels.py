@@ -11,8 +11,10 @@ feedback within the join window). ``apply`` measures every key and the teacher
   answer on that text), -1 where there is none;
 - ``ce_weight`` (0..1): how sure that vote is, given its keys' weights;
 - ``golden_label``: the vote of trusted and reliable keys only (the gate's golden set);
-- ``teacher_weight`` (0..1): the teacher's reliability where it gave this row's top label, on
-  texts of this length (scales the row's KD weight).
+- ``teacher_weight`` (0..1): the teacher's chance-corrected reliability where it gave this row's
+  top label, on texts of this length (the gate's trusted rows under the human referee);
+- ``teacher_kd_weight`` (0 or 1): what the row's KD term weighs: 0 where the human labels show
+  the teacher no better than a guess there (``feedback.trust.teacher_kd_weights``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from feedback.trust import (
     estimate,
     key_weights,
     reliable_keys,
+    teacher_kd_weights,
     teacher_references,
 )
 from feedback.trust_report import Prior, TrustModel, TrustParams
@@ -141,12 +144,15 @@ def apply(
     """The round's rows (``feedback.examples.join`` of ``labels``), with their human labels."""
     rows = join(labels, feedback, task, window_s)
     if rows.empty:
-        return HumanLabels(rows.assign(ce_weight=[], golden_label=[], teacher_weight=[]), None, 0)
+        columns = ("ce_weight", "golden_label", "teacher_weight", "teacher_kd_weight")
+        empty: dict[str, list[float]] = {c: [] for c in columns}
+        return HumanLabels(rows.assign(**empty), None, 0)
     voted = votes(rows, feedback, task, window_s, settings)
     n = len(task.label_names)
     if settings.mode == "off":
         weights = {k: 1.0 for k in set(voted["key_id"])}
         model, golden_votes, t_weight = None, voted, np.ones(len(rows))
+        kd = t_weight
     else:
         labels, rows, model = _estimate(
             labels, feedback, rows, voted, task, settings, window_s, trusted
@@ -159,6 +165,11 @@ def apply(
         per_text = pd.Series(teacher_references(model, teacher)["weight"].to_numpy(),
                              index=teacher["item"].to_numpy())  # fmt: skip
         t_weight = rows["text"].map(per_text).to_numpy(dtype=float)
+        kd_weights = teacher_kd_weights(
+            model, teacher, settings.teacher_chance_z, settings.teacher_prior_strength
+        )
+        per_text = pd.Series(kd_weights, index=teacher["item"].to_numpy())
+        kd = rows["text"].map(per_text).to_numpy(dtype=float)
     human = consensus(voted, weights, n).set_index("item")
     golden = consensus(golden_votes, weights, n).set_index("item")
     ids = rows["text"]
@@ -167,5 +178,6 @@ def apply(
         ce_weight=ids.map(human["human_weight"]).fillna(0.0).astype(float).to_numpy(),
         golden_label=ids.map(golden["human_label"]).fillna(-1).astype(int).to_numpy(),
         teacher_weight=t_weight,
+        teacher_kd_weight=kd,
     )
     return HumanLabels(rows, model, len(voted))

@@ -87,6 +87,13 @@ class TrustModel(BaseModel):
     def teacher_weight(self, label: int, slice_name: str) -> float:
         return self.teacher_cell(label, slice_name)[0]
 
+    def teacher_evidence(self, label: int, slice_name: str) -> tuple[float, float]:
+        """(reliability, comparisons) behind ``teacher_cell``: the slice's cell, else the
+        label's, else the teacher's overall."""
+        cells = {(c.label, c.slice): (c.reliability, c.comparisons) for c in self.teacher_cells}
+        overall = (self.teacher.reliability, self.teacher.comparisons)
+        return cells.get((label, slice_name), cells.get((label, "*"), overall))
+
     def ranked(self) -> list[SourceTrust]:
         """Keys by reliability, then by volume: what ``status`` and the operator page show."""
         return sorted(self.keys, key=lambda k: (-k.reliability, -k.labels, k.source))

@@ -4,16 +4,17 @@ Rows carry ``teacher_logits`` (C,), ``correction`` (the human label's index, -1 
 correction, or a confirmation; ``feedback.human_labels``), ``ce_weight`` and ``kd_weight``
 (``kd_weights``): a human label overrides the teacher, so its row gets kd_weight 0 and a
 cross-entropy target weighed by how far its keys are trusted; a teacher label that agrees with
-an answer the user rated bad is distrusted; every KD weight is scaled by the teacher's measured
-reliability on that row's label and length (``teacher_weight``). Held-out rows never train; the
-gate measures on them, and its golden set is the held-out rows with a label from trusted or
-reliable keys (``golden_label``). The split is a stable hash of the normalised text, not of the
-request id: live traffic repeats texts, and a text sent twice landed on both sides, so the gate
-scored the candidate on its own training data (measured in the e2e test: .967 on the golden set
-against .787 for the current student, stop 21; and on the shared test loop, where a handful of
-texts are sent hundreds of times, a candidate trained on shuffled labels matched the current one
-at .928, stop 28). The holdout and golden set keep one row per text, the newest: a text's
-copies are one observation, and counting each would narrow the gate's paired standard error.
+an answer the user rated bad is distrusted; a KD weight is 0 where the human labels show the
+teacher no better than a guess on that row's label and length (``teacher_kd_weight``).
+Held-out rows never train; the gate measures on them, and its golden set is the held-out rows
+with a label from trusted or reliable keys (``golden_label``). The split is a stable hash of
+the normalised text, not of the request id: live traffic repeats texts, and a text sent twice
+landed on both sides, so the gate scored the candidate on its own training data (measured in
+the e2e test: .967 on the golden set against .787 for the current student, stop 21; and on the
+shared test loop, where a handful of texts are sent hundreds of times, a candidate trained on
+shuffled labels matched the current one at .928, stop 28). The holdout and golden set keep one
+row per text, the newest: a text's copies are one observation, and counting each would narrow
+the gate's paired standard error.
 """
 
 from __future__ import annotations
@@ -158,8 +159,8 @@ def build_round(
     train["correction"] = train["correction"].fillna(-1).astype(int)
     train["kd_weight"] = kd_weights(train, bad_rating_max, bad_agreement_weight)
     distrusted = (train["kd_weight"] < 1) & (train["correction"] < 0)  # (N,) by a bad rating
-    if "teacher_weight" in train:
-        weight = train["teacher_weight"].astype(float).fillna(1.0)
+    if "teacher_kd_weight" in train:
+        weight = train["teacher_kd_weight"].astype(float).fillna(1.0)
         train["kd_weight"] = (train["kd_weight"] * weight).astype(np.float32)
     has_human = np.where(train["correction"] >= 0, 1.0, 0.0)
     ce = train["ce_weight"].astype(float) if "ce_weight" in train else pd.Series(has_human)
@@ -216,7 +217,7 @@ def retained_holdout(
     return older.sample(n=min(n, len(older)), random_state=seed).reset_index(drop=True)
 
 
-TRUST_COLUMNS = ("correction", "ce_weight", "golden_label", "teacher_weight")
+TRUST_COLUMNS = ("correction", "ce_weight", "golden_label", "teacher_weight", "teacher_kd_weight")
 
 
 def _current(replay: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:

@@ -263,8 +263,9 @@ class Registry:
         self.store.write(ROLLOUT, rollout.model_dump_json(indent=2).encode())
         return rollout
 
-    def start_rollout(self, candidate: int, reason: str) -> Rollout:
-        """Put a gate-passing ``candidate`` in shadow beside the current version."""
+    def start_rollout(self, candidate: int, reason: str, stage: Stage = "shadow") -> Rollout:
+        """Put a gate-passing ``candidate`` in ``stage`` beside the current version: shadow,
+        or canary for a generate task (``training.generate_cycle``)."""
         stable = self.current()
         if stable is None:
             raise ValueError("no promoted version to roll out against: promote instead")
@@ -276,11 +277,12 @@ class Registry:
             candidate=candidate,
             stable=stable,
             started_at=now,
+            stage=stage,
             stage_started_at=now,
             reason=reason,
         )
-        self.update(candidate, status="shadow")
-        self._log("shadow", candidate, reason)
+        self.update(candidate, status=stage)
+        self._log(stage, candidate, reason)
         return self._save_rollout(rollout)
 
     def advance(self, stage: Stage, reason: str, verdict: RolloutVerdict) -> Rollout:

@@ -285,6 +285,17 @@ def test_window_size_keeps_the_newest_recent_rows() -> None:
     assert data.train["ts"].is_monotonic_increasing
 
 
+def test_kd_weight_follows_teacher_kd_weight_not_the_chance_corrected_weight() -> None:
+    rows = _joined(60)
+    rows["teacher_weight"] = np.where(np.arange(60) % 2, 0.2, 0.9)  # the gate's, not KD's
+    rows["teacher_kd_weight"] = np.where(np.arange(60) % 3 == 0, 0.0, 1.0)
+    data = build_round(rows, -1.0, 1_000, 0.0, 0.2)
+    train = data.train.set_index("request_id")
+    for rid, row in train.iterrows():
+        assert row["kd_weight"] == (0.0 if int(str(rid)[4:]) % 3 == 0 else 1.0), rid
+    assert data.lineage.teacher_weight == pytest.approx(train["teacher_weight"].mean())
+
+
 def test_corrected_rows_get_kd_weight_zero_and_golden_holds_held_corrections() -> None:
     corrections = {i: ("negative" if i % 2 else "positive") for i in range(0, 80, 3)}
     rows = _joined(80, corrections)

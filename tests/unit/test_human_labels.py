@@ -77,10 +77,12 @@ def test_apply_keeps_an_adversary_out_of_the_golden_set_and_training() -> None:
     assert (out.rows["correction"].to_numpy() == truth).all()
     assert (out.rows["golden_label"].to_numpy() == truth).all()
     assert (out.rows["teacher_weight"] > 0.8).all()
+    assert (out.rows["teacher_kd_weight"] == 1.0).all()
     off = apply(labels, pd.DataFrame(rows), TASK, TrustSettings(mode="off"), 3600.0)
     assert off.trust is None
     assert (off.rows.loc[truth == 0, "correction"] == -1).all()  # ties with the liar
     assert (off.rows["teacher_weight"] == 1.0).all()
+    assert (off.rows["teacher_kd_weight"] == 1.0).all()
 
 
 def test_apply_with_a_trusted_open_key_silences_a_wrong_teacher() -> None:
@@ -89,6 +91,7 @@ def test_apply_with_a_trusted_open_key_silences_a_wrong_teacher() -> None:
     feedback = pd.DataFrame([_fb(f"r{i}", 1, "negative", None) for i in range(0, n, 4)])
     out = apply(labels, feedback, TASK, TrustSettings(), 3600.0)
     assert (out.rows["teacher_weight"] == 0.0).all()
+    assert (out.rows["teacher_kd_weight"] == 0.0).all()  # 50 labels show it wrong
     assert (out.rows["ce_weight"][out.rows["correction"] >= 0] == 1.0).all()
     untrusted = apply(labels, feedback, TASK, TrustSettings(open_trusted=False), 3600.0)
     assert (untrusted.rows["golden_label"] == -1).all()  # one unproven key: no golden labels

@@ -6,8 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feedback.trust import consensus, estimate, key_weights, reliable_keys, weight_of
-from feedback.trust_report import Prior, TrustParams
+from feedback.trust import (
+    at_chance,
+    consensus,
+    estimate,
+    key_weights,
+    reliable_keys,
+    teacher_kd_weights,
+    weight_of,
+)
+from feedback.trust_report import CellTrust, Prior, SourceTrust, TrustModel, TrustParams
 
 
 def test_weight_is_chance_corrected() -> None:
@@ -117,3 +125,36 @@ def test_teacher_weight_is_measured_per_length_slice() -> None:
     for label in (0, 1):
         assert model.teacher_weight(label, "short") > 0.8
         assert model.teacher_weight(label, "long") == 0.0
+
+
+def test_at_chance_needs_the_upper_bound_at_or_below_a_guess() -> None:
+    assert at_chance(0.25, 60, 2, 1.64)  # a swapped teacher, 60 comparisons: .25 + .092
+    assert not at_chance(0.466, 26, 2, 1.64)  # stop 33's movies cell: .466 + .161
+    assert not at_chance(0.3, 0, 2, 1.64)  # no comparisons: nothing shown
+    assert at_chance(0.466, 26, 2, 0.0)  # on the point value it would be
+    assert not at_chance(0.3, 60, 4, 1.64)  # above 1/4
+
+
+def _model(cells: list[tuple[int, str, float, float]]) -> TrustModel:
+    teacher = SourceTrust(source="teacher", reliability=0.7, weight=0.4, agreements=70,
+                          comparisons=100, labels=100)  # fmt: skip
+    found = [CellTrust(label=lab, slice=name, reliability=r, weight=weight_of(r, 2),
+                       comparisons=n) for lab, name, r, n in cells]  # fmt: skip
+    return TrustModel(keys=[], teacher=teacher, teacher_cells=found, n_labels=2)
+
+
+def test_teacher_kd_weights_drop_only_where_the_teacher_is_shown_at_chance() -> None:
+    """A row's KD weighs 1, not its cell's weight; 0 where its cell (else its label's) is
+    measurably no better than a guess; a slice with few ratings follows its label."""
+    model = _model([
+        (0, "*", 0.85, 10), (0, "medium", 0.91, 7),  # right: 1
+        (1, "*", 0.61, 26), (1, "medium", 0.466, 16),  # noisy, not shown at chance: 1
+        (1, "long", 0.2, 200),  # shown at chance: 0
+    ])  # fmt: skip
+    teacher = pd.DataFrame({"label": [0, 0, 1, 1, 1], "slice": ["medium", "short", "medium",
+                            "long", "short"]})  # fmt: skip
+    weights = teacher_kd_weights(model, teacher, 1.64, 10.0)
+    assert weights.tolist() == [1.0, 1.0, 1.0, 0.0, 1.0]
+    swapped = _model([(0, "*", 0.3, 100), (1, "*", 0.3, 100), (1, "long", 0.33, 5)])
+    assert teacher_kd_weights(swapped, teacher, 1.64, 10.0).tolist() == [0.0] * 5
+    assert teacher_kd_weights(swapped, teacher.iloc[:0], 1.64, 10.0).tolist() == []
