@@ -368,7 +368,9 @@ class Scheduler:
 
     def _round(self, reason: str, trigger: TriggerRecord) -> RoundReport:
         if self.task.kind == "generate":
-            return generate_cycle.retrain(self.settings, self.task, reason, trigger)
+            return generate_cycle.retrain(
+                self.settings, self.task, reason, trigger, self._serving()
+            )
         return cycle.retrain(self.settings, self.task, reason, trigger, self._serving())
 
     def _after_round(self, report: RoundReport) -> None:

@@ -104,9 +104,10 @@ class StudentIngress:
         self.recall = Recall(
             self.settings.kafka, self.sampling.sampler.on_feedback, self.sampling.recalled
         )
+        self.stats = VariantStats()
         generate = self.task.kind == "generate"
         self.chat = (
-            ChatRoute(self.settings, self.task, self.secret, self.sampling.offer)
+            ChatRoute(self.settings, self.task, self.secret, self.sampling.offer, self.stats.record)
             if generate
             else None
         )
@@ -119,7 +120,6 @@ class StudentIngress:
         )
         self.spec: CandidateSpec | None = None  # the rollout candidate, if any
         self.store: str | None = None  # the model store versions load from (None: "path")
-        self.stats = VariantStats()
         self._background: set[asyncio.Task[None]] = set()
         for batched in (self._forward, self._forward_candidate):
             method: Any = batched
@@ -157,7 +157,7 @@ class StudentIngress:
         self.stats.start(None if spec is None else stage_key(spec.id, spec.stage))
         self.stable.want(version, path, wait=self.stable.loaded is None)
 
-    def _variant(self) -> Variant | None:
+    def _variant(self) -> Variant[Any] | None:
         """The candidate, once the version the rollout names is loaded."""
         spec, ready = self.spec, self.candidate.loaded
         if spec is None or ready is None or ready.version != spec.version:
@@ -328,9 +328,21 @@ class StudentIngress:
         if self.chat is None:
             raise HTTPException(404, f"task {self.task.name!r} is kind classify: POST /v1/predict")
         key_id = self._identify(request, "predict")
+        return await self.chat.complete(request, self._pick_chat, key_id)
+
+    def _pick_chat(self, user: str | None) -> Pinned | None:
+        """Who answers a chat, pinned for its whole reply: the stable version, or during a
+        canary, for its share of chats (sticky by ``user``), the candidate."""
         loaded = self.stable.loaded
-        pinned = None if loaded is None else Pinned(loaded.student, loaded.version)
-        return await self.chat.complete(request, pinned, key_id)
+        if loaded is None:
+            return None
+        stable = Pinned(loaded.student, loaded.version)
+        variant = self._variant()
+        if variant is None or variant.stage != "canary":
+            return stable
+        if takes_candidate(variant.share, variant.rollout_id, user):
+            return Pinned(variant.student, variant.version, canary=True, fallback=stable)
+        return Pinned(stable.generator, stable.version, canary=True)
 
     def _identify(self, request: Request, route: str) -> str:
         try:

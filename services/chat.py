@@ -9,13 +9,19 @@ OpenAI's chat API does, whole or streamed as server-sent events.
 - A chat without its own system message gets the task's; the teacher answers the same chat.
 - After the reply, the chat and the student's reply are offered to the sampler
   (``SampledPrediction`` with ``messages`` and ``reply``), off the request path.
+- During a rollout's canary, ``pick`` gives a share of chats (sticky by the chat's ``user``) to
+  the candidate; each reply's time and any failure go to the rollout's counts
+  (``services.variants``), and a candidate that fails a whole reply is answered for by the
+  stable version.
 - A client that goes away stops its generation at the next token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -43,15 +49,25 @@ from feedback.tokens import sign
 from models.generator import Counted, Generator, Piece, Reply, Sampling
 from services.edge import json_response, parse
 
+log = logging.getLogger(__name__)
 REPLY_LABEL = "reply"  # what a generate answer's feedback token vouches for
 
 
 @dataclass(frozen=True)
 class Pinned:
-    """The generator a request uses from start to end, and its version."""
+    """The generator a request uses from start to end, and its version. ``canary``: a rollout's
+    canary is live (its chats are sampled uniformly first: ``services.sampling``);
+    ``fallback``: for the canary's candidate, the stable version, which answers a whole reply
+    the candidate failed."""
 
     generator: Generator
     version: int
+    canary: bool = False
+    fallback: Pinned | None = None
+
+
+Pick = Callable[[str | None], "Pinned | None"]  # the chat's ``user`` → who answers it
+Record = Callable[[int, float, bool], None]  # (version, milliseconds, error): ``VariantStats``
 
 
 class ChatRoute:
@@ -60,7 +76,8 @@ class ChatRoute:
         settings: Settings,
         task: Task,
         secret: bytes,
-        offer: Callable[[SampledPrediction], None],
+        offer: Callable[[SampledPrediction, bool], None],
+        record: Record,
     ) -> None:
         if task.generate is None:
             raise ValueError(f"task {task.name!r} is kind {task.kind!r}: it has no chat route")
@@ -68,9 +85,12 @@ class ChatRoute:
         self.generate = task.generate
         self.secret = secret
         self.offer = offer
+        self.record = record
         self._lock = threading.Lock()
 
-    async def complete(self, request: Request, pinned: Pinned | None, key_id: str) -> Response:
+    async def complete(self, request: Request, pick: Pick, key_id: str) -> Response:
+        """A chat's reply by the version ``pick`` chooses for its ``user`` (sticky in a canary),
+        timed for the rollout's latency and error checks."""
         serve_cfg = self.settings.serve
         body = await parse(request, ChatRequest, serve_cfg.max_body_bytes)
         reason = check_chat(
@@ -78,15 +98,9 @@ class ChatRoute:
         )
         if reason:
             raise HTTPException(422, reason)
+        pinned = pick(body.user)
         if pinned is None:
             raise HTTPException(503, "no student loaded yet", headers={"Retry-After": "5"})
-        request_id = uuid.uuid4().hex
-        answered = Answered(
-            id=f"chatcmpl-{request_id}",
-            model=f"student-v{pinned.version}",
-            model_version=pinned.version,
-            request_id=request_id,
-        )
         job = _Job(
             self._chat(body.messages),
             body.token_bound(self.generate.max_new_tokens),
@@ -98,17 +112,15 @@ class ChatRoute:
         )
         if too_long:
             raise HTTPException(422, too_long)
-        token = sign(self.secret, request_id, pinned.version, REPLY_LABEL, key_id)
-
-        def done(reply: str) -> None:
-            if body.allow_training:
-                self._offer(job, answered, key_id, reply)
-
+        request_id = uuid.uuid4().hex
         if body.stream:
+            answered, token = self._answered(request_id, pinned.version, key_id)
+            done = self._done(body.allow_training, job, answered, key_id, pinned.canary)
             stream = self._stream(pinned, job, answered, token, done)
             return StreamingResponse(stream, media_type="text/event-stream")
-        reply = await asyncio.to_thread(self._reply, pinned, job)
-        done(reply.text)
+        reply, pinned = await self._whole(pinned, job)
+        answered, token = self._answered(request_id, pinned.version, key_id)
+        self._done(body.allow_training, job, answered, key_id, pinned.canary)(reply.text)
         usage = Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                       total_tokens=reply.prompt_tokens + reply.completion_tokens)  # fmt: skip
         choice = Choice(
@@ -120,14 +132,45 @@ class ChatRoute:
         )  # fmt: skip
         return json_response(completion)
 
-    def _offer(self, job: _Job, answered: Answered, key_id: str, reply: str) -> None:
+    def _answered(self, request_id: str, version: int, key_id: str) -> tuple[Answered, str]:
+        answered = Answered(
+            id=f"chatcmpl-{request_id}", model=f"student-v{version}", model_version=version,
+            request_id=request_id,
+        )  # fmt: skip
+        return answered, sign(self.secret, request_id, version, REPLY_LABEL, key_id)
+
+    def _done(
+        self, allow_training: bool, job: _Job, answered: Answered, key_id: str, canary: bool
+    ) -> Callable[[str], None]:
+        def done(reply: str) -> None:
+            if allow_training:
+                self._offer(job, answered, key_id, reply, canary)
+
+        return done
+
+    async def _whole(self, pinned: Pinned, job: _Job) -> tuple[Reply, Pinned]:
+        """The whole reply and who wrote it: a candidate that fails is counted and the stable
+        version answers instead, so a broken canary costs users nothing."""
+        start = time.perf_counter()
+        try:
+            reply = await asyncio.to_thread(self._reply, pinned, job)
+        except Exception:
+            self.record(pinned.version, 0.0, True)
+            if pinned.fallback is None:
+                raise
+            log.exception("v%d failed a chat: v%d answers", pinned.version, pinned.fallback.version)
+            return await self._whole(pinned.fallback, job)
+        self.record(pinned.version, (time.perf_counter() - start) * 1000, False)
+        return reply, pinned
+
+    def _offer(self, job: _Job, answered: Answered, key_id: str, reply: str, canary: bool) -> None:
         """The chat the student answered, and its reply, to the sampler."""
         event = SampledPrediction(
             request_id=answered.request_id, text=job.messages[-1].content, student_probs=[],
             model_version=answered.model_version, key_id=key_id, messages=job.messages,
             reply=reply,
         )  # fmt: skip
-        self.offer(event)
+        self.offer(event, canary)
 
     def _chat(self, messages: list[ChatTurn]) -> list[ChatTurn]:
         if any(m.role == "system" for m in messages):
@@ -150,7 +193,7 @@ class ChatRoute:
         head = answered.model_dump()
 
         def work() -> None:
-            counted = Counted()
+            counted, start = Counted(), time.perf_counter()
             try:
                 with self._lock:
                     for piece in pinned.generator.stream(
@@ -160,7 +203,9 @@ class ChatRoute:
                         if cancel.is_set():
                             return
                 loop.call_soon_threadsafe(queue.put_nowait, counted)
+                self.record(pinned.version, (time.perf_counter() - start) * 1000, False)
             except BaseException as exc:  # the client gets an error event, not a cut stream
+                self.record(pinned.version, 0.0, True)
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
 
         worker = loop.run_in_executor(None, work)

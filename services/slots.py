@@ -17,7 +17,6 @@ from typing import Generic, TypeVar
 from ray import serve
 
 from distillery.actors import find_scheduler
-from models.student import Student
 
 M = TypeVar("M")  # models.student.Student (classify) or models.generator.Generator (generate)
 
@@ -97,11 +96,11 @@ class Slot(Generic[M]):
 
 
 @dataclass(frozen=True)
-class Variant:
+class Variant(Generic[M]):
     """The rollout candidate as routing sees it: ``shadow`` answers a ``share`` of texts
-    unseen; ``canary`` answers a ``share`` of texts for real."""
+    unseen; ``canary`` answers a ``share`` of texts (or chats) for real."""
 
-    student: Student
+    student: M
     version: int
     stage: str
     share: float

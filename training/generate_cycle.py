@@ -11,8 +11,9 @@ people corrected: the golden set).
   weighs ``correction_weight``. Held out by a stable hash of the request id
   (``holdout_fraction``); held-out corrections are the golden set.
 - The gate passes a candidate whose held-out chrF is within ``agreement_margin`` (× 100) of the
-  current version's, and whose golden chrF (given ``min_golden_rows``) is too. Passing, it is
-  promoted at once: shadow and canary for generate tasks are not built yet.
+  current version's, and whose golden chrF (given ``min_golden_rows``) is too. Passing, it
+  answers a canary's share of chats (``admit``), judged live on the same signals: its replies'
+  chrF against the teacher's, ratings, errors and latency; or, with no rollout, is promoted.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from distillery.contracts import GateCheck, GateReport, ReplyMeasures, RoundReport, TriggerRecord
+from distillery.contracts import (
+    GateCheck,
+    GateReport,
+    Outcome,
+    ReplyMeasures,
+    RoundReport,
+    TriggerRecord,
+)
 from distillery.settings import Settings
 from distillery.task import Task
 from feedback.examples import read_kind, read_labels
@@ -122,9 +130,14 @@ def _gated(settings: Settings, registry: Registry, version: int) -> Generator:
 
 
 def retrain(
-    settings: Settings, task: Task, reason: str, trigger: TriggerRecord | None = None
+    settings: Settings,
+    task: Task,
+    reason: str,
+    trigger: TriggerRecord | None = None,
+    serving: bool = False,
 ) -> RoundReport:
-    """One round from the store; the candidate is gated against the current version."""
+    """One round from the store; the candidate is gated against the current version. Passing,
+    it starts a canary (``rollout.enabled`` and Serve ``serving``), else is promoted at once."""
     start = time.monotonic()
     registry = Registry(settings.paths.model_store_url())
     parent = registry.current()
@@ -146,17 +159,33 @@ def retrain(
     cur = measure(_gated(settings, registry, parent), task, data.holdout, data.golden)
     gate = decide(cand, cur, settings)
     log.info("gate v%d vs v%d: %s", meta.version, parent, gate.model_dump_json())
-    if gate.passed:
-        registry.update(meta.version, gate=gate)
-        registry.promote(meta.version, f"{reason}; gate: {gate.reason}")
-    else:
-        registry.reject(meta.version, f"gate: {gate.reason}", gate)
+    outcome = admit(settings, registry, meta.version, gate, f"{reason}; gate: {gate.reason}",
+                    serving)  # fmt: skip
     return RoundReport(
-        version=meta.version, parent=parent, promoted=gate.passed, reason=gate.reason, gate=gate,
-        train_metrics=metrics, rows=len(data.train), seconds=time.monotonic() - start,
-        outcome="promoted" if gate.passed else "rejected", trigger=trigger,
+        version=meta.version, parent=parent, promoted=outcome == "promoted", reason=gate.reason,
+        gate=gate, train_metrics=metrics, rows=len(data.train),
+        seconds=time.monotonic() - start, outcome=outcome, trigger=trigger,
         window_end_ts=data.lineage.window_end_ts,
     )  # fmt: skip
+
+
+def admit(
+    settings: Settings, registry: Registry, version: int, gate: GateReport, why: str,
+    serving: bool,
+) -> Outcome:  # fmt: skip
+    """A gated candidate's fate: rejected; a canary beside the current version (the rollout
+    judges the live replies: ``training.rollout``); or promoted at once. A generate rollout
+    starts in canary, not shadow: mirroring a chat decodes the whole reply again on the same
+    cores (a replica decodes one reply at a time), which would halve what users get."""
+    if not gate.passed:
+        registry.reject(version, f"gate: {gate.reason}", gate)
+        return "rejected"
+    registry.update(version, gate=gate)
+    if settings.rollout.enabled and serving:
+        registry.start_rollout(version, why, stage="canary")
+        return "canary"
+    registry.promote(version, why)
+    return "promoted"
 
 
 def decide(cand: ReplyMeasures, cur: ReplyMeasures, settings: Settings) -> GateReport:

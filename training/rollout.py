@@ -36,6 +36,7 @@ import pandas as pd
 from distillery.contracts import Evidence, OnlineCheck, Stage
 from distillery.settings import RolloutSettings
 from feedback.examples import latest_ratings
+from training.chrf import chrf
 
 Action = Literal["wait", "advance", "rollback", "widen"]
 
@@ -234,7 +235,8 @@ def _hold(
 def teacher_evidence(labels: pd.DataFrame, version: int, shadow: bool) -> tuple[int, int]:
     """(labelled, agreed) for ``version`` among teacher-label rows: its served answers
     (``student_probs`` of rows with ``model_version``) or, for a shadow, its mirrored answers
-    (``shadow_probs`` of rows with ``shadow_version``)."""
+    (``shadow_probs`` of rows with ``shadow_version``); a generate task's served replies count
+    as ``reply_agreement`` says."""
     version_col, probs_col = "model_version", "student_probs"
     if shadow:
         version_col, probs_col = "shadow_version", "shadow_probs"
@@ -243,9 +245,22 @@ def teacher_evidence(labels: pd.DataFrame, version: int, shadow: bool) -> tuple[
     rows = labels[labels[version_col] == version]
     if rows.empty:
         return 0, 0
+    if not shadow and {"reply", "student_reply"} <= set(rows) and rows["reply"].notna().all():
+        return reply_agreement(rows)
     mine = np.stack(rows[probs_col].to_list()).argmax(1)  # (N,)
     teacher = np.stack(rows["teacher_probs"].to_list()).argmax(1)  # (N,)
     return len(rows), int((mine == teacher).sum())
+
+
+def reply_agreement(rows: pd.DataFrame) -> tuple[int, int]:
+    """(labelled, agreed) for a generate task's replies: agreed is Σ chrF/100 of each served
+    reply against the teacher's (``training.chrf``, the gate's measure), rounded, so the share
+    checks compare mean chrF. Their binomial standard error bounds that of a mean of scores in
+    [0, 1] from above (Bhatia & Davis 2000: Var ≤ (1 − μ)μ), so the check errs towards waiting,
+    not towards a rollback on noise."""
+    scores = [chrf(str(s), str(t)) / 100 for s, t in zip(rows["student_reply"].fillna(""),
+                                                      rows["reply"], strict=True)]  # fmt: skip
+    return len(scores), round(sum(scores))
 
 
 def feedback_evidence(feedback: pd.DataFrame, version: int, bad_rating_max: int) -> tuple[int, int]:

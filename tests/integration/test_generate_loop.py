@@ -1,7 +1,8 @@
 """The generative loop as ``distillery up`` starts it for ``tasks/reply.yaml``: the base SmolLM2
 is version 1 on Serve, the local llama.cpp server is the teacher, on the real broker and a real
 local Ray. A chat completion is sampled, the teacher answers it, a round fine-tunes on Ray Train,
-the gate promotes, and a stream crosses a hot swap intact; bad chats get a clear 4xx."""
+the gate passes it, a canary answers a share of chats and is promoted on their live evidence,
+and a stream crosses a hot swap intact; bad chats get a clear 4xx."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from distillery import vader
 from distillery.settings import (
     GateSettings,
     PathSettings,
+    RolloutSettings,
     SchedulerSettings,
     ServeSettings,
     Settings,
@@ -30,6 +32,7 @@ from distillery.settings import (
 from feedback.examples import read_labels
 from services.broker import free_port
 from tests.conftest import DATA, ROOT
+from training.registry import Registry
 
 pytestmark = pytest.mark.integration
 TASK = ROOT / "tasks" / "reply.yaml"
@@ -53,6 +56,11 @@ def gen_loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Ite
         scheduler=SchedulerSettings(enabled=False, poll_s=1),
         train=TrainSettings(epochs=2, holdout_fraction=0.25),
         gate=GateSettings(agreement_margin=0.15),
+        # a canary measured on a few chats: each version's replies, their teacher replies,
+        # errors and latency (the defaults want 100 requests and 20 labels a version)
+        rollout=RolloutSettings(
+            canary_s=0, canary_share=0.5, min_requests=3, min_labels=3, report_s=1
+        ),
     )
     running = up(settings, say=lambda _: None)
     yield running
@@ -95,18 +103,44 @@ def test_a_sampled_chat_is_answered_by_the_teacher_and_a_round_promotes(
             assert row["student_reply"] == served[row["request_id"]] and row["reply"]
             assert str(row["teacher_id"]).startswith("llm-gen:")
         report = ray.get(gen_loop.scheduler.retrain.remote("test: a generative round"))
-        assert report.outcome == "promoted" and report.version == 2, report
+        assert report.outcome == "canary" and report.version == 2, report
         assert report.train_metrics["loss"] < report.train_metrics["first_epoch_loss"]
         gate = report.gate
         assert gate is not None and gate.candidate is not None and gate.current is not None
         assert gate.candidate.rows >= 1  # held-out chats: their teacher replies are now
         assert gate.candidate.logp > gate.current.logp  # likelier under v2 than v1
+        answered_by = _until_promoted(gen_loop, client, texts)
+        assert answered_by == {1, 2}, answered_by  # the canary's share, and the rest
+        registry = Registry(gen_loop.settings.paths.model_store_url())
+        ends = [e for e in registry.history() if e.version == 2]
+        assert [e.event for e in ends][-2:] == ["canary", "promoted"], ends
+        assert ends[-1].reason.startswith("automatic: canary: every check passed"), ends[-1]
         after = _chat(client, texts[0])
         assert after.json()["model_version"] == 2
         status = ray.get(gen_loop.scheduler.status.remote())
         assert status.current_version == 2
         page = summary(status)  # what `distillery status` prints
         assert page.startswith("serving   v2") and "llm-gen:" in page, page
+
+
+def _until_promoted(
+    running: Running, client: httpx.Client, texts: list[str], timeout_s: float = 420
+) -> set[int]:
+    """Send chats while v2 is a canary, until the rollout promotes it; the versions that
+    answered them."""
+    import ray
+
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    for i in range(10_000):
+        status = ray.get(running.scheduler.status.remote())
+        if status.rollout is None or time.monotonic() > deadline:
+            assert status.current_version == 2, (status.current_version, status.rollout_verdict)
+            return seen
+        answer = _chat(client, texts[i % len(texts)])
+        assert answer.status_code == 200, answer.text
+        seen.add(answer.json()["model_version"])
+    raise AssertionError("unreachable")
 
 
 def _replies(running: Running, n: int, timeout_s: float = 240) -> Any:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distillery.contracts import ReplyMeasures
+from distillery.contracts import GateCheck, GateReport, ReplyMeasures
 from distillery.events import ChatTurn, FeedbackEvent, TeacherLabel
-from distillery.settings import GateSettings, PathSettings, Settings, TrainSettings
+from distillery.settings import (
+    GateSettings,
+    PathSettings,
+    RolloutSettings,
+    Settings,
+    TrainSettings,
+)
 from distillery.task import load_task
 from feedback.store import write_shard
 from training.data import in_holdout
-from training.generate_cycle import decide, examples
+from training.generate_cycle import admit, decide, examples
+from training.registry import Lineage, Registry, VersionMeta
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = load_task(ROOT / "tasks" / "reply.yaml")
@@ -95,3 +102,33 @@ def test_status_names_a_generate_tasks_teacher_by_its_reply_prompt() -> None:
     )
     remote = TeacherSettings(kind="llm", url="http://teacher:8000")  # only it knows its model
     assert configured_teacher_id(remote, TASK) is None
+
+
+def test_a_passing_candidate_starts_a_canary_when_serving_else_is_promoted(
+    tmp_path: Path,
+) -> None:
+    """A generate rollout starts in canary (no shadow: mirroring decodes every reply twice);
+    with no Serve, or rollout off, it is promoted; failing, rejected with its report."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    registry = Registry(tmp_path / "registry")
+    meta = VersionMeta(version=0, lineage=Lineage(rows=1))
+    for _ in range(4):
+        registry.register(model, meta)
+    registry.promote(1, "base")
+    passed = GateReport(passed=True, checks=[GateCheck("chrf", 40.0, 38.0, 33.0, True)],
+                        reason="all checks passed")  # fmt: skip
+    failed = GateReport(passed=False, checks=[GateCheck("chrf", 20.0, 38.0, 33.0, False)],
+                        reason="chrf 20.000 < 33.000 (current 38.000)")  # fmt: skip
+    settings = _settings(tmp_path)
+    assert admit(settings, registry, 2, failed, "r", serving=True) == "rejected"
+    assert registry.get(2).status == "rejected" and registry.rollout() is None
+    assert admit(settings, registry, 3, passed, "r", serving=True) == "canary"
+    running = registry.rollout()
+    assert running is not None and (running.candidate, running.stage) == (3, "canary")
+    assert registry.get(3).gate == passed and registry.current() == 1
+    registry.roll_back("test: the next case")
+    off = settings.model_copy(update={"rollout": RolloutSettings(enabled=False)})
+    assert admit(off, registry, 4, passed, "r", serving=True) == "promoted"
+    assert registry.current() == 4 and registry.rollout() is None

@@ -207,6 +207,19 @@ def _last(registry: Registry) -> tuple[str, int, str]:
     return event.event, event.version, event.reason
 
 
+def test_a_rollout_may_start_in_canary(registry: Registry, model_dir: Path) -> None:
+    registry.register(model_dir, _meta())
+    registry.promote(1, "first")
+    registry.register(model_dir, _meta(parent=1))
+    rollout = registry.start_rollout(2, "gate passed", stage="canary")
+    assert (rollout.stage, registry.rollout(), registry.get(2).status) == (
+        "canary",
+        rollout,
+        "canary",
+    )
+    assert _last(registry) == ("canary", 2, "gate passed")
+
+
 def test_start_rollout_needs_a_current_version_and_only_one_runs(
     registry: Registry, model_dir: Path, clock: list[float]
 ) -> None:

@@ -12,11 +12,13 @@ from pydantic import ValidationError
 
 from distillery.contracts import Evidence
 from distillery.settings import RolloutSettings
+from training.chrf import chrf
 from training.rollout import (
     Verdict,
     checks,
     evaluate,
     feedback_evidence,
+    reply_agreement,
     takes_candidate,
     teacher_evidence,
 )
@@ -341,3 +343,19 @@ def test_a_stable_share_of_zero_still_has_an_error_bar() -> None:
     assert _states(unlucky)["negative_feedback"] == "pass"
     bad = evaluate("canary", 1, stable, replace(GOOD, rated=9, negative=8), noisy)
     assert bad.action == "rollback" and "negative_feedback 0.889 >" in bad.reason
+
+
+def test_a_generate_tasks_served_replies_agree_by_their_chrf_with_the_teachers() -> None:
+    teacher = ["We are sorry, a refund is on its way.", "Thanks for the kind words!", "Sorry."]
+    student = ["We are sorry, a refund is on its way.", "Thanks!", "What a lovely day at sea."]
+    labels = pd.DataFrame({
+        "model_version": [2, 2, 2, 1], "student_probs": [[], [], [], []],
+        "teacher_probs": [[], [], [], []], "reply": [*teacher, "Sorry."],
+        "student_reply": [*student, "Sorry."],
+    })  # fmt: skip
+    mean = sum(chrf(s, t) for s, t in zip(student, teacher, strict=True)) / 300
+    assert 0.2 < mean < 0.8  # one exact, one partial, one unrelated
+    assert teacher_evidence(labels, 2, shadow=False) == (3, round(3 * mean))
+    assert teacher_evidence(labels, 1, shadow=False) == (1, 1)  # an exact reply agrees fully
+    assert reply_agreement(labels.iloc[:1]) == (1, 1)
+    assert reply_agreement(labels.iloc[2:3]) == (1, 0)
