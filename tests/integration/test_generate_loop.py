@@ -59,7 +59,13 @@ def gen_loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Ite
         # a canary measured on a few chats: each version's replies, their teacher replies,
         # errors and latency (the defaults want 100 requests and 20 labels a version)
         rollout=RolloutSettings(
-            canary_s=0, canary_share=0.5, min_requests=3, min_labels=3, report_s=1
+            canary_s=0,
+            canary_share=0.5,
+            min_requests=3,
+            min_labels=3,
+            min_feedback=2,
+            report_s=1,
+            max_stage_s=120,
         ),
     )
     running = up(settings, say=lambda _: None)
@@ -126,8 +132,8 @@ def test_a_sampled_chat_is_answered_by_the_teacher_and_a_round_promotes(
 def _until_promoted(
     running: Running, client: httpx.Client, texts: list[str], timeout_s: float = 420
 ) -> set[int]:
-    """Send chats while v2 is a canary, until the rollout promotes it; the versions that
-    answered them."""
+    """Send chats while v2 is a canary, rating each answer 4 (the negative-feedback check's
+    evidence), until the rollout promotes it; the versions that answered them."""
     import ray
 
     seen: set[int] = set()
@@ -139,7 +145,10 @@ def _until_promoted(
             return seen
         answer = _chat(client, texts[i % len(texts)])
         assert answer.status_code == 200, answer.text
-        seen.add(answer.json()["model_version"])
+        body = answer.json()
+        seen.add(body["model_version"])
+        rated = {k: body[k] for k in ("request_id", "feedback_token")} | {"rating": 4}
+        assert client.post("/v1/feedback", json=rated).status_code == 202
     raise AssertionError("unreachable")
 
 
