@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -25,6 +25,9 @@ from distillery.task import load_task
 from monitoring.status import Status
 
 CHUNK = 16  # texts per request
+
+
+RoundOutcome = Literal["promoted", "rejected", "rolled back"]
 
 
 @dataclass
@@ -44,6 +47,10 @@ class Phase:
     # human labels (absent from results written before it was measured)
     agreement_before: float | None = None
     agreement_after: float | None = None
+    # the phase's round as data (``round`` is its verdict in words); None: no round, or a
+    # result written before these were kept
+    round_version: int | None = None
+    round_outcome: RoundOutcome | None = None
 
 
 @dataclass
@@ -206,14 +213,26 @@ def read_status(client: httpx.Client) -> Status:
     return Status.model_validate(response.json())
 
 
-def _verdict(status: Status) -> str:
+@dataclass(frozen=True)
+class RoundEnd:
+    """How a phase's round ended: its version and outcome, and the verdict in words."""
+
+    version: int | None
+    outcome: RoundOutcome | None
+    verdict: str
+
+
+NO_ROUND = RoundEnd(None, None, "no round")
+
+
+def _ended(status: Status) -> RoundEnd:
     last = status.last_round
     assert last is not None
     if status.current_version == last.version:
-        return f"v{last.version} promoted"
+        return RoundEnd(last.version, "promoted", f"v{last.version} promoted")
     if last.outcome == "rejected" or last.gate is None or not last.gate.passed:
-        return f"v{last.version} rejected ({last.reason})"
-    return f"v{last.version} rolled back"
+        return RoundEnd(last.version, "rejected", f"v{last.version} rejected ({last.reason})")
+    return RoundEnd(last.version, "rolled back", f"v{last.version} rolled back")
 
 
 def wait_for_round(
@@ -223,7 +242,7 @@ def wait_for_round(
     traffic: list[vader.VaderRow],
     feedback_rate: float,
     poll_s: float = 2.0,
-) -> tuple[str, float]:
+) -> tuple[RoundEnd, float]:
     """Wait for the first round that read a label newer than ``since_ts`` (so it started after
     then, with the phase's traffic in its data) to end: its gate decides and any rollout it
     starts ends. Traffic keeps flowing meanwhile, as it would live: triggers need new labels
@@ -246,9 +265,9 @@ def wait_for_round(
             last = status.last_round
             ended = last is not None and (last.window_end_ts or 0.0) >= since_ts
             if ended and status.rollout is None:  # its rollout, if any, has ended too
-                return _verdict(status), time.monotonic() - start
+                return _ended(status), time.monotonic() - start
             time.sleep(poll_s)
-        return "no round", time.monotonic() - start
+        return NO_ROUND, time.monotonic() - start
     finally:
         stop.set()
 
@@ -312,13 +331,14 @@ def run_phase(
     say(f"{domain}: teacher {teacher:.3f}, student v{before.version} {before.accuracy:.3f}; "
         f"{len(traffic)} texts")  # fmt: skip
     feedback = replay(client, traffic, feedback_rate)
-    verdict, waited = wait_for_round(client, time.time(), timeout_s, traffic, feedback_rate)
+    ended, waited = wait_for_round(client, time.time(), timeout_s, traffic, feedback_rate)
     after = held.score(client)
-    say(f"{domain}: round {verdict}; student v{after.version} {after.accuracy:.3f} "
+    say(f"{domain}: round {ended.verdict}; student v{after.version} {after.accuracy:.3f} "
         f"({waited:.0f}s)")  # fmt: skip
     return Phase(
         domain, teacher, before.accuracy, after.accuracy, before.version, after.version,
-        len(traffic), feedback, verdict, waited, before.agreement, after.agreement,
+        len(traffic), feedback, ended.verdict, waited, before.agreement, after.agreement,
+        ended.version, ended.outcome,
     )  # fmt: skip
 
 

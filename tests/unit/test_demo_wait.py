@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from cli.demo import wait_for_round
+from cli.demo import NO_ROUND, RoundEnd, wait_for_round
 from distillery.vader import VaderRow
 from tests.unit.test_cli import STATUS
 
@@ -49,8 +49,8 @@ def test_the_phase_round_is_the_first_that_read_the_phases_labels_once_its_rollo
         {"last_round": ours, "rollout": STATUS["rollout"] | {"candidate": 5, "stable": 4}},
         {"last_round": ours, "rollout": None, "current_version": 5, "round_running": True},
     ]
-    verdict, _ = wait_for_round(_client(states, seen), SINCE, 10, TRAFFIC, 0.0, poll_s=0.3)
-    assert verdict == "v5 promoted"
+    ended, _ = wait_for_round(_client(states, seen), SINCE, 10, TRAFFIC, 0.0, poll_s=0.3)
+    assert ended == RoundEnd(5, "promoted", "v5 promoted")
     assert seen.count("/v1/status") == 5  # not the earlier round, nor ours mid-rollout
     assert "/v1/predict" in seen  # traffic flowed while it waited
 
@@ -61,8 +61,8 @@ def test_a_rejected_round_and_no_round_are_told_apart() -> None:
         "reason": "agreement 0.6 < 0.7",
     }
     state = {"last_round": rejected, "rollout": None, "current_version": 4}
-    verdict, _ = wait_for_round(_client([state], []), SINCE, 10, TRAFFIC, 0.0, poll_s=0.1)
-    assert verdict == "v5 rejected (agreement 0.6 < 0.7)"
+    ended, _ = wait_for_round(_client([state], []), SINCE, 10, TRAFFIC, 0.0, poll_s=0.1)
+    assert ended == RoundEnd(5, "rejected", "v5 rejected (agreement 0.6 < 0.7)")
     only_earlier = {"last_round": _round(4, SINCE - 1), "rollout": None, "current_version": 4}
-    verdict, waited = wait_for_round(_client([only_earlier], []), SINCE, 1, TRAFFIC, 0.0, 0.2)
-    assert verdict == "no round" and waited >= 1
+    ended, waited = wait_for_round(_client([only_earlier], []), SINCE, 1, TRAFFIC, 0.0, 0.2)
+    assert ended == NO_ROUND and ended.version is None and waited >= 1
