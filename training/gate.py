@@ -10,7 +10,7 @@ decision: each check is recorded with both values and its threshold (all from
 golden set shows it measurably worse than a student (``choose_referee``): then the human labels
 judge, teacher agreement counts only on held-out rows where the trust estimate still trusts the
 teacher (``teacher_weight`` ≥ ``trusted_teacher_weight``; none, when it trusts it nowhere),
-and the slice, retained and ECE checks are not made.
+and the slice and ECE checks are not made (the retained check, too, counts trusted rows only).
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class Measures:
     golden_confidence: tuple[float, ...] = ()  # (G,) per golden row: the same
     slice_names: tuple[str, ...] = ()  # (N,) per held-out row: its input-length slice
     retained_hits: tuple[bool, ...] = ()  # (R,) per older held-out row: agrees with the teacher
+    retained_weights: tuple[float, ...] = ()  # (R,) per older held-out row: trust in its label
 
 
 class TooFewHeldOut(RuntimeError):
@@ -115,10 +116,13 @@ def measure(
         slices = {n: [float(hits[names == n].mean()), int((names == n).sum())] for n in set(names)}
         if "teacher_weight" in holdout:
             weights = holdout["teacher_weight"].astype(float).fillna(1.0).to_numpy()  # (N,)
-    retained_hits = np.zeros(0, dtype=bool)
+    retained_hits, retained_weights = np.zeros(0, dtype=bool), np.zeros(0)
     if retained is not None and len(retained):
         teacher = np.array(list(retained["teacher_probs"])).argmax(1)  # (R,)
         retained_hits = student.predict_proba(list(retained["text"])).argmax(1) == teacher
+        retained_weights = np.ones(len(retained))  # (R,)
+        if "teacher_weight" in retained:
+            retained_weights = retained["teacher_weight"].astype(float).fillna(1.0).to_numpy()
     golden_accuracy, golden_hits = None, np.zeros(0, dtype=bool)
     teacher_hits = np.zeros(0, dtype=bool)
     if len(golden):
@@ -135,6 +139,7 @@ def measure(
         tuple(bool(h) for h in teacher_hits), tuple(float(w) for w in weights),
         tuple(float(c) for c in confidence), tuple(float(c) for c in golden_confidence),
         tuple(str(n) for n in names), tuple(bool(h) for h in retained_hits),
+        tuple(float(w) for w in retained_weights),
     )  # fmt: skip
 
 
@@ -203,9 +208,9 @@ def decide(
         checks.append(
             _at_least("golden_accuracy", candidate.golden_accuracy, current.golden_accuracy, margin)
         )
+    checks += _retained_check(candidate, current, settings, referee)
     if referee == "teacher":
         checks += _slice_checks(candidate, current, settings)
-        checks += _retained_check(candidate, current, settings)
     enough = candidate.holdout_rows >= settings.min_ece_rows  # ECE of a few rows is noise
     if referee == "teacher" and candidate.ece is not None and current.ece is not None and enough:
         checks.append(
@@ -300,16 +305,26 @@ def _slice_checks(
 
 
 def _retained_check(
-    candidate: Measures, current: Measures, settings: GateSettings
+    candidate: Measures, current: Measures, settings: GateSettings, referee: Referee
 ) -> list[GateCheck]:
     """Teacher agreement on the older held-out rows (the same rows for both) may drop
-    ``retained_margin`` plus ``confidence_z`` paired standard errors; not checked on fewer than
-    ``min_holdout`` rows."""
-    cand, cur = candidate.retained_hits, current.retained_hits
-    if len(cand) < settings.min_holdout or len(cand) != len(cur):
+    ``retained_margin`` plus ``confidence_z`` paired standard errors; under the human
+    referee, on the rows whose teacher label is still trusted (as ``_trusted_agreement``: in
+    the e2e run of stop 33 the human referee judged two of three rounds, which this check
+    would otherwise have skipped). Not checked on fewer than ``min_holdout`` rows."""
+    cand, cur = np.array(candidate.retained_hits), np.array(current.retained_hits)  # (R,)
+    if len(cand) != len(cur):
         return []
-    margin = settings.retained_margin + settings.confidence_z * paired_se(cand, cur)
-    return [_at_least("retained_agreement", float(np.mean(cand)), float(np.mean(cur)), margin)]
+    if referee == "human":
+        weights = np.array(candidate.retained_weights)  # (R,)
+        if len(weights) != len(cand):
+            return []
+        trusted = weights >= settings.trusted_teacher_weight
+        cand, cur = cand[trusted], cur[trusted]
+    if len(cand) < settings.min_holdout:
+        return []
+    margin = settings.retained_margin + settings.confidence_z * paired_se(tuple(cand), tuple(cur))
+    return [_at_least("retained_agreement", float(cand.mean()), float(cur.mean()), margin)]
 
 
 def _at_least(name: str, candidate: float, current: float, margin: float) -> GateCheck:

@@ -260,7 +260,8 @@ def test_slice_check_allows_the_noise_of_its_rows_and_fails_beyond_it() -> None:
 
 def test_retained_agreement_is_checked_beyond_its_noise_and_only_on_enough_rows() -> None:
     """Agreement on older held-out rows: 400 rows, 20 fewer agree (−.05) fails; 4 fewer
-    (−.01) passes; fewer than min_holdout rows, or under the human referee, is not checked."""
+    (−.01) passes; fewer than min_holdout rows are not checked; under the human referee, only
+    the rows whose teacher label is still trusted."""
     settings = GateSettings(min_holdout=40, retained_margin=0.02)
     base = _full()
     current = replace(base, retained_hits=(True,) * 320 + (False,) * 80)  # .80
@@ -277,8 +278,11 @@ def test_retained_agreement_is_checked_beyond_its_noise_and_only_on_enough_rows(
     assert "retained_agreement" not in [c.name for c in few.checks]
     human = settings.model_copy(update={"referee": "human", "min_golden_rows": 1})
     gold = {"golden_accuracy": 1.0, "golden_rows": 2, "golden_hits": (True, True)}
-    judged = decide(replace(forgot, **gold), replace(current, **gold), human)
-    assert "retained_agreement" not in [c.name for c in judged.checks]
+    for weights, checked in (((), False), ((1.0,) * 400, True), ((0.2,) * 400, False)):
+        judged = decide(
+            replace(forgot, **gold, retained_weights=weights), replace(current, **gold), human
+        )  # the human referee: only rows whose teacher label is still trusted count
+        assert ("retained_agreement" in judged.reason) is checked, (weights[:1], judged)
 
 
 def test_ece_rise_beyond_margin_fails() -> None:
