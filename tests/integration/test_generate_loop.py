@@ -142,6 +142,10 @@ def _until_promoted(
         status = ray.get(running.scheduler.status.remote())
         if status.rollout is None or time.monotonic() > deadline:
             assert status.current_version == 2, (status.current_version, status.rollout_verdict)
+            while set(status.replicas.values()) != {2} and time.monotonic() < deadline + 60:
+                time.sleep(1)  # the registry promotes first, then every replica swaps
+                status = ray.get(running.scheduler.status.remote())
+            assert set(status.replicas.values()) == {2}, status.replicas
             return seen
         answer = _chat(client, texts[i % len(texts)])
         assert answer.status_code == 200, answer.text
