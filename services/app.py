@@ -340,9 +340,10 @@ class StudentIngress:
         variant = self._variant()
         if variant is None or variant.stage != "canary":
             return stable
+        stable = Pinned(stable.generator, stable.version, canary=True)
         if takes_candidate(variant.share, variant.rollout_id, user):
             return Pinned(variant.student, variant.version, canary=True, fallback=stable)
-        return Pinned(stable.generator, stable.version, canary=True)
+        return stable
 
     def _identify(self, request: Request, route: str) -> str:
         try:
