@@ -54,9 +54,9 @@ def gen_loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Ite
         ),
         teacher=TeacherSettings(batch_wait_s=0.2),  # kind: chosen by `up` for a generate task
         scheduler=SchedulerSettings(enabled=False, poll_s=1),
-        # three epochs: the loss assertion compares the last epoch with the first, and with
-        # one step an epoch, AdamW's first step alone (lr × sign(g) on every weight) once
-        # raised the second epoch's loss (0.934 against 0.819)
+        # three epochs: the loss assertion compares the last epoch's steps with the first's,
+        # and at one step an epoch two epochs compared two single steps (once the second was
+        # the higher, 0.934 against 0.819)
         train=TrainSettings(epochs=3, holdout_fraction=0.25),
         gate=GateSettings(agreement_margin=0.15),
         # a canary measured on a few chats: each version's replies, their teacher replies,
