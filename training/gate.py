@@ -114,15 +114,12 @@ def measure(
         ece = expected_calibration_error(probs, teacher)
         names = np.array([length_slice(t) for t in holdout["text"]])
         slices = {n: [float(hits[names == n].mean()), int((names == n).sum())] for n in set(names)}
-        if "teacher_weight" in holdout:
-            weights = holdout["teacher_weight"].astype(float).fillna(1.0).to_numpy()  # (N,)
+        weights = _teacher_weights(holdout)  # (N,)
     retained_hits, retained_weights = np.zeros(0, dtype=bool), np.zeros(0)
     if retained is not None and len(retained):
         teacher = np.array(list(retained["teacher_probs"])).argmax(1)  # (R,)
         retained_hits = student.predict_proba(list(retained["text"])).argmax(1) == teacher
-        retained_weights = np.ones(len(retained))  # (R,)
-        if "teacher_weight" in retained:
-            retained_weights = retained["teacher_weight"].astype(float).fillna(1.0).to_numpy()
+        retained_weights = _teacher_weights(retained)  # (R,)
     golden_accuracy, golden_hits = None, np.zeros(0, dtype=bool)
     teacher_hits = np.zeros(0, dtype=bool)
     if len(golden):
@@ -141,6 +138,13 @@ def measure(
         tuple(str(n) for n in names), tuple(bool(h) for h in retained_hits),
         tuple(float(w) for w in retained_weights),
     )  # fmt: skip
+
+
+def _teacher_weights(rows: pd.DataFrame) -> np.ndarray:
+    """(N,) the trust estimate's weight on each row's teacher label; 1 without an estimate."""
+    if "teacher_weight" not in rows:
+        return np.ones(len(rows))
+    return rows["teacher_weight"].astype(float).fillna(1.0).to_numpy()
 
 
 def paired_se(candidate: tuple[bool, ...], current: tuple[bool, ...]) -> float:
@@ -186,7 +190,6 @@ def decide(
             "agreement", candidate.agreement, 0.0, floor, candidate.agreement >= floor
         )
         return _report([check])
-    z = settings.confidence_z
     referee = choose_referee(candidate, current, settings, teacher_at_chance)
     checks: list[GateCheck] = []
     if referee == "human" and candidate.golden_rows < settings.min_golden_rows:
@@ -196,18 +199,18 @@ def decide(
         )
         return GateReport(passed=False, reason=reason, referee=referee)
     if referee == "teacher":
-        checks.append(_agreement(
-            candidate.agreement, current.agreement, candidate.hits, current.hits, settings
+        checks.append(_paired(
+            "agreement", candidate.agreement, current.agreement, candidate.hits, current.hits,
+            settings.agreement_margin, settings,
         ))  # fmt: skip
     else:
         checks += _trusted_agreement(candidate, current, settings)
     enough = candidate.golden_rows >= settings.min_golden_rows  # a few labels are noise
     if candidate.golden_accuracy is not None and current.golden_accuracy is not None and enough:
-        noise = z * paired_se(candidate.golden_hits, current.golden_hits)
-        margin = settings.correction_margin + noise
-        checks.append(
-            _at_least("golden_accuracy", candidate.golden_accuracy, current.golden_accuracy, margin)
-        )
+        checks.append(_paired(
+            "golden_accuracy", candidate.golden_accuracy, current.golden_accuracy,
+            candidate.golden_hits, current.golden_hits, settings.correction_margin, settings,
+        ))  # fmt: skip
     checks += _retained_check(candidate, current, settings, referee)
     if referee == "teacher":
         checks += _slice_checks(candidate, current, settings)
@@ -250,6 +253,24 @@ def choose_referee(
     return "human" if any(g is not None and g > 0 for g in gaps) else "teacher"
 
 
+def _trusted(
+    candidate: tuple[bool, ...],
+    current: tuple[bool, ...],
+    weights: tuple[float, ...],
+    settings: GateSettings,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both students' hits (T,) on the rows whose teacher label the trust estimate still trusts
+    (``teacher_weight`` ≥ ``trusted_teacher_weight``); None when the rows do not line up or
+    fewer than ``min_holdout`` are trusted."""
+    w = np.array(weights)  # (N,)
+    if len(w) != len(candidate) or len(candidate) != len(current):
+        return None
+    trusted = w >= settings.trusted_teacher_weight  # (N,)
+    if int(trusted.sum()) < settings.min_holdout:
+        return None
+    return np.array(candidate)[trusted], np.array(current)[trusted]
+
+
 def _trusted_agreement(
     candidate: Measures, current: Measures, settings: GateSettings
 ) -> list[GateCheck]:
@@ -257,27 +278,27 @@ def _trusted_agreement(
     trust estimate still trusts: people showing the teacher wrong on one label or slice does not
     make it wrong elsewhere, and without this check a candidate trained on shuffled labels passed
     a golden set of confirmed answers (CI, stop 22). No check on fewer than ``min_holdout`` rows."""
-    weights = np.array(candidate.teacher_weights)  # (N,)
-    if len(weights) != len(candidate.hits) or len(candidate.hits) != len(current.hits):
+    found = _trusted(candidate.hits, current.hits, candidate.teacher_weights, settings)
+    if found is None:
         return []
-    trusted = weights >= settings.trusted_teacher_weight  # (N,)
-    if int(trusted.sum()) < settings.min_holdout:
-        return []
-    cand, cur = np.array(candidate.hits)[trusted], np.array(current.hits)[trusted]  # (T,) each
-    return [_agreement(float(cand.mean()), float(cur.mean()), tuple(cand), tuple(cur), settings)]
+    cand, cur = found  # (T,) each
+    return [_paired("agreement", float(cand.mean()), float(cur.mean()), tuple(cand), tuple(cur),
+                    settings.agreement_margin, settings)]  # fmt: skip
 
 
-def _agreement(
+def _paired(
+    name: str,
     candidate: float,
     current: float,
     candidate_hits: tuple[bool, ...],
     current_hits: tuple[bool, ...],
+    margin: float,
     settings: GateSettings,
 ) -> GateCheck:
-    """Teacher agreement may drop ``agreement_margin`` plus ``confidence_z`` paired standard
-    errors of the difference on the same rows."""
+    """``candidate`` may fall below ``current`` by ``margin`` plus ``confidence_z`` paired
+    standard errors of the difference on the same rows (none when the hits do not pair)."""
     noise = settings.confidence_z * paired_se(candidate_hits, current_hits)
-    return _at_least("agreement", candidate, current, settings.agreement_margin + noise)
+    return _at_least(name, candidate, current, margin + noise)
 
 
 def _slice_checks(
@@ -291,16 +312,15 @@ def _slice_checks(
     error of that difference is .055 to .072)."""
     found = []
     names = np.array(candidate.slice_names)  # (N,)
-    paired = len(names) == len(candidate.hits) == len(current.hits) and len(names) > 0
+    paired = len(names) == len(candidate.hits) == len(current.hits)
+    cand_hits, cur_hits = np.array(candidate.hits), np.array(current.hits)  # (N,) each
     for name, (agreement, rows) in sorted(candidate.slices.items()):
         if rows >= settings.min_slice_rows and name in current.slices:
-            noise = 0.0
-            if paired:
-                inside = names == name  # (N,)
-                cand, cur = np.array(candidate.hits)[inside], np.array(current.hits)[inside]
-                noise = settings.confidence_z * paired_se(tuple(cand), tuple(cur))
-            margin = settings.slice_margin + noise
-            found.append(_at_least(f"slice:{name}", agreement, current.slices[name][0], margin))
+            inside = names == name if paired else np.zeros(len(cand_hits), dtype=bool)  # (N,)
+            found.append(_paired(
+                f"slice:{name}", agreement, current.slices[name][0], tuple(cand_hits[inside]),
+                tuple(cur_hits[inside]), settings.slice_margin, settings,
+            ))  # fmt: skip
     return found
 
 
@@ -309,22 +329,21 @@ def _retained_check(
 ) -> list[GateCheck]:
     """Teacher agreement on the older held-out rows (the same rows for both) may drop
     ``retained_margin`` plus ``confidence_z`` paired standard errors; under the human
-    referee, on the rows whose teacher label is still trusted (as ``_trusted_agreement``: in
-    the e2e run of stop 33 the human referee judged two of three rounds, which this check
-    would otherwise have skipped). Not checked on fewer than ``min_holdout`` rows."""
-    cand, cur = np.array(candidate.retained_hits), np.array(current.retained_hits)  # (R,)
-    if len(cand) != len(cur):
-        return []
+    referee, on the rows whose teacher label is still trusted (``_trusted``: in the e2e run of
+    stop 33 the human referee judged two of three rounds, which this check would otherwise have
+    skipped). Not checked on fewer than ``min_holdout`` rows."""
+    cand_hits, cur_hits = candidate.retained_hits, current.retained_hits
     if referee == "human":
-        weights = np.array(candidate.retained_weights)  # (R,)
-        if len(weights) != len(cand):
-            return []
-        trusted = weights >= settings.trusted_teacher_weight
-        cand, cur = cand[trusted], cur[trusted]
-    if len(cand) < settings.min_holdout:
+        found = _trusted(cand_hits, cur_hits, candidate.retained_weights, settings)
+    elif len(cand_hits) == len(cur_hits) and len(cand_hits) >= settings.min_holdout:
+        found = np.array(cand_hits), np.array(cur_hits)
+    else:
+        found = None
+    if found is None:
         return []
-    margin = settings.retained_margin + settings.confidence_z * paired_se(tuple(cand), tuple(cur))
-    return [_at_least("retained_agreement", float(cand.mean()), float(cur.mean()), margin)]
+    cand, cur = found  # (R,) each
+    return [_paired("retained_agreement", float(cand.mean()), float(cur.mean()), tuple(cand),
+                    tuple(cur), settings.retained_margin, settings)]  # fmt: skip
 
 
 def _at_least(name: str, candidate: float, current: float, margin: float) -> GateCheck:
