@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from distillery.contracts import GateReport, Outcome, RoundReport, TriggerRecord
+from distillery.contracts import GateReport, Outcome, RoundReport, Stage, TriggerRecord
 from distillery.settings import Settings
 from distillery.task import Task
 from feedback import human_labels, trust_report
@@ -169,24 +169,38 @@ def admit(
     cfg = settings.cascade
     offered = selective.offer(measured, cfg.target_share, cfg.delta, settings.gate.min_golden_rows)
     registry.update(meta.version, cascade=offered)
-    outcome: Outcome = "rejected"
-    if not report.passed:
-        registry.reject(meta.version, f"gate: {report.reason}", report)
-    else:
-        registry.update(meta.version, gate=report)
-        why = f"{reason}; gate: {report.reason}"
-        if settings.rollout.enabled and parent is not None and serving:
-            registry.start_rollout(meta.version, why)
-            outcome = "shadow"
-        else:
-            registry.promote(meta.version, why)
-            outcome = "promoted"
+    outcome = settle(settings, registry, meta.version, report, reason, serving)
     return RoundReport(
         version=meta.version, parent=parent, promoted=outcome == "promoted",
         reason=report.reason, gate=report, train_metrics=metrics,
         rows=len(data.train), seconds=0.0, outcome=outcome, trigger=trigger,
         window_end_ts=data.lineage.window_end_ts,
     )  # fmt: skip
+
+
+def settle(
+    settings: Settings,
+    registry: Registry,
+    version: int,
+    report: GateReport,
+    reason: str,
+    serving: bool,
+    stage: Stage = "shadow",
+) -> Outcome:
+    """A gated candidate's fate: rejected with each failing check recorded; a rollout from
+    ``stage`` beside the current version (``rollout.enabled``, a current version, and Serve
+    ``serving``); or promoted at once. A classifier's rollout starts in shadow, a generate
+    task's in canary (``training.generate_cycle``)."""
+    if not report.passed:
+        registry.reject(version, f"gate: {report.reason}", report)
+        return "rejected"
+    registry.update(version, gate=report)
+    why = f"{reason}; gate: {report.reason}"
+    if settings.rollout.enabled and registry.current() is not None and serving:
+        registry.start_rollout(version, why, stage)
+        return stage
+    registry.promote(version, why)
+    return "promoted"
 
 
 def _gate(

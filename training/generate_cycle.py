@@ -12,8 +12,9 @@ people corrected: the golden set).
   (``holdout_fraction``); held-out corrections are the golden set.
 - The gate passes a candidate whose held-out chrF is within ``agreement_margin`` (× 100) of the
   current version's, and whose golden chrF (given ``min_golden_rows``) is too. Passing, it
-  answers a canary's share of chats (``admit``), judged live on the same signals: its replies'
-  chrF against the teacher's, ratings, errors and latency; or, with no rollout, is promoted.
+  answers a canary's share of chats (``training.cycle.settle``), judged live on the same
+  signals: its replies' chrF against the teacher's, ratings, errors and latency; or, with no
+  rollout, is promoted.
 """
 
 from __future__ import annotations
@@ -27,14 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from distillery.contracts import (
-    GateCheck,
-    GateReport,
-    Outcome,
-    ReplyMeasures,
-    RoundReport,
-    TriggerRecord,
-)
+from distillery.contracts import GateCheck, GateReport, ReplyMeasures, RoundReport, TriggerRecord
 from distillery.settings import Settings
 from distillery.task import Task
 from feedback.examples import read_kind, read_labels
@@ -42,6 +36,7 @@ from models.generator import Generator
 from models.gguf import STUDENT_GGUF_NAME, student_gguf
 from models.gguf_export import GGUF_FILE, export
 from models.llama_decoder import on_runtime
+from training.cycle import settle
 from training.data import held_out, newest_per_text, text_keys
 from training.generate_round import chat_of, measure, run_round
 from training.registry import Lineage, Registry, VersionMeta
@@ -159,33 +154,15 @@ def retrain(
     cur = measure(_gated(settings, registry, parent), task, data.holdout, data.golden)
     gate = decide(cand, cur, settings)
     log.info("gate v%d vs v%d: %s", meta.version, parent, gate.model_dump_json())
-    outcome = admit(settings, registry, meta.version, gate, f"{reason}; gate: {gate.reason}",
-                    serving)  # fmt: skip
+    # a generate rollout starts in canary, not shadow: mirroring a chat decodes the whole reply
+    # again on the same cores (a replica decodes one reply at a time), halving what users get
+    outcome = settle(settings, registry, meta.version, gate, reason, serving, stage="canary")
     return RoundReport(
         version=meta.version, parent=parent, promoted=outcome == "promoted", reason=gate.reason,
         gate=gate, train_metrics=metrics, rows=len(data.train),
         seconds=time.monotonic() - start, outcome=outcome, trigger=trigger,
         window_end_ts=data.lineage.window_end_ts,
     )  # fmt: skip
-
-
-def admit(
-    settings: Settings, registry: Registry, version: int, gate: GateReport, why: str,
-    serving: bool,
-) -> Outcome:  # fmt: skip
-    """A gated candidate's fate: rejected; a canary beside the current version (the rollout
-    judges the live replies: ``training.rollout``); or promoted at once. A generate rollout
-    starts in canary, not shadow: mirroring a chat decodes the whole reply again on the same
-    cores (a replica decodes one reply at a time), which would halve what users get."""
-    if not gate.passed:
-        registry.reject(version, f"gate: {gate.reason}", gate)
-        return "rejected"
-    registry.update(version, gate=gate)
-    if settings.rollout.enabled and serving:
-        registry.start_rollout(version, why, stage="canary")
-        return "canary"
-    registry.promote(version, why)
-    return "promoted"
 
 
 def decide(cand: ReplyMeasures, cur: ReplyMeasures, settings: Settings) -> GateReport:

@@ -16,8 +16,9 @@ from distillery.settings import (
 )
 from distillery.task import load_task
 from feedback.store import write_shard
+from training.cycle import settle
 from training.data import in_holdout
-from training.generate_cycle import admit, decide, examples
+from training.generate_cycle import decide, examples
 from training.registry import Lineage, Registry, VersionMeta
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,13 +123,13 @@ def test_a_passing_candidate_starts_a_canary_when_serving_else_is_promoted(
     failed = GateReport(passed=False, checks=[GateCheck("chrf", 20.0, 38.0, 33.0, False)],
                         reason="chrf 20.000 < 33.000 (current 38.000)")  # fmt: skip
     settings = _settings(tmp_path)
-    assert admit(settings, registry, 2, failed, "r", serving=True) == "rejected"
+    assert settle(settings, registry, 2, failed, "r", True, "canary") == "rejected"
     assert registry.get(2).status == "rejected" and registry.rollout() is None
-    assert admit(settings, registry, 3, passed, "r", serving=True) == "canary"
+    assert settle(settings, registry, 3, passed, "r", True, "canary") == "canary"
     running = registry.rollout()
     assert running is not None and (running.candidate, running.stage) == (3, "canary")
     assert registry.get(3).gate == passed and registry.current() == 1
     registry.roll_back("test: the next case")
     off = settings.model_copy(update={"rollout": RolloutSettings(enabled=False)})
-    assert admit(off, registry, 4, passed, "r", serving=True) == "promoted"
+    assert settle(off, registry, 4, passed, "r", True, "canary") == "promoted"
     assert registry.current() == 4 and registry.rollout() is None
