@@ -162,14 +162,11 @@ def apply(
         golden_votes = from_keys(voted, reliable)
         # ratings that tune the KD weights (``training.data.kd_weights``) come from reliable keys
         rows = join(labels, from_keys(feedback, reliable), task, window_s)
-        per_text = pd.Series(teacher_references(model, teacher)["weight"].to_numpy(),
-                             index=teacher["item"].to_numpy())  # fmt: skip
-        t_weight = rows["text"].map(per_text).to_numpy(dtype=float)
+        t_weight = _per_row(teacher_references(model, teacher)["weight"], teacher, rows)
         kd_weights = teacher_kd_weights(
             model, teacher, settings.teacher_chance_z, settings.teacher_prior_strength
         )
-        per_text = pd.Series(kd_weights, index=teacher["item"].to_numpy())
-        kd = rows["text"].map(per_text).to_numpy(dtype=float)
+        kd = _per_row(kd_weights, teacher, rows)
     human = consensus(voted, weights, n).set_index("item")
     golden = consensus(golden_votes, weights, n).set_index("item")
     ids = rows["text"]
@@ -181,3 +178,12 @@ def apply(
         teacher_kd_weight=kd,
     )
     return HumanLabels(rows, model, len(voted))
+
+
+def _per_row(
+    values: pd.Series | np.ndarray, teacher: pd.DataFrame, rows: pd.DataFrame
+) -> np.ndarray:
+    """(N,) for each of ``rows``, the value (one per row of ``teacher_view``, (T,)) of its
+    text."""
+    per_text = pd.Series(np.asarray(values, dtype=float), index=teacher["item"].to_numpy())
+    return rows["text"].map(per_text).to_numpy(dtype=float)

@@ -77,22 +77,24 @@ class TrustModel(BaseModel):
     def key(self, key_id: str) -> SourceTrust | None:
         return next((k for k in self.keys if k.source == key_id), None)
 
+    def _teacher_source(self, label: int, slice_name: str) -> CellTrust | SourceTrust:
+        """The slice's cell, else the label's, else the teacher's overall."""
+        cells = {(c.label, c.slice): c for c in self.teacher_cells}
+        return cells.get((label, slice_name), cells.get((label, "*"), self.teacher))
+
     def teacher_cell(self, label: int, slice_name: str) -> tuple[float, float]:
         """(weight, reliability) where the teacher said ``label`` on a text of this slice: the
         slice's cell, else the label's, else the teacher's overall."""
-        cells = {(c.label, c.slice): (c.weight, c.reliability) for c in self.teacher_cells}
-        overall = (self.teacher.weight, self.teacher.reliability)
-        return cells.get((label, slice_name), cells.get((label, "*"), overall))
+        found = self._teacher_source(label, slice_name)
+        return found.weight, found.reliability
 
     def teacher_weight(self, label: int, slice_name: str) -> float:
         return self.teacher_cell(label, slice_name)[0]
 
     def teacher_evidence(self, label: int, slice_name: str) -> tuple[float, float]:
-        """(reliability, comparisons) behind ``teacher_cell``: the slice's cell, else the
-        label's, else the teacher's overall."""
-        cells = {(c.label, c.slice): (c.reliability, c.comparisons) for c in self.teacher_cells}
-        overall = (self.teacher.reliability, self.teacher.comparisons)
-        return cells.get((label, slice_name), cells.get((label, "*"), overall))
+        """(reliability, comparisons) behind ``teacher_cell``."""
+        found = self._teacher_source(label, slice_name)
+        return found.reliability, found.comparisons
 
     def ranked(self) -> list[SourceTrust]:
         """Keys by reliability, then by volume: what ``status`` and the operator page show."""
