@@ -59,7 +59,6 @@ from services.sampling import Sampling
 from services.slots import Slot, Variant, report_serving
 from services.variants import VariantStats, report_forever
 from training.model_store import ModelStore, local_copy
-from training.rollout import takes_candidate
 
 log = logging.getLogger(__name__)
 api = LeanAPI(
@@ -225,11 +224,7 @@ class StudentIngress:
         """The canary's share of texts (sticky by ``client_key``) goes to the candidate; if it
         fails, the stable student answers, so a broken candidate costs users nothing."""
         variant = self._variant()
-        if (
-            variant is not None
-            and variant.stage == "canary"
-            and takes_candidate(variant.share, variant.rollout_id, client_key)
-        ):
+        if variant is not None and variant.answers(client_key):
             answer = await self._timed(self._forward_candidate, text, variant.version)
             if answer is not None:
                 return answer
@@ -336,12 +331,10 @@ class StudentIngress:
         loaded = self.stable.loaded
         if loaded is None:
             return None
-        stable = Pinned(loaded.student, loaded.version)
         variant = self._variant()
-        if variant is None or variant.stage != "canary":
-            return stable
-        stable = Pinned(stable.generator, stable.version, canary=True)
-        if takes_candidate(variant.share, variant.rollout_id, user):
+        canary = variant is not None and variant.stage == "canary"
+        stable = Pinned(loaded.student, loaded.version, canary=canary)
+        if variant is not None and variant.answers(user):
             return Pinned(variant.student, variant.version, canary=True, fallback=stable)
         return stable
 

@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 from ray import serve
 
 from distillery.actors import find_scheduler
+from training.rollout import takes_candidate
 
 M = TypeVar("M")  # models.student.Student (classify) or models.generator.Generator (generate)
 
@@ -105,6 +106,11 @@ class Variant(Generic[M]):
     stage: str
     share: float
     rollout_id: str
+
+    def answers(self, client_key: str | None) -> bool:
+        """A canary's share of requests (sticky by ``client_key``: ``takes_candidate``) goes
+        to the candidate."""
+        return self.stage == "canary" and takes_candidate(self.share, self.rollout_id, client_key)
 
 
 def report_serving(version: int) -> None:
