@@ -16,14 +16,13 @@ command under 1 s (p50) under every load. Writes ``bench/results/status_cli.{jso
 
     python -m bench.status_cli --url http://127.0.0.1:8000 [--runs 10] [--rate 10]
 
-The ``round`` load joins the loop's Ray cluster (``RAY_ADDRESS``, else ``auto``), as ``distillery
-retrain`` does; ``--no-round`` leaves it out.
+The ``round`` load joins the loop's Ray cluster as ``distillery retrain`` does
+(``cli.main.running_scheduler``); ``--no-round`` leaves it out.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from typing import Any
 
 from bench.harness import markdown_table, texts, write_results
 from bench.soak import Steady
+from cli.main import running_scheduler
 from distillery.settings import PathSettings
 
 BIN = Path(sys.executable).parent
@@ -85,11 +85,7 @@ def _round_started(timeout_s: float = 900) -> Callable[[], bool]:
     a rollout on); returns "has it ended?"."""
     import ray
 
-    from distillery.actors import NAMESPACE, SCHEDULER
-
-    address = os.environ.get("RAY_ADDRESS") or "auto"
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-    scheduler = ray.get_actor(SCHEDULER)
+    scheduler = running_scheduler()
     deadline, reason = time.monotonic() + timeout_s, "bench.status_cli: status during a round"
     while True:
         running: ray.ObjectRef[Any] = scheduler.retrain.remote(reason)

@@ -20,7 +20,9 @@ app = typer.Typer(help="Continuous online distillation with a feedback loop.", n
 app.add_typer(keys_app, name="keys")
 
 
-def _scheduler() -> Any:
+def running_scheduler() -> Any:
+    """The running loop's scheduler actor, joined as `up` joined Ray (`RAY_ADDRESS`, else
+    `auto`); exits 2 naming `distillery up` when none runs."""
     import ray
 
     from distillery.actors import NAMESPACE, SCHEDULER
@@ -142,7 +144,7 @@ def retrain() -> None:
 
     from training.gate import TooFewHeldOut
 
-    scheduler = _scheduler()
+    scheduler = running_scheduler()
     running = scheduler.retrain.remote("operator: distillery retrain")
     _progress_bar(scheduler, running)
     try:
@@ -247,7 +249,9 @@ def submit(model_dir: Path, reason: str = REASON) -> None:
     it passes, roll it out like a round's candidate."""
     import ray
 
-    report = ray.get(_scheduler().submit.remote(str(model_dir.resolve()), f"submitted: {reason}"))
+    report = ray.get(
+        running_scheduler().submit.remote(str(model_dir.resolve()), f"submitted: {reason}")
+    )
     typer.echo(report.model_dump_json(indent=2))
 
 
