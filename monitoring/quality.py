@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from feedback.examples import latest_ratings, recent
-from training.chrf import chrf
+from training.chrf import mean_chrf
 from training.rollout import feedback_evidence, teacher_evidence
 
 
@@ -95,7 +95,5 @@ def reply_disagreement(labels: pd.DataFrame, version: int | None) -> tuple[int, 
     ]
     if rows.empty:
         return 0, None
-    scores = [
-        chrf(str(s), str(t)) for s, t in zip(rows["student_reply"], rows["reply"], strict=True)
-    ]
-    return len(scores), 1 - sum(scores) / len(scores) / 100
+    mean = mean_chrf([str(s) for s in rows["student_reply"]], [str(t) for t in rows["reply"]])
+    return len(rows), 1 - mean / 100

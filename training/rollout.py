@@ -36,7 +36,7 @@ import pandas as pd
 from distillery.contracts import Evidence, OnlineCheck, Stage
 from distillery.settings import RolloutSettings
 from feedback.examples import latest_ratings
-from training.chrf import chrf
+from training.chrf import mean_chrf
 
 Action = Literal["wait", "advance", "rollback", "widen"]
 
@@ -258,9 +258,9 @@ def reply_agreement(rows: pd.DataFrame) -> tuple[int, int]:
     checks compare mean chrF. Their binomial standard error bounds that of a mean of scores in
     [0, 1] from above (Bhatia & Davis 2000: Var ≤ (1 − μ)μ), so the check errs towards waiting,
     not towards a rollback on noise."""
-    scores = [chrf(str(s), str(t)) / 100 for s, t in zip(rows["student_reply"].fillna(""),
-                                                      rows["reply"], strict=True)]  # fmt: skip
-    return len(scores), round(sum(scores))
+    students = [str(s) for s in rows["student_reply"].fillna("")]
+    mean = mean_chrf(students, [str(t) for t in rows["reply"]])  # 0–100
+    return len(rows), round(len(rows) * mean / 100)
 
 
 def feedback_evidence(feedback: pd.DataFrame, version: int, bad_rating_max: int) -> tuple[int, int]:
