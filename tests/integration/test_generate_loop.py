@@ -6,6 +6,7 @@ and a stream crosses a hot swap intact; bad chats get a clear 4xx."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -141,22 +142,23 @@ def _until_promoted(
 
     seen: set[int] = set()
     deadline = time.monotonic() + timeout_s
-    for i in range(10_000):
-        status = ray.get(running.scheduler.status.remote())
+    status = ray.get(running.scheduler.status.remote())
+    for text in itertools.cycle(texts):
         if status.rollout is None or time.monotonic() > deadline:
-            assert status.current_version == 2, (status.current_version, status.rollout_verdict)
-            while set(status.replicas.values()) != {2} and time.monotonic() < deadline + 60:
-                time.sleep(1)  # the registry promotes first, then every replica swaps
-                status = ray.get(running.scheduler.status.remote())
-            assert set(status.replicas.values()) == {2}, status.replicas
-            return seen
-        answer = _chat(client, texts[i % len(texts)])
+            break
+        answer = _chat(client, text)
         assert answer.status_code == 200, answer.text
         body = answer.json()
         seen.add(body["model_version"])
         rated = {k: body[k] for k in ("request_id", "feedback_token")} | {"rating": 4}
         assert client.post("/v1/feedback", json=rated).status_code == 202
-    raise AssertionError("unreachable")
+        status = ray.get(running.scheduler.status.remote())
+    assert status.current_version == 2, (status.current_version, status.rollout_verdict)
+    while set(status.replicas.values()) != {2} and time.monotonic() < deadline + 60:
+        time.sleep(1)  # the registry promotes first, then every replica swaps
+        status = ray.get(running.scheduler.status.remote())
+    assert set(status.replicas.values()) == {2}, status.replicas
+    return seen
 
 
 def _replies(running: Running, n: int, timeout_s: float = 240) -> Any:
