@@ -155,6 +155,7 @@ class LoopMetrics:
     teacher_cache_hits: Any  # texts answered from the label cache, by teacher_id
     teacher_retries: Any  # teacher requests retried (429, 5xx, timeouts), by teacher_id
     teacher_up: Any  # 1 while the teacher's breaker lets calls through, 0 while it is open
+    teacher_mix_share: Any  # an ensemble: each member's share of the labeler's mix
     teacher_similarity: Any  # generate: chrF of the served reply against the teacher's, 0-100
 
 
@@ -242,6 +243,11 @@ def loop_metrics() -> LoopMetrics:
         teacher_up=metrics.Gauge(
             "distillery_teacher_up",
             "1 while the teacher's circuit breaker lets calls through, 0 while it is open.",
+            tag_keys=_tags("teacher_id"),
+        ),
+        teacher_mix_share=metrics.Gauge(
+            "distillery_teacher_mix_share",
+            "An ensemble teacher: each member's share of the labeler's mix.",
             tag_keys=_tags("teacher_id"),
         ),
         teacher_similarity=metrics.Histogram(

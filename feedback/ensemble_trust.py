@@ -1,8 +1,9 @@
 """Which member of an ensemble teacher to believe: each measured against people, and the round's
 labels mixed again by it (issue 14: weigh the members by their agreement with human labels).
 
-The labeler mixes an ensemble's members by the task file's weights (``models.ensemble``) and
-keeps each member's own answer on the label (``TeacherLabel.members``). Here each member is one
+The labeler mixes an ensemble's members (``models.ensemble``), by the task file's weights until a
+round has measured shares and by those shares after (``services.teacher_mix``), and keeps each
+member's own answer on the label (``TeacherLabel.members``). Here each member is one
 more annotator, measured as the teacher is (``feedback.trust.teacher_trust``: a Beta posterior on
 its chance of giving the human label, the one-coin model of Dawid & Skene 1979), and its share of
 the round's mix is its weight, the chance-corrected reliability (0 for a member no better than

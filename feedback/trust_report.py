@@ -53,7 +53,7 @@ class SourceTrust(BaseModel):
     labels: int
     trusted: bool = False  # marked by an operator (or the open key in open mode)
     above_floor: bool = False  # trusted, or reliability ≥ the floor
-    share: float | None = None  # an ensemble member: its share of the round's mix (None: task's)
+    share: float | None = None  # an ensemble member: its share of the mix (None: the task file's)
 
 
 class CellTrust(BaseModel):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -134,6 +135,16 @@ class Teacher(Protocol):
         ...
 
     def health(self) -> TeacherHealth: ...
+
+
+@runtime_checkable
+class Remixable(Protocol):
+    """A teacher made of members whose mix can follow measured shares (``models.ensemble``)."""
+
+    def reweigh(self, shares: Mapping[str, float]) -> dict[str, float]:
+        """Mix the members by ``shares`` (member teacher_id → share) from now on, or by their
+        configured weights where the shares give none; returns the weights now in use."""
+        ...
 
 
 def prompt_hash(*parts: object) -> str:

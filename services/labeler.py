@@ -48,7 +48,8 @@ from models.openai_api import EndpointUnreachable
 from models.responder import Responder
 from models.teacher import Teacher, TeacherHealth, TeacherUnavailable
 from models.teacher_labels import Labelled, Recent, answer_batch, parse_batch
-from services.labeler_metrics import export_cost, export_labels
+from services.labeler_metrics import export_cost, export_labels, export_mix
+from services.teacher_mix import MixFollower
 
 log = logging.getLogger(__name__)
 GROUP = "distillery-labeler"
@@ -102,6 +103,7 @@ class Labeler:
         self._answering = 0  # cascade calls in flight
         self._no_answers = threading.Event()
         self._no_answers.set()
+        self._mix = MixFollower(settings.paths.state_dir)
 
     def _build_teacher(self) -> bool:
         """Build the configured teacher; an LLM endpoint that does not answer yet is waited for
@@ -240,6 +242,7 @@ class Labeler:
         ``YIELD_S`` for the cascade's calls in flight to finish."""
         while True:
             self._no_answers.wait(YIELD_S)
+            self._follow_mix()
             try:
                 labelled = answer_batch(batch, self.task, self.teacher, with_states)
             except TeacherUnavailable as exc:
@@ -252,6 +255,11 @@ class Labeler:
                 continue
             self._note_health()
             return labelled
+
+    def _follow_mix(self) -> None:
+        """An ensemble teacher mixes by the shares the last round measured (``teacher_mix``)."""
+        if self._mix.follow(self.teacher) and self._metrics is not None:
+            export_mix(self._metrics, self._mix.weights)
 
     def _note_health(self) -> None:
         health = self.teacher.health()
@@ -310,6 +318,7 @@ class Labeler:
             self._no_answers.clear()
         try:
             with_states = self.settings.train.hidden_weight > 0
+            self._follow_mix()
             done = answer_batch(batch, self.task, self.teacher, with_states)
         except TeacherUnavailable:
             self._note_health()

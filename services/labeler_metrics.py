@@ -35,6 +35,13 @@ def export_cost(
         counts[key] = counts.get(key, 0) + value
 
 
+def export_mix(metrics: LoopMetrics, weights: dict[str, float]) -> None:
+    """An ensemble teacher's mix in use, one gauge per member (``services.teacher_mix``)."""
+    total = sum(weights.values()) or 1.0
+    for teacher_id, weight in weights.items():
+        metrics.teacher_mix_share.set(weight / total, tags={"teacher_id": teacher_id})
+
+
 def export_labels(metrics: LoopMetrics, labels: list[TeacherLabel]) -> None:
     """Teacher-student agreement per served version (a generate task's: the served reply's
     chrF against the teacher's), and the lag (s) of the oldest prediction in the batch."""

@@ -25,9 +25,10 @@ from distillery.settings import (
     TrustSettings,
 )
 from distillery.task import Label, Task, load_task
-from feedback import human_labels
+from feedback import human_labels, trust_report
 from feedback.examples import read_labels
 from feedback.store import to_row, write_shard
+from feedback.trust_report import TrustModel
 from models.ensemble import mix
 from models.gguf import local_gguf
 from models.llm_teacher import TaskFileError, soft_label
@@ -228,7 +229,8 @@ def test_an_ensemble_label_carries_each_members_answer_and_a_round_mixes_them_by
 ) -> None:
     """The LLM and MiniLM as one ensemble teacher (half and half, no weights in the task file):
     each label carries both members' own answers, through the store's Parquet; once each member
-    has enough human labels, the round's labels are the members mixed by their measured shares."""
+    has enough human labels, the round's labels are the members mixed by their measured shares,
+    and the running labeler's next labels are too, under the same teacher id."""
     settings = Settings(
         kafka=kafka,
         paths=PathSettings(state_dir=tmp_path, task_file=TASK),
@@ -240,18 +242,40 @@ def test_an_ensemble_label_carries_each_members_answer_and_a_round_mixes_them_by
     try:
         _send(kafka, TEXTS, "ens")
         records = _wait(kafka, Topics.LABELS, len(TEXTS), 180)
+        labels = [decode(TeacherLabel, r.value) for r in records]
+        ids = [t.teacher_id for t, _ in labeler.teacher.members]  # type: ignore[union-attr]
+        trust = _members_mixed_by_people(records, labels, ids, task, tmp_path)
+        trust_report.save(tmp_path, trust)  # as the round does: the labeler follows it
+        _send(kafka, TEXTS, "ens2")
+        later = _wait(kafka, Topics.LABELS, 2 * len(TEXTS), 180)
     finally:
         labeler.stop()
         thread.join(timeout=30)
-    labels = [decode(TeacherLabel, r.value) for r in records]
-    ids = [t.teacher_id for t, _ in labeler.teacher.members]  # type: ignore[attr-defined]
+    shares = {m.source: m.share or 0.0 for m in trust.members}
+    remixed = [decode(TeacherLabel, r.value) for r in later]
+    remixed = [lab for lab in remixed if lab.request_id.startswith("ens2-")]
+    assert len(remixed) == len(TEXTS)
+    for lab in remixed:
+        assert lab.teacher_id == labels[0].teacher_id and lab.members is not None
+        logs = [np.log(np.asarray(m.probs))[None, :] for m in lab.members]
+        mixed = mix(logs, [shares[i] for i in ids], np.ones((2, 1), dtype=bool))[0]
+        np.testing.assert_allclose(lab.teacher_probs, softmax(mixed), atol=1e-4)
+    assert abs(shares[ids[0]] - 0.5) > 1e-3  # the measured mix is not the task file's again
+
+
+def _members_mixed_by_people(
+    records: list[bus.Record], labels: list[TeacherLabel], ids: list[str], task: Task, tmp: Path
+) -> TrustModel:
+    """Both members' answers on every label, mixed half and half by the labeler; the round's
+    rows mixed by the shares measured on human labels (and not before ``ensemble_min_labels``);
+    returns the round's trust estimate."""
     assert ids[0].startswith("llm:") and ids[1].startswith("embedding:")
     for lab in labels:
         assert lab.members is not None and [m.teacher_id for m in lab.members] == ids
         logs = [np.log(np.asarray(m.probs))[None, :] for m in lab.members]
         mixed = mix(logs, [0.5, 0.5], np.ones((2, 1), dtype=bool))[0]
         np.testing.assert_allclose(lab.teacher_probs, softmax(mixed), atol=1e-4)
-    store = tmp_path / "store"
+    store = tmp / "store"
     store.mkdir()
     for record, lab in zip(records, labels, strict=True):
         write_shard(store, "labels", [to_row(record, lab)])
@@ -277,3 +301,4 @@ def test_an_ensemble_label_carries_each_members_answer_and_a_round_mixes_them_by
     as_sent = {lab.request_id: lab.teacher_probs for lab in labels}  # the labeler's own mix
     for row in held.rows.itertuples():
         np.testing.assert_allclose(row.teacher_probs, as_sent[row.request_id], atol=1e-6)
+    return out.trust

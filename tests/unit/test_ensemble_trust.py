@@ -149,3 +149,22 @@ def test_a_round_remixes_an_ensembles_labels_by_people_and_records_the_shares() 
     held = apply(labels, feedback, TASK, TrustSettings(ensemble_min_labels=500), 3600.0)
     assert held.trust is not None and all(m.share is None for m in held.trust.members)
     assert np.allclose(np.array(list(held.rows["teacher_probs"])), 0.5)
+
+
+def test_reweigh_mixes_by_measured_shares_keeps_the_id_and_falls_back_per_text() -> None:
+    a, b = Fixed("a", [0.9, 0.1]), Fixed("b", [0.2, 0.8], frozenset({"t1"}))
+    ensemble = EnsembleTeacher([(a, 0.5), (b, 0.5)])
+    before = ensemble.teacher_id
+    assert ensemble.reweigh({"a": 0.0, "b": 1.0}) == {"a": 0.0, "b": 1.0}
+    assert ensemble.teacher_id == before  # a re-mix is not a new teacher
+    got = ensemble.label(["t0", "t1"])
+    np.testing.assert_allclose(got.probs[0], [0.2, 0.8], atol=1e-6)  # b alone, by its share
+    # t1: b cannot read it and a's share is 0, so the configured mix (a alone here) answers it
+    np.testing.assert_allclose(got.probs[1], [0.9, 0.1], atol=1e-6)
+    assert got.unreadable == {}
+    # shares naming no member, or all 0, restore the task file's weights
+    assert ensemble.reweigh({"c": 1.0}) == {"a": 0.5, "b": 0.5}
+    assert ensemble.reweigh({"a": 0.0, "b": 0.0}) == {"a": 0.5, "b": 0.5}
+    half = ensemble.label(["t0"]).probs[0]
+    expected = np.exp(0.5 * np.log([0.9, 0.1]) + 0.5 * np.log([0.2, 0.8]))
+    np.testing.assert_allclose(half, expected / expected.sum(), atol=1e-6)
