@@ -35,11 +35,11 @@ import numpy as np
 
 from bench.harness import write_results
 from bench.sampling_data import (
-    STATE,
     Split,
     load_or_train_v1,
     load_split,
     retrain,
+    state_dir,
     teacher_logits,
     to_events,
 )
@@ -62,6 +62,7 @@ from bench.sampling_report import render
 if TYPE_CHECKING:
     from distillery.events import SampledPrediction
     from distillery.settings import Settings
+    from distillery.task import Task
     from models.student import Student
     from services.sampling import Policy
 
@@ -249,7 +250,7 @@ def _novelty(v1: Student, pooled: np.ndarray) -> np.ndarray:
     """v1's novelty scores for pooled (N, H) → (N,); raises if v1 has no reference."""
     novelty = v1.novelty(pooled)
     if novelty is None:
-        raise RuntimeError(f"v1 in {STATE / 'v1'} has no novelty reference")
+        raise RuntimeError("v1 has no novelty reference")
     return novelty
 
 
@@ -272,6 +273,7 @@ def assemble(
         "budgets": list(args.budgets),
         "seeds": list(args.seeds),
         "threads": args.threads,
+        "teacher_name": args.teacher,
         "stream_minutes": STREAM_MINUTES,
         "headline": HEADLINE,
         "sizes": sizes,
@@ -295,15 +297,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings()
     task = load_task(settings.paths.task_file)
     split = load_split(settings.paths.data_dir, args.seed_size, args.eval_size, args.stream, 0.4)
-    logits = teacher_logits(split.texts(), STATE / "teacher.npz", settings, task)
-    v1 = load_or_train_v1(settings, task, split, logits, STATE / "v1")
+    state = state_dir(args.teacher)
+    logits = _teacher_logits(args, split, settings, task, state)
+    v1 = load_or_train_v1(settings, task, split, logits, state / "v1")
     probs, pooled = v1.predict([row.text for row in split.stream])  # (N, C), (N, H)
     novelty = _novelty(v1, pooled)  # (N,)
     teacher_top, _ = teacher_view(split.stream, logits)  # (N,)
     v1_wrong = probs.argmax(-1) != teacher_top  # (N,)
     policy = Policy(args.base_rate, args.margin_below, args.novelty_above)
     events = to_events(split.stream, probs, novelty)
-    ctx = Context(settings, task.label_names, split, logits, STATE / "v1", events, v1_wrong)
+    ctx = Context(settings, task.label_names, split, logits, state / "v1", events, v1_wrong)
     cache: dict = {}
     runs = compare(ctx, policy, args.budgets, args.seeds, cache)
     swept = [] if args.no_sweep else sweep(ctx, policy, SWEEP_BUDGETS, args.seeds, cache)
@@ -313,6 +316,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["sweep"] = swept
     result["sweep_means"] = sweep_means(runs, swept, policy)
     return result
+
+
+def _teacher_logits(
+    args: argparse.Namespace, split: Split, settings: Settings, task: Task, state: Path
+) -> dict[str, np.ndarray]:
+    """Every text's teacher logits: MiniLM's, or the local LLM's through its real llama.cpp
+    server on ``--threads`` threads (started only for this pass)."""
+    cache = state / "teacher.npz"
+    if args.teacher == "minilm":
+        return teacher_logits(split.texts(), cache, settings, task)
+    from bench.labeler import llm_teacher_settings
+    from bench.offline_students import local_llm
+    from models.factory import llm_teacher
+
+    with local_llm(args.threads, state) as server:
+        llm = llm_teacher(llm_teacher_settings(server.url, args.threads), task)
+        try:
+            return teacher_logits(split.texts(), cache, settings, task, llm)
+        finally:
+            llm.close()
 
 
 def main() -> None:
@@ -328,6 +351,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-sweep", action="store_true", help="skip the policy sweep")
     parser.add_argument("--name", default="sampling")
+    parser.add_argument("--teacher", choices=["minilm", "llm"], default="minilm",
+                        help="llm: the local LLM labels every text (1.7 texts/s here)")  # fmt: skip
     args = parser.parse_args()
     start = time.perf_counter()
     result = run(args)

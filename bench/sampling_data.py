@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from distillery.settings import Settings
     from distillery.task import Task
     from models.student import Student
+    from models.teacher import Teacher
 
 STATE = ROOT / "state" / "bench-sampling"
 
@@ -102,30 +103,63 @@ def load_split(data_dir: Path, seed_n: int, eval_n: int, stream_n: int, share: f
     return build_split(movies, tweets, seed_texts, eval_n, stream_n, share)
 
 
-def teacher_logits(texts: list[str], cache: Path, settings: Settings, task: Task) -> dict:
-    """text → the teacher's logits (C,), cosine / temperature; only texts missing from the
-    ``cache`` (npz: ``texts`` (N,), ``logits`` (N, C)) run through the teacher, then it is saved."""
-    from models.embedding_teacher import ZeroShotTeacher
+def state_dir(teacher: str) -> Path:
+    """Where a teacher's cached logits and its v1 live: one folder per teacher."""
+    return STATE if teacher == "minilm" else STATE.with_name(f"{STATE.name}-{teacher}")
 
+
+def teacher_logits(
+    texts: list[str], cache: Path, settings: Settings, task: Task, llm: Teacher | None = None
+) -> dict:
+    """text → the teacher's logits (C,): MiniLM's cosine / temperature, or ``llm``'s (its
+    renormalised label log-probabilities). Only texts missing from the ``cache`` (npz: ``texts``
+    (N,), ``logits`` (N, C)) run through the teacher; it is saved every 200 texts, so an LLM
+    pass that stops keeps what it paid for. A text the LLM could not read gets uniform logits."""
     known: dict[str, np.ndarray] = {}
     if cache.is_file():
         with np.load(cache) as saved:
             known = dict(zip(saved["texts"].tolist(), saved["logits"], strict=True))
     missing = [t for t in dict.fromkeys(texts) if t not in known]
-    if missing:
-        cfg = settings.teacher
-        print(f"teacher: labelling {len(missing)} texts (cached in {cache})", flush=True)
-        start = time.perf_counter()
-        teacher = ZeroShotTeacher(
-            teacher_model_path(cfg), task.prompts, cfg.temperature, cfg.max_tokens
-        )
-        known.update(zip(missing, teacher.logits(missing), strict=True))
-        print(f"teacher: {len(missing) / (time.perf_counter() - start):.0f} texts/s", flush=True)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(cache.stem + ".partial.npz")
-        np.savez(partial, texts=np.array(list(known)), logits=np.stack(list(known.values())))
-        partial.replace(cache)
+    if not missing:
+        return known
+    print(f"teacher: labelling {len(missing)} texts (cached in {cache})", flush=True)
+    start = time.perf_counter()
+    label = _llm_logits(llm) if llm is not None else _minilm_logits(settings, task)
+    for i in range(0, len(missing), 200):
+        part = missing[i : i + 200]
+        known.update(zip(part, label(part), strict=True))
+        _save(cache, known)
+        rate = (i + len(part)) / (time.perf_counter() - start)
+        print(f"teacher: {i + len(part)}/{len(missing)} at {rate:.2f} texts/s", flush=True)
     return known
+
+
+def _minilm_logits(settings: Settings, task: Task) -> Any:
+    from models.embedding_teacher import ZeroShotTeacher
+
+    cfg = settings.teacher
+    path = teacher_model_path(cfg)
+    return ZeroShotTeacher(path, task.prompts, cfg.temperature, cfg.max_tokens).logits
+
+
+def _llm_logits(llm: Teacher) -> Any:
+    def label(texts: list[str]) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), 8):  # 8 to a call, as the labeler sends
+            batch = llm.label(texts[i : i + 8])
+            logits = np.log(np.clip(batch.probs, 1e-12, None))  # (B, C)
+            logits[list(batch.unreadable)] = 0.0
+            out.append(logits)
+        return np.concatenate(out)
+
+    return label
+
+
+def _save(cache: Path, known: dict[str, np.ndarray]) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(cache.stem + ".partial.npz")
+    np.savez(partial, texts=np.array(list(known)), logits=np.stack(list(known.values())))
+    partial.replace(cache)
 
 
 def train_config(settings: Settings, scratch: bool, seed: int) -> dict[str, Any]:

@@ -154,11 +154,15 @@ def sweep_section(result: dict[str, Any]) -> list[str]:
 
 def intro(result: dict[str, Any]) -> str:
     p, sizes = result["policy"], result["sizes"]
+    teacher = {"llm": "the local LLM (Qwen2.5-Coder-0.5B through its llama.cpp server)"}.get(
+        result.get("teacher_name", "minilm"), "MiniLM zero-shot"
+    )
     return (
-        f"v1: distilled on {sizes['seed']} VADER movie sentences. Stream: {sizes['stream']} "
-        f"requests (60% unseen movies, 40% tweets) over {result['stream_minutes']:g} simulated "
-        f"minutes. Eval: {sizes['eval_tweets']} tweets, {sizes['eval_movies']} movies (held "
-        f"out). Targeted = `Sampler` with `Policy(base_rate={p['base_rate']}, "
+        f"Teacher: {teacher}. v1: distilled on {sizes['seed']} VADER movie sentences. Stream: "
+        f"{sizes['stream']} requests (60% unseen movies, 40% tweets) over "
+        f"{result['stream_minutes']:g} simulated minutes. Eval: {sizes['eval_tweets']} tweets, "
+        f"{sizes['eval_movies']} movies (held out). Targeted = `Sampler` with "
+        f"`Policy(base_rate={p['base_rate']}, "
         f"margin_below={p['margin_below']}, novelty_above={p['novelty_above']})`, budget B/"
         f"{result['stream_minutes']:g} per minute, capped at B; novelty = distance of the "
         f"student's mean-pooled last-layer embedding to v1's training centroid. Uniform = as "

@@ -3,11 +3,13 @@ the verdict."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from bench.sampling import uniform
-from bench.sampling_data import build_split
+from bench.sampling_data import build_split, state_dir, teacher_logits
 from bench.sampling_metrics import (
     auc,
     score,
@@ -16,7 +18,14 @@ from bench.sampling_metrics import (
     unsure_stats,
     verdict,
 )
+from distillery.settings import Settings
+from distillery.task import Label, Task
 from distillery.vader import VaderRow
+from models.teacher import TeacherBatch
+
+TASK = Task(
+    name="t", labels=[Label(name="negative", prompt="bad"), Label(name="positive", prompt="good")]
+)
 
 
 def _rows(domain: str, n: int) -> list[VaderRow]:
@@ -132,3 +141,28 @@ def test_verdict_names_wins_and_noise() -> None:
     assert "+2.5 points" in line and "more than two standard errors" in line
     assert "B=200: not reached" in line
     assert "accuracy gap +1.0" in line and "plain agreement -0.5" in line
+
+
+def test_llm_logits_are_label_log_probs_cached_as_they_come_and_uniform_when_unreadable(
+    tmp_path: Path,
+) -> None:
+    class Llm:
+        calls = 0
+
+        def label(self, texts: list[str], with_states: bool = False) -> TeacherBatch:
+            Llm.calls += len(texts)
+            probs = np.tile(np.asarray([0.25, 0.75], dtype=np.float32), (len(texts), 1))
+            unread = {i: "?" for i, t in enumerate(texts) if t == "garbled"}
+            return TeacherBatch(probs, probs, unreadable=unread)
+
+    cache = tmp_path / "llm" / "teacher.npz"
+    texts = ["a", "garbled", *[f"t{i}" for i in range(250)]]
+    got = teacher_logits(texts, cache, Settings(), TASK, Llm())  # type: ignore[arg-type]
+    np.testing.assert_allclose(got["a"], np.log([0.25, 0.75]), rtol=1e-6)
+    np.testing.assert_array_equal(got["garbled"], [0.0, 0.0])
+    assert Llm.calls == len(texts) and cache.is_file()
+    again = teacher_logits([*texts, "new"], cache, Settings(), TASK, Llm())  # type: ignore[arg-type]
+    assert Llm.calls == len(texts) + 1 and set(again) == set(texts) | {"new"}
+    assert state_dir("llm").name == "bench-sampling-llm" and state_dir("minilm").name == (
+        "bench-sampling"
+    )
