@@ -63,6 +63,17 @@ class TrainSettings(BaseSettings):
     generate_learning_rate: float = Field(
         default=5e-5, gt=0, description="generate: AdamW rate of a round's SFT (bench.generate)"
     )
+    dpo_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="generate: weight of a round's DPO term on preference pairs (a reply rated "
+        "dpo_max_rating or lower against the correction or the teacher's reply); 0 turns it "
+        "off (bench.generate_dpo)",
+    )
+    dpo_beta: float = Field(default=0.1, gt=0, description="generate: DPO's β (TRL's default)")
+    dpo_max_rating: int = Field(
+        default=2, ge=1, le=4, description="generate: a reply rated this or lower is rejected"
+    )
     batch_size: int = Field(default=32, ge=1)
     window_size: int = Field(default=2_000, ge=1)
     replay_ratio: float = Field(default=1.0, ge=0)

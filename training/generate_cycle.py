@@ -31,7 +31,8 @@ import pandas as pd
 from distillery.contracts import GateCheck, GateReport, ReplyMeasures, RoundReport, TriggerRecord
 from distillery.settings import Settings
 from distillery.task import Task
-from feedback.examples import read_kind, read_labels
+from feedback.examples import from_keys, read_kind, read_labels
+from feedback.keys import rating_keys
 from models.generator import Generator
 from models.gguf import STUDENT_GGUF_NAME, student_gguf
 from models.gguf_export import GGUF_FILE, export
@@ -51,6 +52,28 @@ class Examples:
     holdout: pd.DataFrame  # text, messages, reply
     golden: pd.DataFrame  # text, messages, corrected_reply
     lineage: Lineage
+    pairs: pd.DataFrame  # messages (chat JSON), chosen, rejected: DPO's (``preference_pairs``)
+
+
+def preference_pairs(
+    train: pd.DataFrame, feedback: pd.DataFrame, settings: Settings
+) -> pd.DataFrame:
+    """A training row whose served reply (``student_reply``) a rating key rated
+    ``dpo_max_rating`` or lower (its latest rating) is a pair: the correction, else the
+    teacher's reply, chosen; the rated reply rejected. Only keys the rollout's checks believe
+    (``feedback.keys.rating_keys``) count, so a liar's ratings make no pairs."""
+    empty = pd.DataFrame({"messages": [], "chosen": [], "rejected": []})
+    if feedback.empty or "rating" not in feedback or "student_reply" not in train:
+        return empty
+    rated = from_keys(feedback[feedback["rating"].notna()], rating_keys(settings))
+    latest = rated.sort_values("ts", kind="stable").drop_duplicates("request_id", keep="last")
+    bad = set(latest.loc[latest["rating"] <= settings.train.dpo_max_rating, "request_id"])
+    rows = train[train["request_id"].isin(bad) & train["student_reply"].notna()]
+    chosen = rows["corrected_reply"].where(rows["corrected_reply"].notna(), rows["reply"])
+    pairs = pd.DataFrame(
+        {"messages": rows["chat"], "chosen": chosen, "rejected": rows["student_reply"]}
+    )
+    return pairs[pairs["chosen"] != pairs["rejected"]].reset_index(drop=True)
 
 
 def examples(settings: Settings, task: Task, parent: int | None) -> Examples:
@@ -83,12 +106,14 @@ def examples(settings: Settings, task: Task, parent: int | None) -> Examples:
     })  # fmt: skip
     holdout = newest_per_text(frame[held]).tail(GATE_ROWS)
     golden = newest_per_text(frame[held & frame["corrected_reply"].notna()])
+    pairs = preference_pairs(train, feedback, settings)
     lineage = Lineage(
         parent=parent, rows=len(rows), recent_rows=len(rows), correction_rows=int(fixed.sum()),
         teachers={str(k): int(v) for k, v in train["teacher_id"].value_counts().items()},
         window_end_ts=float(labels["ts"].max()), golden_rows=len(golden),
+        preference_pairs=len(pairs),
     )  # fmt: skip
-    return Examples(rows.reset_index(drop=True), holdout, golden, lineage)
+    return Examples(rows.reset_index(drop=True), holdout, golden, lineage, pairs)
 
 
 def bootstrap(settings: Settings, task: Task) -> RoundReport | None:
@@ -145,7 +170,8 @@ def retrain(
         )
     name = f"round-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}"
     cache = settings.paths.model_cache_path()
-    checkpoint, metrics = run_round(settings, data.train, registry.local_dir(parent, cache), name)
+    init = registry.local_dir(parent, cache)
+    checkpoint, metrics = run_round(settings, data.train, init, name, data.pairs)
     trigger = trigger or TriggerRecord.operator(reason)
     meta = registry.register(
         checkpoint, VersionMeta(version=0, lineage=data.lineage, metrics=metrics, trigger=trigger)

@@ -4,8 +4,11 @@ The round is sequence-level KD (``training.sequence_kd``, Kim & Rush 2016): ``To
 ``train_loop`` on each worker, which fine-tunes the parent version (or, for version 1, the
 base SmolLM2) on its shard of (chat, reply, weight) rows: the teacher's replies, and the
 replies people corrected, which weigh ``correction_weight`` and replace the teacher's on their
-request. The same scaffolding as a classifier's round (``training.round``): the rows travel as a
-Ray Dataset, the cluster's CPUs are checked first, the fit is bounded by ``round_timeout_s``.
+request; with ``dpo_weight`` > 0, plus a DPO term on the round's preference pairs
+(``training.sft.Preference``), which travel in the config (a rated-bad reply is rare: a few
+hundred at most). The same scaffolding as a classifier's round (``training.round``): the rows
+travel as a Ray Dataset, the cluster's CPUs are checked first, the fit is bounded by
+``round_timeout_s``.
 
 The gate's signals on held-out chats (``measure``): the mean sentence chrF of the student's
 greedy replies against the teacher's (``training.chrf``), the teacher replies' mean per-token
@@ -31,7 +34,7 @@ from models.gguf import student_gguf
 from models.gguf_export import GGUF_FILE, export
 from training.chrf import mean_chrf
 from training.ray_train import train_on_ray
-from training.sft import fine_tune, reply_logps, sft_batch
+from training.sft import Pairs, Preference, fine_tune, reply_logps, sft_batch
 
 COLUMNS = ["messages", "target", "weight"]  # what a worker trains on: chat JSON, reply, weight
 
@@ -59,11 +62,12 @@ def train_loop(config: dict[str, Any]) -> None:
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
     generator = Generator.load(Path(config["init_dir"]))
     generator.model = ray.train.torch.prepare_model(generator.model)
-    chats = [[ChatTurn.model_validate(m) for m in json.loads(c)] for c in frame["messages"]]
+    chats = [_chat(c) for c in frame["messages"]]
     start = time.perf_counter()
+    preference = _preference(generator, config)
     losses = fine_tune(
         generator, chats, list(frame["target"]), config["epochs"], config["batch_size"],
-        config["learning_rate"], config["seed"], list(frame["weight"]),
+        config["learning_rate"], config["seed"], list(frame["weight"]), preference,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     steps = -(-len(frame) // config["batch_size"])  # per epoch
@@ -72,6 +76,7 @@ def train_loop(config: dict[str, Any]) -> None:
         "first_epoch_loss": _mean(losses[:steps]),
         "epoch": float(config["epochs"]),
         "examples_per_s": len(frame) * config["epochs"] / max(seconds, 1e-9),
+        "preference_pairs": float(len(preference.pairs) if preference else 0),
     }
     with tempfile.TemporaryDirectory() as tmp:
         if context.get_world_rank() == 0:
@@ -85,14 +90,34 @@ def train_loop(config: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
+def _chat(messages: str) -> list[ChatTurn]:
+    return [ChatTurn.model_validate(m) for m in json.loads(messages)]
+
+
+def _preference(generator: Generator, config: dict[str, Any]) -> Preference | None:
+    """The round's DPO term, its reference scored under the starting student (every worker
+    holds all the pairs: they are few, and the term is averaged like the SFT loss)."""
+    pairs = config.get("pairs") or []
+    if not pairs or config.get("dpo_weight", 0.0) <= 0:
+        return None
+    chosen = Pairs([_chat(p["messages"]) for p in pairs], [p["chosen"] for p in pairs],
+                   [p["rejected"] for p in pairs])  # fmt: skip
+    return Preference.reference(generator, chosen, config["dpo_weight"], config["dpo_beta"])
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
 def run_round(
-    settings: Settings, rows: pd.DataFrame, init_dir: Path, name: str
+    settings: Settings,
+    rows: pd.DataFrame,
+    init_dir: Path,
+    name: str,
+    pairs: pd.DataFrame | None = None,
 ) -> tuple[Path, dict[str, float]]:
-    """Fine-tune ``init_dir`` on ``rows`` (``COLUMNS``); its checkpoint folder and metrics."""
+    """Fine-tune ``init_dir`` on ``rows`` (``COLUMNS``), with a DPO term on ``pairs``
+    (messages, chosen, rejected) when ``dpo_weight`` > 0; its checkpoint folder and metrics."""
     import pyarrow as pa
     import ray.data
 
@@ -101,6 +126,8 @@ def run_round(
         "init_dir": str(init_dir), "epochs": cfg.epochs, "batch_size": min(cfg.batch_size, 8),
         "learning_rate": cfg.generate_learning_rate, "seed": cfg.seed,
         "base_gguf": str(student_gguf(settings.paths.data_dir)),  # the export's metadata
+        "dpo_weight": cfg.dpo_weight, "dpo_beta": cfg.dpo_beta,
+        "pairs": [] if pairs is None or cfg.dpo_weight <= 0 else pairs.to_dict("records"),
     }  # fmt: skip
     ray.data.DataContext.get_current().enable_progress_bars = False
     dataset = ray.data.from_blocks([pa.Table.from_pandas(rows[COLUMNS], preserve_index=False)])

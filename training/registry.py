@@ -74,6 +74,9 @@ class Lineage(BaseModel):
     old_teacher_rows: int = 0
     window_end_ts: float = 0.0
     golden_rows: int = Field(default=0, description="held-out rows with a trusted human label")
+    preference_pairs: int = Field(
+        default=0, description="generate: rated-bad replies against a better one (DPO's pairs)"
+    )
     teacher_weight: float | None = Field(
         default=None, description="mean KD weight the teacher's measured reliability gave"
     )

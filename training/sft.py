@@ -5,6 +5,10 @@ A batch is the chat up to the assistant's turn (context) followed by the reply a
 template's end of turn (scored), right-padded. The prompt's length is the length of the
 generation prompt, which the template must reproduce as a prefix of the whole chat; a template
 that does not is refused rather than trained on misaligned labels.
+
+A round may add a DPO term on preference pairs (``Pairs``: a reply people rated bad, against
+the correction or the teacher's reply; ``training.sequence_kd.dpo_loss``), its reference the
+round's starting student, scored once before the first step (``Preference.reference``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 
 from distillery.events import ChatTurn
 from models.generator import Generator
-from training.sequence_kd import response_labels, sequence_logps, sft_loss
+from training.sequence_kd import dpo_loss, response_labels, sequence_logps, sft_loss
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,62 @@ class SftBatch:
     attention_mask: torch.Tensor
     labels: torch.Tensor
     weights: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Preference pairs: per chat, the chosen reply (a correction, or the teacher's) and the
+    rejected one (the student's reply a person rated bad)."""
+
+    chats: Sequence[Sequence[ChatTurn]]
+    chosen: Sequence[str]
+    rejected: Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+
+@dataclass(frozen=True)
+class Preference:
+    """The DPO term of a round: its pairs, weight and β, and the pairs' reference
+    log-likelihoods (P,) under the round's starting student (``reference``)."""
+
+    pairs: Pairs
+    weight: float
+    beta: float
+    ref_chosen: torch.Tensor
+    ref_rejected: torch.Tensor
+
+    @classmethod
+    def reference(
+        cls, generator: Generator, pairs: Pairs, weight: float, beta: float
+    ) -> Preference:
+        """Score the pairs once under ``generator`` as it is now: π_ref, frozen for the round."""
+        chosen = _pair_logps(generator, pairs, range(len(pairs)), pairs.chosen, grad=False)
+        rejected = _pair_logps(generator, pairs, range(len(pairs)), pairs.rejected, grad=False)
+        return cls(pairs, weight, beta, chosen, rejected)
+
+    def loss(self, generator: Generator, rows: Sequence[int]) -> torch.Tensor:
+        """``weight`` × the DPO loss on the pairs ``rows`` under the model being trained."""
+        chosen = _pair_logps(generator, self.pairs, rows, self.pairs.chosen, grad=True)
+        rejected = _pair_logps(generator, self.pairs, rows, self.pairs.rejected, grad=True)
+        idx = torch.tensor(list(rows))
+        term = dpo_loss(chosen, rejected, self.ref_chosen[idx], self.ref_rejected[idx], self.beta)
+        return self.weight * term
+
+
+def _pair_logps(
+    generator: Generator, pairs: Pairs, rows: Sequence[int], replies: Sequence[str], grad: bool
+) -> torch.Tensor:
+    """log π(reply | chat) of ``rows`` (P,), with or without the graph, 8 pairs a forward."""
+    rows, out = list(rows), []
+    for start in range(0, len(rows), 8):
+        part = rows[start : start + 8]
+        batch = sft_batch(generator, [pairs.chats[i] for i in part], [replies[i] for i in part])
+        with torch.set_grad_enabled(grad):
+            logits = generator.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            out.append(sequence_logps(logits.logits, batch.labels))
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 def sft_batch(
@@ -75,14 +135,18 @@ def fine_tune(
     lr: float = 5e-5,
     seed: int = 0,
     weights: Sequence[float] | None = None,
+    preference: Preference | None = None,
 ) -> list[float]:
     """AdamW on the SFT loss over shuffled mini-batches, each reply's tokens weighted by
-    ``weights`` (None: all 1); the generator's model is trained in place. Returns each step's
-    loss."""
+    ``weights`` (None: all 1), plus, with a ``preference``, its DPO term on the next
+    ``batch_size`` pairs each step (cycling through them); the generator's model is trained in
+    place. Returns each step's loss."""
     model = generator.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     order = list(range(len(replies)))
     rng = random.Random(seed)
+    pair_order = list(range(len(preference.pairs))) if preference else []
+    rng.shuffle(pair_order)
     losses: list[float] = []
     model.train()
     try:
@@ -96,6 +160,10 @@ def fine_tune(
                 )
                 out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
                 loss = sft_loss(out.logits, batch.labels, batch.weights)
+                if preference is not None and pair_order:
+                    step = len(losses) * batch_size
+                    rows = [pair_order[(step + k) % len(pair_order)] for k in range(batch_size)]
+                    loss = loss + preference.loss(generator, sorted(set(rows)))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

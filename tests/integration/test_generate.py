@@ -6,6 +6,7 @@ teacher id that names its prompt."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from services.labeler import Labeler
 from services.llm_server import LocalLLM
 from tests.conftest import DATA, ROOT
 from training.chrf import chrf
-from training.sft import fine_tune, reply_logps, sft_batch
+from training.sft import Pairs, Preference, fine_tune, reply_logps, sft_batch
 
 pytestmark = pytest.mark.integration
 TASK = load_task(ROOT / "tasks" / "reply.yaml")
@@ -178,3 +179,33 @@ def _wait(kafka: KafkaSettings, topic: str, n: int, timeout_s: float = 120) -> l
         time.sleep(0.5)
     assert len(records) >= n, f"{topic}: {len(records)} records, wanted {n}"
     return records
+
+
+def test_a_dpo_term_moves_the_student_from_the_rejected_reply_to_the_chosen(
+    student: Generator,
+) -> None:
+    """DPO (``training.sft.Preference``) on the real student: the chosen reply's likelihood over
+    the rejected one's grows past where the round started, more than SFT on the chosen alone
+    moves it (each from the same starting weights)."""
+    chats = [chat(SYSTEM, f"Reply to this customer message in one sentence:\n\n{m}") for m in (
+        MESSAGE, "Arrived late and the box was crushed.")]  # fmt: skip
+    chosen = [
+        "We're sorry the charger failed; we'll send you a replacement today.",
+        "We're sorry your order arrived late and damaged; a refund is on its way.",
+    ]
+    rejected = ["Great! Enjoy your new charger!", "Thanks for your order, have a nice day!"]
+    pairs = Pairs(chats, chosen, rejected)
+
+    def margin_gain(dpo: bool) -> float:
+        torch.manual_seed(0)
+        arm = copy.deepcopy(student)  # both arms from the same weights
+        preference = Preference.reference(arm, pairs, 1.0, 0.1)
+        start = preference.ref_chosen - preference.ref_rejected  # (P,)
+        fine_tune(arm, chats, chosen, epochs=2, batch_size=2, lr=5e-5,
+                  preference=preference if dpo else None)  # fmt: skip
+        after = Preference.reference(arm, pairs, 1.0, 0.1)
+        return float((after.ref_chosen - after.ref_rejected - start).mean())
+
+    sft_only, with_dpo = margin_gain(False), margin_gain(True)
+    print(f"margin gain: SFT {sft_only:.2f}, SFT + DPO {with_dpo:.2f}")
+    assert with_dpo > 0 and with_dpo > sft_only + 1.0, (sft_only, with_dpo)

@@ -133,3 +133,32 @@ def test_a_passing_candidate_starts_a_canary_when_serving_else_is_promoted(
     off = settings.model_copy(update={"rollout": RolloutSettings(enabled=False)})
     assert settle(off, registry, 4, passed, "r", True, "canary") == "promoted"
     assert registry.current() == 4 and registry.rollout() is None
+
+
+def test_rated_bad_replies_become_preference_pairs_against_the_fix_or_the_teacher(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path)
+    write_shard(settings.paths.store_dir, "labels", [_label(i) for i in range(40)])
+    train = [i for i in range(40) if not in_holdout(f"msg {i}", 0.3)]
+    fixed, bad, good, late_good = train[:4]
+    held = next(i for i in range(40) if in_holdout(f"msg {i}", 0.3))
+
+    def rated(i: int, rating: int, ts: float, fix: str | None = None) -> dict[str, object]:
+        event = FeedbackEvent(request_id=f"r{i}", rating=rating, predicted_label="reply",
+                              model_version=1, corrected_reply=fix)  # fmt: skip
+        return {**event.model_dump(), "ts": ts}
+
+    feedback = [
+        rated(fixed, 1, 100.0, f"human {fixed}"), rated(bad, 2, 100.0), rated(good, 4, 100.0),
+        rated(late_good, 1, 100.0), rated(late_good, 5, 200.0), rated(held, 1, 100.0),
+    ]  # fmt: skip
+    write_shard(settings.paths.store_dir, "feedback", feedback)
+    data = examples(settings, TASK, parent=1)
+    pairs = {r.rejected: r.chosen for r in data.pairs.itertuples()}
+    # the correction is chosen where there is one, else the teacher's reply; a later good
+    # rating replaces a bad one; rows held out for the gate make no pairs
+    assert pairs == {f"student {fixed}": f"human {fixed}", f"student {bad}": f"teacher {bad}"}
+    assert data.lineage.preference_pairs == 2
+    chat = json.loads(data.pairs["messages"].iloc[0])
+    assert chat[-1]["content"] in (f"msg {fixed}", f"msg {bad}")
