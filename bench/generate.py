@@ -127,7 +127,7 @@ def teacher_data(args: argparse.Namespace, gen: Generate, say: Any) -> dict[str,
             for domain in () if args.speed_only else PHASES:
                 say(f"{domain}: teacher replies")
                 train, held = split(domain, sizes[domain], args.eval)
-                out[domain] = {k: _answered([gen.prompt(t) for t in texts], gen, teacher, say)
+                out[domain] = {k: answered([gen.prompt(t) for t in texts], gen, teacher, say)
                                for k, texts in (("train", train), ("eval", held))}  # fmt: skip
             speed_prompts = [gen.prompt(t) for t in split("amazon", 0, args.speed)[1]]
             out["teacher_speed"] = teacher_speed(server.url, responder.client.model, gen,
@@ -138,7 +138,7 @@ def teacher_data(args: argparse.Namespace, gen: Generate, say: Any) -> dict[str,
     return out
 
 
-def _answered(prompts: list[str], gen: Generate, teacher: CachedResponder, say: Any) -> tuple:
+def answered(prompts: list[str], gen: Generate, teacher: CachedResponder, say: Any) -> tuple:
     """(prompts, replies) of the prompts the teacher answered, 16 chats a call."""
     replies: list[str | None] = []
     for start in range(0, len(prompts), 16):

@@ -1,0 +1,176 @@
+"""Does a DPO term on rated-bad replies help a generate round? (``make bench-generate-dpo``;
+issue 19: "Rounds may add a DPO term … Show with figures whether it helps.")
+
+The task is ``tasks/reply.yaml`` over VADER's product reviews, as in ``bench.generate``; the
+teacher is the local LLM through its real llama.cpp server (replies cached with
+``bench.generate``'s, ``state/bench-generate``). Offline, the round's own functions
+(``training.sft.fine_tune``, ``training.sft.Preference``), without Kafka, Ray or Serve:
+
+1. The never-retrained student (SmolLM2-135M, as served: llama.cpp on its Q8_0 export) replies
+   to the ``--train`` training prompts. A simulated person rates a reply bad (1) when its chrF
+   against the teacher's reply is below ``--bad-below``, else good (5): people are assumed to
+   prefer what the teacher says, the only judge this benchmark has without people.
+2. From the same starting weights and seed, one round per arm, on the teacher's replies to
+   every training prompt (what the loop's round trains on): SFT alone
+   (``TRAIN_DPO_WEIGHT=0``), and SFT plus DPO at each ``--dpo-weights`` on the pairs (the
+   teacher's reply chosen, the student's rated-bad reply rejected; ``generate_cycle``'s pairs
+   without a correction).
+3. Each arm on ``--eval`` held-out prompts, decoded as served: mean chrF against the teacher's
+   replies (what the gate measures), the share a person would rate bad (chrF below
+   ``--bad-below``), and the teacher replies' per-token log-likelihood.
+
+Writes ``bench/results/generate_dpo.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.generate import STATE, TASK, answered, split
+from bench.harness import ROOT, markdown_table, write_results
+from distillery.settings import TeacherSettings
+from distillery.task import Generate, load_task
+from models.factory import llm_responder
+from models.generator import Generator, chat
+from models.gguf import local_gguf, student_gguf
+from models.label_cache import CachedResponder, LabelCache
+from models.llama_decoder import on_runtime
+from training.chrf import chrf
+from training.sft import Pairs, Preference, fine_tune, reply_logps, sft_batch
+
+
+def teacher_replies(prompts: dict[str, list[str]], gen: Generate, say: Any) -> dict[str, tuple]:
+    """(prompts, replies) per split, of the prompts the teacher answered."""
+    from services.llm_server import LocalLLM
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    with LocalLLM(local_gguf(ROOT / "data"), 1, log_path=STATE / "llm-server.log") as server:
+        settings = TeacherSettings(kind="llm", url=server.url, concurrency=1, timeout_s=120)
+        teacher = CachedResponder(
+            llm_responder(settings, load_task(TASK)), LabelCache(STATE / "teacher-cache.sqlite")
+        )
+        try:
+            return {k: answered(p, gen, teacher, say) for k, p in prompts.items()}
+        finally:
+            teacher.close()
+
+
+def served_replies(student: Generator, gen: Generate, prompts: list[str]) -> list[str]:
+    """``student``'s greedy replies as the Serve app decodes them (llama.cpp, its Q8_0 export)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        student.save(Path(tmp))
+        served = on_runtime(student, Path(tmp), "llama.cpp", 2, ROOT / "data")
+        return [served.reply(chat(gen.system_prompt, p), gen.max_new_tokens, gen.stop).text
+                for p in prompts]  # fmt: skip
+
+
+def scores(
+    student: Generator, gen: Generate, prompts: list[str], refs: list[str], bad: float
+) -> dict[str, float]:
+    """Held-out chrF against the teacher, the share rated bad, the per-token log-likelihood."""
+    made = served_replies(student, gen, prompts)
+    each = [chrf(m, r) for m, r in zip(made, refs, strict=True)]
+    batch = sft_batch(student, [chat(gen.system_prompt, p) for p in prompts], refs)
+    per_token = reply_logps(student, batch) / (batch.labels[:, 1:] != -100).sum(-1)
+    return {
+        "chrf": round(sum(each) / len(each), 2),
+        "rated_bad": round(sum(c < bad for c in each) / len(each), 3),
+        "logp": round(float(per_token.mean()), 3),
+    }
+
+
+def arm(
+    base: Generator, data: dict[str, Any], pairs: Pairs, weight: float, args: Any
+) -> dict[str, Any]:
+    """One round from ``base``'s weights: SFT on the teacher's replies, DPO at ``weight``."""
+    gen = data["gen"]
+    torch.manual_seed(args.seed)
+    student = copy.deepcopy(base)
+    prompts, replies = data["train"]
+    chats = [chat(gen.system_prompt, p) for p in prompts]
+    start = time.perf_counter()
+    preference = Preference.reference(student, pairs, weight, args.beta) if weight > 0 else None
+    losses = fine_tune(student, chats, replies, args.epochs, args.batch_size, args.lr, args.seed,
+                       preference=preference)  # fmt: skip
+    seconds = round(time.perf_counter() - start, 1)
+    held = scores(student, gen, data["eval"][0], data["eval"][1], args.bad_below)
+    return {"dpo_weight": weight, "train_s": seconds, "last_loss": round(losses[-1], 3), **held}
+
+
+def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
+    gen = load_task(TASK).generate
+    assert gen is not None
+    torch.set_num_threads(args.threads)
+    train, held = split("amazon", args.train, args.eval)
+    got = teacher_replies({"train": [gen.prompt(t) for t in train],
+                           "eval": [gen.prompt(t) for t in held]}, gen, say)  # fmt: skip
+    data: dict[str, Any] = {"gen": gen, **got}
+    base = Generator.from_gguf(student_gguf(ROOT / "data"))
+    prompts, replies = data["train"]
+    said = served_replies(base, gen, prompts)
+    rated_bad = [i for i, (s, r) in enumerate(zip(said, replies, strict=True))
+                 if chrf(s, r) < args.bad_below]  # fmt: skip
+    pairs = Pairs([chat(gen.system_prompt, prompts[i]) for i in rated_bad],
+                  [replies[i] for i in rated_bad], [said[i] for i in rated_bad])  # fmt: skip
+    say(f"{len(rated_bad)} of {len(prompts)} training replies rated bad: the pairs")
+    rows = [{"dpo_weight": None, "train_s": 0.0, "last_loss": None,
+             **scores(base, gen, data["eval"][0], data["eval"][1], args.bad_below)}]  # fmt: skip
+    for weight in [0.0, *args.dpo_weights]:
+        rows.append(arm(base, data, pairs, weight, args))
+        say(f"  {rows[-1]}")
+    sizes = {"train": len(prompts), "eval": len(data["eval"][0]), "pairs": len(pairs)}
+    return {"rows": rows, "sizes": sizes, "settings": vars(args)}
+
+
+def table(result: dict[str, Any]) -> str:
+    names = {None: "never retrained", 0.0: "SFT (dpo_weight 0)"}
+    rows = [[names.get(r["dpo_weight"], f"SFT + DPO, dpo_weight {r['dpo_weight']:g}"),
+             r["chrf"], f"{r['rated_bad']:.0%}", r["logp"], r["train_s"]]
+            for r in result["rows"]]  # fmt: skip
+    header = ["student", "held-out chrF vs the teacher", "rated bad", "log-lik/token",
+              "round (s)"]  # fmt: skip
+    s, cfg = result["sizes"], result["settings"]
+    head = (
+        f"{s['train']} review prompts answered by the teacher; {s['pairs']} of the "
+        f"never-retrained student's replies to them rated bad (chrF < {cfg['bad_below']:g}) "
+        f"make the pairs; {s['eval']} held-out prompts. {cfg['epochs']} epochs at "
+        f"{cfg['lr']:g}, β {cfg['beta']:g}, seed {cfg['seed']}.\n\n"
+    )
+    sft = next(r for r in result["rows"] if r["dpo_weight"] == 0.0)
+    best = max(result["rows"][1:], key=lambda r: r["chrf"])
+    gain = round(best["chrf"] - sft["chrf"], 2)
+    verdict = (
+        f"\n- best: {names.get(best['dpo_weight'], 'dpo_weight ' + str(best['dpo_weight']))}, "
+        f"chrF {best['chrf']} ({gain:+g} over SFT alone).\n"
+    )
+    return head + markdown_table(header, rows) + verdict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--train", type=int, default=64, help="review prompts for the round")
+    parser.add_argument("--eval", type=int, default=24, help="held-out review prompts")
+    parser.add_argument("--dpo-weights", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--bad-below", type=float, default=30.0, help="chrF a person rates bad")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    result = run(args)
+    json_path, md_path = write_results("generate_dpo", result, table(result))
+    print(table(result))
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()
