@@ -7,7 +7,7 @@ LLM_STAMP := $(VENV)/.llm-installed
 GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
 STUDENT_GGUF := data/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm bench-generate bench-retention bench-prompt-drift bench-ensemble
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm bench-generate bench-retention bench-prompt-drift bench-ensemble bench-generate-dpo bench-sampling-llm
 
 setup: $(STAMP) data llm student-lm
 
@@ -131,6 +131,10 @@ bench-cascade: setup
 bench-generate: setup
 	$(BIN)/python -m bench.generate
 
+# SFT against SFT + DPO on rated-bad replies, one generate round from the same weights (~30 min).
+bench-generate-dpo: setup
+	$(BIN)/python -m bench.generate_dpo
+
 bench-people: setup
 	$(BIN)/python -m bench.people
 
@@ -149,6 +153,11 @@ docs: $(STAMP)
 # Targeted vs uniform teacher sampling after a domain shift (no Ray; state/bench-sampling).
 bench-sampling: setup
 	$(BIN)/python -m bench.sampling
+
+# The same with the local LLM labelling every text, on a smaller split (~35 min: 2,200 LLM labels).
+bench-sampling-llm: setup
+	$(BIN)/python -m bench.sampling --teacher llm --seed-size 400 --stream 1200 --eval-size 300 \
+		--budgets 50 100 200 400 --no-sweep --name sampling_llm
 
 # The main quality figure: movies → tweets → amazon → nyt through the live loop (~25 min each).
 bench-drift: setup

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -73,13 +74,14 @@ def served_replies(student: Generator, gen: Generate, prompts: list[str]) -> lis
 
 def scores(
     student: Generator, gen: Generate, prompts: list[str], refs: list[str], bad: float
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Held-out chrF against the teacher, the share rated bad, the per-token log-likelihood."""
     made = served_replies(student, gen, prompts)
     each = [chrf(m, r) for m, r in zip(made, refs, strict=True)]
     batch = sft_batch(student, [chat(gen.system_prompt, p) for p in prompts], refs)
     per_token = reply_logps(student, batch) / (batch.labels[:, 1:] != -100).sum(-1)
     return {
+        "chrf_each": [round(c, 2) for c in each],
         "chrf": round(sum(each) / len(each), 2),
         "rated_bad": round(sum(c < bad for c in each) / len(each), 3),
         "logp": round(float(per_token.mean()), 3),
@@ -130,8 +132,7 @@ def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    names = {None: "never retrained", 0.0: "SFT (dpo_weight 0)"}
-    rows = [[names.get(r["dpo_weight"], f"SFT + DPO, dpo_weight {r['dpo_weight']:g}"),
+    rows = [[_name(r["dpo_weight"]),
              r["chrf"], f"{r['rated_bad']:.0%}", r["logp"], r["train_s"]]
             for r in result["rows"]]  # fmt: skip
     header = ["student", "held-out chrF vs the teacher", "rated bad", "log-lik/token",
@@ -144,20 +145,32 @@ def table(result: dict[str, Any]) -> str:
         f"{cfg['lr']:g}, β {cfg['beta']:g}, seed {cfg['seed']}.\n\n"
     )
     sft = next(r for r in result["rows"] if r["dpo_weight"] == 0.0)
-    best = max(result["rows"][1:], key=lambda r: r["chrf"])
-    gain = round(best["chrf"] - sft["chrf"], 2)
-    verdict = (
-        f"\n- best: {names.get(best['dpo_weight'], 'dpo_weight ' + str(best['dpo_weight']))}, "
-        f"chrF {best['chrf']} ({gain:+g} over SFT alone).\n"
-    )
-    return head + markdown_table(header, rows) + verdict
+    lines = [
+        f"- dpo_weight {r['dpo_weight']:g} against SFT alone: chrF {paired(r, sft)}"
+        for r in result["rows"] if r["dpo_weight"]
+    ]  # fmt: skip
+    return head + markdown_table(header, rows) + "\n" + "\n".join(lines) + "\n"
+
+
+def _name(weight: float | None) -> str:
+    if weight is None:
+        return "never retrained"
+    return "SFT (dpo_weight 0)" if weight == 0 else f"SFT + DPO, dpo_weight {weight:g}"
+
+
+def paired(row: dict[str, Any], base: dict[str, Any]) -> str:
+    """The mean per-prompt chrF difference and its standard error (same prompts, paired)."""
+    diffs = [a - b for a, b in zip(row["chrf_each"], base["chrf_each"], strict=True)]
+    mean = sum(diffs) / len(diffs)
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+    return f"{mean:+.2f} ± {se:.2f} (standard error over {len(diffs)} paired prompts)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--train", type=int, default=64, help="review prompts for the round")
+    parser.add_argument("--train", type=int, default=48, help="review prompts for the round")
     parser.add_argument("--eval", type=int, default=24, help="held-out review prompts")
-    parser.add_argument("--dpo-weights", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--dpo-weights", type=float, nargs="+", default=[1.0])
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--bad-below", type=float, default=30.0, help="chrF a person rates bad")
     parser.add_argument("--epochs", type=int, default=2)
