@@ -104,18 +104,28 @@ def slope_per_hour(ts: list[float], values: list[float]) -> float:
     return float(np.polyfit(np.array(ts) / 3600, np.array(values), 1)[0])
 
 
-def summarise(samples: list[dict[str, Any]]) -> list[list[Any]]:
-    """One row per process, then the lag: first, last, slope per hour."""
+def summarise(samples: list[dict[str, Any]], settled_s: float) -> list[list[Any]]:
+    """One row per process, then the lag: first, last, slope per hour over the whole run, and
+    over the samples from ``settled_s`` on (once the replicas' join cache of unsampled requests
+    has filled: it keeps each for ``store.join_window_s``, so it grows for that long by design);
+    "—" when the run ended before."""
     ts = [s["ts"] for s in samples]
+    late = [i for i, t in enumerate(ts) if t >= settled_s]
     rows = []
     for name in sorted({n for s in samples for n in s["memory_mb"]}):
         values = [s["memory_mb"].get(name, 0.0) for s in samples]
+        after = (
+            f"{slope_per_hour([ts[i] for i in late], [values[i] for i in late]):+.1f}"
+            if len(late) >= 3 else "—"
+        )  # fmt: skip
         rows.append([name, f"{values[0]:.0f}", f"{values[-1]:.0f}",
-                     f"{slope_per_hour(ts, values):+.1f}"])  # fmt: skip
+                     f"{slope_per_hour(ts, values):+.1f}", after])  # fmt: skip
     lags = [(s["ts"], s["lag_s"]) for s in samples if s["lag_s"] is not None]
     if lags:
         slope = slope_per_hour([t for t, _ in lags], [v for _, v in lags])
-        rows.append(["labeler lag (s)", f"{lags[0][1]:.1f}", f"{lags[-1][1]:.1f}", f"{slope:+.2f}"])
+        rows.append(
+            ["labeler lag (s)", f"{lags[0][1]:.1f}", f"{lags[-1][1]:.1f}", f"{slope:+.2f}", "—"]
+        )
     return rows
 
 
@@ -133,8 +143,17 @@ def main() -> None:
         help="run the scheduler as `distillery up` does (drift every minute, rounds when its "
         "triggers fire); without it the stack runs none (bench_settings); writes soak-rounds",
     )
+    parser.add_argument(
+        "--join-window-s", type=float, default=None,
+        help="DISTILLERY_STORE_JOIN_WINDOW_S (default 3600): how long a replica keeps an "
+        "unsampled request for a late rating; its cache grows for that long, then holds",
+    )  # fmt: skip
+    parser.add_argument("--name", default=None, help="results name (default soak, soak-rounds)")
     args = parser.parse_args()
     settings = bench_settings("soak")
+    if args.join_window_s is not None:
+        store = settings.store.model_copy(update={"join_window_s": args.join_window_s})
+        settings = settings.model_copy(update={"store": store})
     if args.rounds:
         from distillery.settings import SchedulerSettings
 
@@ -158,7 +177,10 @@ def main() -> None:
         stop.set()
         sender.join(timeout=60)
         loop.stop()
-    md = markdown_table(["process", "MB first", "MB last", "MB / hour"], summarise(samples))
+    window = settings.store.join_window_s
+    header = ["process", "MB first", "MB last", "MB / hour",
+              f"MB / hour after {window / 60:g} min (the join cache full)"]  # fmt: skip
+    md = markdown_table(header, summarise(samples, window + 60))
     md += f"\n{args.minutes:g} min at {args.rate:g} texts/s: {load.sent} sent, "
     md += f"{load.failed} failed.\n"
     print(md)
@@ -166,7 +188,7 @@ def main() -> None:
     md += f"{versions} versions registered (v1 included).\n"
     payload = {"args": vars(args), "sent": load.sent, "failed": load.failed, "samples": samples,
                "versions": versions}  # fmt: skip
-    write_results("soak-rounds" if args.rounds else "soak", payload, md)
+    write_results(args.name or ("soak-rounds" if args.rounds else "soak"), payload, md)
 
 
 if __name__ == "__main__":
