@@ -146,7 +146,7 @@ def fine_tune(
     order = list(range(len(replies)))
     rng = random.Random(seed)
     pair_order = list(range(len(preference.pairs))) if preference else []
-    rng.shuffle(pair_order)
+    random.Random(seed + 1).shuffle(pair_order)  # its own draws: the SFT order stays the same
     losses: list[float] = []
     model.train()
     try:
