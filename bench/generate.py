@@ -43,7 +43,7 @@ from models.factory import llm_responder
 from models.generator import Generator, chat
 from models.label_cache import CachedResponder, LabelCache
 from training.chrf import mean_chrf
-from training.sft import fine_tune, reply_logps, sft_batch
+from training.sft import fine_tune, reply_token_logps, sft_batch
 
 STATE = ROOT / "state" / "bench-generate"
 TASK = ROOT / "tasks" / "reply.yaml"
@@ -103,7 +103,7 @@ def similarity(student: Generator, gen: Generate, prompts: list[str], refs: list
     chats = [chat(gen.system_prompt, p) for p in prompts]
     made = [student.reply(c, gen.max_new_tokens, gen.stop).text for c in chats]
     batch = sft_batch(student, chats, refs)
-    per_token = reply_logps(student, batch) / (batch.labels[:, 1:] != -100).sum(-1)
+    per_token = reply_token_logps(student, batch)
     return {"chrf": round(mean_chrf(made, refs), 2), "logp": round(float(per_token.mean()), 3)}
 
 

@@ -44,7 +44,7 @@ from models.gguf import local_gguf, student_gguf
 from models.label_cache import CachedResponder, LabelCache
 from models.llama_decoder import on_runtime
 from training.chrf import chrf
-from training.sft import Pairs, Preference, fine_tune, reply_logps, sft_batch
+from training.sft import Pairs, Preference, fine_tune, reply_token_logps, sft_batch
 
 
 def teacher_replies(prompts: dict[str, list[str]], gen: Generate, say: Any) -> dict[str, tuple]:
@@ -79,7 +79,7 @@ def scores(
     made = served_replies(student, gen, prompts)
     each = [chrf(m, r) for m, r in zip(made, refs, strict=True)]
     batch = sft_batch(student, [chat(gen.system_prompt, p) for p in prompts], refs)
-    per_token = reply_logps(student, batch) / (batch.labels[:, 1:] != -100).sum(-1)
+    per_token = reply_token_logps(student, batch)
     return {
         "chrf_each": [round(c, 2) for c in each],
         "chrf": round(sum(each) / len(each), 2),

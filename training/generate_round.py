@@ -34,7 +34,7 @@ from models.gguf import student_gguf
 from models.gguf_export import GGUF_FILE, export
 from training.chrf import mean_chrf
 from training.ray_train import train_on_ray
-from training.sft import Pairs, Preference, fine_tune, reply_logps, sft_batch
+from training.sft import Pairs, Preference, fine_tune, reply_token_logps, sft_batch
 
 COLUMNS = ["messages", "target", "weight"]  # what a worker trains on: chat JSON, reply, weight
 
@@ -97,12 +97,12 @@ def _chat(messages: str) -> list[ChatTurn]:
 def _preference(generator: Generator, config: dict[str, Any]) -> Preference | None:
     """The round's DPO term, its reference scored under the starting student (every worker
     holds all the pairs: they are few, and the term is averaged like the SFT loss)."""
-    pairs = config.get("pairs") or []
-    if not pairs or config.get("dpo_weight", 0.0) <= 0:
+    rows = config["pairs"]  # none unless dpo_weight > 0 (``run_round``)
+    if not rows:
         return None
-    chosen = Pairs([_chat(p["messages"]) for p in pairs], [p["chosen"] for p in pairs],
-                   [p["rejected"] for p in pairs])  # fmt: skip
-    return Preference.reference(generator, chosen, config["dpo_weight"], config["dpo_beta"])
+    pairs = Pairs([_chat(p["messages"]) for p in rows], [p["chosen"] for p in rows],
+                  [p["rejected"] for p in rows])  # fmt: skip
+    return Preference.reference(generator, pairs, config["dpo_weight"], config["dpo_beta"])
 
 
 def _mean(values: list[float]) -> float:
@@ -143,7 +143,7 @@ def measure(
     chats = [chat_of(row, task) for _, row in holdout.iterrows()]
     replies = [generator.reply(c, gen.max_new_tokens, gen.stop) for c in chats]
     batch = sft_batch(generator, chats, list(holdout["reply"]))
-    per_token = reply_logps(generator, batch) / (batch.labels[:, 1:] != -100).sum(-1).clamp(min=1)
+    per_token = reply_token_logps(generator, batch)
     tokens = sum(r.completion_tokens for r in replies)
     golden_chrf = None
     if len(golden):

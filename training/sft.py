@@ -21,7 +21,7 @@ import torch
 
 from distillery.events import ChatTurn
 from models.generator import Generator
-from training.sequence_kd import dpo_loss, response_labels, sequence_logps, sft_loss
+from training.sequence_kd import IGNORE, dpo_loss, response_labels, sequence_logps, sft_loss
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,13 @@ def reply_logps(generator: Generator, batch: SftBatch) -> torch.Tensor:
     with torch.inference_mode():
         logits = generator.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
     return sequence_logps(logits.logits, batch.labels)
+
+
+def reply_token_logps(generator: Generator, batch: SftBatch) -> torch.Tensor:
+    """log π(reply | chat) per scored token of each row, (B,): the likelihood the gate and the
+    benchmarks report, comparable across replies of different lengths."""
+    scored = (batch.labels[:, 1:] != IGNORE).sum(-1).clamp(min=1)  # (B,)
+    return reply_logps(generator, batch) / scored
 
 
 def fine_tune(
