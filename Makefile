@@ -7,7 +7,7 @@ LLM_STAMP := $(VENV)/.llm-installed
 GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
 STUDENT_GGUF := data/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm bench-generate bench-retention bench-prompt-drift bench-ensemble bench-generate-dpo bench-sampling-llm
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm bench-generate bench-retention bench-prompt-drift bench-ensemble bench-generate-dpo bench-sampling-llm bench-generate-batch
 
 setup: $(STAMP) data llm student-lm
 
@@ -134,6 +134,11 @@ bench-generate: setup
 # SFT against SFT + DPO on rated-bad replies, one generate round from the same weights (~30 min).
 bench-generate-dpo: setup
 	$(BIN)/python -m bench.generate_dpo
+
+# Served tokens/s under concurrent chats: the student decoding them together against the
+# teacher's llama.cpp server under the same load (~10 min).
+bench-generate-batch: setup
+	$(BIN)/python -m bench.generate_batch
 
 bench-people: setup
 	$(BIN)/python -m bench.people

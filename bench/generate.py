@@ -27,7 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,28 +63,46 @@ def split(domain: str, n_train: int, n_eval: int) -> tuple[list[str], list[str]]
 
 def teacher_speed(url: str, model: str, gen: Generate, prompts: list[str]) -> dict[str, float]:
     """Streamed chat completions one at a time: completion tokens/s and time to first token."""
-    ttft, tokens, seconds = [], 0, 0.0
     with httpx.Client(timeout=120) as http:
-        for prompt in prompts:
-            body = {
-                "model": model, "stream": True, "temperature": 0,
-                "max_tokens": gen.max_new_tokens, "stop": list(gen.stop),
-                "messages": [{"role": "system", "content": gen.system_prompt},
-                             {"role": "user", "content": prompt}],
-            }  # fmt: skip
-            start, first, pieces = time.perf_counter(), None, 0
-            with http.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
-                for line in response.iter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    delta = json.loads(line[6:])["choices"][0].get("delta", {})
-                    if delta.get("content"):
-                        first = first or time.perf_counter() - start
-                        pieces += 1
-            seconds += time.perf_counter() - start
-            tokens += pieces
-            ttft.append(first or 0.0)
-    return {"tokens_per_s": round(tokens / seconds, 2), "ttft_p50_s": _p50(ttft)}
+        streams = [stream_teacher(http, url, model, gen, prompt) for prompt in prompts]
+    tokens, seconds = sum(s.tokens for s in streams), sum(s.seconds for s in streams)
+    return {
+        "tokens_per_s": round(tokens / seconds, 2),
+        "ttft_p50_s": _p50([s.ttft for s in streams]),
+    }
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """One streamed reply from the teacher's server, timed from the request."""
+
+    text: str
+    tokens: int  # content chunks: one per token on llama.cpp's server
+    ttft: float
+    seconds: float
+
+
+def stream_teacher(
+    http: httpx.Client, url: str, model: str, gen: Generate, prompt: str
+) -> Streamed:
+    """The teacher's greedy reply to ``prompt`` in ``gen``'s chat, streamed."""
+    body = {
+        "model": model, "stream": True, "temperature": 0,
+        "max_tokens": gen.max_new_tokens, "stop": list(gen.stop),
+        "messages": [{"role": "system", "content": gen.system_prompt},
+                     {"role": "user", "content": prompt}],
+    }  # fmt: skip
+    start, first, pieces = time.perf_counter(), None, []
+    with http.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            delta = json.loads(line[6:])["choices"][0].get("delta", {})
+            if delta.get("content"):
+                first = first or time.perf_counter() - start
+                pieces.append(delta["content"])
+    seconds = time.perf_counter() - start
+    return Streamed("".join(pieces), len(pieces), first or seconds, seconds)
 
 
 def student_speed(student: Generator, gen: Generate, prompts: list[str]) -> dict[str, float]:
@@ -206,21 +228,28 @@ def verdict(rows: list[dict], speeds: dict[str, dict]) -> dict[str, Any]:
 
 def student_speeds(gen: Generate, prompts: list[str]) -> dict[str, dict[str, float]]:
     """The never-retrained student on each runtime, the served one under ``student``."""
-    import tempfile
+    from models.llama_decoder import served_generator
 
+    with exported_base() as (folder, torch_student):
+        served = served_generator(folder, "llama.cpp", 1, ROOT / "data")
+        out = {"student": student_speed(served, gen, prompts)}
+    out["student (transformers)"] = student_speed(torch_student, gen, prompts)
+    return out
+
+
+@contextmanager
+def exported_base() -> Iterator[tuple[Path, Generator]]:
+    """The never-retrained student saved as a version folder, with its Q8_0 ``student.gguf``
+    (what the Serve app decodes), and the transformers model itself."""
     from models.gguf import student_gguf
     from models.gguf_export import GGUF_FILE, export
-    from models.llama_decoder import served_generator
 
     base = student_gguf(ROOT / "data")
     torch_student = Generator.from_gguf(base)
     with tempfile.TemporaryDirectory() as tmp:
         torch_student.save(Path(tmp))
         export(torch_student.model, base, Path(tmp) / GGUF_FILE)
-        served = served_generator(Path(tmp), "llama.cpp", 1, ROOT / "data")
-        out = {"student": student_speed(served, gen, prompts)}
-    out["student (transformers)"] = student_speed(torch_student, gen, prompts)
-    return out
+        yield Path(tmp), torch_student
 
 
 def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:

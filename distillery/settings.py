@@ -277,6 +277,11 @@ class ServeSettings(BaseSettings):
         "student.gguf (several times faster here: bench.generate), or transformers",
     )
     generate_threads: int = Field(default=1, ge=1, le=64, description="generate: per replica")
+    generate_streams: int = Field(
+        default=8, ge=1, le=64,
+        description="generate: replies a replica decodes together on llama.cpp (continuous "
+        "batching); 1: one at a time",
+    )  # fmt: skip
     access_log: bool = False
     sample_rate: float = Field(default=0.2, ge=0, le=1, description="uniform base rate")
     sample_margin_below: float = Field(

@@ -15,6 +15,7 @@ it. The tokens come from a ``Decoder``: transformers' forward pass over the KV c
 from __future__ import annotations
 
 import collections.abc
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -96,17 +97,24 @@ class Piece:
 
 class Decoder(Protocol):
     """The next tokens after ``prompt``, one per ``next``, until the caller closes the
-    iterator; end-of-turn ids in ``ends`` are not chosen before ``sampling.min_new_tokens``.
-    ``context``: the most tokens, prompt and reply together, it can attend to."""
+    iterator or ``most`` are made; end-of-turn ids in ``ends`` are not chosen before
+    ``sampling.min_new_tokens``. ``context``: the most tokens, prompt and reply together, it
+    can attend to. ``concurrent``: several threads may decode at once (else one at a time)."""
+
+    concurrent: bool
 
     @property
     def context(self) -> int: ...
 
-    def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int]) -> Tokens: ...
+    def tokens(
+        self, prompt: list[int], sampling: Sampling, ends: set[int], most: int
+    ) -> Tokens: ...
 
 
 class TorchDecoder:
     """Decoding in transformers: one forward pass per token over the KV cache."""
+
+    concurrent = False
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -117,7 +125,7 @@ class TorchDecoder:
         return int(self.model.config.max_position_embeddings)
 
     @torch.inference_mode()
-    def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int]) -> Tokens:
+    def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int], most: int) -> Tokens:
         pick = sampling.picker(ends)
         out = self.model(input_ids=torch.tensor([prompt]), use_cache=True)
         made = 0
@@ -130,7 +138,8 @@ class TorchDecoder:
 
 
 class Generator:
-    """One causal LM and its tokenizer; not thread-safe (a Serve replica holds one per slot)."""
+    """One causal LM and its tokenizer. Several threads may stream from it at once when its
+    decoder is ``concurrent`` (the chat template is applied under a lock); else one at a time."""
 
     def __init__(self, model: Any, tokenizer: Any, decoder: Decoder | None = None) -> None:
         """``model``: the transformers LM (None when ``decoder`` runs elsewhere, as llama.cpp
@@ -138,6 +147,7 @@ class Generator:
         self.model: Any = model.eval() if model is not None else None
         self.tokenizer = tokenizer
         self.decoder: Decoder = decoder or TorchDecoder(self.model)
+        self._encoding = threading.Lock()  # a fast tokenizer's encode may not run twice at once
 
     @classmethod
     def from_gguf(cls, path: Path) -> Generator:
@@ -171,11 +181,10 @@ class Generator:
         """Token ids of ``messages`` in the chat template, ready for the assistant's turn (or
         with ``reply`` as that turn, for training)."""
         turns = [m.model_dump() for m in messages]
-        if reply is None:
-            ids = self.tokenizer.apply_chat_template(turns, add_generation_prompt=True)
-        else:
+        if reply is not None:
             turns.append({"role": "assistant", "content": reply})
-            ids = self.tokenizer.apply_chat_template(turns)
+        with self._encoding:
+            ids = self.tokenizer.apply_chat_template(turns, add_generation_prompt=reply is None)
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # a BatchEncoding, or ids
 
     def over_context(self, messages: Sequence[ChatTurn], max_new_tokens: int) -> str | None:
@@ -232,7 +241,7 @@ class Generator:
         made: list[int] = []
         sent = ""
         hold = max((len(s) for s in stop), default=1) - 1  # chars that may start a stop string
-        tokens = self.decoder.tokens(prompt, sampling, ends)
+        tokens = self.decoder.tokens(prompt, sampling, ends, max_new_tokens)
         try:
             for token in islice(tokens, max_new_tokens):
                 if token in ends:

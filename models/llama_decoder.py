@@ -17,13 +17,17 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from models.generator import Generator, Sampling, Tokens
+from models.batch_decoder import BatchDecoder
+from models.generator import Decoder, Generator, Sampling, Tokens
 from models.gguf import student_gguf
 from models.gguf_export import GGUF_FILE, export
 
 
 class LlamaDecoder:
-    """A ``models.generator.Decoder`` on a GGUF file; ``threads`` for each forward pass."""
+    """A ``models.generator.Decoder`` on a GGUF file, one reply at a time; ``threads`` for
+    each forward pass."""
+
+    concurrent = False
 
     def __init__(self, path: Path, threads: int = 1, n_ctx: int = 0) -> None:
         import llama_cpp
@@ -61,7 +65,7 @@ class LlamaDecoder:
         self.llm.n_tokens = shared
         self.llm.eval(prompt[shared:])
 
-    def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int]) -> Tokens:
+    def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int], most: int) -> Tokens:
         if len(prompt) >= self.llm.n_ctx():
             raise ValueError(f"{len(prompt)} prompt tokens: over the context of {self.llm.n_ctx()}")
         pick = sampling.picker(ends)
@@ -74,13 +78,20 @@ class LlamaDecoder:
             self.llm.eval([token])
 
 
-def served_generator(folder: Path, runtime: str, threads: int, data_dir: Path) -> Generator:
+def served_generator(
+    folder: Path, runtime: str, threads: int, data_dir: Path, streams: int = 1
+) -> Generator:
     """A version's folder as the Serve app answers with it: on ``runtime`` "llama.cpp" its
-    ``student.gguf`` and tokenizer only; on "torch" the transformers model itself."""
+    ``student.gguf`` and tokenizer only, decoding up to ``streams`` replies together
+    (``models.batch_decoder``; 1: one at a time, reusing the last prompt's cache); on "torch"
+    the transformers model itself."""
     if runtime == "torch":
         return Generator.load(folder)
     gguf = _gguf(folder, data_dir, None)
-    return Generator(None, AutoTokenizer.from_pretrained(folder), LlamaDecoder(gguf, threads))
+    decoder: Decoder = (
+        BatchDecoder(gguf, threads, streams) if streams > 1 else LlamaDecoder(gguf, threads)
+    )
+    return Generator(None, AutoTokenizer.from_pretrained(folder), decoder)
 
 
 def on_runtime(

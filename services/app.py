@@ -171,7 +171,7 @@ class StudentIngress:
         if self.task.kind == "generate":
             generator = served_generator(
                 path, serve_cfg.generate_runtime, serve_cfg.generate_threads,
-                self.settings.paths.data_dir,
+                self.settings.paths.data_dir, serve_cfg.generate_streams,
             )  # fmt: skip
             generator.reply(chat("", "warm up"), 2)
             return generator

@@ -4,8 +4,9 @@ OpenAI's chat API does, whole or streamed as server-sent events.
 - The version is pinned per request: the generator is taken from the stable slot once, at the
   start, so a stream that began on one version finishes on it while a hot swap replaces the
   slot (``services.slots``); every chunk names that version.
-- One generation at a time per replica (``_lock``): decoding is CPU-bound on its threads,
-  so a second one in parallel would only halve both; concurrency comes from replicas.
+- A replica decodes up to ``DISTILLERY_SERVE_GENERATE_STREAMS`` replies together, one forward
+  pass per step for all of them (``models.batch_decoder``), on a pool of threads of its own;
+  a decoder that cannot (one stream, or transformers) takes one reply at a time (``_lock``).
 - A chat without its own system message gets the task's; the teacher answers the same chat.
 - After the reply, the chat and the student's reply are offered to the sampler
   (``SampledPrediction`` with ``messages`` and ``reply``), off the request path.
@@ -24,6 +25,8 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +90,8 @@ class ChatRoute:
         self.offer = offer
         self.record = record
         self._lock = threading.Lock()
+        streams = settings.serve.generate_streams
+        self._pool = ThreadPoolExecutor(max_workers=2 * streams + 2, thread_name_prefix="chat")
 
     async def complete(self, request: Request, pick: Pick, key_id: str) -> Response:
         """A chat's reply by the version ``pick`` chooses for its ``user`` (sticky in a canary),
@@ -107,8 +112,8 @@ class ChatRoute:
             body.stops() or list(self.generate.stop),
             Sampling(body.temperature, body.top_p, body.seed, body.min_tokens),
         )
-        too_long = await asyncio.to_thread(
-            pinned.generator.over_context, job.messages, job.max_new_tokens
+        too_long = await asyncio.get_running_loop().run_in_executor(
+            self._pool, pinned.generator.over_context, job.messages, job.max_new_tokens
         )
         if too_long:
             raise HTTPException(422, too_long)
@@ -153,7 +158,9 @@ class ChatRoute:
         version answers instead, so a broken canary costs users nothing."""
         start = time.perf_counter()
         try:
-            reply = await asyncio.to_thread(self._reply, pinned, job)
+            reply = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._reply, pinned, job
+            )
         except Exception:
             self.record(pinned.version, 0.0, True)
             if pinned.fallback is None:
@@ -177,8 +184,13 @@ class ChatRoute:
             return messages
         return [ChatTurn(role="system", content=self.generate.system_prompt), *messages]
 
+    def _turn(self, generator: Generator) -> AbstractContextManager[object]:
+        """What a reply holds while it decodes: nothing for a decoder that batches, else the
+        route's one-at-a-time lock."""
+        return nullcontext() if generator.decoder.concurrent else self._lock
+
     def _reply(self, pinned: Pinned, job: _Job) -> Reply:
-        with self._lock:
+        with self._turn(pinned.generator):
             return pinned.generator.reply(job.messages, job.max_new_tokens, job.stop, job.sampling)
 
     async def _stream(
@@ -195,7 +207,7 @@ class ChatRoute:
         def work() -> None:
             counted, start = Counted(), time.perf_counter()
             try:
-                with self._lock:
+                with self._turn(pinned.generator):
                     for piece in pinned.generator.stream(
                         job.messages, job.max_new_tokens, job.stop, counted, job.sampling
                     ):
@@ -208,7 +220,7 @@ class ChatRoute:
                 self.record(pinned.version, 0.0, True)
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
 
-        worker = loop.run_in_executor(None, work)
+        worker = loop.run_in_executor(self._pool, work)
         parts: list[str] = []
         finish = None
         try:

@@ -42,6 +42,9 @@ class LocalLLM:
             "--model", str(self.gguf), "--model_alias", GGUF_MODEL_ID,
             "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
             "--n_ctx", str(self.ctx), "--host", "127.0.0.1", "--port", str(self.port),
+            # one request at a time, in turn: by default a second streamed request cuts the
+            # first short (measured: 8 concurrent streams got 12.5 chrF of their whole replies)
+            "--interrupt_requests", "false",
         ]  # fmt: skip
 
     def start(self, timeout_s: float = 120.0) -> LocalLLM:

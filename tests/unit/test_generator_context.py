@@ -19,6 +19,8 @@ class _WordTokenizer:
 
 
 class _Decoder:
+    concurrent = False
+
     def __init__(self, context: int) -> None:
         self._context = context
         self.decoded = False
@@ -27,7 +29,7 @@ class _Decoder:
     def context(self) -> int:
         return self._context
 
-    def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int]) -> Tokens:
+    def tokens(self, prompt: list[int], sampling: Sampling, ends: set[int], most: int) -> Tokens:
         self.decoded = True
         yield from ()
 
