@@ -72,6 +72,9 @@ class SampledPrediction(Event):
         default=None, description="a candidate in shadow that answered the same text, unseen"
     )
     shadow_probs: list[float] | None = None  # (C,) that candidate's answer
+    shadow_reply: str | None = Field(
+        default=None, description="generate: that candidate's reply to the same chat, unseen"
+    )
     key_id: str | None = Field(
         default=None, max_length=64, description="the API key's id (``open`` in open mode)"
     )
@@ -107,6 +110,9 @@ class TeacherLabel(Event):
     reason: SampleReason = "uniform"
     shadow_version: int | None = None
     shadow_probs: list[float] | None = None  # (C,) the shadow candidate's unseen answer
+    shadow_reply: str | None = Field(
+        default=None, description="generate: the shadow candidate's unseen reply"
+    )
     teacher_embedding: list[float] | None = Field(
         default=None, description="(H_t,) the teacher's sentence state, for hidden-state loss"
     )

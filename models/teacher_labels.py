@@ -126,6 +126,8 @@ def to_replies(
             reply=response.text,
             student_reply=event.reply,
             messages=chat,
+            shadow_version=event.shadow_version,
+            shadow_reply=event.shadow_reply,
         )
         for (record, event), response, chat in zip(batch, answer.responses, chats, strict=True)
         if response is not None

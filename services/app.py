@@ -327,13 +327,17 @@ class StudentIngress:
 
     def _pick_chat(self, user: str | None) -> Pinned | None:
         """Who answers a chat, pinned for its whole reply: the stable version, or during a
-        canary, for its share of chats (sticky by ``user``), the candidate."""
+        canary, for its share of chats (sticky by ``user``), the candidate. During a shadow,
+        a ``shadow_share`` of the stable version's chats name the candidate to mirror them."""
         loaded = self.stable.loaded
         if loaded is None:
             return None
         variant = self._variant()
         canary = variant is not None and variant.stage == "canary"
-        stable = Pinned(loaded.student, loaded.version, canary=canary)
+        shadow = None
+        if variant is not None and variant.stage == "shadow" and random.random() < variant.share:
+            shadow = Pinned(variant.student, variant.version)
+        stable = Pinned(loaded.student, loaded.version, canary=canary, shadow=shadow)
         if variant is not None and variant.answers(user):
             return Pinned(variant.student, variant.version, canary=True, fallback=stable)
         return stable

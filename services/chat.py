@@ -10,6 +10,10 @@ OpenAI's chat API does, whole or streamed as server-sent events.
 - A chat without its own system message gets the task's; the teacher answers the same chat.
 - After the reply, the chat and the student's reply are offered to the sampler
   (``SampledPrediction`` with ``messages`` and ``reply``), off the request path.
+- During a rollout's shadow, ``pick`` marks a share of chats for the candidate too: once the
+  user has the stable version's reply, the candidate answers the same chat unseen, and the
+  sampled chat carries both replies (``shadow_reply``), so the teacher's reply to it judges
+  each (``training.rollout.teacher_evidence``).
 - During a rollout's canary, ``pick`` gives a share of chats (sticky by the chat's ``user``) to
   the candidate; each reply's time and any failure go to the rollout's counts
   (``services.variants``), and a candidate that fails a whole reply is answered for by the
@@ -61,12 +65,14 @@ class Pinned:
     """The generator a request uses from start to end, and its version. ``canary``: a rollout's
     canary is live (its chats are sampled uniformly first: ``services.sampling``);
     ``fallback``: for the canary's candidate, the stable version, which answers a whole reply
-    the candidate failed."""
+    the candidate failed; ``shadow``: a candidate in shadow that answers the same chat once the
+    user has the reply, unseen."""
 
     generator: Generator
     version: int
     canary: bool = False
     fallback: Pinned | None = None
+    shadow: Pinned | None = None
 
 
 Pick = Callable[[str | None], "Pinned | None"]  # the chat's ``user`` → who answers it
@@ -120,12 +126,12 @@ class ChatRoute:
         request_id = uuid.uuid4().hex
         if body.stream:
             answered, token = self._answered(request_id, pinned.version, key_id)
-            done = self._done(body.allow_training, job, answered, key_id, pinned.canary)
+            done = self._done(body.allow_training, job, answered, key_id, pinned)
             stream = self._stream(pinned, job, answered, token, done)
             return StreamingResponse(stream, media_type="text/event-stream")
         reply, pinned = await self._whole(pinned, job)
         answered, token = self._answered(request_id, pinned.version, key_id)
-        self._done(body.allow_training, job, answered, key_id, pinned.canary)(reply.text)
+        self._done(body.allow_training, job, answered, key_id, pinned)(reply.text)
         usage = Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                       total_tokens=reply.prompt_tokens + reply.completion_tokens)  # fmt: skip
         choice = Choice(
@@ -145,13 +151,44 @@ class ChatRoute:
         return answered, sign(self.secret, request_id, version, REPLY_LABEL, key_id)
 
     def _done(
-        self, allow_training: bool, job: _Job, answered: Answered, key_id: str, canary: bool
+        self, allow_training: bool, job: _Job, answered: Answered, key_id: str, pinned: Pinned
     ) -> Callable[[str], None]:
+        """Once the user has ``pinned``'s reply: the chat to the sampler, after a shadow's
+        unseen reply to it where one is live (``_mirror``, off the request path)."""
+
         def done(reply: str) -> None:
-            if allow_training:
-                self._offer(job, answered, key_id, reply, canary)
+            if not allow_training:
+                return
+            event = self._event(job, answered, key_id, reply)
+            if pinned.shadow is None:
+                self.offer(event, pinned.canary)
+                return
+            loop = asyncio.get_running_loop()
+            self._pool.submit(self._mirror, pinned.shadow, job, event, loop)
 
         return done
+
+    def _mirror(
+        self, shadow: Pinned, job: _Job, event: SampledPrediction, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """The shadow's reply to the same chat, timed and counted for the rollout's checks; the
+        chat goes to the sampler with both replies (without the shadow's if it failed)."""
+        start = time.perf_counter()
+        try:
+            reply = self._reply(shadow, job)
+        except Exception:
+            log.exception("shadow v%d failed a chat", shadow.version)
+            self.record(shadow.version, 0.0, True)
+        else:
+            self.record(shadow.version, (time.perf_counter() - start) * 1000, False)
+            update = {"shadow_version": shadow.version, "shadow_reply": reply.text}
+            event = event.model_copy(update=update)
+        try:
+            loop.call_soon_threadsafe(self.offer, event, False)
+        except RuntimeError:  # the replica's loop is closing: it is shutting down
+            log.warning(
+                "shadow v%d: a mirrored chat was not offered (shutting down)", shadow.version
+            )
 
     async def _whole(self, pinned: Pinned, job: _Job) -> tuple[Reply, Pinned]:
         """The whole reply and who wrote it: a candidate that fails is counted and the stable
@@ -170,14 +207,13 @@ class ChatRoute:
         self.record(pinned.version, (time.perf_counter() - start) * 1000, False)
         return reply, pinned
 
-    def _offer(self, job: _Job, answered: Answered, key_id: str, reply: str, canary: bool) -> None:
-        """The chat the student answered, and its reply, to the sampler."""
-        event = SampledPrediction(
+    def _event(self, job: _Job, answered: Answered, key_id: str, reply: str) -> SampledPrediction:
+        """The chat the student answered, and its reply, as the sampler takes it."""
+        return SampledPrediction(
             request_id=answered.request_id, text=job.messages[-1].content, student_probs=[],
             model_version=answered.model_version, key_id=key_id, messages=job.messages,
             reply=reply,
         )  # fmt: skip
-        self.offer(event, canary)
 
     def _chat(self, messages: list[ChatTurn]) -> list[ChatTurn]:
         if any(m.role == "system" for m in messages):

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from distillery.contracts import GateReport, Outcome, RoundReport, Stage, TriggerRecord
+from distillery.contracts import GateReport, Outcome, RoundReport, TriggerRecord
 from distillery.settings import Settings
 from distillery.task import Task
 from feedback import human_labels, trust_report
@@ -185,20 +185,18 @@ def settle(
     report: GateReport,
     reason: str,
     serving: bool,
-    stage: Stage = "shadow",
 ) -> Outcome:
     """A gated candidate's fate: rejected with each failing check recorded; a rollout from
-    ``stage`` beside the current version (``rollout.enabled``, a current version, and Serve
-    ``serving``); or promoted at once. A classifier's rollout starts in shadow, a generate
-    task's in canary (``training.generate_cycle``)."""
+    shadow beside the current version (``rollout.enabled``, a current version, and Serve
+    ``serving``); or promoted at once. Classifiers and generate tasks alike."""
     if not report.passed:
         registry.reject(version, f"gate: {report.reason}", report)
         return "rejected"
     registry.update(version, gate=report)
     why = f"{reason}; gate: {report.reason}"
     if settings.rollout.enabled and registry.current() is not None and serving:
-        registry.start_rollout(version, why, stage)
-        return stage
+        registry.start_rollout(version, why)
+        return "shadow"
     registry.promote(version, why)
     return "promoted"
 

@@ -12,9 +12,9 @@ people corrected: the golden set).
   (``holdout_fraction``); held-out corrections are the golden set.
 - The gate passes a candidate whose held-out chrF is within ``agreement_margin`` (× 100) of the
   current version's, and whose golden chrF (given ``min_golden_rows``) is too. Passing, it
-  answers a canary's share of chats (``training.cycle.settle``), judged live on the same
-  signals: its replies' chrF against the teacher's, ratings, errors and latency; or, with no
-  rollout, is promoted.
+  answers mirrored chats in shadow, then a canary's share of chats (``training.cycle.settle``),
+  judged live on the same signals: its replies' chrF against the teacher's (in shadow, its
+  unseen replies'), ratings, errors and latency; or, with no rollout, is promoted.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def retrain(
     serving: bool = False,
 ) -> RoundReport:
     """One round from the store; the candidate is gated against the current version. Passing,
-    it starts a canary (``rollout.enabled`` and Serve ``serving``), else is promoted at once."""
+    it starts a shadow (``rollout.enabled`` and Serve ``serving``), else is promoted at once."""
     start = time.monotonic()
     registry = Registry(settings.paths.model_store_url())
     parent = registry.current()
@@ -180,9 +180,7 @@ def retrain(
     cur = measure(_gated(settings, registry, parent), task, data.holdout, data.golden)
     gate = decide(cand, cur, settings)
     log.info("gate v%d vs v%d: %s", meta.version, parent, gate.model_dump_json())
-    # a generate rollout starts in canary, not shadow: mirroring a chat decodes the whole reply
-    # again on the same cores (a replica decodes one reply at a time), halving what users get
-    outcome = settle(settings, registry, meta.version, gate, reason, serving, stage="canary")
+    outcome = settle(settings, registry, meta.version, gate, reason, serving)
     return RoundReport(
         version=meta.version, parent=parent, promoted=outcome == "promoted", reason=gate.reason,
         gate=gate, train_metrics=metrics, rows=len(data.train),

@@ -235,30 +235,31 @@ def _hold(
 def teacher_evidence(labels: pd.DataFrame, version: int, shadow: bool) -> tuple[int, int]:
     """(labelled, agreed) for ``version`` among teacher-label rows: its served answers
     (``student_probs`` of rows with ``model_version``) or, for a shadow, its mirrored answers
-    (``shadow_probs`` of rows with ``shadow_version``); a generate task's served replies count
-    as ``reply_agreement`` says."""
-    version_col, probs_col = "model_version", "student_probs"
+    (``shadow_probs`` of rows with ``shadow_version``); a generate task's replies, served or a
+    shadow's unseen ones, count as ``reply_agreement`` says."""
+    version_col, probs_col, reply_col = "model_version", "student_probs", "student_reply"
     if shadow:
-        version_col, probs_col = "shadow_version", "shadow_probs"
+        version_col, probs_col, reply_col = "shadow_version", "shadow_probs", "shadow_reply"
     if labels.empty or version_col not in labels:
         return 0, 0
     rows = labels[labels[version_col] == version]
     if rows.empty:
         return 0, 0
-    if not shadow and {"reply", "student_reply"} <= set(rows) and rows["reply"].notna().all():
-        return reply_agreement(rows)
+    if {"reply", reply_col} <= set(rows) and rows["reply"].notna().all():
+        return reply_agreement(rows, reply_col)
     mine = np.stack(rows[probs_col].to_list()).argmax(1)  # (N,)
     teacher = np.stack(rows["teacher_probs"].to_list()).argmax(1)  # (N,)
     return len(rows), int((mine == teacher).sum())
 
 
-def reply_agreement(rows: pd.DataFrame) -> tuple[int, int]:
-    """(labelled, agreed) for a generate task's replies: agreed is Σ chrF/100 of each served
-    reply against the teacher's (``training.chrf``, the gate's measure), rounded, so the share
+def reply_agreement(rows: pd.DataFrame, column: str = "student_reply") -> tuple[int, int]:
+    """(labelled, agreed) for a generate task's replies: agreed is Σ chrF/100 of each reply in
+    ``column`` (served: ``student_reply``; a shadow's unseen: ``shadow_reply``) against the
+    teacher's (``training.chrf``, the gate's measure), rounded, so the share
     checks compare mean chrF. Their binomial standard error bounds that of a mean of scores in
     [0, 1] from above (Bhatia & Davis 2000: Var ≤ (1 − μ)μ), so the check errs towards waiting,
     not towards a rollback on noise."""
-    students = [str(s) for s in rows["student_reply"].fillna("")]
+    students = [str(s) for s in rows[column].fillna("")]
     mean = mean_chrf(students, [str(t) for t in rows["reply"]])  # 0–100
     return len(rows), round(len(rows) * mean / 100)
 

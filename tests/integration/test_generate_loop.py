@@ -1,7 +1,8 @@
 """The generative loop as ``distillery up`` starts it for ``tasks/reply.yaml``: the base SmolLM2
 is version 1 on Serve, the local llama.cpp server is the teacher, on the real broker and a real
 local Ray. A chat completion is sampled, the teacher answers it, a round fine-tunes on Ray Train,
-the gate passes it, a canary answers a share of chats and is promoted on their live evidence,
+the gate passes it, a shadow answers the chats unseen and a canary a share of them, and it is
+promoted on their live evidence,
 and a stream crosses a hot swap intact; bad chats get a clear 4xx."""
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ def gen_loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Ite
         # the higher, 0.934 against 0.819)
         train=TrainSettings(epochs=3, holdout_fraction=0.25),
         gate=GateSettings(agreement_margin=0.15),
-        # a canary measured on a few chats: each version's replies, their teacher replies,
-        # errors and latency (the defaults want 100 requests and 20 labels a version)
+        # a shadow and canary measured on a few chats: each version's replies, their teacher
+        # replies, errors and latency (the defaults want 100 requests and 20 labels a version)
         rollout=RolloutSettings(
+            shadow_s=0,
             canary_s=0,
             canary_share=0.5,
             min_requests=3,
@@ -113,7 +115,7 @@ def test_a_sampled_chat_is_answered_by_the_teacher_and_a_round_promotes(
             assert row["student_reply"] == served[row["request_id"]] and row["reply"]
             assert str(row["teacher_id"]).startswith("llm-gen:")
         report = ray.get(gen_loop.scheduler.retrain.remote("test: a generative round"))
-        assert report.outcome == "canary" and report.version == 2, report
+        assert report.outcome == "shadow" and report.version == 2, report
         assert report.train_metrics["loss"] < report.train_metrics["first_epoch_loss"]
         gate = report.gate
         assert gate is not None and gate.candidate is not None and gate.current is not None
@@ -123,7 +125,11 @@ def test_a_sampled_chat_is_answered_by_the_teacher_and_a_round_promotes(
         assert answered_by == {1, 2}, answered_by  # the canary's share, and the rest
         registry = Registry(gen_loop.settings.paths.model_store_url())
         ends = [e for e in registry.history() if e.version == 2]
-        assert [e.event for e in ends][-2:] == ["canary", "promoted"], ends
+        assert [e.event for e in ends][-3:] == ["shadow", "canary", "promoted"], ends
+        labels = read_labels(gen_loop.settings.paths.store_dir)
+        mirrored = labels[labels["shadow_version"] == 2]  # v1 answered them, v2 unseen
+        assert len(mirrored) >= 3 and set(mirrored["model_version"]) == {1}, len(mirrored)
+        assert mirrored["shadow_reply"].str.len().min() > 0 and mirrored["reply"].notna().all()
         assert ends[-1].reason.startswith("automatic: canary: every check passed"), ends[-1]
         after = _chat(client, texts[0])
         assert after.json()["model_version"] == 2

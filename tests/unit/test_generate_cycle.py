@@ -105,11 +105,11 @@ def test_status_names_a_generate_tasks_teacher_by_its_reply_prompt() -> None:
     assert configured_teacher_id(remote, TASK) is None
 
 
-def test_a_passing_candidate_starts_a_canary_when_serving_else_is_promoted(
+def test_a_passing_candidate_starts_a_shadow_when_serving_else_is_promoted(
     tmp_path: Path,
 ) -> None:
-    """A generate rollout starts in canary (no shadow: mirroring decodes every reply twice);
-    with no Serve, or rollout off, it is promoted; failing, rejected with its report."""
+    """A generate rollout starts in shadow, as a classifier's does; with no Serve, or rollout
+    off, it is promoted; failing, rejected with its report."""
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
@@ -123,15 +123,15 @@ def test_a_passing_candidate_starts_a_canary_when_serving_else_is_promoted(
     failed = GateReport(passed=False, checks=[GateCheck("chrf", 20.0, 38.0, 33.0, False)],
                         reason="chrf 20.000 < 33.000 (current 38.000)")  # fmt: skip
     settings = _settings(tmp_path)
-    assert settle(settings, registry, 2, failed, "r", True, "canary") == "rejected"
+    assert settle(settings, registry, 2, failed, "r", True) == "rejected"
     assert registry.get(2).status == "rejected" and registry.rollout() is None
-    assert settle(settings, registry, 3, passed, "r", True, "canary") == "canary"
+    assert settle(settings, registry, 3, passed, "r", True) == "shadow"
     running = registry.rollout()
-    assert running is not None and (running.candidate, running.stage) == (3, "canary")
+    assert running is not None and (running.candidate, running.stage) == (3, "shadow")
     assert registry.get(3).gate == passed and registry.current() == 1
     registry.roll_back("test: the next case")
     off = settings.model_copy(update={"rollout": RolloutSettings(enabled=False)})
-    assert settle(off, registry, 4, passed, "r", True, "canary") == "promoted"
+    assert settle(off, registry, 4, passed, "r", True) == "promoted"
     assert registry.current() == 4 and registry.rollout() is None
 
 

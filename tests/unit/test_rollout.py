@@ -297,6 +297,30 @@ def test_teacher_evidence_without_shadow_columns_or_rows_is_zero() -> None:
     assert teacher_evidence(pd.DataFrame(), 1, shadow=True) == (0, 0)
 
 
+def test_a_generate_shadow_is_judged_on_its_unseen_replies_and_the_stable_on_its_own() -> None:
+    """On mirrored chats the teacher's one reply judges both: the candidate's ``shadow_reply``
+    and the stable version's served ``student_reply``."""
+    teacher = [
+        "We're sorry it broke; a replacement is on its way.",
+        "Thank you for the kind words!",
+    ]
+    labels = pd.DataFrame(
+        {
+            "model_version": [1, 1],
+            "reply": teacher,
+            "student_reply": ["Ok.", "Hello there."],
+            "shadow_version": [2, 2],
+            "shadow_reply": teacher,  # the candidate says what the teacher says
+            "student_probs": [[], []],
+            "shadow_probs": [None, None],
+        }
+    )
+    assert teacher_evidence(labels, 2, shadow=True) == (2, 2)  # chrF 100 on both
+    labelled, agreed = teacher_evidence(labels, 1, shadow=False)
+    assert labelled == 2 and agreed == 0  # chrF near 0 on both
+    assert teacher_evidence(labels, 1, shadow=True) == (0, 0)
+
+
 def test_feedback_evidence_keeps_the_latest_rating_per_request() -> None:
     feedback = pd.DataFrame(
         {
