@@ -49,6 +49,7 @@ def _label_row(i: int, labels: Any = None, **extra: Any) -> dict[str, Any]:
         "reason": "uniform",
         "shadow_version": None,
         "shadow_probs": None,
+        "shadow_reply": None,
         "teacher_embedding": None,
         "teacher_id": "embedding:minilm:aaaa",
         "members": None,
