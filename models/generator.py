@@ -149,6 +149,14 @@ class Generator:
         self.decoder: Decoder = decoder or TorchDecoder(self.model)
         self._encoding = threading.Lock()  # a fast tokenizer's encode may not run twice at once
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy (``copy.deepcopy``, a pickle) gets a lock of its own."""
+        return {k: v for k, v in self.__dict__.items() if k != "_encoding"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._encoding = threading.Lock()
+
     @classmethod
     def from_gguf(cls, path: Path) -> Generator:
         """Dequantise a GGUF (``models.gguf.student_gguf``) into an fp32 transformers model."""

@@ -63,3 +63,13 @@ def test_the_reply_bound_alone_can_overflow_a_short_chat() -> None:
     generator, _ = _generator(context=100)
     reason = generator.over_context(_chat(2), 99)
     assert reason is not None and "101 were asked for" in reason, reason
+
+
+def test_a_copied_generator_has_a_lock_of_its_own() -> None:
+    """Rounds and benchmarks deep-copy a student; its tokenizer lock cannot be copied."""
+    import copy
+
+    generator, _ = _generator(context=100)
+    copied = copy.deepcopy(generator)
+    assert copied._encoding is not generator._encoding
+    assert copied.over_context(_chat(95), 10) is not None  # it still works, with its lock
