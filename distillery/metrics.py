@@ -49,6 +49,7 @@ class ServeMetrics:
     candidate_errors: Any  # a rollout candidate failed a text (the stable student answered)
     shadow_compared: Any  # mirrored texts, by whether the shadow agreed with the stable student
     cascade: Any  # texts below min_confidence, by outcome (deferred, or which budget stopped it)
+    decode_streams: Any  # generate: chats one llama.cpp forward pass advanced (the batch width)
 
 
 def serve_metrics() -> ServeMetrics:
@@ -93,6 +94,11 @@ def serve_metrics() -> ServeMetrics:
             boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
         ),
         batches=metrics.Counter("distillery_batches_total", "Student forwards."),
+        decode_streams=metrics.Histogram(
+            "distillery_decode_streams",
+            "Generate: chats one decoding step advanced by a token (models.batch_decoder).",
+            boundaries=[1, 2, 4, 8, 16, 32, 64],
+        ),
         cascade=metrics.Counter(
             "distillery_cascade_total",
             "Texts below min_confidence: deferred (the teacher answered), teacher_budget, "

@@ -28,6 +28,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,21 @@ class BatchDecoder:
 
     concurrent = True
 
-    def __init__(self, path: Path, threads: int = 1, streams: int = 8, chunk: int = 64) -> None:
+    def __init__(
+        self,
+        path: Path,
+        threads: int = 1,
+        streams: int = 8,
+        chunk: int = 64,
+        on_step: Callable[[int], None] = lambda chats: None,
+    ) -> None:
+        """``on_step``: told after each step how many chats it chose a token for."""
         import llama_cpp
 
         if not path.is_file():
             raise FileNotFoundError(f"no GGUF at {path}: export it (models.gguf_export.export)")
         self._l = llama_cpp
-        self.path, self.streams, self.chunk = path, streams, chunk
+        self.path, self.streams, self.chunk, self.on_step = path, streams, chunk, on_step
         llama_cpp.llama_backend_init()
         self._model = llama_cpp.llama_model_load_from_file(
             str(path).encode(), llama_cpp.llama_model_default_params()
@@ -225,6 +234,7 @@ class BatchDecoder:
         if code != 0:
             raise RuntimeError(f"llama_decode returned {code} for {self._batch.n_tokens} tokens")
         self.steps, self.decided = self.steps + 1, self.decided + len(rows)
+        self.on_step(len(rows))
         for reply, row in rows:
             if not reply.made:
                 self._keep_prefix(reply)

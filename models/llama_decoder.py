@@ -10,6 +10,7 @@ reply at a time per decoder (the chat route's lock).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,17 +80,24 @@ class LlamaDecoder:
 
 
 def served_generator(
-    folder: Path, runtime: str, threads: int, data_dir: Path, streams: int = 1
+    folder: Path,
+    runtime: str,
+    threads: int,
+    data_dir: Path,
+    streams: int = 1,
+    on_step: Callable[[int], None] = lambda chats: None,
 ) -> Generator:
     """A version's folder as the Serve app answers with it: on ``runtime`` "llama.cpp" its
     ``student.gguf`` and tokenizer only, decoding up to ``streams`` replies together
-    (``models.batch_decoder``; 1: one at a time, reusing the last prompt's cache); on "torch"
-    the transformers model itself."""
+    (``models.batch_decoder``, which tells ``on_step`` each step's chats; 1: one at a time,
+    reusing the last prompt's cache); on "torch" the transformers model itself."""
     if runtime == "torch":
         return Generator.load(folder)
     gguf = _gguf(folder, data_dir, None)
     decoder: Decoder = (
-        BatchDecoder(gguf, threads, streams) if streams > 1 else LlamaDecoder(gguf, threads)
+        BatchDecoder(gguf, threads, streams, on_step=on_step)
+        if streams > 1
+        else LlamaDecoder(gguf, threads)
     )
     return Generator(None, AutoTokenizer.from_pretrained(folder), decoder)
 

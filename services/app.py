@@ -172,6 +172,7 @@ class StudentIngress:
             generator = served_generator(
                 path, serve_cfg.generate_runtime, serve_cfg.generate_threads,
                 self.settings.paths.data_dir, serve_cfg.generate_streams,
+                self.metrics.decode_streams.observe,
             )  # fmt: skip
             generator.reply(chat("", "warm up"), 2)
             return generator

@@ -46,8 +46,11 @@ def version(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _batched(version: Path, streams: int) -> tuple[Generator, BatchDecoder]:
-    generator = served_generator(version, "llama.cpp", 1, DATA, streams)
+def _batched(
+    version: Path, streams: int, widths: list[int] | None = None
+) -> tuple[Generator, BatchDecoder]:
+    on_step = (widths if widths is not None else []).append  # what the replica's metric sees
+    generator = served_generator(version, "llama.cpp", 1, DATA, streams, on_step)
     assert isinstance(generator.decoder, BatchDecoder)
     return generator, generator.decoder
 
@@ -74,7 +77,8 @@ def test_a_chat_alone_gets_the_reply_decoding_one_at_a_time_gives(version: Path)
 
 
 def test_concurrent_chats_share_each_step_and_each_ends_where_it_should(version: Path) -> None:
-    generator, decoder = _batched(version, 8)
+    widths: list[int] = []
+    generator, decoder = _batched(version, 8, widths)
     bounds = [4, 8, 12, 16, 20, 24, 28, 32]
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda c: generator.reply(*c), zip(CHATS, bounds, strict=True)))
@@ -82,6 +86,7 @@ def test_concurrent_chats_share_each_step_and_each_ends_where_it_should(version:
         assert 0 < reply.completion_tokens <= most and reply.text
         assert reply.finish_reason == ("length" if reply.completion_tokens == most else "stop")
     assert decoder.decided / decoder.steps > 2, (decoder.decided, decoder.steps)  # batched
+    assert len(widths) == decoder.steps and max(widths) > 4 and sum(widths) == decoder.decided
     assert _settled(decoder)
     assert all(decoder.cells(s) == 0 for s in range(decoder.streams))  # every reply's freed
 
