@@ -7,7 +7,7 @@ LLM_STAMP := $(VENV)/.llm-installed
 GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
 STUDENT_GGUF := data/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm bench-generate bench-retention bench-prompt-drift bench-ensemble bench-generate-dpo bench-sampling-llm bench-generate-batch
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm bench-generate bench-retention bench-prompt-drift bench-ensemble bench-generate-dpo bench-sampling-llm bench-generate-batch bench-generate-lora
 
 setup: $(STAMP) data llm student-lm
 
@@ -139,6 +139,10 @@ bench-generate-dpo: setup
 # teacher's llama.cpp server under the same load (~10 min).
 bench-generate-batch: setup
 	$(BIN)/python -m bench.generate_batch
+
+# Full fine-tuning against LoRA adapters, one generate round each from the same weights (~10 min).
+bench-generate-lora: setup
+	$(BIN)/python -m bench.generate_lora
 
 bench-people: setup
 	$(BIN)/python -m bench.people

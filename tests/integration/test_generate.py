@@ -29,7 +29,7 @@ from services.labeler import Labeler
 from services.llm_server import LocalLLM
 from tests.conftest import DATA, ROOT
 from training.chrf import chrf
-from training.sft import Pairs, Preference, fine_tune, reply_logps, sft_batch
+from training.sft import Lora, Pairs, Preference, fine_tune, reply_logps, sft_batch
 
 pytestmark = pytest.mark.integration
 TASK = load_task(ROOT / "tasks" / "reply.yaml")
@@ -108,6 +108,25 @@ def test_fine_tuning_on_a_reply_raises_its_likelihood(student: Generator) -> Non
     assert bool((after > before + 1.0).all()), (before, after)
     learnt = student.reply(chats[0], 32)
     assert chrf(learnt.text, replies[0]) > 60, learnt.text
+
+
+def test_lora_adapters_train_and_are_merged_into_the_same_model() -> None:
+    """Only the adapters train (the frozen weights move only when they are merged), and the
+    result is the plain transformers model, exportable as any version."""
+    torch.manual_seed(0)
+    student = Generator.from_gguf(student_gguf(DATA))
+    model, norm = student.model, student.model.model.norm.weight.detach().clone()
+    q = student.model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    chats = [chat(SYSTEM, f"Reply to this customer message in one sentence:\n\n{MESSAGE}")]
+    reply = ["We're sorry the charger failed; we'll send you a replacement today."]
+    before = reply_logps(student, sft_batch(student, chats, reply))
+    losses = fine_tune(student, chats, reply, epochs=4, batch_size=1, lr=1e-3, lora=Lora(rank=4))
+    after = reply_logps(student, sft_batch(student, chats, reply))
+    assert student.model is model and type(model).__name__ == "LlamaForCausalLM"
+    assert losses[-1] < losses[0] and bool((after > before + 1.0).all()), (before, after)
+    assert torch.equal(model.model.norm.weight, norm)  # no adapter there: untouched
+    assert not torch.equal(model.model.layers[0].self_attn.q_proj.weight, q)  # merged in
+    assert all(p.requires_grad for p in model.parameters())
 
 
 def test_the_teacher_replies_with_an_id_that_names_its_prompt(llm: LocalLLM) -> None:
