@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.harness import ROOT, markdown_table, write_results
+from bench.harness import ROOT, markdown_table, publish
 from bench.labeler import llm_teacher_settings
 from bench.offline_students import Rows, accuracy, local_llm, split
 from bench.teachers import STATE, TASKS
@@ -154,9 +154,7 @@ def main() -> None:
     with local_llm(args.threads, STATE) as server:
         tasks = [measure_task(name, args, server.url, print) for name in TASKS]
     result = {"tasks": tasks, "settings": vars(args)}
-    json_path, md_path = write_results("ensemble", result, table(result))
-    print(table(result))
-    print(f"wrote {json_path} and {md_path}")
+    publish("ensemble", result, table(result))
 
 
 if __name__ == "__main__":

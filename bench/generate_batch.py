@@ -35,7 +35,7 @@ import httpx
 import torch
 
 from bench.generate import STATE, TASK, exported_base, split, stream_teacher
-from bench.harness import ROOT, markdown_table, write_results
+from bench.harness import ROOT, markdown_table, publish
 from distillery.task import Generate, load_task
 from models.batch_decoder import BatchDecoder
 from models.generator import Generator, Reply, chat
@@ -177,9 +177,7 @@ def main() -> None:
     if args.streams[0] != 1:
         parser.error(f"--streams must start at 1 (one at a time), not {args.streams[0]}")
     result = run(args)
-    json_path, md_path = write_results("generate_batch", result, table(result))
-    print(table(result))
-    print(f"wrote {json_path} and {md_path}")
+    publish("generate_batch", result, table(result))
 
 
 if __name__ == "__main__":

@@ -29,13 +29,14 @@ import copy
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench.generate import STATE, TASK, answered, split
-from bench.harness import ROOT, markdown_table, write_results
+from bench.harness import ROOT, markdown_table, publish
 from distillery.settings import TeacherSettings
 from distillery.task import Generate, load_task
 from models.factory import llm_responder
@@ -88,32 +89,54 @@ def scores(
     }
 
 
-def arm(
-    base: Generator, data: dict[str, Any], pairs: Pairs, weight: float, args: Any
-) -> dict[str, Any]:
-    """One round from ``base``'s weights: SFT on the teacher's replies, DPO at ``weight``."""
+def review_data(args: argparse.Namespace, say: Any) -> dict[str, Any]:
+    """The task's generate block, and the teacher's replies to ``--train`` and ``--eval``
+    review prompts (``bench.generate_lora`` too)."""
+    gen = load_task(TASK).generate
+    assert gen is not None
+    train, held = split("amazon", args.train, args.eval)
+    got = teacher_replies({"train": [gen.prompt(t) for t in train],
+                           "eval": [gen.prompt(t) for t in held]}, gen, say)  # fmt: skip
+    return {"gen": gen, **got}
+
+
+def one_round(
+    base: Generator, data: dict[str, Any], args: Any, lr: float,
+    options: Callable[[Generator], dict[str, Any]] = lambda student: {},
+) -> dict[str, Any]:  # fmt: skip
+    """A round from a copy of ``base``'s weights on the teacher's training replies, with the
+    ``fine_tune`` options made from that copy (timed with the round); its seconds, last loss
+    and held-out scores."""
     gen = data["gen"]
     torch.manual_seed(args.seed)
     student = copy.deepcopy(base)
     prompts, replies = data["train"]
     chats = [chat(gen.system_prompt, p) for p in prompts]
     start = time.perf_counter()
-    preference = Preference.reference(student, pairs, weight, args.beta) if weight > 0 else None
-    losses = fine_tune(student, chats, replies, args.epochs, args.batch_size, args.lr, args.seed,
-                       preference=preference)  # fmt: skip
+    losses = fine_tune(student, chats, replies, args.epochs, args.batch_size, lr, args.seed,
+                       **options(student))  # fmt: skip
     seconds = round(time.perf_counter() - start, 1)
     held = scores(student, gen, data["eval"][0], data["eval"][1], args.bad_below)
-    return {"dpo_weight": weight, "train_s": seconds, "last_loss": round(losses[-1], 3), **held}
+    return {"train_s": seconds, "last_loss": round(losses[-1], 3), **held}
+
+
+def arm(
+    base: Generator, data: dict[str, Any], pairs: Pairs, weight: float, args: Any
+) -> dict[str, Any]:
+    """One round from ``base``'s weights: SFT on the teacher's replies, DPO at ``weight``."""
+
+    def dpo(student: Generator) -> dict[str, Any]:
+        if weight <= 0:
+            return {}
+        return {"preference": Preference.reference(student, pairs, weight, args.beta)}
+
+    return {"dpo_weight": weight, **one_round(base, data, args, args.lr, dpo)}
 
 
 def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
-    gen = load_task(TASK).generate
-    assert gen is not None
     torch.set_num_threads(args.threads)
-    train, held = split("amazon", args.train, args.eval)
-    got = teacher_replies({"train": [gen.prompt(t) for t in train],
-                           "eval": [gen.prompt(t) for t in held]}, gen, say)  # fmt: skip
-    data: dict[str, Any] = {"gen": gen, **got}
+    data = review_data(args, say)
+    gen = data["gen"]
     base = Generator.from_gguf(student_gguf(ROOT / "data"))
     prompts, replies = data["train"]
     said = served_replies(base, gen, prompts)
@@ -166,23 +189,26 @@ def paired(row: dict[str, Any], base: dict[str, Any]) -> str:
     return f"{mean:+.2f} ± {se:.2f} (standard error over {len(diffs)} paired prompts)"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--train", type=int, default=48, help="review prompts for the round")
-    parser.add_argument("--eval", type=int, default=24, help="held-out review prompts")
-    parser.add_argument("--dpo-weights", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--beta", type=float, default=0.1)
+def round_options(parser: argparse.ArgumentParser, train: int, held_out: int) -> None:
+    """The options of a one-round comparison on review prompts (``bench.generate_lora`` too)."""
+    parser.add_argument("--train", type=int, default=train, help="review prompts for the round")
+    parser.add_argument("--eval", type=int, default=held_out, help="held-out review prompts")
     parser.add_argument("--bad-below", type=float, default=30.0, help="chrF a person rates bad")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", type=float, default=5e-5, help="the whole model's SFT rate")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    round_options(parser, train=48, held_out=24)
+    parser.add_argument("--dpo-weights", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--beta", type=float, default=0.1)
     args = parser.parse_args()
     result = run(args)
-    json_path, md_path = write_results("generate_dpo", result, table(result))
-    print(table(result))
-    print(f"wrote {json_path} and {md_path}")
+    publish("generate_dpo", result, table(result))
 
 
 if __name__ == "__main__":

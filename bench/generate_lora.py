@@ -18,19 +18,15 @@ loads is the same GGUF either way. Writes ``bench/results/generate_lora.{json,md
 from __future__ import annotations
 
 import argparse
-import copy
-import time
 from typing import Any
 
 import torch
 
-from bench.generate import TASK, split
-from bench.generate_dpo import paired, scores, teacher_replies
-from bench.harness import ROOT, markdown_table, write_results
-from distillery.task import load_task
-from models.generator import Generator, chat
+from bench.generate_dpo import one_round, paired, review_data, round_options
+from bench.harness import ROOT, markdown_table, publish
+from models.generator import Generator
 from models.gguf import student_gguf
-from training.sft import Lora, fine_tune
+from training.sft import Lora
 
 
 def trained_params(model: Any, lora: Lora | None) -> int:
@@ -45,32 +41,17 @@ def trained_params(model: Any, lora: Lora | None) -> int:
 
 
 def arm(base: Generator, data: dict[str, Any], lr: float, lora: Lora | None, args: Any) -> dict:
-    gen = data["gen"]
-    torch.manual_seed(args.seed)
-    student = copy.deepcopy(base)
-    prompts, replies = data["train"]
-    chats = [chat(gen.system_prompt, p) for p in prompts]
-    start = time.perf_counter()
-    losses = fine_tune(student, chats, replies, args.epochs, args.batch_size, lr, args.seed,
-                       lora=lora)  # fmt: skip
-    seconds = round(time.perf_counter() - start, 1)
-    held = scores(student, gen, data["eval"][0], data["eval"][1], args.bad_below)
     trained = trained_params(base.model, lora)
     return {
-        "lora_rank": lora.rank if lora else None, "lr": lr, "train_s": seconds,
+        "lora_rank": lora.rank if lora else None, "lr": lr,
         "trained_m": round(trained / 1e6, 2), "adam_state_mb": round(trained * 8 / 2**20, 1),
-        "last_loss": round(losses[-1], 3), **held,
+        **one_round(base, data, args, lr, lambda student: {"lora": lora}),
     }  # fmt: skip
 
 
 def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
-    gen = load_task(TASK).generate
-    assert gen is not None
     torch.set_num_threads(args.threads)
-    train, held = split("amazon", args.train, args.eval)
-    got = teacher_replies({"train": [gen.prompt(t) for t in train],
-                           "eval": [gen.prompt(t) for t in held]}, gen, say)  # fmt: skip
-    data: dict[str, Any] = {"gen": gen, **got}
+    data = review_data(args, say)
     base = Generator.from_gguf(student_gguf(ROOT / "data"))
     rows = [arm(base, data, args.lr, None, args)]
     say(f"  full: {rows[-1]}")
@@ -109,21 +90,12 @@ def _name(row: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--train", type=int, default=96, help="review prompts for the round")
-    parser.add_argument("--eval", type=int, default=32, help="held-out review prompts")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-5, help="full fine-tuning's rate")
+    round_options(parser, train=96, held_out=32)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--lora-lrs", type=float, nargs="+", default=[5e-4, 1e-3])
-    parser.add_argument("--bad-below", type=float, default=30.0, help="chrF a person rates bad")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     result = run(args)
-    json_path, md_path = write_results("generate_lora", result, table(result))
-    print(table(result))
-    print(f"wrote {json_path} and {md_path}")
+    publish("generate_lora", result, table(result))
 
 
 if __name__ == "__main__":

@@ -162,6 +162,13 @@ def write_results(name: str, payload: dict[str, Any], table: str) -> tuple[Path,
     return json_path, md_path
 
 
+def publish(name: str, payload: dict[str, Any], table: str) -> None:
+    """``write_results``, then the table and where it went, on stdout."""
+    json_path, md_path = write_results(name, payload, table)
+    print(table)
+    print(f"wrote {json_path} and {md_path}")
+
+
 def between_markers(page: str, name: str, table: str) -> str:
     """``page`` with the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced
     by ``table``: how a docs page holds a table generated from ``bench/results``."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import markdown_table, texts, write_results
+from bench.harness import markdown_table, publish, texts
 from distillery import bus
 from distillery.events import SampledPrediction, TeacherLabel, Topics, decode
 from distillery.settings import KafkaSettings, PathSettings, Settings, TeacherSettings
@@ -274,9 +274,7 @@ def main() -> None:
     result = run(args.texts, args.rounds, args.lag_seconds)
     if args.llm_texts:
         result["llm"] = run_llm(args.llm_texts, args.llm_threads)
-    json_path, md_path = write_results("labeler", result, table(result))
-    print(table(result))
-    print(f"wrote {json_path} and {md_path}")
+    publish("labeler", result, table(result))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import ROOT, markdown_table, write_results
+from bench.harness import ROOT, markdown_table, publish
 from bench.labeler import llm_teacher_settings
 from bench.offline_students import (
     Recipe,
@@ -206,9 +206,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     result = run(args)
-    json_path, md_path = write_results("retention", result, table(result))
-    print(table(result))
-    print(f"wrote {json_path} and {md_path}")
+    publish("retention", result, table(result))
 
 
 if __name__ == "__main__":
