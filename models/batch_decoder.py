@@ -79,8 +79,10 @@ class BatchDecoder:
         streams: int = 8,
         chunk: int = 64,
         on_step: Callable[[int], None] = lambda chats: None,
+        context: int = 0,
     ) -> None:
-        """``on_step``: told after each step how many chats it chose a token for."""
+        """``on_step``: told after each step how many chats it chose a token for; ``context``:
+        the KV cells all chats share (0: the model's training context)."""
         import llama_cpp
 
         if not path.is_file():
@@ -96,7 +98,7 @@ class BatchDecoder:
         self.n_vocab = int(
             llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model))
         )
-        self._context = int(llama_cpp.llama_model_n_ctx_train(self._model))
+        self._context = context or int(llama_cpp.llama_model_n_ctx_train(self._model))
         params = llama_cpp.llama_context_default_params()
         params.n_ctx, params.n_seq_max, params.kv_unified = self._context, streams + 1, True
         params.n_batch = params.n_ubatch = chunk + streams
@@ -180,7 +182,13 @@ class BatchDecoder:
         """Open waiting replies, oldest first, while ids and unpromised context last. A reply
         starts from the cells of the prefix its prompt shares with the last prompt fed (a
         task's system prompt opens every chat), shared, not copied; its last prompt token is
-        always evaluated, for the logits of its first reply token."""
+        always evaluated, for the logits of its first reply token. A chat that fits the context
+        only without the kept prefix gets it dropped once nothing else is open (``tokens``
+        refuses any that cannot fit at all, so none waits forever)."""
+        head = self._waiting[0].reserved if self._waiting else 0
+        if not self._open and self._prefix and len(self._prefix) + head > self._context:
+            self._l.llama_memory_seq_rm(self._memory(), self.streams, -1, -1)
+            self._prefix = []
         promised = len(self._prefix) + sum(r.reserved for r in self._open)
         while (
             self._waiting and self._free and promised + self._waiting[0].reserved <= self._context

@@ -116,3 +116,15 @@ def test_a_chat_over_the_context_is_refused_naming_the_counts(version: Path) -> 
     with pytest.raises(ValueError, match=f"over the context of {decoder.context}"):
         next(decoder.tokens([1] * decoder.context, GREEDY, set(), 8))
     assert _settled(decoder)
+
+
+def test_a_chat_that_fits_only_without_the_kept_prefix_is_not_left_waiting(version: Path) -> None:
+    """The last prompt's cells are kept for the next chat; one that needs them for itself gets
+    them once nothing else is open, instead of waiting for room that never comes."""
+    decoder = BatchDecoder(version / GGUF_FILE, 1, 2, context=256)
+    first = decoder.tokens([1, *range(300, 399)], GREEDY, set(), 4)  # 100 prompt tokens
+    assert len(list(first)) == 4 and _settled(decoder) and decoder.cells(2) == 100
+    with ThreadPoolExecutor(1) as pool:
+        big = pool.submit(lambda: list(decoder.tokens([1, *range(500, 649)], GREEDY, set(), 100)))
+        assert len(big.result(timeout=60)) == 100  # 150 + 100 cells: only without the prefix
+    assert _settled(decoder) and decoder.cells(2) == 150  # its prompt is the prefix now
