@@ -56,6 +56,11 @@ GROUP = "distillery-labeler"
 MAX_PENDING = 2  # batches handed to the teacher and not yet sent: one labelled, one queued
 CASCADE = "cascade"  # the source named on a cascade answer's dead letter
 YIELD_S = 1.0  # the longest a sampled batch waits for live cascade calls (bench.cascade)
+TRACED_AFTER_REWIND = 5  # batches logged by partition and offset after a broker restart
+
+
+def _where(records: list[bus.Record]) -> str:
+    return ", ".join(f"{r.topic}[{r.partition}]@{r.offset}" for r in records)
 
 
 def _one_torch_thread() -> None:
@@ -95,6 +100,7 @@ class Labeler:
         self._labelled = Recent(max(cfg.dedupe_scan * settings.kafka.partitions, 10_000))
         self._inflight: set[str] = set()
         self._rescan = threading.Event()
+        self._traced = 0  # batches still to log by partition and offset (after a rewind)
         self._stop = threading.Event()
         self._metrics: Any = None
         self._producer: Any = None  # the cascade's, made on its first answer
@@ -156,6 +162,7 @@ class Labeler:
                     self._inflight.clear()
                     watch.rewind(exc.topics)
                     self._rescan.set()
+                    self._traced = TRACED_AFTER_REWIND
             while pending:  # stopping: send what the teacher finishes; the rest stays uncommitted
                 head = pending.popleft()
                 if head.future is not None:
@@ -195,6 +202,9 @@ class Labeler:
             self._rescan.clear()
             self.remember_labelled()
         if records:
+            if self._traced > 0:  # a lost event after a broker restart shows where it went
+                self._traced -= 1
+                log.info("labeler: after a rewind, a batch of %s", _where(records))
             pending.append(self._start(records, pool))
         while pending and (pending[0].future is None or pending[0].future.done()):
             self._finish(pending.popleft(), producer, consumer, watch)
