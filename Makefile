@@ -7,7 +7,7 @@ LLM_STAMP := $(VENV)/.llm-installed
 GGUF    := data/models/qwen2.5-coder-0.5b-instruct-q4.gguf
 STUDENT_GGUF := data/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm bench-generate bench-retention bench-prompt-drift bench-ensemble bench-generate-dpo bench-sampling-llm bench-generate-batch bench-generate-lora
+.PHONY: setup data llm up demo test lint unit integration clean bench-serve bench-swap bench-labeler bench-teachers bench-sampling bench-drift bench-drift-llm bench-drift-mpnet bench-student-shapes wrk teacher-mpnet debs bench-train bench-drift-methods capacity docs bench-status bench-people bench-chaos bench-soak bench-cascade student-lm bench-generate bench-retention bench-prompt-drift bench-ensemble bench-generate-dpo bench-sampling-llm bench-generate-batch bench-generate-lora bench-generate-loop
 
 setup: $(STAMP) data llm student-lm
 
@@ -143,6 +143,11 @@ bench-generate-batch: setup
 # Full fine-tuning against LoRA adapters, one generate round each from the same weights (~10 min).
 bench-generate-lora: setup
 	$(BIN)/python -m bench.generate_lora
+
+# The generative loop through `distillery up`: rounds on the teacher's answers to sampled
+# chats, per phase (~25 min).
+bench-generate-loop: setup
+	$(BIN)/python -m bench.generate_loop
 
 bench-people: setup
 	$(BIN)/python -m bench.people
