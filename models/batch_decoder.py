@@ -28,7 +28,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,9 +114,8 @@ class BatchDecoder:
         self._free = list(range(streams))
         self._prefix: list[int] = []  # the last prompt fed, kept in sequence ``streams``
         self._thread: threading.Thread | None = None
-        self.steps = self.decided = (
-            0  # forward passes, and next tokens they chose (their ratio: the batch)
-        )
+        # forward passes, and the next tokens they chose (their ratio: the batch's width)
+        self.steps = self.decided = 0
 
     @property
     def context(self) -> int:
@@ -196,7 +195,7 @@ class BatchDecoder:
             reply = self._waiting.popleft()
             reply.seq = self._free.pop()
             promised += reply.reserved
-            reply.fed = _shared(self._prefix, reply.prompt[:-1])
+            reply.fed = shared_prefix(self._prefix, reply.prompt[:-1])
             if reply.fed:
                 self._l.llama_memory_seq_cp(self._memory(), self.streams, reply.seq, 0, reply.fed)
             self._open.append(reply)
@@ -268,8 +267,9 @@ class BatchDecoder:
             bindings.llama_model_free(self._model)
 
 
-def _shared(a: list[int], b: list[int]) -> int:
-    """How many leading tokens ``a`` and ``b`` have in common."""
+def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` have in common (the cells a new prompt can
+    reuse: here, and in ``models.llama_decoder``)."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from models.batch_decoder import BatchDecoder
+from models.batch_decoder import BatchDecoder, shared_prefix
 from models.generator import Decoder, Generator, Sampling, Tokens
 from models.gguf import student_gguf
 from models.gguf_export import GGUF_FILE, export
@@ -57,12 +57,7 @@ class LlamaDecoder:
         was evaluated last (a task's system prompt opens every chat), as llama.cpp's own
         ``Llama.generate`` does. The last prompt token is always evaluated again: its logits
         choose the first reply token. ``eval`` drops the cache past ``n_tokens``."""
-        seen = self.llm.input_ids[: self.llm.n_tokens]
-        shared = 0
-        for a, b in zip(seen, prompt[:-1], strict=False):
-            if a != b:
-                break
-            shared += 1
+        shared = shared_prefix(self.llm.input_ids[: self.llm.n_tokens], prompt[:-1])
         self.llm.n_tokens = shared
         self.llm.eval(prompt[shared:])
 

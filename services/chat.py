@@ -173,14 +173,11 @@ class ChatRoute:
     ) -> None:
         """The shadow's reply to the same chat, timed and counted for the rollout's checks; the
         chat goes to the sampler with both replies (without the shadow's if it failed)."""
-        start = time.perf_counter()
         try:
-            reply = self._reply(shadow, job)
+            reply = self._recorded(shadow, job, time.perf_counter())
         except Exception:
             log.exception("shadow v%d failed a chat", shadow.version)
-            self.record(shadow.version, 0.0, True)
         else:
-            self.record(shadow.version, (time.perf_counter() - start) * 1000, False)
             update = {"shadow_version": shadow.version, "shadow_reply": reply.text}
             event = event.model_copy(update=update)
         try:
@@ -193,19 +190,27 @@ class ChatRoute:
     async def _whole(self, pinned: Pinned, job: _Job) -> tuple[Reply, Pinned]:
         """The whole reply and who wrote it: a candidate that fails is counted and the stable
         version answers instead, so a broken canary costs users nothing."""
-        start = time.perf_counter()
         try:
             reply = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._reply, pinned, job
+                self._pool, self._recorded, pinned, job, time.perf_counter()
             )
         except Exception:
-            self.record(pinned.version, 0.0, True)
             if pinned.fallback is None:
                 raise
             log.exception("v%d failed a chat: v%d answers", pinned.version, pinned.fallback.version)
             return await self._whole(pinned.fallback, job)
-        self.record(pinned.version, (time.perf_counter() - start) * 1000, False)
         return reply, pinned
+
+    def _recorded(self, pinned: Pinned, job: _Job, start: float) -> Reply:
+        """``pinned``'s whole reply, its time since ``start`` (the request's wait for a thread
+        included) or its failure counted for the rollout's checks (``record``)."""
+        try:
+            reply = self._reply(pinned, job)
+        except Exception:
+            self.record(pinned.version, 0.0, True)
+            raise
+        self.record(pinned.version, (time.perf_counter() - start) * 1000, False)
+        return reply
 
     def _event(self, job: _Job, answered: Answered, key_id: str, reply: str) -> SampledPrediction:
         """The chat the student answered, and its reply, as the sampler takes it."""
