@@ -213,16 +213,19 @@ def speedup(speeds: dict[str, dict]) -> dict[str, Any]:
 
 
 def verdict(rows: list[dict], speeds: dict[str, dict]) -> dict[str, Any]:
+    return {"speedup": speedup(speeds), "recovery": recovery(rows)}
+
+
+def recovery(rows: list[dict]) -> dict[str, Any]:
+    """Tweets back at phase 1's level (reviews chrF after round 1) within the goal's answers
+    (``bench.generate_loop`` too)."""
     level = rows[1]["amazon"]["chrf"]  # phase 1's level, after its round
     recovered = [r["tweets_answers"] for r in rows[2:] if r["tweets"]["chrf"] >= level]
     return {
-        "speedup": speedup(speeds),
-        "recovery": {
-            "phase1_chrf": level,
-            "answers": recovered[0] if recovered else None,
-            "goal": RECOVERY_GOAL,
-            "met": bool(recovered) and recovered[0] <= RECOVERY_GOAL,
-        },
+        "phase1_chrf": level,
+        "answers": recovered[0] if recovered else None,
+        "goal": RECOVERY_GOAL,
+        "met": bool(recovered) and recovered[0] <= RECOVERY_GOAL,
     }
 
 

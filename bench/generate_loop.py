@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from bench.generate import STATE, TASK, plot, split
+from bench.generate import STATE, TASK, plot, recovery, split
 from bench.generate_dpo import teacher_replies
 from bench.harness import ROOT, markdown_table, publish
 from distillery.settings import (
@@ -49,7 +49,6 @@ from training.chrf import mean_chrf
 
 LOOP_STATE = ROOT / "state" / "bench-generate-loop"
 CACHE = "teacher-cache.sqlite"
-RECOVERY_GOAL = 1_000
 
 
 def loop_settings() -> Settings:
@@ -164,17 +163,8 @@ def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
     finally:
         running.stop()
         shutil.copy(LOOP_STATE / CACHE, STATE / CACHE)  # what the loop's teacher answered
-    return {"rows": rows, "goals": verdict(rows), "settings": vars(args),
+    return {"rows": rows, "goals": recovery(rows), "settings": vars(args),
             "sizes": {"reviews": len(reviews), "eval": args.eval}}  # fmt: skip
-
-
-def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Tweets back at phase 1's level (reviews chrF after round 1) within the goal's answers."""
-    level = rows[1]["amazon"]["chrf"]
-    back = [r["tweets_answers"] for r in rows[2:] if r["tweets"]["chrf"] >= level]
-    first = back[0] if back else None
-    return {"phase1_chrf": level, "answers": first, "goal": RECOVERY_GOAL,
-            "met": first is not None and first <= RECOVERY_GOAL}  # fmt: skip
 
 
 def table(result: dict[str, Any]) -> str:

@@ -222,6 +222,8 @@ class Labeler:
         """Seek this session's partitions of recreated topics to their start, once assigned
         (at once with the embedded broker's "assign"; after the first poll in a group), and
         read the labels topic back before labelling."""
+        if not self._rewind:  # the usual step
+            return
         parts = [tp for tp in consumer.assignment() if tp.topic in self._rewind]
         if parts:
             consumer.seek_to_beginning(*parts)
