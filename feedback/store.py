@@ -85,6 +85,7 @@ class ExampleStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.counts = {"labels": 0, "feedback": 0, "dead_letters": 0, "compacted": 0}
         self._stop = threading.Event()
+        self._rewinds = bus.Rewinds()  # recreated topics the next session reads from the start
 
     def run(self) -> None:
         """Store until ``stop``; a Kafka failure (a broker restart) reconnects after 2 s."""
@@ -102,14 +103,19 @@ class ExampleStore:
         last_flush = time.monotonic()
         try:
             while not self._stop.is_set():
+                self._rewinds.seek(consumer)
                 records = bus.poll(consumer, 500, self.settings.store.flush_rows)
                 try:
                     watch.check()
                 except bus.TopicRecreated as exc:  # keep what the old topic gave; re-read the new
-                    log.warning("store: %s; reading it from the start", exc)
-                    records = [r for r in records if r.topic not in exc.topics]  # stale positions
+                    # with a new consumer (bus.Rewinds); records fetched at stale positions are
+                    # dropped and nothing is committed (its positions mean nothing there)
+                    records = [r for r in records if r.topic not in exc.topics]
+                    for record in records:
+                        self._take(record, pending, producer, metrics)
                     self._flush(pending, producer, metrics)
-                    watch.rewind(exc.topics)
+                    self._rewinds.add(exc.topics)
+                    raise
                 for record in records:
                     self._take(record, pending, producer, metrics)
                 size = sum(len(rows) for rows in pending.values())

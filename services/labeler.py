@@ -101,7 +101,7 @@ class Labeler:
         self._inflight: set[str] = set()
         self._rescan = threading.Event()
         self._traced = 0  # batches still to log by partition and offset (after a rewind)
-        self._rewind: set[str] = set()  # recreated topics the next session reads from the start
+        self._rewinds = bus.Rewinds()  # recreated topics the next session reads from the start
         self._stop = threading.Event()
         self._metrics: Any = None
         self._producer: Any = None  # the cascade's, made on its first answer
@@ -158,12 +158,10 @@ class Labeler:
                 try:
                     self._step(consumer, producer, watch, pool, pending)
                 except bus.TopicRecreated as exc:  # the broker restarted empty: start over
-                    # with a new consumer: rewound in place, this one once re-delivered only
-                    # one of two records it had fetched at a stale position and dropped (the
-                    # broker-restart test, ~1 run in 8 with busy cores); pending batches'
-                    # records and offsets belong to the old topic
+                    # with a new consumer (bus.Rewinds); pending batches' records and offsets
+                    # belong to the old topic
                     log.warning("labeler: %s; a new session reads it from the start", exc)
-                    self._rewind |= exc.topics
+                    self._rewinds.add(exc.topics)
                     self._traced = TRACED_AFTER_REWIND
                     return
             while pending:  # stopping: send what the teacher finishes; the rest stays uncommitted
@@ -190,7 +188,8 @@ class Labeler:
         then pause the partitions and poll only to stay in the group and keep the client's
         metadata fresh (a recreated topic is seen). Finish, in order, the batches the teacher
         is done with."""
-        self._seek_rewound(consumer)
+        if self._rewinds.seek(consumer):  # a recreated topic: read the labels topic back first
+            self._rescan.set()
         if len(pending) >= MAX_PENDING:
             consumer.pause(*consumer.assignment())
             head = pending[0].future
@@ -217,18 +216,6 @@ class Labeler:
             pending.append(self._start(records, pool))
         while pending and (pending[0].future is None or pending[0].future.done()):
             self._finish(pending.popleft(), producer, consumer, watch)
-
-    def _seek_rewound(self, consumer: Any) -> None:
-        """Seek this session's partitions of recreated topics to their start, once assigned
-        (at once with the embedded broker's "assign"; after the first poll in a group), and
-        read the labels topic back before labelling."""
-        if not self._rewind:  # the usual step
-            return
-        parts = [tp for tp in consumer.assignment() if tp.topic in self._rewind]
-        if parts:
-            consumer.seek_to_beginning(*parts)
-            self._rewind -= {tp.topic for tp in parts}
-            self._rescan.set()
 
     def remember_labelled(self) -> int:
         """Read the tail of the labels topic into the set of labelled request ids."""

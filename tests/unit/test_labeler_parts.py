@@ -88,14 +88,15 @@ def test_topic_watch_raises_once_a_read_topic_is_recreated() -> None:
     assert err.value.topics == {Topics.SAMPLED}
 
 
-def test_topic_watch_rewinds_a_recreated_topic_in_the_same_session() -> None:
-    consumer = _Consumer()
-    watch = bus.TopicWatch(consumer)
-    consumer._client.cluster.ids[Topics.SAMPLED] = "id-1"
-    watch.check()
-    consumer._client.cluster.ids[Topics.SAMPLED] = "id-2"
-    with pytest.raises(bus.TopicRecreated) as err:
-        watch.check()
-    watch.rewind(err.value.topics)
+def test_rewinds_seek_only_recreated_topics_once_their_partitions_are_assigned() -> None:
+    rewinds, consumer = bus.Rewinds(), _Consumer()
+    assert not rewinds.seek(consumer)  # nothing recreated: no seek
+    rewinds.add({Topics.SAMPLED})
+    parts = consumer.parts
+    consumer.parts = []  # a group's consumer before its first poll: nothing assigned yet
+    assert not rewinds.seek(consumer)
+    consumer.parts = parts
+    assert rewinds.seek(consumer)
     assert consumer.rewound == [TopicPartition(Topics.SAMPLED, 0)]  # only the recreated topic's
-    watch.check()  # the new id is adopted: no second alarm
+    assert not rewinds.seek(consumer)  # once: later polls read on from where it is
+    assert consumer.rewound == [TopicPartition(Topics.SAMPLED, 0)]
