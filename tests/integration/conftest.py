@@ -1,10 +1,10 @@
-"""The running loop, shared by test_loop.py and test_rollout.py (started once for both), and
-traffic sent through a loop's API until the teacher has labelled it."""
+"""The running loop the modules share (``loop``), the slot every module's loop goes through
+(``loop_slot``), and traffic sent through a loop's API until the teacher has labelled it."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -27,8 +27,48 @@ from services.broker import free_port
 from tests.conftest import DATA, TASK
 
 
+class LoopSlot:
+    """This test process's one loop. Its Ray actors have fixed names in one namespace and its
+    Serve app one HTTP port, so two loops (or a loop and another module's Ray stack) cannot run
+    at once. A module that starts its own calls ``release`` first, which stops the shared loop if
+    it is up; the shared loop (``shared``) is kept from module to module unless one spoiled it
+    (``spoil``: the chaos kills), and the next module that wants it then gets a fresh one. So a
+    module runs alone, or after any other, whatever the order."""
+
+    def __init__(self, start: Callable[[], Running]) -> None:
+        self._start = start
+        self._running: Running | None = None
+        self._spoiled = False
+
+    def shared(self) -> Running:
+        if self._running is None or self._spoiled:
+            self.release()
+            self._running, self._spoiled = self._start(), False
+        return self._running
+
+    def spoil(self) -> None:
+        self._spoiled = True
+
+    def release(self) -> None:
+        if self._running is not None:
+            self._running.stop()
+            self._running = None
+
+
 @pytest.fixture(scope="package")
-def loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iterator[Running]:
+def loop_slot(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iterator[LoopSlot]:
+    slot = LoopSlot(lambda: _shared_loop(tmp_path_factory))
+    yield slot
+    slot.release()
+
+
+@pytest.fixture(scope="module")
+def loop(loop_slot: LoopSlot) -> Running:
+    """The shared loop: started by the first module that asks for it, kept for the next."""
+    return loop_slot.shared()
+
+
+def _shared_loop(tmp_path_factory: pytest.TempPathFactory) -> Running:
     state = tmp_path_factory.mktemp("state")
     settings = Settings(
         paths=PathSettings(state_dir=state, data_dir=DATA, task_file=TASK),
@@ -57,9 +97,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iterato
             report_s=1,
         ),
     )
-    running = up(settings)
-    yield running
-    running.stop()
+    return up(settings)
 
 
 def send_until_labelled(

@@ -31,7 +31,7 @@ from distillery.settings import (
 from monitoring.status import Measurement
 from services.broker import free_port
 from tests.conftest import DATA, TASK
-from tests.integration.conftest import send_until_labelled
+from tests.integration.conftest import LoopSlot, send_until_labelled
 from training.cycle import seed_texts
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ PHASE = 500  # texts per phase: the drift check's current window is exactly one 
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, vader_ready: Any) -> Iterator[Running]:
+def stack(tmp_path_factory: pytest.TempPathFactory, loop_slot: LoopSlot) -> Iterator[Running]:
     settings = Settings(
         paths=PathSettings(
             state_dir=tmp_path_factory.mktemp("trigger-state"), data_dir=DATA, task_file=TASK
@@ -63,6 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, vader_ready: Any) -> Iterato
         monitor=MonitorSettings(min_rows=100, current_rows=PHASE, signal_window_s=3_600),
         gate=GateSettings(min_holdout=5, first_version_min_agreement=0),
     )
+    loop_slot.release()  # one loop at a time in this process
     running = up(settings)
     yield running
     running.stop()

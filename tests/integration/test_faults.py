@@ -31,6 +31,7 @@ from distillery.settings import (
 from models.weights import teacher_model_path
 from services.broker import EmbeddedBroker, Supervisor, free_port
 from tests.conftest import TASK
+from tests.integration.conftest import LoopSlot
 
 pytestmark = pytest.mark.integration
 
@@ -58,13 +59,14 @@ def _tiny_student(folder: Path, settings: Settings) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, loop_slot: LoopSlot) -> Iterator[Stack]:
     import ray
     from ray import serve
 
     from cli.launcher import start_ray
     from services import deploy
 
+    loop_slot.release()  # one Ray stack at a time in this process
     state = tmp_path_factory.mktemp("state")
     broker = EmbeddedBroker().start()
     settings = Settings(

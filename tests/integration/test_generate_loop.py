@@ -12,7 +12,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +33,7 @@ from distillery.settings import (
 from feedback.examples import read_labels
 from services.broker import free_port
 from tests.conftest import DATA, ROOT
+from tests.integration.conftest import LoopSlot
 from training.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ CHATS = 12
 
 
 @pytest.fixture(scope="module")
-def gen_loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iterator[Running]:
+def gen_loop(tmp_path_factory: pytest.TempPathFactory, loop_slot: LoopSlot) -> Iterator[Running]:
     state = tmp_path_factory.mktemp("state")
     settings = Settings(
         paths=PathSettings(state_dir=state, data_dir=DATA, task_file=TASK),
@@ -74,6 +74,7 @@ def gen_loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Ite
             max_stage_s=120,
         ),
     )
+    loop_slot.release()  # one loop at a time in this process
     running = up(settings, say=lambda _: None)
     yield running
     running.stop()

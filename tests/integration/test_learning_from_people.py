@@ -40,6 +40,7 @@ from feedback import keys, trust_report
 from feedback.examples import count_labels_since, read_kind
 from services.broker import free_port
 from tests.conftest import DATA, TASK
+from tests.integration.conftest import LoopSlot
 from training.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -47,7 +48,7 @@ RATED = 0.4  # share of answers users rate: ~280 ratings, ~55 of them held out (
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, vader_ready: Any) -> Iterator[Running]:
+def stack(tmp_path_factory: pytest.TempPathFactory, loop_slot: LoopSlot) -> Iterator[Running]:
     folder = tmp_path_factory.mktemp("people")
     task_file = folder / "swapped.yaml"
     task_file.write_text(yaml.safe_dump(swapped(load_task(TASK)).model_dump(mode="json")))
@@ -74,6 +75,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, vader_ready: Any) -> Iterato
             timeout_promotes=True,
         ),
     )
+    loop_slot.release()  # one loop at a time in this process
     running = up(settings)
     yield running
     running.stop()

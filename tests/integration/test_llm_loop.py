@@ -10,7 +10,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -33,12 +32,13 @@ from models.llm_teacher import soft_label
 from services.broker import free_port
 from services.llm_server import LocalLLM
 from tests.conftest import DATA, TASK
+from tests.integration.conftest import LoopSlot
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def llm_loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Iterator[Running]:
+def llm_loop(tmp_path_factory: pytest.TempPathFactory, loop_slot: LoopSlot) -> Iterator[Running]:
     state = tmp_path_factory.mktemp("llm-state")
     settings = Settings(
         paths=PathSettings(state_dir=state, data_dir=DATA, task_file=TASK),
@@ -58,6 +58,7 @@ def llm_loop(tmp_path_factory: pytest.TempPathFactory, vader_ready: Path) -> Ite
         train=TrainSettings(scratch_epochs=2),
         gate=GateSettings(min_holdout=5, first_version_min_agreement=0),
     )
+    loop_slot.release()  # one loop at a time in this process
     running = up(settings, say=lambda _: None)
     yield running
     running.stop()

@@ -4,7 +4,8 @@ middle of a rollout. No prediction fails beyond those in flight on the killed re
 accepted feedback is lost, and the loop labels and stores again; the restarted scheduler reads
 its rollout back from the registry and carries it on. (The broker: ``test_faults.py``.)
 
-Last in the package (by name): it kills parts of the loop the other modules share.
+It kills parts of the loop the other modules share, so it spoils it: a module after it gets a
+fresh one (``LoopSlot``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ import pytest
 
 from bench.chaos import Load, Phase, run_phase
 from cli.launcher import Running
+from tests.integration.conftest import LoopSlot
 
 pytestmark = pytest.mark.integration
 SETTLE_S, TIMEOUT_S = 6.0, 120.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def spoils_the_shared_loop(loop_slot: LoopSlot) -> Iterator[None]:
+    yield
+    loop_slot.spoil()
 
 
 @pytest.fixture(scope="module")
