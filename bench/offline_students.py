@@ -87,6 +87,67 @@ class Recipe:
     shape: StudentSettings
     epochs: int
     learning_rate: float
+    general_epochs: int = 0  # first, epochs of general distillation on the unlabelled pool
+
+
+@dataclass
+class Pool:
+    """Unlabelled texts and the embedding teacher's sentence embeddings of them, (N, H): what a
+    recipe with ``general_epochs`` learns before its labels (``training.represent``)."""
+
+    texts: list[str]
+    embeddings: Any  # torch.Tensor (N, H), L2-normalised
+
+
+def unlabelled(held_out: list[str], n: int, seed: int) -> list[str]:
+    """Up to ``n`` distinct VADER texts of every domain outside ``held_out`` (the training
+    texts among them): the traffic a student may learn embeddings from."""
+    held = set(held_out)
+    texts = [r.text for d in vader.DOMAINS for r in vader.load(d, ROOT / "data")]
+    random.Random(seed).shuffle(texts)
+    return [t for t in dict.fromkeys(texts) if t not in held][:n]
+
+
+def embedding_pool(texts: list[str], say: Any) -> Pool:
+    """MiniLM's (the embedding teacher's) sentence embeddings of ``texts``, 64 at a time."""
+    import torch
+
+    from distillery.settings import Settings
+    from models.embedding_teacher import ZeroShotTeacher
+
+    teacher = ZeroShotTeacher(teacher_model_path(Settings().teacher), ["a text"], 1.0)
+    start = time.monotonic()
+    chunks = [teacher.embed(texts[i : i + 64]) for i in range(0, len(texts), 64)]
+    say(f"  MiniLM embedded {len(texts)} unlabelled texts in {time.monotonic() - start:.0f}s")
+    return Pool(texts, torch.cat(chunks))
+
+
+def generalist(shape: StudentSettings, task: Task, pool: Pool, epochs: int, say: Any) -> dict:
+    """A fresh student of ``shape`` after ``epochs`` of general distillation on ``pool``: its
+    encoder's weights, for every recipe and budget that starts from them."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from distillery.settings import Settings
+    from models.student import new_student
+    from training.represent import represent
+
+    settings = Settings()
+    base = teacher_model_path(settings.teacher)
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    model = new_student(task.label_names, shape, tokenizer.vocab_size, 0, base)
+    config = {"epochs": epochs, "learning_rate": GENERAL_LR, "batch_size": 32, "seed": 0,
+              "max_tokens": settings.serve.max_tokens}  # fmt: skip
+    history = represent(
+        model, tokenizer, pool.texts, pool.embeddings, config,
+        lambda m: say(f"  general distillation, epoch {m['epoch']:g}: 1 - cos {m['loss']:.4f}"),
+    )  # fmt: skip
+    return {"encoder": model.bert.state_dict(), "history": history}
+
+
+GENERAL_LR = 5e-4  # AdamW rate of general distillation (bench.retention's note says why)
 
 
 def default_recipe() -> Recipe:
@@ -105,9 +166,11 @@ def distil(
     evals: Rows,
     teacher_probs: np.ndarray,
     recipe: Recipe | None = None,
+    encoder: dict | None = None,
 ) -> dict:
-    """A student from scratch (the default shape unless ``recipe``) on ``probs`` for ``train``:
-    accuracy against the human labels, agreement with its teacher, both on the held-out rows."""
+    """A student from scratch (the default shape unless ``recipe``; its encoder's weights from
+    ``encoder`` when given, a ``generalist``'s) on ``probs`` for ``train``: accuracy against the
+    human labels, agreement with its teacher, both on the held-out rows."""
     import pandas as pd
     import torch
     from transformers import AutoTokenizer
@@ -122,6 +185,8 @@ def distil(
     base = teacher_model_path(settings.teacher)  # the student's tokenizer and embeddings
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     model = new_student(task.label_names, recipe.shape, tokenizer.vocab_size, 0, base)
+    if encoder is not None:
+        model.bert.load_state_dict(encoder)
     frame = pd.DataFrame(
         {
             "text": train.texts,
@@ -149,7 +214,11 @@ def distil(
 def evaluate(student: Any, evals: Rows, teacher_probs: np.ndarray) -> dict[str, Any]:
     """A student's accuracy against the human labels (overall and per domain) and its agreement
     with its teacher's argmax, both on the held-out rows."""
-    predicted = student.predict_proba(evals.texts)
+    return evaluate_probs(student.predict_proba(evals.texts), evals, teacher_probs)
+
+
+def evaluate_probs(predicted: np.ndarray, evals: Rows, teacher_probs: np.ndarray) -> dict:
+    """``evaluate`` for probabilities already predicted, (N, C)."""
     acc, per = accuracy(predicted, evals)
     agreement = float((predicted.argmax(1) == teacher_probs.argmax(1)).mean())
     return {"accuracy": acc, "per_domain": per, "teacher_agreement": round(agreement, 3)}
@@ -162,10 +231,14 @@ def served_rate(
     say: Any,
     name: str = "teachers",
     quantize: bool = False,
+    batched: int = 0,
 ) -> dict[str, Any]:
     """A student served by Ray Serve (registered as v1 of a registry of its own under
     ``state/bench-<name>``, sampling off, its linear layers dynamic int8 if ``quantize``, as
-    ``DISTILLERY_SERVE_QUANTIZE`` does), loaded by ``wrk`` with 64 clients of one text each."""
+    ``DISTILLERY_SERVE_QUANTIZE`` does), loaded by ``wrk`` with 64 clients of one text each;
+    with ``batched``, also with 64 clients of ``batched`` texts a request (as an application that
+    sends its texts together does, and as the labeler sends the LLM 8 at a time), whose texts/s
+    is under ``"batched"``."""
     import shutil
 
     from bench.harness import NO_SAMPLING, bench_settings, run_wrk
@@ -187,8 +260,13 @@ def served_rate(
         url = f"{running.api_url}/v1/predict"
         bodies = _bodies(settings.paths.state_dir, sample, 1)
         run_wrk(url, bodies, 16, 5)  # warm up
-        result = run_wrk(url, bodies, 64, seconds).row()
+        result: dict[str, Any] = run_wrk(url, bodies, 64, seconds).row()
         say(f"  served student: {result['rps']} texts/s at 64 clients")
+        if batched > 1:
+            many = run_wrk(url, _bodies(settings.paths.state_dir, sample, batched), 64, seconds)
+            texts_per_s = round(many.rps * batched, 1)
+            result["batched"] = {"texts": batched, "texts_per_s": texts_per_s, **many.row()}
+            say(f"  served student: {texts_per_s} texts/s at 64 clients of {batched} texts")
         return result
     finally:
         running.stop()

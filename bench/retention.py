@@ -19,7 +19,7 @@ MiniLM (``bench/results/teachers.md``), so its capacity, not the teacher, looked
 the students that start from the embedding teacher's layers did best on every domain in
 ``bench/results/student_shapes.md``. Writes ``bench/results/retention.{json,md}``.
 
-    python -m bench.retention [--budgets 200 300 500] [--eval-per-domain 100] [--threads 2]
+    python -m bench.retention [--budgets 200 500] [--eval-per-domain 400] [--pool 10000]
 """
 
 from __future__ import annotations
@@ -36,13 +36,17 @@ from bench.offline_students import (
     Recipe,
     Rows,
     distil,
+    embedding_pool,
     evaluate,
+    evaluate_probs,
     fresh_texts,
+    generalist,
     label_all,
     local_llm,
     served_rate,
     serving_sample,
     split,
+    unlabelled,
 )
 from bench.student_shapes import SHAPES
 from bench.teachers import STATE, TASKS
@@ -68,13 +72,31 @@ LONGER = {
         "shape": {"init": "teacher_layers", "layers": 2}, "epochs": 8, "lr": 2e-4,
     },
 }  # fmt: skip
+# Added in stop 36, where the held-out set grew to 400 texts a domain (1,600) and the two-layer
+# student above kept 0.874 of the LLM: its encoder first learns MiniLM's sentence embeddings of
+# 10,000 unlabelled VADER texts outside the held-out set (general distillation,
+# ``training.represent``), then the same 8 epochs of the LLM's labels. Offline, 2 epochs of it
+# on 8,000 texts at 2e-4 lifted that student from 0.874 to 0.921 of the teacher on the same
+# split, and 3 on 17,812 at 5e-4 to 0.926; targets sharpened ×2 (0.867) and MiniLM's states as a
+# hidden-state loss during the label epochs (weight 100: 0.777) did worse, and are not rows.
+GENERAL = {
+    "teacher's first layer, general distillation first": {
+        "shape": {"init": "teacher_layers", "layers": 1}, "epochs": 8, "lr": 2e-4, "general": 2,
+    },
+    "teacher's first two layers, general distillation first": {
+        "shape": {"init": "teacher_layers", "layers": 2}, "epochs": 8, "lr": 2e-4, "general": 2,
+    },
+}  # fmt: skip
 INT8 = ", int8 weights"  # a row's suffix: the same student served with dynamic int8 linears
+DEFAULT = "teacher embeddings by PCA (default)"  # served in fp32 too, as the loop serves it
 
 
 def recipes() -> dict[str, Recipe]:
-    specs = {**SHAPES, **LONGER}
+    specs = {**SHAPES, **LONGER, **GENERAL}
     return {
-        name: Recipe(StudentSettings(**spec["shape"]), spec["epochs"], spec["lr"])
+        name: Recipe(
+            StudentSettings(**spec["shape"]), spec["epochs"], spec["lr"], spec.get("general", 0)
+        )
         for name, spec in specs.items()
     }
 
@@ -92,16 +114,21 @@ def measure(args: argparse.Namespace, url: str, say: Any) -> dict[str, Any]:
     hits = eval_probs.argmax(1) == np.asarray(evals.labels)
     teacher_acc = round(float(hits.mean()), 3)
     index = {text: i for i, text in enumerate(train.texts)}
+    encoders, general = generalists(task, evals, args, say)
+    ceiling = Ceiling(train, evals, say)
     rows, students = [], {}
     for budget in sorted(args.budgets):
         subset = train.first(budget)
         probs = train_probs[[index[t] for t in subset.texts]]
+        rows.append(ceiling.row(subset, probs, evals, eval_probs, teacher_acc))
         for name, recipe in recipes().items():
-            got = distil(task, subset, probs, evals, eval_probs, recipe)
+            start = encoders.get((recipe.shape.layers, recipe.general_epochs))
+            got = distil(task, subset, probs, evals, eval_probs, recipe, start)
             student = got.pop("model")
             found = [(name, got)]
             if budget == most:  # the served students, in fp32 and with int8 linears
-                students[name] = (student, False)
+                if name == DEFAULT:  # the others are served as int8 only: 1.6–1.9× fp32
+                    students[name] = (student, False)
                 students[name + INT8] = (student, True)
                 found.append((name + INT8, {**got, **int8_scores(student, evals, eval_probs)}))
             for recipe_name, scores in found:
@@ -112,7 +139,67 @@ def measure(args: argparse.Namespace, url: str, say: Any) -> dict[str, Any]:
     speed = teacher_speed(llm, set(evals.texts) | set(train.texts), args.speed_texts, say)
     llm.close()
     teacher = {"accuracy": teacher_acc, "texts_per_s": speed, "unreadable": bad_e + bad_t}
-    return {"teacher": teacher, "eval_texts": len(evals.texts), "rows": rows, "models": students}
+    return {
+        "teacher": teacher, "eval_texts": len(evals.texts), "rows": rows, "models": students,
+        "general": general,
+    }  # fmt: skip
+
+
+def generalists(
+    task: Any, evals: Rows, args: argparse.Namespace, say: Any
+) -> tuple[dict[tuple[int, int], dict], list[dict[str, Any]]]:
+    """Per (layers, epochs) the recipes ask for, a student's encoder after general distillation
+    on the unlabelled pool, learnt once for every budget; and what each stage cost."""
+    wanted = {(r.shape.layers, r.general_epochs): r.shape for r in recipes().values()}
+    wanted = {key: shape for key, shape in wanted.items() if key[1] > 0}
+    if not wanted:
+        return {}, []
+    pool = embedding_pool(unlabelled(evals.texts, args.pool, args.seed), say)
+    encoders, stages = {}, []
+    for (layers, epochs), shape in sorted(wanted.items()):
+        got = generalist(shape, task, pool, epochs, say)
+        encoders[(layers, epochs)] = got["encoder"]
+        rate = got["history"][-1]["texts_per_s"]
+        stages.append({
+            "layers": layers, "epochs": epochs, "texts": len(pool.texts),
+            "loss": round(got["history"][-1]["loss"], 4),
+            "seconds": round(epochs * len(pool.texts) / rate),
+        })  # fmt: skip
+    return encoders, stages
+
+
+class Ceiling:
+    """MiniLM's own six layers under a linear head fitted (KL, full batch) to the same LLM labels:
+    not a student to serve (MiniLM answers ~110 texts/s), but what the representation every
+    teacher-layer student starts from can make of those labels."""
+
+    NAME = "MiniLM's six layers + a linear head (not served: the labels' ceiling)"
+
+    def __init__(self, train: Rows, evals: Rows, say: Any) -> None:
+        pool = embedding_pool(list(dict.fromkeys(train.texts + evals.texts)), say)
+        self.embedded = dict(zip(pool.texts, pool.embeddings, strict=True))
+
+    def row(
+        self, train: Rows, probs: np.ndarray, evals: Rows, eval_probs: np.ndarray, acc: float
+    ) -> dict[str, Any]:
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.stack([self.embedded[t] for t in train.texts])  # (N, 384)
+        torch.manual_seed(0)
+        head = torch.nn.Linear(x.shape[1], probs.shape[1])
+        optimizer = torch.optim.AdamW(head.parameters(), lr=1e-2)
+        target = torch.from_numpy(np.asarray(probs, dtype=np.float32))  # (N, C)
+        for _ in range(500):
+            loss = F.kl_div(F.log_softmax(head(x), -1), target, reduction="batchmean")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            got = F.softmax(head(torch.stack([self.embedded[t] for t in evals.texts])), -1)
+        scores = evaluate_probs(got.numpy(), evals, eval_probs)
+        return {"recipe": self.NAME, "labels": len(train.texts), "params_m": 22.7, **scores,
+                "retention": round(scores["accuracy"] / acc, 3)}  # fmt: skip
 
 
 def int8_scores(student: Student, evals: Rows, eval_probs: np.ndarray) -> dict[str, Any]:
@@ -141,7 +228,9 @@ def run(args: argparse.Namespace, say: Any = print) -> dict[str, Any]:
     served = {}
     for name, (student, int8) in result.pop("models").items():
         say(f"serving {name}")
-        served[name] = served_rate(student, sample, args.serve_seconds, say, "retention", int8)
+        served[name] = served_rate(
+            student, sample, args.serve_seconds, say, "retention", int8, args.batched
+        )
     return verdict(result, served, args)
 
 
@@ -151,12 +240,20 @@ def verdict(result: dict[str, Any], served: dict[str, dict], args: argparse.Name
     rate = result["teacher"]["texts_per_s"]
     for row in result["rows"]:
         load = served.get(row["recipe"]) if row["labels"] == most else None
+        many = (load or {}).get("batched")
         row["served_rps"] = load["rps"] if load else None
         row["speedup"] = round(load["rps"] / rate, 1) if load else None
+        row["served_batched"] = many["texts_per_s"] if many else None
+        row["speedup_batched"] = round(many["texts_per_s"] / rate, 1) if many else None
     both = [
         r
         for r in result["rows"]
         if r["retention"] >= RETENTION_GOAL and (r["speedup"] or 0) >= SPEEDUP_GOAL
+    ]
+    batched = [
+        r
+        for r in result["rows"]
+        if r["retention"] >= RETENTION_GOAL and (r["speedup_batched"] or 0) >= SPEEDUP_GOAL
     ]
     best = max(result["rows"], key=lambda r: r["retention"])
     result["goals"] = {
@@ -164,6 +261,8 @@ def verdict(result: dict[str, Any], served: dict[str, dict], args: argparse.Name
         "speedup": SPEEDUP_GOAL,
         "met": bool(both),
         "by": [f"{r['recipe']} on {r['labels']} labels" for r in both],
+        "met_batched": bool(batched),  # served 8 texts a request, as the LLM is sent them
+        "by_batched": [f"{r['recipe']} on {r['labels']} labels" for r in batched],
         "best_retention": {k: best[k] for k in ("recipe", "labels", "retention", "speedup")},
     }
     result["served"] = served
@@ -173,36 +272,51 @@ def verdict(result: dict[str, Any], served: dict[str, dict], args: argparse.Name
 
 def table(result: dict[str, Any]) -> str:
     teacher, goals = result["teacher"], result["goals"]
+    n = result["settings"].get("batched", 8)
     rows = [
         [r["recipe"], r["params_m"], r["labels"], r["accuracy"], f"{r['retention']:.3f}",
-         r["teacher_agreement"], r["served_rps"] or "—", r["speedup"] or "—"]
+         r["teacher_agreement"], r["served_rps"] or "—", r["speedup"] or "—",
+         r.get("served_batched") or "—", r.get("speedup_batched") or "—"]
         for r in result["rows"]
     ]  # fmt: skip
     header = ["student", "params (M)", "LLM labels", "accuracy", "of the teacher's",
-              "agrees with the teacher", "served texts/s", "× the LLM server"]  # fmt: skip
+              "agrees with the teacher", "served texts/s", "× the LLM server",
+              f"served texts/s, {n} a request", f"× the LLM server, {n} a request"]  # fmt: skip
     head = (
         f"Sentiment, {result['eval_texts']} held-out texts: the LLM teacher's accuracy "
         f"{teacher['accuracy']}, its server {teacher['texts_per_s']} texts/s "
         f"({teacher['unreadable']} unreadable answers).\n\n"
     )
+    for stage in result.get("general", []):
+        head += (
+            f"General distillation of the {stage['layers']}-layer students: {stage['epochs']} "
+            f"epochs on {stage['texts']} unlabelled texts' MiniLM embeddings, "
+            f"{stage['seconds']} s, final 1 − cos {stage['loss']}.\n\n"
+        )
     best = goals["best_retention"]
     met = f"met by {', '.join(goals['by'])}" if goals["met"] else "not met"
+    by_many = goals.get("by_batched") or []
+    met_many = f"met by {', '.join(by_many)}" if by_many else "not met"
     tail = (
         f"\n- goal (≥ {goals['retention']:.0%} of the teacher while serving ≥ "
-        f"{goals['speedup']:g}× its throughput): {met};\n- best retention: {best['recipe']} on "
-        f"{best['labels']} labels, {best['retention']:.3f}.\n"
+        f"{goals['speedup']:g}× its throughput), one text a request: {met};\n- the same with "
+        f"{n} texts a request (as the labeler sends the LLM its texts): {met_many};\n"
+        f"- best retention: {best['recipe']} on {best['labels']} labels, "
+        f"{best['retention']:.3f}.\n"
     )
     return head + markdown_table(header, rows) + tail
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--budgets", type=int, nargs="+", default=[200, 300, 500],
+    parser.add_argument("--budgets", type=int, nargs="+", default=[200, 500],
                         help="training labels per domain (four domains)")  # fmt: skip
-    parser.add_argument("--eval-per-domain", type=int, default=100)
+    parser.add_argument("--eval-per-domain", type=int, default=400)
+    parser.add_argument("--pool", type=int, default=10_000, help="unlabelled texts, at most")
     parser.add_argument("--threads", type=int, default=2, help="the LLM server's threads")
     parser.add_argument("--speed-texts", type=int, default=40)
     parser.add_argument("--serve-seconds", type=float, default=15)
+    parser.add_argument("--batched", type=int, default=8, help="texts a request, second load")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     result = run(args)

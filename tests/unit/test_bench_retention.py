@@ -58,6 +58,9 @@ def test_a_smaller_budget_is_the_first_rows_of_each_domain(vader_ready: object) 
 
 def test_every_recipe_of_the_shapes_benchmark_is_tried() -> None:
     recipes = br.recipes()
-    assert len(recipes) == 5 and recipes["teacher's first two layers, 8 epochs at 2e-4"].epochs == 8
+    assert len(recipes) == 7 and recipes["teacher's first two layers, 8 epochs at 2e-4"].epochs == 8
     assert recipes["teacher's first layer, 8 epochs at 2e-4"].shape.layers == 1
+    general = [r for r in recipes.values() if r.general_epochs]
+    assert sorted(r.shape.layers for r in general) == [1, 2]  # both layer students, generalised
+    assert all(r.shape.init == "teacher_layers" for r in general)  # as wide as MiniLM
     assert {r.shape.init for r in recipes.values()} == {"pca", "teacher_layers"}
