@@ -134,6 +134,7 @@ def _retention(d: dict[str, Any]) -> Row:
                                 max(served, key=lambda r: r["retention"]))}  # fmt: skip
     kept = "; ".join(
         f"{r['recipe']} ({r['params_m']}M) keeps {r['retention']:.3f} at {r['speedup']}×"
+        + (f" ({r['speedup_batched']}× at 8 texts a request)" if r.get("speedup_batched") else "")
         for r in picks.values()
     )
     figure = (

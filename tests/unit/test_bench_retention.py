@@ -37,6 +37,9 @@ def test_the_goal_needs_one_student_that_keeps_97_percent_and_serves_500x() -> N
     assert not result["goals"]["met"]
     assert [r["speedup"] for r in result["rows"]] == [None, 900.0, 400.0]
     assert result["goals"]["best_retention"]["recipe"] == "small"
+    ceiling = _row(br.Ceiling.NAME, 1200, 0.999)  # not a student: never the best one
+    result = br.verdict(_result([dict(r) for r in [*rows, ceiling]]), served, args)
+    assert result["goals"]["best_retention"]["recipe"] == "small"
     served["wide"] = {"rps": 600.0}
     result = br.verdict(_result([dict(r) for r in rows]), served, args)
     assert result["goals"]["met"] and result["goals"]["by"] == ["wide on 1200 labels"]
