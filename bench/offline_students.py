@@ -118,7 +118,7 @@ def embedding_pool(texts: list[str], say: Any) -> Pool:
     teacher = ZeroShotTeacher(teacher_model_path(Settings().teacher), ["a text"], 1.0)
     start = time.monotonic()
     chunks = [teacher.embed(texts[i : i + 64]) for i in range(0, len(texts), 64)]
-    say(f"  MiniLM embedded {len(texts)} unlabelled texts in {time.monotonic() - start:.0f}s")
+    say(f"  MiniLM embedded {len(texts)} texts in {time.monotonic() - start:.0f}s")
     return Pool(texts, torch.cat(chunks))
 
 

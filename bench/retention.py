@@ -8,11 +8,14 @@ and the training texts once, through the label cache ``bench.teachers`` also use
 each label budget (``--budgets``, per domain, the first rows of the same training texts) and each
 student recipe of ``bench.student_shapes.SHAPES``, one student is distilled offline from the
 LLM's soft labels, and its accuracy against the human labels is divided by the teacher's: the
-retention. Each recipe's student at the largest budget is then served by Ray Serve under ``wrk``
-(64 clients), against the LLM server's own texts/s on fresh texts, measured in the same run: once
-in fp32 and once with its linear layers dynamic int8 (``DISTILLERY_SERVE_QUANTIZE``), whose
-held-out accuracy is measured too. Offline, int8 ran the two-layer student 2.2× faster (1,570
-against 712 texts/s, batches of 32, 2 threads).
+retention. The ``GENERAL`` recipes first learn MiniLM's sentence embeddings of unlabelled texts
+(``training.represent``); per budget, MiniLM's own six layers under a linear head fitted to the
+same labels give the labels' ceiling (``Ceiling``, not served). Each recipe's student at the
+largest budget is then served by Ray Serve under ``wrk`` (64 clients of one text, then of
+``--batched`` texts), against the LLM server's own texts/s on fresh texts, measured in the same
+run: with its linear layers dynamic int8 (``DISTILLERY_SERVE_QUANTIZE``), whose held-out
+accuracy is measured too, and the default student in fp32 as well. Offline, int8 ran the
+two-layer student 2.2× faster (1,570 against 712 texts/s, batches of 32, 2 threads).
 
 Why these recipes: at 800 labels the default 2×128 student kept 0.89 of the LLM and 0.91 of
 MiniLM (``bench/results/teachers.md``), so its capacity, not the teacher, looked like the limit;
