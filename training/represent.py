@@ -12,8 +12,9 @@ embeddings are unit vectors, the student's pooled states are not.
 Why: with an LLM teacher a label costs ~600 ms here, and an embedding ~5 ms. Measured on
 sentiment (``bench.retention``, 2,000 LLM labels, 1,600 held-out texts), two epochs on 10,000
 texts lifted the students trained 8 epochs at 2e-4 from 0.874 to 0.899 of the LLM's accuracy
-(two layers) and from 0.883 to 0.900 (one layer); on 800 labels they moved −2.0 and +0.2 points,
-and the plain 3-epoch recipes without it kept more (0.929 and 0.918). Not used by the loop: a
+(two layers) and from 0.883 to 0.900 (one layer); on 800 labels the one-layer student lost 2.0
+points with it and the two-layer one gained 0.2, and the plain 3-epoch recipes without it kept
+more (0.929 and 0.918). Not used by the loop: a
 recipe for offline students, measured.
 """
 
