@@ -143,13 +143,19 @@ def make_consumer(
     return consumer
 
 
-def keep_running(body: Callable[[], None], stop: threading.Event, what: str) -> None:
+def keep_running(
+    body: Callable[[], None], stop: threading.Event, what: str, rewinds: Rewinds | None = None
+) -> None:
     """Run ``body`` (one connected session of a consumer loop) until ``stop``; when Kafka fails
-    it (a broker restart), log and start a new session after 2 s: uncommitted work replays."""
+    it (a broker restart), log and start a new session after 2 s: uncommitted work replays. A
+    session that raises ``TopicRecreated`` is followed at once by one that reads the recreated
+    topics from their start (``rewinds``, which ``body`` seeks with)."""
     while not stop.is_set():
         try:
             body()
         except TopicRecreated as exc:
+            if rewinds is not None:
+                rewinds.add(exc.topics)
             log.warning("%s: %s; a new session reads it from the start", what, exc)
         except Exception:
             log.exception("%s lost Kafka; reconnecting (uncommitted work is replayed)", what)
@@ -228,8 +234,8 @@ class Rewinds:
     place: seeking the consumer that had fetched at stale positions back to the beginning once
     re-delivered only one of the two records it had fetched (the labeler's broker-restart test,
     ~1 run in 8 with busy cores, stop 35); a new consumer that seeks before its first fetch lost
-    none in 24 runs. A loop ends its session on ``TopicRecreated`` after ``add``, and calls
-    ``seek`` before each poll of the next."""
+    none in 24 runs. A loop lets ``TopicRecreated`` end its session (``keep_running`` adds the
+    topics here) and calls ``seek`` before each poll of the next."""
 
     def __init__(self) -> None:
         self._topics: set[str] = set()

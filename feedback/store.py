@@ -93,7 +93,7 @@ class ExampleStore:
 
         metrics = loop_metrics()
         start_at_zero(metrics.dead_letters, *({"topic": topic} for topic in KINDS))
-        bus.keep_running(lambda: self._run_connected(metrics), self._stop, "store")
+        bus.keep_running(lambda: self._run_connected(metrics), self._stop, "store", self._rewinds)
 
     def _run_connected(self, metrics: Any) -> None:
         consumer = bus.make_consumer(self.settings.kafka, GROUP, list(KINDS))
@@ -114,7 +114,6 @@ class ExampleStore:
                     for record in records:
                         self._take(record, pending, producer, metrics)
                     self._flush(pending, producer, metrics)
-                    self._rewinds.add(exc.topics)
                     raise
                 for record in records:
                     self._take(record, pending, producer, metrics)

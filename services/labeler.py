@@ -136,7 +136,7 @@ class Labeler:
         while isinstance(self.teacher, _NoTeacherYet) and not self._build_teacher():
             if self._stop.wait(2.0):
                 return
-        bus.keep_running(self._run_connected, self._stop, "labeler")
+        bus.keep_running(self._run_connected, self._stop, "labeler", self._rewinds)
 
     def _run_connected(self) -> None:
         """Pipelined: while the teacher labels batch n on its thread, this thread fetches batch
@@ -157,13 +157,11 @@ class Labeler:
             while not self._stop.is_set():
                 try:
                     self._step(consumer, producer, watch, pool, pending)
-                except bus.TopicRecreated as exc:  # the broker restarted empty: start over
-                    # with a new consumer (bus.Rewinds); pending batches' records and offsets
-                    # belong to the old topic
-                    log.warning("labeler: %s; a new session reads it from the start", exc)
-                    self._rewinds.add(exc.topics)
+                except bus.TopicRecreated:  # the broker restarted empty: keep_running starts
+                    # over with a new consumer (bus.Rewinds); pending batches' records and
+                    # offsets belong to the old topic, so they are not finished below
                     self._traced = TRACED_AFTER_REWIND
-                    return
+                    raise
             while pending:  # stopping: send what the teacher finishes; the rest stays uncommitted
                 head = pending.popleft()
                 if head.future is not None:

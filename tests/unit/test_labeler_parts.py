@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from kafka.structs import TopicPartition
 
@@ -99,4 +101,20 @@ def test_rewinds_seek_only_recreated_topics_once_their_partitions_are_assigned()
     assert rewinds.seek(consumer)
     assert consumer.rewound == [TopicPartition(Topics.SAMPLED, 0)]  # only the recreated topic's
     assert not rewinds.seek(consumer)  # once: later polls read on from where it is
+    assert consumer.rewound == [TopicPartition(Topics.SAMPLED, 0)]
+
+
+def test_a_session_ended_by_a_recreated_topic_leaves_it_to_the_next_to_rewind() -> None:
+    rewinds, stop, sessions = bus.Rewinds(), threading.Event(), []
+
+    def session() -> None:
+        sessions.append(1)
+        if len(sessions) == 1:
+            raise bus.TopicRecreated({Topics.SAMPLED}, "topic traffic.sampled.v1 was recreated")
+        stop.set()
+
+    bus.keep_running(session, stop, "test", rewinds)
+    assert len(sessions) == 2  # a second session ran after the first ended
+    consumer = _Consumer()
+    assert rewinds.seek(consumer)
     assert consumer.rewound == [TopicPartition(Topics.SAMPLED, 0)]
