@@ -129,12 +129,13 @@ def _generate_batch(d: dict[str, Any]) -> Row:
 def _retention(d: dict[str, Any]) -> Row:
     """The fastest served student and the one that keeps the most, each with its speed-up."""
     goals, most = d["goals"], max(r["labels"] for r in d["rows"])
+    n = d["settings"].get("batched", 8)  # texts a request of the second load
     served = [r for r in d["rows"] if r["labels"] == most and r["speedup"] is not None]
     picks = {id(r): r for r in (max(served, key=lambda r: r["speedup"]),
                                 max(served, key=lambda r: r["retention"]))}  # fmt: skip
     kept = "; ".join(
         f"{r['recipe']} ({r['params_m']}M) keeps {r['retention']:.3f} at {r['speedup']}×"
-        + (f" ({r['speedup_batched']}× at 8 texts a request)" if r.get("speedup_batched") else "")
+        + (f" ({r['speedup_batched']}× at {n} texts a request)" if r.get("speedup_batched") else "")
         for r in picks.values()
     )
     figure = (

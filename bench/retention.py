@@ -153,8 +153,9 @@ def generalists(
 ) -> tuple[dict[tuple[int, int], dict], list[dict[str, Any]]]:
     """Per (layers, epochs) the recipes ask for, a student's encoder after general distillation
     on the unlabelled pool, learnt once for every budget; and what each stage cost."""
-    wanted = {(r.shape.layers, r.general_epochs): r.shape for r in recipes().values()}
-    wanted = {key: shape for key, shape in wanted.items() if key[1] > 0}
+    wanted = {
+        (r.shape.layers, r.general_epochs): r.shape for r in recipes().values() if r.general_epochs
+    }
     if not wanted:
         return {}, []
     pool = embedding_pool(unlabelled(evals.texts, args.pool, args.seed), say)
